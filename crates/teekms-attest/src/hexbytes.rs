@@ -1,0 +1,71 @@
+//! Fixed-size byte strings written as lowercase hex in JSON and TOML.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// `N` bytes that serialize as exactly `2N` lowercase hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HexBytes<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> HexBytes<N> {
+    /// Parses exactly `2N` hex characters (either case).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.len() != 2 * N {
+            return Err(format!("expected {} hex characters, found {}", 2 * N, s.len()));
+        }
+        let mut out = [0u8; N];
+        hex::decode_to_slice(s, &mut out).map_err(|e| format!("not hex: {e}"))?;
+        Ok(HexBytes(out))
+    }
+
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl<const N: usize> fmt::Debug for HexBytes<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl<const N: usize> fmt::Display for HexBytes<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl<const N: usize> Serialize for HexBytes<N> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for HexBytes<N> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        HexBytes::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde helpers for variable-length byte strings as standard base64.
+pub mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes bytes as standard base64.
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    /// Reads standard base64 (padded, no whitespace).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD
+            .decode(s.as_bytes())
+            .map_err(|e| serde::de::Error::custom(format!("not standard base64: {e}")))
+    }
+}
