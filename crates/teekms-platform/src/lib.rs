@@ -1,1 +1,55 @@
-//! placeholder
+//! What runs inside the TEE: producing evidence and obtaining the hardware sealing key.
+//!
+//! Today this is the `sim` TEE only; real TEEs (Gramine `/dev/attestation`, configfs-tsm)
+//! come behind the same [`Platform`] trait. This crate does file I/O but holds no policy.
+
+#![deny(missing_docs)]
+
+mod files;
+pub mod sim;
+
+pub use files::{read_secret_file, write_new_secret_file};
+pub use sim::{SimPlatform, SimRoot};
+use teekms_attest::TeeKind;
+use teekms_core::SealingKey;
+
+/// Errors of the platform: the TEE or its files are unavailable or damaged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlatformError {
+    /// A file the platform needs could not be read or written.
+    #[error("{what} at {path}: {source}")]
+    Io {
+        /// What the file is.
+        what: &'static str,
+        /// Where.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file exists but does not hold what it should.
+    #[error("{what} at {path} is damaged: {reason}")]
+    Damaged {
+        /// What the file is.
+        what: &'static str,
+        /// Where.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A TEE as seen from inside: it makes evidence and gives a sealing key.
+pub trait Platform: Send + Sync {
+    /// Which TEE this is.
+    fn tee(&self) -> TeeKind;
+    /// Evidence whose report data is exactly `report_data`.
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, PlatformError>;
+    /// Collateral to ship with the evidence (none for sim).
+    fn collateral(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// The hardware sealing key.
+    fn sealing_key(&self) -> Result<SealingKey, PlatformError>;
+}
