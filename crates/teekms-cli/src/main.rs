@@ -1,1 +1,39 @@
-fn main() {}
+//! `teekms`: the command-line tool. Thin: parsing, files, output and exit codes; the work
+//! is in the library crates.
+//!
+//! Exit codes: 0 done/accepted, 1 rejected or refused, 2 usage, configuration or I/O error.
+
+mod cli;
+mod cmd;
+mod failure;
+mod paths;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::failure::{EXIT_OK, Failure};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TEEKMS_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = cli::Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(cmd::run(cli.command)) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(Failure { code, message, hint }) => {
+            eprintln!("error: {message}");
+            if let Some(hint) = hint {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,1 +1,16 @@
-//! placeholder
+//! Client for owners: talks to a teekms node and verifies it before any secret crosses.
+//!
+//! Each [`Connection`] is one TLS connection; [`connect_verified`] fetches fresh evidence
+//! over it (with a random nonce), verifies it against the owner's policy, and checks that
+//! the TLS key of that very connection is the attested one. Only then does a
+//! [`VerifiedConnection`] exist, and only it can deploy keys.
+
+#![deny(missing_docs)]
+
+mod connection;
+mod error;
+mod url;
+
+pub use connection::{Connection, VerifiedConnection, connect, connect_verified};
+pub use error::ClientError;
+pub use url::NodeUrl;

@@ -9,6 +9,7 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod bundle;
 mod error;
 pub mod keyid;

@@ -111,6 +111,19 @@ impl Receipt {
         serde_json::to_string_pretty(self).expect("receipts always serialize")
     }
 
+    /// Checks that the verified node signed this receipt (and names itself in it).
+    pub fn verify_signature(&self, node: &VerifiedNode) -> Result<(), CoreError> {
+        if !teekms_attest::ed25519_verify(node.signing_public_key(), &self.signed_message(), &self.signature) {
+            return Err(CoreError::ReceiptInvalid(
+                "the node's signature does not verify (altered, or from another node)".into(),
+            ));
+        }
+        if self.node_id != node.statement().node_id {
+            return Err(CoreError::ReceiptInvalid("it names another node".into()));
+        }
+        Ok(())
+    }
+
     /// Checks the receipt against the verified node and what the owner deployed.
     pub fn verify(
         &self,
@@ -119,13 +132,8 @@ impl Receipt {
         key_id: &KeyId,
         kcv: &Kcv,
     ) -> Result<(), CoreError> {
+        self.verify_signature(node)?;
         let fail = |m: &str| Err(CoreError::ReceiptInvalid(m.into()));
-        if !teekms_attest::ed25519_verify(node.signing_public_key(), &self.signed_message(), &self.signature) {
-            return fail("the node's signature does not verify (altered, or from another node)");
-        }
-        if self.node_id != node.statement().node_id {
-            return fail("it names another node");
-        }
         if self.owner.0 != teekms_attest::sha256(&owner.0) {
             return fail("it names another owner");
         }

@@ -1,1 +1,30 @@
-//! placeholder
+//! The teekms node as a library: `serve(config)` starts it and returns the bound address,
+//! so tests and the demo run real nodes on port 0.
+//!
+//! It owns the node's key set (born and sealed inside the TEE), the HTTPS API over
+//! RA-TLS, owner authentication by TLS client certificate, and durable group-committed
+//! storage. It does not verify other TEEs yet (mutual RA-TLS is later work).
+
+#![deny(missing_docs)]
+
+mod api;
+mod error;
+mod keyservice;
+mod node;
+mod server;
+mod tls;
+mod writer;
+
+pub use error::ServerError;
+pub use keyservice::{DeployError, Deployed, KeyService};
+pub use node::{NodeHandle, open_node};
+pub use server::{RunningServer, ServeConfig, serve};
+pub use tls::owner_from_certificate;
+
+/// Seconds since the Unix epoch on this machine's clock.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

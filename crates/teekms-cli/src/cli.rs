@@ -1,0 +1,223 @@
+//! Command-line interface definition.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// teekms: a key management service inside a Trusted Execution Environment.
+#[derive(Parser)]
+#[command(name = "teekms", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// The owner's identity (an Ed25519 key pair on this machine).
+    #[command(subcommand)]
+    Owner(OwnerCmd),
+    /// Run a node.
+    Serve(ServeArgs),
+    /// The simulated TEE (development only, INSECURE).
+    #[command(subcommand)]
+    Sim(SimCmd),
+    /// Fetch and verify a node's attestation.
+    #[command(subcommand)]
+    Attest(AttestCmd),
+    /// Generate, wrap, deploy, import and list data keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Run the whole flow in a temporary directory and narrate it.
+    Demo,
+}
+
+#[derive(Args, Clone)]
+pub struct OwnerArg {
+    /// Owner key file [default: $XDG_CONFIG_HOME/teekms/owner.key]
+    #[arg(long, env = "TEEKMS_OWNER", value_name = "FILE")]
+    pub owner: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+pub struct SimRootArg {
+    /// Sim platform root key [default: $XDG_DATA_HOME/teekms/sim-root.key]
+    #[arg(long, env = "TEEKMS_SIM_ROOT", value_name = "FILE")]
+    pub sim_root: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum OwnerCmd {
+    /// Create the owner key pair (prints the fingerprint if it already exists).
+    Init(OwnerArg),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TeeArg {
+    /// Simulated TEE: INSECURE, for development and tests.
+    Sim,
+    /// Intel SGX under Gramine.
+    Sgx,
+    /// Intel TDX confidential VM.
+    Tdx,
+    /// AMD SEV-SNP confidential VM.
+    Snp,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Which TEE this node runs in (never guessed).
+    #[arg(long, value_enum)]
+    pub tee: TeeArg,
+    /// Directory for the node's sealed state.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub sim_root: SimRootArg,
+}
+
+#[derive(Subcommand)]
+pub enum SimCmd {
+    /// Print the sim root public key (hex), creating the root if absent.
+    Root(SimRootArg),
+}
+
+#[derive(Subcommand)]
+pub enum AttestCmd {
+    /// Save a node's attestation document.
+    Fetch {
+        /// The node, https://HOST:PORT.
+        #[arg(long)]
+        node: String,
+        /// Output file [default: stdout].
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Verify a saved attestation document against a policy.
+    Verify {
+        /// The attestation document (from `attest fetch`).
+        document: PathBuf,
+        /// Verification policy (TOML).
+        #[arg(long, value_name = "POLICY")]
+        policy: PathBuf,
+        /// Print the verdict as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeyCmd {
+    /// Write a fresh 256-bit data key (64 hex characters and a newline, mode 0600).
+    Generate {
+        /// Output file (must not exist).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Verify a node, then wrap a data key to it and deploy it online.
+    Deploy {
+        /// The node, https://HOST:PORT.
+        #[arg(long)]
+        node: String,
+        /// Verification policy (TOML).
+        #[arg(long, value_name = "POLICY")]
+        policy: PathBuf,
+        /// Key id in your namespace.
+        #[arg(long)]
+        key_id: String,
+        /// Data key file.
+        #[arg(long, value_name = "FILE")]
+        dek: PathBuf,
+        /// Key policy file (a JSON object) [default: {}].
+        #[arg(long, value_name = "FILE")]
+        key_policy: Option<PathBuf>,
+        /// Also save the node's receipt here.
+        #[arg(long, value_name = "FILE")]
+        receipt: Option<PathBuf>,
+        #[command(flatten)]
+        owner: OwnerArg,
+    },
+    /// Verify a saved attestation offline and wrap a data key into a bundle file.
+    Wrap {
+        /// The node's attestation document.
+        #[arg(long, value_name = "FILE")]
+        evidence: PathBuf,
+        /// Verification policy (TOML).
+        #[arg(long, value_name = "POLICY")]
+        policy: PathBuf,
+        /// Key id in your namespace.
+        #[arg(long)]
+        key_id: String,
+        /// Data key file.
+        #[arg(long, value_name = "FILE")]
+        dek: PathBuf,
+        /// Key policy file (a JSON object) [default: {}].
+        #[arg(long, value_name = "FILE")]
+        key_policy: Option<PathBuf>,
+        /// Bundle file to write.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        #[command(flatten)]
+        owner: OwnerArg,
+    },
+    /// Import a bundle into a running node (--node) or a stopped one (--data-dir).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["node", "data_dir"])))]
+    Import {
+        /// The bundle file.
+        bundle: PathBuf,
+        /// A running node, https://HOST:PORT.
+        #[arg(long)]
+        node: Option<String>,
+        /// A stopped node's data dir (run this inside the node's TEE).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// With --data-dir: the TEE of that node.
+        #[arg(long, value_enum, requires = "data_dir")]
+        tee: Option<TeeArg>,
+        /// With --node: also verify the node's fresh evidence against this policy.
+        #[arg(long, value_name = "POLICY", requires = "node")]
+        policy: Option<PathBuf>,
+        /// Where to write the receipt [default: BUNDLE.receipt].
+        #[arg(long, value_name = "FILE")]
+        receipt: Option<PathBuf>,
+        #[command(flatten)]
+        sim_root: SimRootArg,
+    },
+    /// Check a node's receipt against its attestation and your data key (offline).
+    CheckReceipt {
+        /// The receipt file.
+        receipt: PathBuf,
+        /// The node's attestation document (the one you wrapped to).
+        #[arg(long, value_name = "FILE")]
+        evidence: PathBuf,
+        /// Verification policy (TOML).
+        #[arg(long, value_name = "POLICY")]
+        policy: PathBuf,
+        /// Key id.
+        #[arg(long)]
+        key_id: String,
+        /// Data key file.
+        #[arg(long, value_name = "FILE")]
+        dek: PathBuf,
+        #[command(flatten)]
+        owner: OwnerArg,
+    },
+    /// List your keys on a node (id, created, key check value; never material).
+    List {
+        /// The node, https://HOST:PORT.
+        #[arg(long)]
+        node: String,
+        /// Verification policy (TOML).
+        #[arg(long, value_name = "POLICY")]
+        policy: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        owner: OwnerArg,
+    },
+}

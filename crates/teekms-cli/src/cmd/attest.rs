@@ -1,0 +1,79 @@
+use teekms_attest::{Freshness, verify_document};
+
+use crate::cli::AttestCmd;
+use crate::cmd::{now, parse_url, warn_if_sim};
+use crate::failure::{CmdResult, Failure};
+use crate::paths;
+
+pub async fn run(cmd: AttestCmd) -> CmdResult {
+    match cmd {
+        AttestCmd::Fetch { node, output } => {
+            let url = parse_url(&node)?;
+            let mut conn = teekms_client::connect(&url, None).await?;
+            let doc = conn.attestation(None).await?;
+            let text = doc.to_json() + "\n";
+            match output {
+                Some(path) => {
+                    paths::write_atomic(&path, text.as_bytes(), 0o644)?;
+                    eprintln!(
+                        "saved the attestation of node {} ({}) to {}; it is not verified yet: run `teekms attest verify {} --policy POLICY`",
+                        doc.statement.node_id,
+                        doc.tee,
+                        path.display(),
+                        path.display()
+                    );
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        AttestCmd::Verify { document, policy, json } => verify(&document, &policy, json),
+    }
+}
+
+fn verify(document: &std::path::Path, policy: &std::path::Path, json: bool) -> CmdResult {
+    let policy = paths::load_policy(policy)?;
+    let doc = match paths::load_document(document) {
+        Ok(doc) => doc,
+        Err(f) if json && f.code == crate::failure::EXIT_REJECTED => {
+            let v = serde_json::json!({
+                "verified": false, "accepted": false, "tee": null,
+                "reasons": [f.message.clone()], "claims": null, "statement": null,
+            });
+            println!("{v}");
+            return Err(f);
+        }
+        Err(f) => return Err(f),
+    };
+    warn_if_sim(doc.tee);
+    let verdict = verify_document(&doc, &policy, Freshness::Offline, now());
+    if json {
+        println!("{}", serde_json::to_string(&verdict).expect("verdicts serialize"));
+    } else if verdict.accepted {
+        println!("ACCEPTED: {} node {}", verdict.tee, verdict.statement.node_id);
+        if let Some(claims) = &verdict.claims {
+            for (k, v) in claims.as_object().into_iter().flatten() {
+                match v.as_str() {
+                    Some(s) => println!("  {k}: {s}"),
+                    None => println!("  {k}: {v}"),
+                }
+            }
+        }
+        println!("  hpke_public_key: {}", verdict.statement.hpke_public_key);
+    } else {
+        println!(
+            "REJECTED: {} node {} ({})",
+            verdict.tee,
+            verdict.statement.node_id,
+            if verdict.verified { "evidence verified, but no policy entry admits it" } else { "evidence did not verify" }
+        );
+        for r in &verdict.reasons {
+            println!("  - {r}");
+        }
+    }
+    if verdict.accepted {
+        Ok(())
+    } else {
+        Err(Failure::rejected(format!("the node's evidence was rejected: {}", verdict.reasons.join("; "))))
+    }
+}

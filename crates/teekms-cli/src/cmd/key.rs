@@ -1,0 +1,234 @@
+use std::path::{Path, PathBuf};
+
+use teekms_attest::{Freshness, VerifiedNode, verify_document};
+use teekms_core::{Bundle, DataKey, KeyId, Receipt};
+use teekms_server::{DeployError, Deployed, open_node};
+
+use crate::cli::{KeyCmd, OwnerArg, SimRootArg, TeeArg};
+use crate::cmd::{now, parse_url, warn_if_sim};
+use crate::failure::{CmdResult, EXIT_REJECTED, Failure};
+use crate::paths;
+
+pub async fn run(cmd: KeyCmd) -> CmdResult {
+    match cmd {
+        KeyCmd::Generate { output } => {
+            let dek = DataKey::generate();
+            paths::write_new_secret(&output, dek.to_file_text().as_bytes(), "data key")?;
+            println!("wrote a new 256-bit data key to {} (kcv {})", output.display(), dek.kcv());
+            Ok(())
+        }
+        KeyCmd::Deploy { node, policy, key_id, dek, key_policy, receipt, owner } => {
+            deploy(&node, &policy, &key_id, &dek, &key_policy, receipt.as_deref(), &owner).await
+        }
+        KeyCmd::Wrap { evidence, policy, key_id, dek, key_policy, output, owner } => {
+            wrap(&evidence, &policy, &key_id, &dek, &key_policy, &output, &owner)
+        }
+        KeyCmd::Import { bundle, node, data_dir, tee, policy, receipt, sim_root } => {
+            let receipt_path = receipt.unwrap_or_else(|| {
+                let mut p = bundle.clone().into_os_string();
+                p.push(".receipt");
+                PathBuf::from(p)
+            });
+            let b = load_bundle(&bundle)?;
+            match (node, data_dir) {
+                (Some(node), None) => import_online(&node, policy.as_deref(), &b, &receipt_path).await,
+                (None, Some(dir)) => import_offline(&dir, tee, &sim_root, &b, &receipt_path),
+                _ => Err(Failure::usage("give exactly one of --node and --data-dir")),
+            }
+        }
+        KeyCmd::CheckReceipt { receipt, evidence, policy, key_id, dek, owner } => {
+            let node = verify_offline(&evidence, &policy)?;
+            let owner = paths::load_owner(&owner.owner)?;
+            let key_id = parse_key_id(&key_id)?;
+            let dek = paths::load_dek(&dek)?;
+            let bytes = paths::read(&receipt, "receipt", teekms_core::receipt::MAX_RECEIPT_LEN as u64)?;
+            let r = Receipt::from_json(&bytes).map_err(|e| Failure::rejected(e.to_string()))?;
+            r.verify(&node, &owner.public_key(), &key_id, &dek.kcv())
+                .map_err(|e| Failure::rejected(e.to_string()))?;
+            println!("receipt verified: node {} holds key {} (kcv {}, version {})", r.node_id, r.key_id, r.kcv, r.key_version);
+            Ok(())
+        }
+        KeyCmd::List { node, policy, json, owner } => list(&node, &policy, json, &owner).await,
+    }
+}
+
+fn parse_key_id(s: &str) -> Result<KeyId, Failure> {
+    KeyId::new(s).map_err(|e| Failure::usage(e.to_string()))
+}
+
+fn load_bundle(path: &Path) -> Result<Bundle, Failure> {
+    let bytes = paths::read(path, "bundle", teekms_core::bundle::MAX_BUNDLE_LEN as u64)?;
+    Bundle::from_json(&bytes).map_err(|e| {
+        Failure::rejected(format!("{}: {e}", path.display())).hint("ask the owner for a fresh bundle; do not edit it")
+    })
+}
+
+async fn connect_verified(
+    node: &str,
+    policy: &Path,
+    owner: Option<&teekms_core::OwnerKey>,
+) -> Result<teekms_client::VerifiedConnection, Failure> {
+    let url = parse_url(node)?;
+    let policy = paths::load_policy(policy)?;
+    let conn = teekms_client::connect_verified(&url, &policy, owner, now()).await?;
+    warn_if_sim(conn.node().statement().tee);
+    Ok(conn)
+}
+
+async fn deploy(
+    node: &str,
+    policy: &Path,
+    key_id: &str,
+    dek: &Path,
+    key_policy: &Option<PathBuf>,
+    receipt_out: Option<&Path>,
+    owner: &OwnerArg,
+) -> CmdResult {
+    let owner = paths::load_owner(&owner.owner)?;
+    let key_id = parse_key_id(key_id)?;
+    let dek = paths::load_dek(dek)?;
+    let key_policy = paths::load_key_policy(key_policy)?;
+    let mut conn = connect_verified(node, policy, Some(&owner)).await?;
+    eprintln!("verified node {}", conn.node().statement().node_id);
+    let (receipt, created) = conn.deploy(&owner, &key_id, &key_policy, &dek).await?;
+    if let Some(path) = receipt_out {
+        paths::write_atomic(path, (receipt.to_json() + "\n").as_bytes(), 0o644)?;
+    }
+    if created {
+        println!("deployed key {key_id} to node {} (kcv {}); the signed receipt checks out", receipt.node_id, receipt.kcv);
+    } else {
+        println!("key {key_id} was already on node {} with the same material (kcv {}); nothing changed", receipt.node_id, receipt.kcv);
+    }
+    Ok(())
+}
+
+fn verify_offline(evidence: &Path, policy: &Path) -> Result<VerifiedNode, Failure> {
+    let policy = paths::load_policy(policy)?;
+    let doc = paths::load_document(evidence)?;
+    warn_if_sim(doc.tee);
+    verify_document(&doc, &policy, Freshness::Offline, now())
+        .into_verified_node()
+        .map_err(|v| {
+            Failure::rejected(format!("the node's evidence was rejected: {}", v.reasons.join("; ")))
+                .hint("nothing was wrapped; check the policy and the attestation document (`teekms attest verify --json`)")
+        })
+}
+
+fn wrap(
+    evidence: &Path,
+    policy: &Path,
+    key_id: &str,
+    dek: &Path,
+    key_policy: &Option<PathBuf>,
+    output: &Path,
+    owner: &OwnerArg,
+) -> CmdResult {
+    let owner = paths::load_owner(&owner.owner)?;
+    let key_id = parse_key_id(key_id)?;
+    let dek = paths::load_dek(dek)?;
+    let key_policy = paths::load_key_policy(key_policy)?;
+    let node = verify_offline(evidence, policy)?;
+    let bundle = Bundle::wrap(&node, &owner, &key_id, &key_policy, &dek).map_err(|e| Failure::usage(e.to_string()))?;
+    paths::write_atomic(output, (bundle.to_json() + "\n").as_bytes(), 0o644)?;
+    println!(
+        "wrapped key {key_id} (kcv {}) to node {} in {}; import it on the node with `teekms key import {}`",
+        dek.kcv(),
+        node.statement().node_id,
+        output.display(),
+        output.display()
+    );
+    Ok(())
+}
+
+fn report_import(receipt: &Receipt, created: bool, receipt_path: &Path) -> CmdResult {
+    paths::write_atomic(receipt_path, (receipt.to_json() + "\n").as_bytes(), 0o644)?;
+    let what = if created { "imported" } else { "already held (same material)" };
+    println!(
+        "{what}: key {} (kcv {}) on node {}; receipt written to {}",
+        receipt.key_id,
+        receipt.kcv,
+        receipt.node_id,
+        receipt_path.display()
+    );
+    Ok(())
+}
+
+async fn import_online(node: &str, policy: Option<&Path>, bundle: &Bundle, receipt_path: &Path) -> CmdResult {
+    let (receipt, created) = match policy {
+        Some(policy) => connect_verified(node, policy, None).await?.import(bundle).await?,
+        None => {
+            let url = parse_url(node)?;
+            teekms_client::connect(&url, None).await?.import(bundle).await?
+        }
+    };
+    report_import(&receipt, created, receipt_path)
+}
+
+fn import_offline(
+    dir: &Path,
+    tee: Option<TeeArg>,
+    sim_root: &SimRootArg,
+    bundle: &Bundle,
+    receipt_path: &Path,
+) -> CmdResult {
+    let tee = tee.ok_or_else(|| Failure::usage("--data-dir needs --tee (the node's TEE)"))?;
+    if matches!(tee, TeeArg::Sim) {
+        eprintln!("{}", super::serve::SIM_WARNING);
+    }
+    if !dir.join(teekms_store::DB_FILE).exists() {
+        return Err(Failure::usage(format!("{} holds no teekms node", dir.display()))
+            .hint("start the node once with `teekms serve` to create it"));
+    }
+    let platform = super::serve::platform(tee, sim_root, dir)?;
+    let mut node = open_node(platform, dir).map_err(|e| Failure::usage(format!("cannot open the node: {e}")))?;
+    let store = std::cell::RefCell::new(&mut node.store);
+    let result: Result<Deployed, DeployError> = node.service.deploy(
+        bundle,
+        None,
+        now(),
+        |owner, key_id| store.borrow().get_key(owner, key_id),
+        |row| Ok(store.borrow_mut().insert_keys(&[row])?[0]),
+    );
+    let deployed = result.map_err(deploy_failure)?;
+    report_import(&deployed.receipt, deployed.created, receipt_path)
+}
+
+fn deploy_failure(e: DeployError) -> Failure {
+    let code = match e {
+        DeployError::Store(_) | DeployError::Unavailable => crate::failure::EXIT_USAGE,
+        _ => EXIT_REJECTED,
+    };
+    Failure { code, message: e.to_string(), hint: None }
+}
+
+async fn list(node: &str, policy: &Path, json: bool, owner: &OwnerArg) -> CmdResult {
+    let owner = paths::load_owner(&owner.owner)?;
+    let mut conn = connect_verified(node, policy, Some(&owner)).await?;
+    let list = conn.list().await?;
+    if json {
+        println!("{}", serde_json::to_string(&list).expect("lists serialize"));
+    } else {
+        println!("{:<40} {:>7} {:<20} kcv", "key id", "version", "created (UTC)");
+        for k in &list.keys {
+            println!("{:<40} {:>7} {:<20} {}", k.key_id, k.key_version, format_time(k.created_at), k.kcv);
+        }
+        if list.keys.is_empty() {
+            println!("(no keys)");
+        }
+    }
+    if list.damaged.is_empty() {
+        return Ok(());
+    }
+    for d in &list.damaged {
+        eprintln!("damaged: key {:?} version {}: {}", d.key_id, d.key_version, d.error);
+    }
+    Err(Failure::rejected(format!("{} stored key record(s) failed authentication", list.damaged.len()))
+        .hint("the node's storage was altered; restore those records from a backup or redeploy the keys from your copies"))
+}
+
+pub fn format_time(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}

@@ -1,0 +1,37 @@
+//! One module per command group.
+
+mod attest;
+mod demo;
+mod key;
+mod owner;
+mod serve;
+
+use crate::cli::{Command, SimCmd};
+use crate::failure::CmdResult;
+
+pub async fn run(command: Command) -> CmdResult {
+    match command {
+        Command::Owner(c) => owner::run(c),
+        Command::Serve(a) => serve::run(a).await,
+        Command::Sim(SimCmd::Root(a)) => serve::sim_root(a),
+        Command::Attest(c) => attest::run(c).await,
+        Command::Key(c) => key::run(c).await,
+        Command::Demo => demo::run().await,
+    }
+}
+
+/// The verification time: this machine's clock.
+pub fn now() -> u64 {
+    teekms_server::now_unix()
+}
+
+pub fn parse_url(s: &str) -> Result<teekms_client::NodeUrl, crate::failure::Failure> {
+    teekms_client::NodeUrl::parse(s).map_err(|e| crate::failure::Failure::usage(e.to_string()))
+}
+
+/// Warns on stderr when the evidence is from the simulated TEE.
+pub fn warn_if_sim(tee: teekms_attest::TeeKind) {
+    if tee == teekms_attest::TeeKind::Sim {
+        eprintln!("warning: this node uses the sim TEE: INSECURE, for development and tests only");
+    }
+}

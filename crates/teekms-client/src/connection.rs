@@ -1,0 +1,295 @@
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use der::{Decode, Encode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use teekms_attest::{AttestationDocument, Freshness, Policy, VerifiedNode, verify_document};
+use teekms_core::api::{ErrorBody, KeyList};
+use teekms_core::{Bundle, DataKey, KeyId, OwnerKey, Receipt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::{ClientError, NodeUrl};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest response body read.
+const MAX_RESPONSE: usize = 2 * 1024 * 1024;
+
+/// One TLS connection to a node, not yet verified.
+pub struct Connection {
+    url: NodeUrl,
+    sender: SendRequest<Full<Bytes>>,
+    server_spki_sha256: [u8; 32],
+}
+
+/// Connects to a node. With `owner`, the connection authenticates as that owner (TLS
+/// client certificate made from the owner key).
+pub async fn connect(url: &NodeUrl, owner: Option<&OwnerKey>) -> Result<Connection, ClientError> {
+    let connect_err = |reason: String| ClientError::Connect {
+        url: url.to_string(),
+        reason,
+    };
+    let seen = Arc::new(Mutex::new(None));
+    let config = client_config(owner, seen.clone()).map_err(ClientError::Transport)?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((url.host(), url.port())))
+        .await
+        .map_err(|_| connect_err("timed out".into()))?
+        .map_err(|e| connect_err(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(url.host().to_owned()).map_err(|e| connect_err(e.to_string()))?;
+    let tls = tokio::time::timeout(CONNECT_TIMEOUT, TlsConnector::from(Arc::new(config)).connect(name, tcp))
+        .await
+        .map_err(|_| connect_err("TLS handshake timed out".into()))?
+        .map_err(|e| connect_err(format!("TLS handshake failed: {e}")))?;
+    let server_spki_sha256 = seen
+        .lock()
+        .expect("lock")
+        .ok_or_else(|| connect_err("the node presented no certificate".into()))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(Connection {
+        url: url.clone(),
+        sender,
+        server_spki_sha256,
+    })
+}
+
+/// Connects, fetches fresh evidence for a random nonce, verifies it under `policy` at
+/// `now_unix`, and checks that this connection's TLS key is the attested one.
+pub async fn connect_verified(
+    url: &NodeUrl,
+    policy: &Policy,
+    owner: Option<&OwnerKey>,
+    now_unix: u64,
+) -> Result<VerifiedConnection, ClientError> {
+    let mut conn = connect(url, owner).await?;
+    let mut nonce = [0u8; 32];
+    teekms_core::random_bytes(&mut nonce);
+    let doc = conn.attestation(Some(&nonce)).await?;
+    let node = verify_document(&doc, policy, Freshness::Nonce(&nonce), now_unix)
+        .into_verified_node()
+        .map_err(ClientError::Rejected)?;
+    if *node.tls_spki_sha256() != conn.server_spki_sha256 {
+        return Err(ClientError::ChannelMismatch);
+    }
+    Ok(VerifiedConnection { conn, node })
+}
+
+impl Connection {
+    /// SHA-256 of the SPKI of the certificate the node presented on this connection.
+    pub fn server_spki_sha256(&self) -> &[u8; 32] {
+        &self.server_spki_sha256
+    }
+
+    /// `GET /v1/attestation` (unauthenticated).
+    pub async fn attestation(&mut self, nonce: Option<&[u8]>) -> Result<AttestationDocument, ClientError> {
+        let path = match nonce {
+            Some(n) => format!("/v1/attestation?nonce={}", hex::encode(n)),
+            None => "/v1/attestation".into(),
+        };
+        let (_, body) = self.request(Method::GET, &path, None).await?;
+        Ok(AttestationDocument::from_json(&body)?)
+    }
+
+    /// Sends a bundle (`POST /v1/keys`) after checking this connection ends at the TLS
+    /// key named in the statement the bundle was wrapped to. Used where the caller holds
+    /// a bundle but no policy (import on the node side): the owner verified that
+    /// statement when wrapping, and only the attested key can open the bundle anyway.
+    pub async fn import(&mut self, bundle: &Bundle) -> Result<(Receipt, bool), ClientError> {
+        if bundle.statement.tls_spki_sha256.0 != self.server_spki_sha256 {
+            return Err(ClientError::ChannelMismatch);
+        }
+        self.post_bundle(bundle).await
+    }
+
+    async fn post_bundle(&mut self, bundle: &Bundle) -> Result<(Receipt, bool), ClientError> {
+        let (status, body) = self
+            .request(Method::POST, "/v1/keys", Some(bundle.to_json().into_bytes()))
+            .await?;
+        let receipt = Receipt::from_json(&body)?;
+        Ok((receipt, status == StatusCode::CREATED))
+    }
+
+    async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, self.url.authority());
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| transport(&e))?;
+        let fut = async {
+            self.sender.ready().await.map_err(|e| transport(&e))?;
+            let resp = self.sender.send_request(req).await.map_err(|e| transport(&e))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| transport(&e))?
+                .to_bytes();
+            Ok::<_, ClientError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, fut)
+            .await
+            .map_err(|_| ClientError::Transport("the node did not answer in time".into()))??;
+        if status.is_success() {
+            return Ok((status, body));
+        }
+        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => ClientError::Api {
+                status: status.as_u16(),
+                code: e.code,
+                message: e.message,
+            },
+            Err(_) => ClientError::Api {
+                status: status.as_u16(),
+                code: "unknown".into(),
+                message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            },
+        })
+    }
+}
+
+/// A connection whose far end proved, by fresh evidence, to be an admitted node.
+pub struct VerifiedConnection {
+    conn: Connection,
+    node: VerifiedNode,
+}
+
+impl VerifiedConnection {
+    /// The proof of verification.
+    pub fn node(&self) -> &VerifiedNode {
+        &self.node
+    }
+
+    /// Wraps `dek` to the verified node, deploys it, and checks the signed receipt.
+    /// Returns the receipt and whether the key is new (false: it was already there).
+    pub async fn deploy(
+        &mut self,
+        owner: &OwnerKey,
+        key_id: &KeyId,
+        key_policy: &str,
+        dek: &DataKey,
+    ) -> Result<(Receipt, bool), ClientError> {
+        let bundle = Bundle::wrap(&self.node, owner, key_id, key_policy, dek)?;
+        let (receipt, created) = self.conn.post_bundle(&bundle).await?;
+        receipt.verify(&self.node, &owner.public_key(), key_id, &dek.kcv())?;
+        Ok((receipt, created))
+    }
+
+    /// Sends a bundle that was wrapped earlier (offline) to this verified node, and
+    /// checks the receipt's signature and node.
+    pub async fn import(&mut self, bundle: &Bundle) -> Result<(Receipt, bool), ClientError> {
+        let (receipt, created) = self.conn.import(bundle).await?;
+        receipt.verify_signature(&self.node)?;
+        Ok((receipt, created))
+    }
+
+    /// `GET /v1/keys`: the authenticated owner's keys.
+    pub async fn list(&mut self) -> Result<KeyList, ClientError> {
+        let (_, body) = self.conn.request(Method::GET, "/v1/keys", None).await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Response(e.to_string()))
+    }
+}
+
+fn client_config(
+    owner: Option<&OwnerKey>,
+    seen: Arc<Mutex<Option<[u8; 32]>>>,
+) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(RecordingVerifier { provider, seen }));
+    match owner {
+        None => Ok(builder.with_no_client_auth()),
+        Some(owner) => {
+            let pkcs8 = PrivatePkcs8KeyDer::from(owner.pkcs8_der().to_vec());
+            let key = rcgen::KeyPair::try_from(&pkcs8).map_err(|e| e.to_string())?;
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, format!("teekms owner {}", owner.public_key().fingerprint()));
+            let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+            builder
+                .with_client_auth_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(pkcs8))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Records the server's SPKI hash and accepts the certificate *for now*: trust comes
+/// only afterwards, when the attested statement names that same key (see
+/// [`connect_verified`]). The handshake signature is still checked, so the server
+/// provably holds the certificate's private key.
+#[derive(Debug)]
+struct RecordingVerifier {
+    provider: Arc<CryptoProvider>,
+    seen: Arc<Mutex<Option<[u8; 32]>>>,
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = x509_cert::Certificate::from_der(end_entity)
+            .map_err(|e| rustls::Error::General(format!("node certificate does not parse: {e}")))?;
+        let spki = cert
+            .tbs_certificate()
+            .subject_public_key_info()
+            .to_der()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        *self.seen.lock().expect("lock") = Some(teekms_attest::sha256(&spki));
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

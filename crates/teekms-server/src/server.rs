@@ -1,0 +1,165 @@
+//! The accept loop: TLS, then HTTP/1.1 with the caller's identity attached.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use teekms_platform::Platform;
+use teekms_store::SqliteStore;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::api::{AppState, Caller, router};
+use crate::tls::{owner_from_certificate, server_config};
+use crate::writer::Writer;
+use crate::{ServerError, open_node};
+
+/// Time a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client gets to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a node needs to start.
+pub struct ServeConfig {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The node's data directory.
+    pub data_dir: PathBuf,
+    /// The TEE it runs in.
+    pub platform: Arc<dyn Platform>,
+}
+
+/// A node that is serving.
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The node's id (hex).
+    pub node_id: String,
+    shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// `https://ADDR`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Stops accepting, drops open connections, lets queued writes commit, and closes
+    /// the database.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (it runs until shut down).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the node and starts serving. Returns once the listener is bound.
+pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
+    let platform = config.platform.clone();
+    let data_dir = config.data_dir.clone();
+    let (node, reader) = tokio::task::spawn_blocking(move || {
+        let node = open_node(platform, &data_dir)?;
+        let reader = SqliteStore::open(&data_dir)?;
+        Ok::<_, ServerError>((node, reader))
+    })
+    .await
+    .expect("node start task")?;
+    let tls = server_config(node.service.keys())?;
+    let cached_attestation = node.service.attestation(node.platform.as_ref(), None)?;
+    let node_id = node.service.keys().node_id().to_hex();
+    let state = Arc::new(AppState {
+        service: node.service,
+        platform: node.platform,
+        cached_attestation,
+        reader: Mutex::new(reader),
+        writer: Writer::start(node.store),
+    });
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Io {
+        what: format!("listening on {}", config.listen),
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Io {
+        what: "reading the bound address".into(),
+        source,
+    })?;
+    let (shutdown, shutdown_rx) = oneshot::channel();
+    let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(Arc::new(tls)), state, shutdown_rx));
+    Ok(RunningServer {
+        addr,
+        node_id,
+        shutdown,
+        task,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    state: Arc<AppState>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    let app = router(state.clone());
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let Ok((tcp, peer)) = accepted else { continue };
+                let _ = tcp.set_nodelay(true);
+                connections.spawn(serve_connection(tcp, peer, acceptor.clone(), app.clone()));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    connections.shutdown().await;
+    drop(app);
+    let writer_state = state;
+    tokio::task::spawn_blocking(move || writer_state.writer.close())
+        .await
+        .expect("writer close task");
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: axum::Router,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let caller = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|c| owner_from_certificate(c).ok());
+    let caller = Caller(caller);
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(caller.clone());
+        app.clone().oneshot(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(tls), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

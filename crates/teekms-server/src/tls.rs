@@ -1,0 +1,125 @@
+//! TLS for the node: a certificate on the attested TLS key, and owner authentication by
+//! client certificate.
+
+use std::sync::Arc;
+
+use der::{Decode, Encode};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use teekms_core::{NodeKeys, OwnerPublicKey};
+
+use crate::ServerError;
+
+/// OID of Ed25519 (RFC 8410).
+const ED25519_OID: &str = "1.3.101.112";
+
+/// The owner a client certificate names: its Ed25519 public key. The TLS handshake
+/// proves the client holds the matching private key.
+pub fn owner_from_certificate(der: &[u8]) -> Result<OwnerPublicKey, String> {
+    let cert = x509_cert::Certificate::from_der(der).map_err(|e| format!("not a DER certificate: {e}"))?;
+    let spki = cert.tbs_certificate().subject_public_key_info();
+    if spki.algorithm.oid.to_string() != ED25519_OID {
+        return Err("the client certificate's key is not Ed25519 (an owner key)".into());
+    }
+    let key: [u8; 32] = spki
+        .subject_public_key
+        .as_bytes()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("Ed25519 key is not 32 bytes")?;
+    Ok(OwnerPublicKey(key))
+}
+
+/// The node's server config: TLS 1.3 only, certificate on the attested key, optional
+/// owner client certificates.
+pub fn server_config(keys: &NodeKeys) -> Result<ServerConfig, ServerError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls_err = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
+    let pkcs8 = PrivatePkcs8KeyDer::from(keys.tls_pkcs8_der().to_vec());
+    let key_pair = rcgen::KeyPair::try_from(&pkcs8).map_err(|e| tls_err(&e))?;
+    let mut params =
+        rcgen::CertificateParams::new(vec!["teekms-node".to_string()]).map_err(|e| tls_err(&e))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("teekms node {}", keys.node_id()));
+    let cert = params.self_signed(&key_pair).map_err(|e| tls_err(&e))?;
+    // The statement names the key by its SPKI hash; make sure the certificate carries
+    // exactly that SPKI, or clients would (rightly) refuse every connection.
+    let parsed = x509_cert::Certificate::from_der(cert.der()).map_err(|e| tls_err(&e))?;
+    let spki = parsed
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(|e| tls_err(&e))?;
+    if spki != keys.tls_spki_der() {
+        return Err(ServerError::Tls("certificate SPKI differs from the attested TLS key".into()));
+    }
+    ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err(&e))?
+        .with_client_cert_verifier(Arc::new(OwnerCertVerifier { provider }))
+        .with_single_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(pkcs8))
+        .map_err(|e| tls_err(&e))
+}
+
+/// Accepts any Ed25519 client certificate: the owner is whoever holds that key, which
+/// the handshake signature proves. No CA is involved; owners are pinned by key.
+#[derive(Debug)]
+struct OwnerCertVerifier {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for OwnerCertVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        // Unauthenticated callers may fetch attestation (and nothing else).
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        owner_from_certificate(end_entity)
+            .map(|_| ClientCertVerified::assertion())
+            .map_err(rustls::Error::General)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
