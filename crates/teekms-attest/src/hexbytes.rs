@@ -9,8 +9,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct HexBytes<const N: usize>(pub [u8; N]);
 
 impl<const N: usize> HexBytes<N> {
-    /// Parses exactly `2N` hex characters (either case).
+    /// Parses exactly `2N` lowercase hex characters: one value, one spelling, so an
+    /// altered byte in a signed document can never decode to the same value.
     pub fn parse(s: &str) -> Result<Self, String> {
+        if s.bytes().any(|c| c.is_ascii_uppercase()) {
+            return Err("hex must be lowercase".into());
+        }
+        Self::parse_any_case(s)
+    }
+
+    /// Parses exactly `2N` hex characters of either case (for hand-written files).
+    pub fn parse_any_case(s: &str) -> Result<Self, String> {
         if s.len() != 2 * N {
             return Err(format!("expected {} hex characters, found {}", 2 * N, s.len()));
         }

@@ -123,6 +123,16 @@ impl Connection {
         Ok((receipt, status == StatusCode::CREATED))
     }
 
+    /// Sends any request on this connection and returns status and body, without
+    /// interpreting them. For diagnostics and tests of the API's limits.
+    pub async fn raw_request(&mut self, method: Method, path: &str, body: Option<Vec<u8>>) -> (u16, Bytes) {
+        match self.request(method, path, body).await {
+            Ok((status, body)) => (status.as_u16(), body),
+            Err(ClientError::Api { status, code, .. }) => (status, Bytes::from(code)),
+            Err(e) => (0, Bytes::from(e.to_string())),
+        }
+    }
+
     async fn request(
         &mut self,
         method: Method,
@@ -205,6 +215,11 @@ impl VerifiedConnection {
         let (receipt, created) = self.conn.import(bundle).await?;
         receipt.verify_signature(&self.node)?;
         Ok((receipt, created))
+    }
+
+    /// The underlying connection.
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     /// `GET /v1/keys`: the authenticated owner's keys.

@@ -1,0 +1,69 @@
+//! A real node on port 0 in a temp dir, with real TLS, for the API tests.
+#![allow(dead_code, missing_docs)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use teekms_attest::Policy;
+use teekms_client::{NodeUrl, VerifiedConnection};
+use teekms_core::OwnerKey;
+use teekms_platform::{Platform, SimPlatform, SimRoot};
+use teekms_server::{RunningServer, ServeConfig, now_unix, serve};
+
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub data_dir: PathBuf,
+    pub server: Option<RunningServer>,
+    pub policy: Policy,
+}
+
+impl Node {
+    pub async fn start() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("sim-root.key");
+        let data_dir = dir.path().join("node");
+        let sim_root = SimRoot::load_or_create(&root).unwrap().public_key();
+        let mut node = Node {
+            dir,
+            root,
+            data_dir,
+            server: None,
+            policy: Policy::sim(sim_root, None),
+        };
+        node.restart().await;
+        node
+    }
+
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        let platform: Arc<dyn Platform> = Arc::new(SimPlatform::open(&self.root, &self.data_dir).unwrap());
+        self.server = Some(
+            serve(ServeConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                data_dir: self.data_dir.clone(),
+                platform,
+            })
+            .await
+            .unwrap(),
+        );
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    pub fn url(&self) -> NodeUrl {
+        NodeUrl::parse(&self.server.as_ref().unwrap().url()).unwrap()
+    }
+
+    pub async fn verified(&self, owner: Option<&OwnerKey>) -> VerifiedConnection {
+        teekms_client::connect_verified(&self.url(), &self.policy, owner, now_unix())
+            .await
+            .unwrap()
+    }
+}
