@@ -1,0 +1,119 @@
+//! Helpers to run the real `teekms` binary: isolated homes and node processes.
+#![allow(dead_code, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_teekms"))
+}
+
+/// A temp dir that serves as HOME for every command, so nothing of the user's is touched.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env { dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        self.isolate(&mut c);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn isolate(&self, c: &mut Command) {
+        c.env("HOME", self.dir.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("TEEKMS_OWNER")
+            .env_remove("TEEKMS_SIM_ROOT");
+    }
+
+    /// Runs a command and returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.cmd().args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs a command that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "teekms {args:?} failed:\n{out}\n{err}");
+        out
+    }
+
+    /// Writes a policy pinning this env's sim root.
+    pub fn sim_policy(&self) -> PathBuf {
+        let root = self.ok(&["sim", "root"]).trim().to_owned();
+        let path = self.path("policy.toml");
+        std::fs::write(&path, format!("[[accept]]\ntee = \"sim\"\nsim_root = \"{root}\"\n")).unwrap();
+        path
+    }
+
+    /// Starts `teekms serve --tee sim` on port 0 and waits for its URL.
+    pub fn serve(&self, data_dir: &Path) -> NodeProcess {
+        let mut c = Command::new(bin());
+        self.isolate(&mut c);
+        c.args(["serve", "--tee", "sim", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("https://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_owned();
+        NodeProcess { child, url }
+    }
+}
+
+/// A running `teekms serve`; killed (SIGKILL) when dropped.
+pub struct NodeProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl NodeProcess {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().unwrap()
+    }
+
+    pub fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut s = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
