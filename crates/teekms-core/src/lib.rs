@@ -28,6 +28,13 @@ pub use receipt::Receipt;
 pub use record::SealingKey;
 pub use secret::{DataKey, Kcv};
 
+/// Seeds the CSPRNG on a background thread. AWS-LC gathers CPU-jitter entropy on first
+/// use in a process (tens of milliseconds); a node starts faster when that overlaps with
+/// its other start-up work instead of delaying the first TLS handshake.
+pub fn warm_up_rng() {
+    std::thread::spawn(|| random_bytes(&mut [0u8; 1]));
+}
+
 /// Fills `out` with random bytes from the operating system's CSPRNG.
 pub fn random_bytes(out: &mut [u8]) {
     use aws_lc_rs::rand::SecureRandom;

@@ -65,6 +65,7 @@ impl RunningServer {
 
 /// Opens the node and starts serving. Returns once the listener is bound.
 pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
+    let started = std::time::Instant::now();
     let platform = config.platform.clone();
     let data_dir = config.data_dir.clone();
     let (node, reader) = tokio::task::spawn_blocking(move || {
@@ -74,8 +75,11 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     })
     .await
     .expect("node start task")?;
+    tracing::debug!(elapsed = ?started.elapsed(), "node state opened");
     let tls = server_config(node.service.keys())?;
+    tracing::debug!(elapsed = ?started.elapsed(), "TLS configured");
     let cached_attestation = node.service.attestation(node.platform.as_ref(), None)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "evidence made");
     let node_id = node.service.keys().node_id().to_hex();
     let state = Arc::new(AppState {
         service: node.service,

@@ -24,6 +24,7 @@ pub fn platform(tee: TeeArg, sim_root: &SimRootArg, data_dir: &std::path::Path) 
 }
 
 pub async fn run(args: ServeArgs) -> CmdResult {
+    teekms_core::warm_up_rng();
     if matches!(args.tee, TeeArg::Sim) {
         eprintln!("{SIM_WARNING}");
     }
