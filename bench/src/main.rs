@@ -29,7 +29,10 @@ fn main() {
     let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     let teekms = teekms_binary();
     println!("teekms binary: {}", teekms.display());
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     if what == "deploy" || what == "all" {
         rt.block_on(deploy_bench(&teekms));
     }
@@ -45,7 +48,10 @@ fn teekms_binary() -> PathBuf {
     }
     let exe = std::env::current_exe().unwrap();
     let p = exe.parent().unwrap().join("teekms");
-    assert!(p.exists(), "build it first: cargo build --release -p teekms-cli");
+    assert!(
+        p.exists(),
+        "build it first: cargo build --release -p teekms-cli"
+    );
     p
 }
 
@@ -70,7 +76,14 @@ impl Drop for Node {
 
 fn spawn_node(teekms: &Path, home: &Path, data: &Path) -> Node {
     let mut child = Command::new(teekms)
-        .args(["serve", "--tee", "sim", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--tee",
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data)
         .env("HOME", home)
         .env_remove("XDG_DATA_HOME")
@@ -80,13 +93,24 @@ fn spawn_node(teekms: &Path, home: &Path, data: &Path) -> Node {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("https://")).expect("URL").to_owned();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .expect("URL")
+        .to_owned();
     Node { child, url }
 }
 
 fn sim_policy(teekms: &Path, home: &Path) -> Policy {
-    let out = Command::new(teekms).args(["sim", "root"]).env("HOME", home).env_remove("XDG_DATA_HOME").output().unwrap();
+    let out = Command::new(teekms)
+        .args(["sim", "root"])
+        .env("HOME", home)
+        .env_remove("XDG_DATA_HOME")
+        .output()
+        .unwrap();
     let mut root = [0u8; 32];
     hex::decode_to_slice(String::from_utf8(out.stdout).unwrap().trim(), &mut root).unwrap();
     Policy::sim(root, None)
@@ -131,11 +155,15 @@ async fn deploy_bench(teekms: &Path) {
             let (url, policy, done) = (url.clone(), policy.clone(), done.clone());
             tokio::spawn(async move {
                 let owner = OwnerKey::generate();
-                let mut conn = teekms_client::connect_verified(&url, &policy, Some(&owner), now()).await.unwrap();
+                let mut conn = teekms_client::connect_verified(&url, &policy, Some(&owner), now())
+                    .await
+                    .unwrap();
                 let mut n = 0;
                 while Instant::now() < deadline {
                     let id = KeyId::new(&format!("c{c}-{n}")).unwrap();
-                    conn.deploy(&owner, &id, "{}", &DataKey::generate()).await.unwrap();
+                    conn.deploy(&owner, &id, "{}", &DataKey::generate())
+                        .await
+                        .unwrap();
                     done.fetch_add(1, Ordering::Relaxed);
                     n += 1;
                 }
@@ -146,14 +174,22 @@ async fn deploy_bench(teekms: &Path) {
         t.await.unwrap();
     }
     let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
-    println!("\n## Durable online deployments ({CLIENTS} concurrent owners, {DEPLOY_SECONDS} s each)");
+    println!(
+        "\n## Durable online deployments ({CLIENTS} concurrent owners, {DEPLOY_SECONDS} s each)"
+    );
     println!("bare SQLite insert+commit loop (WAL, synchronous=FULL): {baseline:>9.0} /s");
     println!("teekms deploy (attested TLS, HPKE, receipt, group commit): {rate:>7.0} /s");
-    println!("ratio: {:.2} x the bare SQLite loop (goal >= 0.5)", rate / baseline);
+    println!(
+        "ratio: {:.2} x the bare SQLite loop (goal >= 0.5)",
+        rate / baseline
+    );
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 async fn first_answer(url: &NodeUrl) {
@@ -205,9 +241,19 @@ async fn start_bench(teekms: &Path) {
     }
     let (first, again) = (median(first), median(again));
     println!("\n## serve cold start to first answered request (median of {STARTS})");
-    println!("new data dir (key generation, sealing, first commit): {:>6.1} ms", first.as_secs_f64() * 1e3);
-    println!("existing data dir (unseal):                           {:>6.1} ms", again.as_secs_f64() * 1e3);
+    println!(
+        "new data dir (key generation, sealing, first commit): {:>6.1} ms",
+        first.as_secs_f64() * 1e3
+    );
+    println!(
+        "existing data dir (unseal):                           {:>6.1} ms",
+        again.as_secs_f64() * 1e3
+    );
     println!("ratio: {:.2} x the 100 ms goal", first.as_secs_f64() / 0.1);
     println!("\n## idle RSS after one request");
-    println!("{:.1} MiB (goal < 30 MiB; ratio {:.2})", rss as f64 / 1024.0, rss as f64 / 1024.0 / 30.0);
+    println!(
+        "{:.1} MiB (goal < 30 MiB; ratio {:.2})",
+        rss as f64 / 1024.0,
+        rss as f64 / 1024.0 / 30.0
+    );
 }

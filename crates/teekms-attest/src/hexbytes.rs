@@ -21,7 +21,11 @@ impl<const N: usize> HexBytes<N> {
     /// Parses exactly `2N` hex characters of either case (for hand-written files).
     pub fn parse_any_case(s: &str) -> Result<Self, String> {
         if s.len() != 2 * N {
-            return Err(format!("expected {} hex characters, found {}", 2 * N, s.len()));
+            return Err(format!(
+                "expected {} hex characters, found {}",
+                2 * N,
+                s.len()
+            ));
         }
         let mut out = [0u8; N];
         hex::decode_to_slice(s, &mut out).map_err(|e| format!("not hex: {e}"))?;

@@ -111,10 +111,13 @@ fn resolve(e: RawEntry) -> Result<AcceptEntry, String> {
             let sim_root = e
                 .sim_root
                 .ok_or("a sim entry must pin `sim_root` (see `teekms sim root`)")?;
-            let sim_root = HexBytes::<32>::parse_any_case(&sim_root).map_err(|m| format!("sim_root: {m}"))?;
+            let sim_root =
+                HexBytes::<32>::parse_any_case(&sim_root).map_err(|m| format!("sim_root: {m}"))?;
             let measurement = e
                 .measurement
-                .map(|m| HexBytes::<48>::parse_any_case(&m).map_err(|m| format!("measurement: {m}")))
+                .map(|m| {
+                    HexBytes::<48>::parse_any_case(&m).map_err(|m| format!("measurement: {m}"))
+                })
                 .transpose()?;
             Ok(AcceptEntry::Sim {
                 sim_root: sim_root.0,
@@ -140,7 +143,10 @@ mod tests {
 
     #[test]
     fn parses_a_sim_entry() {
-        let p = Policy::from_toml(&format!("[[accept]]\ntee = \"sim\"\nsim_root = \"{ROOT}\"\n")).unwrap();
+        let p = Policy::from_toml(&format!(
+            "[[accept]]\ntee = \"sim\"\nsim_root = \"{ROOT}\"\n"
+        ))
+        .unwrap();
         assert_eq!(p, Policy::sim([0x11; 32], None));
         assert_eq!(Policy::from_toml(&p.to_toml()).unwrap(), p);
     }

@@ -59,7 +59,9 @@ pub fn parse_and_verify(evidence: &[u8]) -> Result<SimEvidence, EvidenceError> {
         )));
     }
     if &evidence[..8] != MAGIC {
-        return Err(malformed("wrong magic (not sim evidence, or an unknown version)".into()));
+        return Err(malformed(
+            "wrong magic (not sim evidence, or an unknown version)".into(),
+        ));
     }
     let measurement: [u8; 48] = evidence[8..56].try_into().expect("48 bytes");
     let report_data: [u8; 64] = evidence[56..120].try_into().expect("64 bytes");

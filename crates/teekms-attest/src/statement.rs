@@ -73,10 +73,15 @@ impl NodeStatement {
 
     /// The nonce as bytes.
     pub fn nonce_bytes(&self) -> Result<Option<Vec<u8>>, EvidenceError> {
-        let Some(n) = &self.nonce else { return Ok(None) };
-        let bytes = hex::decode(n)
-            .map_err(|_| EvidenceError::Statement("nonce is not hex".into()))?;
-        if bytes.is_empty() || bytes.len() > MAX_NONCE_LEN || n.chars().any(|c| c.is_ascii_uppercase()) {
+        let Some(n) = &self.nonce else {
+            return Ok(None);
+        };
+        let bytes =
+            hex::decode(n).map_err(|_| EvidenceError::Statement("nonce is not hex".into()))?;
+        if bytes.is_empty()
+            || bytes.len() > MAX_NONCE_LEN
+            || n.chars().any(|c| c.is_ascii_uppercase())
+        {
             return Err(EvidenceError::Statement(format!(
                 "nonce must be 1 to {MAX_NONCE_LEN} bytes of lowercase hex"
             )));

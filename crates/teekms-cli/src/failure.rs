@@ -52,15 +52,31 @@ impl From<teekms_client::ClientError> for Failure {
     fn from(e: teekms_client::ClientError) -> Self {
         use teekms_client::ClientError as C;
         let hint = match &e {
-            C::Rejected(_) => Some("check that the policy pins this node's TEE, root and measurement; `teekms attest fetch` and `teekms attest verify --json` show what the node presents"),
-            C::ChannelMismatch => Some("do not send keys over this connection; check the network path to the node"),
-            C::Connect { .. } => Some("check that the node is running and the URL is https://HOST:PORT"),
-            C::Api { code, .. } if code == "conflict" => Some("a deployed key is never replaced; deploy the new material under a new key id"),
-            C::Api { code, .. } if code == "wrong_node" => Some("wrap the key again with `teekms key wrap --evidence` using this node's attestation"),
-            C::Api { code, .. } if code == "unauthenticated" || code == "forbidden" => Some("use the owner key the keys were deployed with (--owner or TEEKMS_OWNER)"),
+            C::Rejected(_) => Some(
+                "check that the policy pins this node's TEE, root and measurement; `teekms attest fetch` and `teekms attest verify --json` show what the node presents",
+            ),
+            C::ChannelMismatch => {
+                Some("do not send keys over this connection; check the network path to the node")
+            }
+            C::Connect { .. } => {
+                Some("check that the node is running and the URL is https://HOST:PORT")
+            }
+            C::Api { code, .. } if code == "conflict" => {
+                Some("a deployed key is never replaced; deploy the new material under a new key id")
+            }
+            C::Api { code, .. } if code == "wrong_node" => Some(
+                "wrap the key again with `teekms key wrap --evidence` using this node's attestation",
+            ),
+            C::Api { code, .. } if code == "unauthenticated" || code == "forbidden" => {
+                Some("use the owner key the keys were deployed with (--owner or TEEKMS_OWNER)")
+            }
             _ => None,
         };
-        let code = if e.is_rejection() { EXIT_REJECTED } else { EXIT_USAGE };
+        let code = if e.is_rejection() {
+            EXIT_REJECTED
+        } else {
+            EXIT_USAGE
+        };
         Failure {
             code,
             message: e.to_string(),

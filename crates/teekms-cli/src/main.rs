@@ -17,7 +17,8 @@ use crate::failure::{EXIT_OK, Failure};
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TEEKMS_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("TEEKMS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -28,7 +29,11 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     match runtime.block_on(cmd::run(cli.command)) {
         Ok(()) => ExitCode::from(EXIT_OK),
-        Err(Failure { code, message, hint }) => {
+        Err(Failure {
+            code,
+            message,
+            hint,
+        }) => {
             eprintln!("error: {message}");
             if let Some(hint) = hint {
                 eprintln!("hint: {hint}");

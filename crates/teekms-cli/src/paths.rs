@@ -15,7 +15,8 @@ fn xdg_dir(var: &str, fallback: &str) -> Result<PathBuf, Failure> {
     }
     match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
         Some(home) => Ok(PathBuf::from(home).join(fallback)),
-        None => Err(Failure::usage(format!("neither {var} nor HOME is set")).hint("pass the file explicitly")),
+        None => Err(Failure::usage(format!("neither {var} nor HOME is set"))
+            .hint("pass the file explicitly")),
     }
 }
 
@@ -44,7 +45,10 @@ pub fn read(path: &Path, what: &str, max: u64) -> Result<Vec<u8>, Failure> {
         .read_to_end(&mut buf)
         .map_err(|e| Failure::usage(format!("cannot read {what} {}: {e}", path.display())))?;
     if buf.len() as u64 > max {
-        return Err(Failure::usage(format!("{what} {} is larger than {max} bytes", path.display())));
+        return Err(Failure::usage(format!(
+            "{what} {} is larger than {max} bytes",
+            path.display()
+        )));
     }
     Ok(buf)
 }
@@ -54,17 +58,25 @@ pub fn load_owner(explicit: &Option<PathBuf>) -> Result<OwnerKey, Failure> {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => zeroize::Zeroizing::new(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Failure::usage(format!("no owner key at {}", path.display()))
-                .hint("create one with `teekms owner init` (or pass --owner FILE)"));
+            return Err(
+                Failure::usage(format!("no owner key at {}", path.display()))
+                    .hint("create one with `teekms owner init` (or pass --owner FILE)"),
+            );
         }
-        Err(e) => return Err(Failure::usage(format!("cannot read owner key {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(Failure::usage(format!(
+                "cannot read owner key {}: {e}",
+                path.display()
+            )));
+        }
     };
     OwnerKey::from_pem(&text).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
 }
 
 pub fn load_policy(path: &Path) -> Result<Policy, Failure> {
     let bytes = read(path, "policy", teekms_attest::policy::MAX_POLICY_LEN as u64)?;
-    let text = String::from_utf8(bytes).map_err(|_| Failure::usage(format!("policy {} is not UTF-8", path.display())))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Failure::usage(format!("policy {} is not UTF-8", path.display())))?;
     Policy::from_toml(&text).map_err(|e| {
         Failure::usage(format!("policy {}: {e}", path.display()))
             .hint("a policy is a list of [[accept]] entries; for the sim TEE: tee = \"sim\" and sim_root = \"<hex from `teekms sim root`>\"")
@@ -74,7 +86,8 @@ pub fn load_policy(path: &Path) -> Result<Policy, Failure> {
 pub fn load_dek(path: &Path) -> Result<DataKey, Failure> {
     let bytes = zeroize::Zeroizing::new(read(path, "data key", 1024)?);
     DataKey::from_file_text(&bytes).map_err(|e| {
-        Failure::usage(format!("{}: {e}", path.display())).hint("make one with `teekms key generate -o FILE`")
+        Failure::usage(format!("{}: {e}", path.display()))
+            .hint("make one with `teekms key generate -o FILE`")
     })
 }
 
@@ -82,15 +95,24 @@ pub fn load_key_policy(path: &Option<PathBuf>) -> Result<String, Failure> {
     let Some(path) = path else {
         return Ok(teekms_core::bundle::DEFAULT_KEY_POLICY.to_owned());
     };
-    let bytes = read(path, "key policy", teekms_core::bundle::MAX_KEY_POLICY_LEN as u64)?;
+    let bytes = read(
+        path,
+        "key policy",
+        teekms_core::bundle::MAX_KEY_POLICY_LEN as u64,
+    )?;
     let text = String::from_utf8(bytes).map_err(|_| Failure::usage("key policy is not UTF-8"))?;
-    teekms_core::bundle::validate_key_policy(text.trim()).map_err(|e| Failure::usage(e.to_string()))?;
+    teekms_core::bundle::validate_key_policy(text.trim())
+        .map_err(|e| Failure::usage(e.to_string()))?;
     Ok(text.trim().to_owned())
 }
 
 /// Reads an attestation document; a document that does not parse is a rejection.
 pub fn load_document(path: &Path) -> Result<AttestationDocument, Failure> {
-    let bytes = read(path, "attestation document", teekms_attest::document::MAX_DOCUMENT_LEN as u64)?;
+    let bytes = read(
+        path,
+        "attestation document",
+        teekms_attest::document::MAX_DOCUMENT_LEN as u64,
+    )?;
     AttestationDocument::from_json(&bytes).map_err(|e| {
         Failure::rejected(format!("{}: {e}", path.display()))
             .hint("fetch the document again with `teekms attest fetch`; do not edit it")
@@ -100,10 +122,15 @@ pub fn load_document(path: &Path) -> Result<AttestationDocument, Failure> {
 /// Writes a file atomically (temporary file beside it, fsync, rename), mode `mode`.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Failure> {
     let fail = |e: std::io::Error| Failure::usage(format!("cannot write {}: {e}", path.display()));
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp{}",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let mut f = std::fs::OpenOptions::new()
@@ -113,7 +140,10 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Failu
         .mode(mode)
         .open(&tmp)
         .map_err(fail)?;
-    let r = f.write_all(contents).and_then(|_| f.sync_all()).and_then(|_| std::fs::rename(&tmp, path));
+    let r = f
+        .write_all(contents)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -123,7 +153,8 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Failu
 /// Creates a new file with mode 0600; refuses to overwrite.
 pub fn write_new_secret(path: &Path, contents: &[u8], what: &str) -> Result<(), Failure> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -132,8 +163,11 @@ pub fn write_new_secret(path: &Path, contents: &[u8], what: &str) -> Result<(), 
         .open(path)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Failure::usage(format!("{} already exists; refusing to overwrite a {what}", path.display()))
-                    .hint("choose another file name")
+                Failure::usage(format!(
+                    "{} already exists; refusing to overwrite a {what}",
+                    path.display()
+                ))
+                .hint("choose another file name")
             } else {
                 Failure::usage(format!("cannot create {}: {e}", path.display()))
             }

@@ -22,7 +22,12 @@ fn owner_init_is_idempotent_and_follows_xdg() {
     assert!(key.exists(), "{first}");
     assert_eq!(mode(&key), 0o600);
     let second = env.ok(&["owner", "init"]);
-    let fp = |s: &str| s.lines().find(|l| l.starts_with("fingerprint")).unwrap().to_owned();
+    let fp = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("fingerprint"))
+            .unwrap()
+            .to_owned()
+    };
     assert_eq!(fp(&first), fp(&second));
 
     let out = env
@@ -33,10 +38,20 @@ fn owner_init_is_idempotent_and_follows_xdg() {
         .unwrap();
     assert!(out.status.success());
     assert!(env.path("xdg/teekms/owner.key").exists());
-    let out = env.cmd().env("TEEKMS_OWNER", env.path("o.key")).args(["owner", "init"]).output().unwrap();
+    let out = env
+        .cmd()
+        .env("TEEKMS_OWNER", env.path("o.key"))
+        .args(["owner", "init"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(env.path("o.key").exists());
-    env.ok(&["owner", "init", "--owner", env.path("p.key").to_str().unwrap()]);
+    env.ok(&[
+        "owner",
+        "init",
+        "--owner",
+        env.path("p.key").to_str().unwrap(),
+    ]);
     assert!(env.path("p.key").exists());
 }
 
@@ -58,7 +73,11 @@ fn key_generate_writes_the_data_key_format() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text.len(), 65);
     assert!(text.ends_with('\n'));
-    assert!(text[..64].bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+    assert!(
+        text[..64]
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    );
     assert_eq!(mode(&path), 0o600);
     let (code, _, err) = env.run(&["key", "generate", "-o", path.to_str().unwrap()]);
     assert_eq!(code, 2, "must refuse to overwrite: {err}");
@@ -76,12 +95,29 @@ fn the_whole_flow_online_offline_and_across_restarts() {
     let url = node.url.clone();
 
     let doc = env.path("node.json");
-    env.ok(&["attest", "fetch", "--node", &url, "-o", doc.to_str().unwrap()]);
+    env.ok(&[
+        "attest",
+        "fetch",
+        "--node",
+        &url,
+        "-o",
+        doc.to_str().unwrap(),
+    ]);
     let saved = json(&std::fs::read_to_string(&doc).unwrap());
     for field in ["tee", "evidence", "statement", "collateral"] {
-        assert!(saved.get(field).is_some(), "attestation document lacks {field}");
+        assert!(
+            saved.get(field).is_some(),
+            "attestation document lacks {field}"
+        );
     }
-    let (code, out, err) = env.run(&["attest", "verify", doc.to_str().unwrap(), "--policy", p, "--json"]);
+    let (code, out, err) = env.run(&[
+        "attest",
+        "verify",
+        doc.to_str().unwrap(),
+        "--policy",
+        p,
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
     assert_eq!(v["verified"], true);
@@ -97,44 +133,149 @@ fn the_whole_flow_online_offline_and_across_restarts() {
         env.ok(&["key", "generate", "-o", k.to_str().unwrap()]);
     }
     // Online.
-    let out = env.ok(&["key", "deploy", "--node", &url, "--policy", p, "--key-id", "a", "--dek", a.to_str().unwrap()]);
+    let out = env.ok(&[
+        "key",
+        "deploy",
+        "--node",
+        &url,
+        "--policy",
+        p,
+        "--key-id",
+        "a",
+        "--dek",
+        a.to_str().unwrap(),
+    ]);
     assert!(out.contains("deployed key a"), "{out}");
     // Offline, imported into the running node.
     let bundle_b = env.path("b.bundle");
-    env.ok(&["key", "wrap", "--evidence", doc.to_str().unwrap(), "--policy", p, "--key-id", "b", "--dek", b.to_str().unwrap(), "-o", bundle_b.to_str().unwrap()]);
+    env.ok(&[
+        "key",
+        "wrap",
+        "--evidence",
+        doc.to_str().unwrap(),
+        "--policy",
+        p,
+        "--key-id",
+        "b",
+        "--dek",
+        b.to_str().unwrap(),
+        "-o",
+        bundle_b.to_str().unwrap(),
+    ]);
     env.ok(&["key", "import", bundle_b.to_str().unwrap(), "--node", &url]);
     let receipt_b = env.path("b.bundle.receipt");
-    env.ok(&["key", "check-receipt", receipt_b.to_str().unwrap(), "--evidence", doc.to_str().unwrap(), "--policy", p, "--key-id", "b", "--dek", b.to_str().unwrap()]);
+    env.ok(&[
+        "key",
+        "check-receipt",
+        receipt_b.to_str().unwrap(),
+        "--evidence",
+        doc.to_str().unwrap(),
+        "--policy",
+        p,
+        "--key-id",
+        "b",
+        "--dek",
+        b.to_str().unwrap(),
+    ]);
     // The receipt does not vouch for other material.
-    let (code, _, err) = env.run(&["key", "check-receipt", receipt_b.to_str().unwrap(), "--evidence", doc.to_str().unwrap(), "--policy", p, "--key-id", "b", "--dek", a.to_str().unwrap()]);
+    let (code, _, err) = env.run(&[
+        "key",
+        "check-receipt",
+        receipt_b.to_str().unwrap(),
+        "--evidence",
+        doc.to_str().unwrap(),
+        "--policy",
+        p,
+        "--key-id",
+        "b",
+        "--dek",
+        a.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1, "{err}");
 
     // Offline, imported into the stopped node's data dir.
     assert!(node.stop().success());
     let bundle_c = env.path("c.bundle");
-    env.ok(&["key", "wrap", "--evidence", doc.to_str().unwrap(), "--policy", p, "--key-id", "c", "--dek", c.to_str().unwrap(), "-o", bundle_c.to_str().unwrap()]);
+    env.ok(&[
+        "key",
+        "wrap",
+        "--evidence",
+        doc.to_str().unwrap(),
+        "--policy",
+        p,
+        "--key-id",
+        "c",
+        "--dek",
+        c.to_str().unwrap(),
+        "-o",
+        bundle_c.to_str().unwrap(),
+    ]);
     let receipt_c = env.path("c.receipt");
-    env.ok(&["key", "import", bundle_c.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--tee", "sim", "--receipt", receipt_c.to_str().unwrap()]);
-    env.ok(&["key", "check-receipt", receipt_c.to_str().unwrap(), "--evidence", doc.to_str().unwrap(), "--policy", p, "--key-id", "c", "--dek", c.to_str().unwrap()]);
+    env.ok(&[
+        "key",
+        "import",
+        bundle_c.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--tee",
+        "sim",
+        "--receipt",
+        receipt_c.to_str().unwrap(),
+    ]);
+    env.ok(&[
+        "key",
+        "check-receipt",
+        receipt_c.to_str().unwrap(),
+        "--evidence",
+        doc.to_str().unwrap(),
+        "--policy",
+        p,
+        "--key-id",
+        "c",
+        "--dek",
+        c.to_str().unwrap(),
+    ]);
 
     // Restart: same node, all three keys, never material.
     let node = env.serve(&data);
     let out = env.ok(&["key", "list", "--node", &node.url, "--policy", p, "--json"]);
     let list = json(&out);
-    let ids: Vec<&str> = list["keys"].as_array().unwrap().iter().map(|k| k["key_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["a", "b", "c"]);
     for (k, file) in [("a", &a), ("b", &b), ("c", &c)] {
         let hex = std::fs::read_to_string(file).unwrap();
-        assert!(!out.contains(hex.trim()), "list must never show material of {k}");
+        assert!(
+            !out.contains(hex.trim()),
+            "list must never show material of {k}"
+        );
     }
     let human = env.ok(&["key", "list", "--node", &node.url, "--policy", p]);
     assert_eq!(human.lines().count(), 4, "{human}");
 
     // A second deployment of "a" with other material is refused, and "a" is unchanged.
-    let (code, _, err) = env.run(&["key", "deploy", "--node", &node.url, "--policy", p, "--key-id", "a", "--dek", b.to_str().unwrap()]);
+    let (code, _, err) = env.run(&[
+        "key",
+        "deploy",
+        "--node",
+        &node.url,
+        "--policy",
+        p,
+        "--key-id",
+        "a",
+        "--dek",
+        b.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("already exists"), "{err}");
-    assert_eq!(json(&env.ok(&["key", "list", "--node", &node.url, "--policy", p, "--json"])), list);
+    assert_eq!(
+        json(&env.ok(&["key", "list", "--node", &node.url, "--policy", p, "--json"])),
+        list
+    );
 }
 
 #[test]
@@ -145,7 +286,14 @@ fn bad_evidence_and_policies_are_refused_and_nothing_is_wrapped() {
     let p = policy.to_str().unwrap();
     let node = env.serve(&env.path("node"));
     let doc = env.path("node.json");
-    env.ok(&["attest", "fetch", "--node", &node.url, "-o", doc.to_str().unwrap()]);
+    env.ok(&[
+        "attest",
+        "fetch",
+        "--node",
+        &node.url,
+        "-o",
+        doc.to_str().unwrap(),
+    ]);
     let dek = env.path("dek");
     env.ok(&["key", "generate", "-o", dek.to_str().unwrap()]);
     let original: serde_json::Value = json(&std::fs::read_to_string(&doc).unwrap());
@@ -153,13 +301,33 @@ fn bad_evidence_and_policies_are_refused_and_nothing_is_wrapped() {
     let check_rejected = |name: &str, document: serde_json::Value, reason: &str| {
         let path = env.path(name);
         std::fs::write(&path, document.to_string()).unwrap();
-        let (code, out, _) = env.run(&["attest", "verify", path.to_str().unwrap(), "--policy", p, "--json"]);
+        let (code, out, _) = env.run(&[
+            "attest",
+            "verify",
+            path.to_str().unwrap(),
+            "--policy",
+            p,
+            "--json",
+        ]);
         assert_eq!(code, 1, "{name}: {out}");
         let v = json(&out);
         assert_eq!(v["accepted"], false);
         assert!(v["reasons"].to_string().contains(reason), "{name}: {out}");
         let bundle = env.path(&format!("{name}.bundle"));
-        let (code, _, err) = env.run(&["key", "wrap", "--evidence", path.to_str().unwrap(), "--policy", p, "--key-id", "k", "--dek", dek.to_str().unwrap(), "-o", bundle.to_str().unwrap()]);
+        let (code, _, err) = env.run(&[
+            "key",
+            "wrap",
+            "--evidence",
+            path.to_str().unwrap(),
+            "--policy",
+            p,
+            "--key-id",
+            "k",
+            "--dek",
+            dek.to_str().unwrap(),
+            "-o",
+            bundle.to_str().unwrap(),
+        ]);
         assert_eq!(code, 1, "{name}: {err}");
         assert!(!bundle.exists(), "{name}: nothing may be wrapped");
     };
@@ -178,33 +346,86 @@ fn bad_evidence_and_policies_are_refused_and_nothing_is_wrapped() {
 
     // A policy with a different sim root: verified, but not accepted.
     let other = env.path("other-policy.toml");
-    std::fs::write(&other, format!("[[accept]]\ntee = \"sim\"\nsim_root = \"{}\"\n", "22".repeat(32))).unwrap();
-    let (code, out, _) = env.run(&["attest", "verify", doc.to_str().unwrap(), "--policy", other.to_str().unwrap(), "--json"]);
+    std::fs::write(
+        &other,
+        format!(
+            "[[accept]]\ntee = \"sim\"\nsim_root = \"{}\"\n",
+            "22".repeat(32)
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = env.run(&[
+        "attest",
+        "verify",
+        doc.to_str().unwrap(),
+        "--policy",
+        other.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(code, 1);
     let v = json(&out);
-    assert_eq!((v["verified"].as_bool(), v["accepted"].as_bool()), (Some(true), Some(false)));
-    let (code, _, err) = env.run(&["key", "deploy", "--node", &node.url, "--policy", other.to_str().unwrap(), "--key-id", "k", "--dek", dek.to_str().unwrap()]);
+    assert_eq!(
+        (v["verified"].as_bool(), v["accepted"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let (code, _, err) = env.run(&[
+        "key",
+        "deploy",
+        "--node",
+        &node.url,
+        "--policy",
+        other.to_str().unwrap(),
+        "--key-id",
+        "k",
+        "--dek",
+        dek.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("hint:"), "errors say what to do: {err}");
     let list = json(&env.ok(&["key", "list", "--node", &node.url, "--policy", p, "--json"]));
-    assert!(list["keys"].as_array().unwrap().is_empty(), "nothing was sent");
+    assert!(
+        list["keys"].as_array().unwrap().is_empty(),
+        "nothing was sent"
+    );
 
     // Malformed or over-wide policies are usage errors (exit 2).
     for (name, text) in [
-        ("unknown-key.toml", "[[accept]]\ntee = \"sim\"\nsim_root = \"00\"\nallow_anything = true\n".to_owned()),
+        (
+            "unknown-key.toml",
+            "[[accept]]\ntee = \"sim\"\nsim_root = \"00\"\nallow_anything = true\n".to_owned(),
+        ),
         ("broken.toml", "[[accept]\n".to_owned()),
         ("empty.toml", String::new()),
     ] {
         let path = env.path(name);
         std::fs::write(&path, text).unwrap();
-        let (code, _, err) = env.run(&["attest", "verify", doc.to_str().unwrap(), "--policy", path.to_str().unwrap()]);
+        let (code, _, err) = env.run(&[
+            "attest",
+            "verify",
+            doc.to_str().unwrap(),
+            "--policy",
+            path.to_str().unwrap(),
+        ]);
         assert_eq!(code, 2, "{name}: {err}");
     }
-    let (code, _, _) = env.run(&["attest", "verify", env.path("missing.json").to_str().unwrap(), "--policy", p]);
+    let (code, _, _) = env.run(&[
+        "attest",
+        "verify",
+        env.path("missing.json").to_str().unwrap(),
+        "--policy",
+        p,
+    ]);
     assert_eq!(code, 2);
     let garbage = env.path("garbage.json");
     std::fs::write(&garbage, "not json").unwrap();
-    let (code, out, _) = env.run(&["attest", "verify", garbage.to_str().unwrap(), "--policy", p, "--json"]);
+    let (code, out, _) = env.run(&[
+        "attest",
+        "verify",
+        garbage.to_str().unwrap(),
+        "--policy",
+        p,
+        "--json",
+    ]);
     assert_eq!(code, 1);
     assert_eq!(json(&out)["accepted"], false);
 }
@@ -225,7 +446,10 @@ fn demo_runs_on_embedded_defaults() {
     let out = env.ok(&["demo"]);
     assert!(out.contains("both keys survived"), "{out}");
     assert!(out.contains("accepted=false"), "{out}");
-    assert!(!env.path(".config").exists() && !env.path(".local").exists(), "the demo touches nothing of the user's");
+    assert!(
+        !env.path(".config").exists() && !env.path(".local").exists(),
+        "the demo touches nothing of the user's"
+    );
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -236,4 +460,97 @@ fn base64_decode(s: &str) -> Vec<u8> {
 fn base64_encode(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Key material never reaches logs, error output or the data dir in clear.
+#[test]
+fn secrets_never_reach_logs_or_disk_in_clear() {
+    let env = Env::new();
+    env.ok(&["owner", "init"]);
+    let policy = env.sim_policy();
+    let p = policy.to_str().unwrap();
+    let data = env.path("node");
+    let mut c = std::process::Command::new(common::bin());
+    c.env("HOME", env.dir.path())
+        .env("TEEKMS_LOG", "trace")
+        .args([
+            "serve",
+            "--tee",
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap()
+        .to_owned();
+    let dek = env.path("dek");
+    env.ok(&["key", "generate", "-o", dek.to_str().unwrap()]);
+    let (_, out1, err1) = env.run(&[
+        "key",
+        "deploy",
+        "--node",
+        &url,
+        "--policy",
+        p,
+        "--key-id",
+        "k",
+        "--dek",
+        dek.to_str().unwrap(),
+    ]);
+    let other = env.path("other");
+    env.ok(&["key", "generate", "-o", other.to_str().unwrap()]);
+    let (_, out2, err2) = env.run(&[
+        "key",
+        "deploy",
+        "--node",
+        &url,
+        "--policy",
+        p,
+        "--key-id",
+        "k",
+        "--dek",
+        other.to_str().unwrap(),
+    ]);
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let output = child.wait_with_output().unwrap();
+    let node_log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        node_log.contains("TRACE") || node_log.contains("DEBUG"),
+        "the node did log at trace level"
+    );
+    let secrets = [
+        std::fs::read_to_string(&dek).unwrap(),
+        std::fs::read_to_string(&other).unwrap(),
+    ];
+    for s in &secrets {
+        let hex = s.trim();
+        for text in [&node_log, &out1, &err1, &out2, &err2] {
+            assert!(!text.contains(hex), "key material in output");
+        }
+        // Nor the raw bytes in any file of the data dir.
+        let raw = hex::decode(hex).unwrap();
+        for entry in std::fs::read_dir(&data).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(
+                !bytes.windows(32).any(|w| w == raw.as_slice()),
+                "key material stored in clear"
+            );
+        }
+    }
 }

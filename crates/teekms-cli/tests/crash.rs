@@ -28,15 +28,31 @@ struct Ledger {
     acknowledged: BTreeSet<String>,
 }
 
-async fn deploy_until_killed(url: NodeUrl, policy: Arc<Policy>, owner: Arc<OwnerKey>, ledger: Arc<Mutex<Ledger>>, tag: String) {
-    let Ok(mut conn) = teekms_client::connect_verified(&url, &policy, Some(&owner), teekms_server::now_unix()).await else {
+async fn deploy_until_killed(
+    url: NodeUrl,
+    policy: Arc<Policy>,
+    owner: Arc<OwnerKey>,
+    ledger: Arc<Mutex<Ledger>>,
+    tag: String,
+) {
+    let Ok(mut conn) =
+        teekms_client::connect_verified(&url, &policy, Some(&owner), teekms_server::now_unix())
+            .await
+    else {
         return;
     };
     for n in 0.. {
         let id = format!("{tag}-{n}");
         let dek = DataKey::generate();
-        ledger.lock().unwrap().attempted.insert(id.clone(), dek.kcv().to_hex());
-        match conn.deploy(&owner, &KeyId::new(&id).unwrap(), "{}", &dek).await {
+        ledger
+            .lock()
+            .unwrap()
+            .attempted
+            .insert(id.clone(), dek.kcv().to_hex());
+        match conn
+            .deploy(&owner, &KeyId::new(&id).unwrap(), "{}", &dek)
+            .await
+        {
             // `deploy` verified the node's signed receipt, including the kcv.
             Ok(_) => {
                 ledger.lock().unwrap().acknowledged.insert(id);
@@ -63,13 +79,32 @@ async fn kill_dash_nine_during_deployments_loses_nothing_acknowledged() {
         let mut node = env.serve(&data);
         let url = NodeUrl::parse(&node.url).unwrap();
         check(&url, &policy, &owner, &ledger, cycle).await;
-        let id = teekms_client::connect(&url, None).await.unwrap().attestation(None).await.unwrap().statement.node_id;
-        assert_eq!(*node_id.get_or_insert(id), id, "the node keeps its identity across crashes");
+        let id = teekms_client::connect(&url, None)
+            .await
+            .unwrap()
+            .attestation(None)
+            .await
+            .unwrap()
+            .statement
+            .node_id;
+        assert_eq!(
+            *node_id.get_or_insert(id),
+            id,
+            "the node keeps its identity across crashes"
+        );
         if cycle == KILLS {
             break;
         }
         let tasks: Vec<_> = (0..DEPLOYERS)
-            .map(|t| tokio::spawn(deploy_until_killed(url.clone(), policy.clone(), owner.clone(), ledger.clone(), format!("c{cycle}-t{t}"))))
+            .map(|t| {
+                tokio::spawn(deploy_until_killed(
+                    url.clone(),
+                    policy.clone(),
+                    owner.clone(),
+                    ledger.clone(),
+                    format!("c{cycle}-t{t}"),
+                ))
+            })
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.random_range(5..120))).await;
         node.kill();
@@ -78,25 +113,57 @@ async fn kill_dash_nine_during_deployments_loses_nothing_acknowledged() {
         }
     }
     let l = ledger.lock().unwrap();
-    eprintln!("{KILLS} kills, {} deployments attempted, {} acknowledged", l.attempted.len(), l.acknowledged.len());
-    assert!(l.acknowledged.len() >= KILLS, "the loop must actually deploy between kills");
-    assert!(l.attempted.len() > l.acknowledged.len(), "some kills must land mid-deployment");
+    eprintln!(
+        "{KILLS} kills, {} deployments attempted, {} acknowledged",
+        l.attempted.len(),
+        l.acknowledged.len()
+    );
+    assert!(
+        l.acknowledged.len() >= KILLS,
+        "the loop must actually deploy between kills"
+    );
+    assert!(
+        l.attempted.len() > l.acknowledged.len(),
+        "some kills must land mid-deployment"
+    );
 }
 
-async fn check(url: &NodeUrl, policy: &Policy, owner: &OwnerKey, ledger: &Mutex<Ledger>, cycle: usize) {
+async fn check(
+    url: &NodeUrl,
+    policy: &Policy,
+    owner: &OwnerKey,
+    ledger: &Mutex<Ledger>,
+    cycle: usize,
+) {
     let list = teekms_client::connect_verified(url, policy, Some(owner), teekms_server::now_unix())
         .await
         .unwrap()
         .list()
         .await
         .unwrap();
-    assert!(list.damaged.is_empty(), "cycle {cycle}: damaged records {:?}", list.damaged);
-    let present: BTreeMap<String, String> = list.keys.into_iter().map(|k| (k.key_id, k.kcv.to_hex())).collect();
+    assert!(
+        list.damaged.is_empty(),
+        "cycle {cycle}: damaged records {:?}",
+        list.damaged
+    );
+    let present: BTreeMap<String, String> = list
+        .keys
+        .into_iter()
+        .map(|k| (k.key_id, k.kcv.to_hex()))
+        .collect();
     let l = ledger.lock().unwrap();
     for id in &l.acknowledged {
-        assert_eq!(present.get(id), l.attempted.get(id), "cycle {cycle}: acknowledged key {id} lost or changed");
+        assert_eq!(
+            present.get(id),
+            l.attempted.get(id),
+            "cycle {cycle}: acknowledged key {id} lost or changed"
+        );
     }
     for (id, kcv) in &present {
-        assert_eq!(l.attempted.get(id), Some(kcv), "cycle {cycle}: key {id} was never sent with this material");
+        assert_eq!(
+            l.attempted.get(id),
+            Some(kcv),
+            "cycle {cycle}: key {id} was never sent with this material"
+        );
     }
 }

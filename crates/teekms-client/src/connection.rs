@@ -40,16 +40,23 @@ pub async fn connect(url: &NodeUrl, owner: Option<&OwnerKey>) -> Result<Connecti
     };
     let seen = Arc::new(Mutex::new(None));
     let config = client_config(owner, seen.clone()).map_err(ClientError::Transport)?;
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((url.host(), url.port())))
-        .await
-        .map_err(|_| connect_err("timed out".into()))?
-        .map_err(|e| connect_err(e.to_string()))?;
+    let tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((url.host(), url.port())),
+    )
+    .await
+    .map_err(|_| connect_err("timed out".into()))?
+    .map_err(|e| connect_err(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(url.host().to_owned()).map_err(|e| connect_err(e.to_string()))?;
-    let tls = tokio::time::timeout(CONNECT_TIMEOUT, TlsConnector::from(Arc::new(config)).connect(name, tcp))
-        .await
-        .map_err(|_| connect_err("TLS handshake timed out".into()))?
-        .map_err(|e| connect_err(format!("TLS handshake failed: {e}")))?;
+    let name =
+        ServerName::try_from(url.host().to_owned()).map_err(|e| connect_err(e.to_string()))?;
+    let tls = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| connect_err("TLS handshake timed out".into()))?
+    .map_err(|e| connect_err(format!("TLS handshake failed: {e}")))?;
     let server_spki_sha256 = seen
         .lock()
         .expect("lock")
@@ -95,7 +102,10 @@ impl Connection {
     }
 
     /// `GET /v1/attestation` (unauthenticated).
-    pub async fn attestation(&mut self, nonce: Option<&[u8]>) -> Result<AttestationDocument, ClientError> {
+    pub async fn attestation(
+        &mut self,
+        nonce: Option<&[u8]>,
+    ) -> Result<AttestationDocument, ClientError> {
         let path = match nonce {
             Some(n) => format!("/v1/attestation?nonce={}", hex::encode(n)),
             None => "/v1/attestation".into(),
@@ -117,7 +127,11 @@ impl Connection {
 
     async fn post_bundle(&mut self, bundle: &Bundle) -> Result<(Receipt, bool), ClientError> {
         let (status, body) = self
-            .request(Method::POST, "/v1/keys", Some(bundle.to_json().into_bytes()))
+            .request(
+                Method::POST,
+                "/v1/keys",
+                Some(bundle.to_json().into_bytes()),
+            )
             .await?;
         let receipt = Receipt::from_json(&body)?;
         Ok((receipt, status == StatusCode::CREATED))
@@ -125,7 +139,12 @@ impl Connection {
 
     /// Sends any request on this connection and returns status and body, without
     /// interpreting them. For diagnostics and tests of the API's limits.
-    pub async fn raw_request(&mut self, method: Method, path: &str, body: Option<Vec<u8>>) -> (u16, Bytes) {
+    pub async fn raw_request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Bytes) {
         match self.request(method, path, body).await {
             Ok((status, body)) => (status.as_u16(), body),
             Err(ClientError::Api { status, code, .. }) => (status, Bytes::from(code)),
@@ -152,7 +171,11 @@ impl Connection {
             .map_err(|e| transport(&e))?;
         let fut = async {
             self.sender.ready().await.map_err(|e| transport(&e))?;
-            let resp = self.sender.send_request(req).await.map_err(|e| transport(&e))?;
+            let resp = self
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|e| transport(&e))?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_RESPONSE)
                 .collect()
@@ -244,10 +267,12 @@ fn client_config(
         Some(owner) => {
             let pkcs8 = PrivatePkcs8KeyDer::from(owner.pkcs8_der().to_vec());
             let key = rcgen::KeyPair::try_from(&pkcs8).map_err(|e| e.to_string())?;
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, format!("teekms owner {}", owner.public_key().fingerprint()));
+            let mut params =
+                rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+            params.distinguished_name.push(
+                rcgen::DnType::CommonName,
+                format!("teekms owner {}", owner.public_key().fingerprint()),
+            );
             let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
             builder
                 .with_client_auth_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(pkcs8))
@@ -301,10 +326,17 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

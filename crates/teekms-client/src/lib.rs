@@ -13,6 +13,6 @@ mod url;
 
 pub use connection::{Connection, VerifiedConnection, connect, connect_verified};
 pub use error::ClientError;
-pub use url::NodeUrl;
 /// HTTP methods, for [`Connection::raw_request`].
 pub use hyper::Method;
+pub use url::NodeUrl;

@@ -12,8 +12,11 @@ pub struct NodeUrl {
 impl NodeUrl {
     /// Parses `https://HOST:PORT` with an optional trailing `/`.
     pub fn parse(s: &str) -> Result<NodeUrl, ClientError> {
-        let bad = |why: &str| ClientError::Url(format!("{s:?}: {why} (expected https://HOST:PORT)"));
-        let rest = s.strip_prefix("https://").ok_or_else(|| bad("only https:// URLs are supported"))?;
+        let bad =
+            |why: &str| ClientError::Url(format!("{s:?}: {why} (expected https://HOST:PORT)"));
+        let rest = s
+            .strip_prefix("https://")
+            .ok_or_else(|| bad("only https:// URLs are supported"))?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (host, port) = if let Some(r) = rest.strip_prefix('[') {
             let (h, p) = r.split_once("]:").ok_or_else(|| bad("missing port"))?;
@@ -25,7 +28,10 @@ impl NodeUrl {
             return Err(bad("invalid host"));
         }
         let port = port.parse().map_err(|_| bad("invalid port"))?;
-        Ok(NodeUrl { host: host.to_owned(), port })
+        Ok(NodeUrl {
+            host: host.to_owned(),
+            port,
+        })
     }
 
     /// Host as written (without brackets).
@@ -60,9 +66,20 @@ mod tests {
 
     #[test]
     fn parses() {
-        assert_eq!(NodeUrl::parse("https://127.0.0.1:8443/").unwrap().authority(), "127.0.0.1:8443");
+        assert_eq!(
+            NodeUrl::parse("https://127.0.0.1:8443/")
+                .unwrap()
+                .authority(),
+            "127.0.0.1:8443"
+        );
         assert_eq!(NodeUrl::parse("https://[::1]:1").unwrap().host(), "::1");
-        for bad in ["http://a:1", "https://a", "https://:1", "https://a:x", "https://a:1/path"] {
+        for bad in [
+            "http://a:1",
+            "https://a",
+            "https://:1",
+            "https://a:x",
+            "https://a:1/path",
+        ] {
             assert!(NodeUrl::parse(bad).is_err(), "{bad}");
         }
     }

@@ -17,7 +17,9 @@ use teekms_core::record::DataKeyRecord;
 use teekms_core::{Bundle, DataKey, KeyId, NodeKeys, OwnerKey, Receipt, SealingKey};
 
 fn main() {
-    let out = std::env::args().nth(1).unwrap_or_else(|| "spec/vectors".into());
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "spec/vectors".into());
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let root_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
     let root = Ed25519KeyPair::from_pkcs8(root_pkcs8.as_ref()).unwrap();
@@ -46,45 +48,60 @@ fn main() {
         .into_verified_node()
         .expect("the vector document verifies");
 
-    write(&out, "binding-v1.json", json!({
-        "description": "Node statement, its canonical encoding and hash (= report data), and sim evidence binding it. Verify `document` under `policy` with nonce `nonce`: accepted.",
-        "statement": statement,
-        "canonical_hex": hex::encode(statement.canonical_bytes()),
-        "report_data_hex": hex::encode(report_data),
-        "nonce_hex": hex::encode(nonce),
-        "sim_root_pkcs8_hex": hex::encode(root_pkcs8.as_ref()),
-        "policy": policy.to_toml(),
-        "document": doc,
-    }));
+    write(
+        &out,
+        "binding-v1.json",
+        json!({
+            "description": "Node statement, its canonical encoding and hash (= report data), and sim evidence binding it. Verify `document` under `policy` with nonce `nonce`: accepted.",
+            "statement": statement,
+            "canonical_hex": hex::encode(statement.canonical_bytes()),
+            "report_data_hex": hex::encode(report_data),
+            "nonce_hex": hex::encode(nonce),
+            "sim_root_pkcs8_hex": hex::encode(root_pkcs8.as_ref()),
+            "policy": policy.to_toml(),
+            "document": doc,
+        }),
+    );
 
     let owner = OwnerKey::generate();
     let dek = DataKey::from_bytes(&[0x42; 32]).unwrap();
     let key_id = KeyId::new("vector-key").unwrap();
     let key_policy = "{\"exportable\":false}";
     let bundle = Bundle::wrap(&node, &owner, &key_id, key_policy, &dek).unwrap();
-    write(&out, "bundle-v1.json", json!({
-        "description": "A bundle wrapping `dek_hex` to the node of binding-v1.json. Opening it with `node_keys_hex` (NodeKeys encoding) yields the data key, owner and key id.",
-        "node_keys_hex": hex::encode(keys.to_bytes().as_slice()),
-        "owner_pkcs8_hex": hex::encode(owner.pkcs8_der()),
-        "owner_fingerprint": owner.public_key().fingerprint(),
-        "dek_hex": hex::encode(dek.expose()),
-        "kcv_hex": dek.kcv().to_hex(),
-        "key_id": key_id.as_str(),
-        "bundle": bundle,
-    }));
+    write(
+        &out,
+        "bundle-v1.json",
+        json!({
+            "description": "A bundle wrapping `dek_hex` to the node of binding-v1.json. Opening it with `node_keys_hex` (NodeKeys encoding) yields the data key, owner and key id.",
+            "node_keys_hex": hex::encode(keys.to_bytes().as_slice()),
+            "owner_pkcs8_hex": hex::encode(owner.pkcs8_der()),
+            "owner_fingerprint": owner.public_key().fingerprint(),
+            "dek_hex": hex::encode(dek.expose()),
+            "kcv_hex": dek.kcv().to_hex(),
+            "key_id": key_id.as_str(),
+            "bundle": bundle,
+        }),
+    );
 
-    let receipt = Receipt::sign(&keys, ReceiptFields {
-        owner: &owner.public_key(),
-        key_id: &key_id,
-        key_version: 1,
-        kcv: dek.kcv(),
-        created_at: 1_790_000_000,
-        statement_hash: report_data,
-    });
-    write(&out, "receipt-v1.json", json!({
-        "description": "The node's receipt for the bundle of bundle-v1.json; verifies against the document of binding-v1.json, that owner, key id and kcv.",
-        "receipt": receipt,
-    }));
+    let receipt = Receipt::sign(
+        &keys,
+        ReceiptFields {
+            owner: &owner.public_key(),
+            key_id: &key_id,
+            key_version: 1,
+            kcv: dek.kcv(),
+            created_at: 1_790_000_000,
+            statement_hash: report_data,
+        },
+    );
+    write(
+        &out,
+        "receipt-v1.json",
+        json!({
+            "description": "The node's receipt for the bundle of bundle-v1.json; verifies against the document of binding-v1.json, that owner, key id and kcv.",
+            "receipt": receipt,
+        }),
+    );
 
     let sealing = SealingKey::from_bytes([0x53; 32]);
     let record = DataKeyRecord {
@@ -95,23 +112,27 @@ fn main() {
         key_policy: key_policy.into(),
         dek: dek.clone(),
     };
-    write(&out, "sealed-record-v1.json", json!({
-        "description": "Sealed records under `sealing_key_hex`: a generic record, and the data-key record of bundle-v1.json's key.",
-        "sealing_key_hex": hex::encode(sealing.expose()),
-        "generic": {
-            "kind": "example", "id": "example-id", "version": 7,
-            "plaintext_hex": hex::encode(b"teekms sealed record"),
-            "record_hex": hex::encode(sealing.seal("example", "example-id", 7, b"teekms sealed record")),
-        },
-        "data_key": {
-            "owner_fingerprint": owner.public_key().fingerprint(),
-            "key_id": key_id.as_str(),
-            "key_version": 1,
-            "created_at": 1_790_000_000u64,
-            "record_id": DataKeyRecord::record_id(&owner.public_key(), &key_id),
-            "record_hex": hex::encode(record.seal(&sealing)),
-        },
-    }));
+    write(
+        &out,
+        "sealed-record-v1.json",
+        json!({
+            "description": "Sealed records under `sealing_key_hex`: a generic record, and the data-key record of bundle-v1.json's key.",
+            "sealing_key_hex": hex::encode(sealing.expose()),
+            "generic": {
+                "kind": "example", "id": "example-id", "version": 7,
+                "plaintext_hex": hex::encode(b"teekms sealed record"),
+                "record_hex": hex::encode(sealing.seal("example", "example-id", 7, b"teekms sealed record")),
+            },
+            "data_key": {
+                "owner_fingerprint": owner.public_key().fingerprint(),
+                "key_id": key_id.as_str(),
+                "key_version": 1,
+                "created_at": 1_790_000_000u64,
+                "record_id": DataKeyRecord::record_id(&owner.public_key(), &key_id),
+                "record_hex": hex::encode(record.seal(&sealing)),
+            },
+        }),
+    );
 }
 
 fn write(dir: &str, name: &str, value: serde_json::Value) {

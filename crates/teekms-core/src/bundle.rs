@@ -2,18 +2,11 @@
 //!
 //! The same bundle travels online (`POST /v1/keys`) and offline (a file on a USB stick).
 
-use hpke::aead::AesGcm256;
-use hpke::kdf::HkdfSha256;
-use hpke::kem::X25519HkdfSha256;
-use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+use crate::{CoreError, DataKey, KeyId, NodeKeys, OwnerKey, OwnerPublicKey};
 use serde::{Deserialize, Serialize};
 use teekms_attest::codec::Writer;
 use teekms_attest::hexbytes::{HexBytes, base64_bytes};
 use teekms_attest::{NodeStatement, VerifiedNode};
-use zeroize::Zeroizing;
-
-use crate::node_keys::HpkePublicKey;
-use crate::{CoreError, DataKey, KeyId, NodeKeys, OwnerKey, OwnerPublicKey};
 
 /// The `format` field of every bundle.
 pub const BUNDLE_FORMAT: &str = "teekms-bundle";
@@ -90,7 +83,10 @@ pub fn validate_key_policy(text: &str) -> Result<(), CoreError> {
 
 fn aad(key_id: &str, owner: &[u8; 32], key_policy: &str, statement_hash: &[u8; 64]) -> Vec<u8> {
     let mut w = Writer::with_label(AAD_LABEL);
-    w.str(key_id).bytes(owner).str(key_policy).bytes(statement_hash);
+    w.str(key_id)
+        .bytes(owner)
+        .str(key_policy)
+        .bytes(statement_hash);
     w.finish()
 }
 
@@ -112,18 +108,17 @@ impl Bundle {
     ) -> Result<Bundle, CoreError> {
         validate_key_policy(key_policy)?;
         let owner_pk = owner.public_key();
-        let aad = aad(key_id.as_str(), &owner_pk.0, key_policy, node.statement_hash());
-        let recipient = HpkePublicKey::from_bytes(node.hpke_public_key())
-            .map_err(|_| CoreError::bundle("the attested HPKE public key is not a valid X25519 key"))?;
-        let (enc, ciphertext) = hpke::single_shot_seal::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
-            &OpModeS::Base,
-            &recipient,
-            HPKE_INFO,
-            dek.expose(),
-            &aad,
-        )
-        .map_err(|e| CoreError::bundle(format!("HPKE seal failed: {e}")))?;
-        let enc = enc.to_bytes().to_vec();
+        let aad = aad(
+            key_id.as_str(),
+            &owner_pk.0,
+            key_policy,
+            node.statement_hash(),
+        );
+        let (enc, ciphertext) =
+            crate::hpke::seal(node.hpke_public_key(), HPKE_INFO, &aad, dek.expose()).map_err(
+                |_| CoreError::bundle("the attested HPKE public key is not a usable X25519 key"),
+            )?;
+        let enc = enc.to_vec();
         let signature = owner.sign(&signed_message(&aad, &enc, &ciphertext));
         Ok(Bundle {
             format: BUNDLE_FORMAT.into(),
@@ -141,11 +136,16 @@ impl Bundle {
     /// Parses a bundle strictly: size limit, unknown fields, format and version.
     pub fn from_json(bytes: &[u8]) -> Result<Bundle, CoreError> {
         if bytes.len() > MAX_BUNDLE_LEN {
-            return Err(CoreError::bundle(format!("larger than {MAX_BUNDLE_LEN} bytes")));
+            return Err(CoreError::bundle(format!(
+                "larger than {MAX_BUNDLE_LEN} bytes"
+            )));
         }
         let b: Bundle = serde_json::from_slice(bytes).map_err(CoreError::bundle)?;
         if b.format != BUNDLE_FORMAT {
-            return Err(CoreError::bundle(format!("format is {:?}, not {BUNDLE_FORMAT:?}", b.format)));
+            return Err(CoreError::bundle(format!(
+                "format is {:?}, not {BUNDLE_FORMAT:?}",
+                b.format
+            )));
         }
         if b.version != BUNDLE_VERSION {
             return Err(CoreError::bundle(format!(
@@ -181,24 +181,27 @@ impl Bundle {
             });
         }
         let statement_hash = self.statement.hash();
-        let aad = aad(&self.key_id, &self.owner_public_key.0, &self.key_policy, &statement_hash);
+        let aad = aad(
+            &self.key_id,
+            &self.owner_public_key.0,
+            &self.key_policy,
+            &statement_hash,
+        );
         let owner = self.claimed_owner();
-        if !owner.verify(&signed_message(&aad, &self.enc, &self.ciphertext), &self.owner_signature) {
+        if !owner.verify(
+            &signed_message(&aad, &self.enc, &self.ciphertext),
+            &self.owner_signature,
+        ) {
             return Err(CoreError::BundleSignature);
         }
-        let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&self.enc)
-            .map_err(|_| CoreError::BundleDecrypt)?;
-        let plain = Zeroizing::new(
-            hpke::single_shot_open::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
-                &OpModeR::Base,
-                keys.hpke_private(),
-                &enc,
-                HPKE_INFO,
-                &self.ciphertext,
-                &aad,
-            )
-            .map_err(|_| CoreError::BundleDecrypt)?,
-        );
+        let plain = crate::hpke::open(
+            keys.hpke_private(),
+            &self.enc,
+            HPKE_INFO,
+            &aad,
+            &self.ciphertext,
+        )
+        .map_err(|_| CoreError::BundleDecrypt)?;
         let dek = DataKey::from_bytes(&plain)
             .ok_or_else(|| CoreError::bundle("wrapped key is not 32 bytes"))?;
         Ok(OpenedBundle {

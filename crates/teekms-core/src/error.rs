@@ -35,7 +35,9 @@ pub enum CoreError {
         this_node: String,
     },
     /// The owner's signature over a bundle does not verify.
-    #[error("bundle signature is invalid: the bundle was altered or not signed by the owner it names")]
+    #[error(
+        "bundle signature is invalid: the bundle was altered or not signed by the owner it names"
+    )]
     BundleSignature,
     /// HPKE decryption failed.
     #[error("bundle did not decrypt: it was altered or wrapped to another key")]

@@ -17,7 +17,8 @@ impl KeyId {
         let ok = !s.is_empty()
             && s.len() <= MAX_KEY_ID_LEN
             && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
         if ok {
             Ok(KeyId(s.to_owned()))
         } else {

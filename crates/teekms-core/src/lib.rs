@@ -12,6 +12,7 @@
 pub mod api;
 pub mod bundle;
 mod error;
+pub mod hpke;
 pub mod keyid;
 pub mod node_keys;
 pub mod owner;

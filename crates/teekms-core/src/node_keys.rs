@@ -1,11 +1,7 @@
 //! The node's own key set, born inside the TEE: HPKE deployment key, receipt-signing
 //! key and TLS key.
 
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
-};
-use hpke::kem::X25519HkdfSha256;
-use hpke::{Deserializable, Kem, Serializable};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use teekms_attest::codec::{Reader, Writer};
 use teekms_attest::hexbytes::HexBytes;
 use teekms_attest::statement::{HPKE_SUITE, STATEMENT_VERSION};
@@ -13,23 +9,18 @@ use teekms_attest::{NodeStatement, TeeKind};
 use zeroize::Zeroizing;
 
 use crate::CoreError;
+use crate::hpke::HpkePrivateKey;
 
 /// DER prefix of a SubjectPublicKeyInfo for an uncompressed P-256 point.
 const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-    0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 const ENCODING_LABEL: &[u8] = b"teekms/v1/node-keys";
-
-/// HPKE private key type of the v1 suite.
-pub type HpkePrivateKey = <X25519HkdfSha256 as Kem>::PrivateKey;
-/// HPKE public key type of the v1 suite.
-pub type HpkePublicKey = <X25519HkdfSha256 as Kem>::PublicKey;
 
 /// The node's private keys. Never leaves the TEE except sealed.
 pub struct NodeKeys {
     hpke_private: HpkePrivateKey,
-    hpke_public: [u8; 32],
     signing: Ed25519KeyPair,
     signing_pkcs8: Zeroizing<Vec<u8>>,
     tls_pkcs8: Zeroizing<Vec<u8>>,
@@ -40,22 +31,17 @@ impl NodeKeys {
     /// Generates a fresh key set (call this inside the TEE).
     pub fn generate() -> NodeKeys {
         let rng = aws_lc_rs::rand::SystemRandom::new();
-        let (hpke_private, _) = X25519HkdfSha256::gen_keypair();
+        let hpke_private = HpkePrivateKey::generate();
         let signing = Ed25519KeyPair::generate_pkcs8(&rng).expect("keygen");
-        let tls = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("keygen");
-        let hpke_bytes = Zeroizing::new(hpke_private.to_bytes().to_vec());
-        NodeKeys::from_parts(&hpke_bytes, signing.as_ref(), tls.as_ref())
+        let tls =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("keygen");
+        NodeKeys::from_parts(hpke_private.to_bytes(), signing.as_ref(), tls.as_ref())
             .expect("freshly generated keys parse")
     }
 
     fn from_parts(hpke: &[u8], signing: &[u8], tls: &[u8]) -> Result<NodeKeys, String> {
         let hpke_private =
             HpkePrivateKey::from_bytes(hpke).map_err(|_| "HPKE private key".to_string())?;
-        let hpke_public: [u8; 32] = X25519HkdfSha256::sk_to_pk(&hpke_private)
-            .to_bytes()
-            .as_slice()
-            .try_into()
-            .map_err(|_| "HPKE public key".to_string())?;
         let signing_pair =
             Ed25519KeyPair::from_pkcs8_maybe_unchecked(signing).map_err(|_| "signing key")?;
         let tls_pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, tls)
@@ -64,7 +50,6 @@ impl NodeKeys {
         tls_spki.extend_from_slice(tls_pair.public_key().as_ref());
         Ok(NodeKeys {
             hpke_private,
-            hpke_public,
             signing: signing_pair,
             signing_pkcs8: Zeroizing::new(signing.to_vec()),
             tls_pkcs8: Zeroizing::new(tls.to_vec()),
@@ -74,9 +59,10 @@ impl NodeKeys {
 
     /// Serializes the private keys for sealing (spec/sealed-record-v1.md).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let hpke = Zeroizing::new(self.hpke_private.to_bytes().to_vec());
         let mut w = Writer::with_label(ENCODING_LABEL);
-        w.bytes(&hpke).bytes(&self.signing_pkcs8).bytes(&self.tls_pkcs8);
+        w.bytes(self.hpke_private.to_bytes())
+            .bytes(&self.signing_pkcs8)
+            .bytes(&self.tls_pkcs8);
         Zeroizing::new(w.finish())
     }
 
@@ -95,7 +81,8 @@ impl NodeKeys {
         let signing = r.bytes(256).map_err(|e| bad(e.to_string()))?;
         let tls = r.bytes(512).map_err(|e| bad(e.to_string()))?;
         r.finish().map_err(|e| bad(e.to_string()))?;
-        NodeKeys::from_parts(hpke, signing, tls).map_err(|what| bad(format!("{what} does not parse")))
+        NodeKeys::from_parts(hpke, signing, tls)
+            .map_err(|what| bad(format!("{what} does not parse")))
     }
 
     /// The HPKE private key, for opening bundles.
@@ -105,7 +92,7 @@ impl NodeKeys {
 
     /// The HPKE public key.
     pub fn hpke_public_key(&self) -> [u8; 32] {
-        self.hpke_public
+        *self.hpke_private.public_key()
     }
 
     /// The receipt-signing public key.
@@ -148,7 +135,7 @@ impl NodeKeys {
             tee,
             node_id: self.node_id(),
             hpke_suite: HPKE_SUITE.into(),
-            hpke_public_key: HexBytes(self.hpke_public),
+            hpke_public_key: HexBytes(self.hpke_public_key()),
             signing_public_key: HexBytes(self.signing_public_key()),
             tls_spki_sha256: HexBytes(teekms_attest::sha256(&self.tls_spki)),
             nonce: nonce.map(hex::encode),
@@ -171,7 +158,10 @@ mod tests {
     fn serialization_round_trips() {
         let k = NodeKeys::generate();
         let back = NodeKeys::from_bytes(&k.to_bytes()).unwrap();
-        assert_eq!(back.statement(TeeKind::Sim, None), k.statement(TeeKind::Sim, None));
+        assert_eq!(
+            back.statement(TeeKind::Sim, None),
+            k.statement(TeeKind::Sim, None)
+        );
         let mut bytes = k.to_bytes().to_vec();
         bytes.push(0);
         assert!(NodeKeys::from_bytes(&bytes).is_err());

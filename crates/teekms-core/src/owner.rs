@@ -133,6 +133,9 @@ mod tests {
         let sig = back.sign(b"m");
         assert!(k.public_key().verify(b"m", &sig));
         assert!(!k.public_key().verify(b"n", &sig));
-        assert!(OwnerKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err());
+        assert!(
+            OwnerKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----")
+                .is_err()
+        );
     }
 }

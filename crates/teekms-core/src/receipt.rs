@@ -93,7 +93,9 @@ impl Receipt {
     /// Parses a receipt strictly.
     pub fn from_json(bytes: &[u8]) -> Result<Receipt, CoreError> {
         if bytes.len() > MAX_RECEIPT_LEN {
-            return Err(CoreError::ReceiptInvalid(format!("larger than {MAX_RECEIPT_LEN} bytes")));
+            return Err(CoreError::ReceiptInvalid(format!(
+                "larger than {MAX_RECEIPT_LEN} bytes"
+            )));
         }
         let r: Receipt =
             serde_json::from_slice(bytes).map_err(|e| CoreError::ReceiptInvalid(e.to_string()))?;
@@ -113,7 +115,11 @@ impl Receipt {
 
     /// Checks that the verified node signed this receipt (and names itself in it).
     pub fn verify_signature(&self, node: &VerifiedNode) -> Result<(), CoreError> {
-        if !teekms_attest::ed25519_verify(node.signing_public_key(), &self.signed_message(), &self.signature) {
+        if !teekms_attest::ed25519_verify(
+            node.signing_public_key(),
+            &self.signed_message(),
+            &self.signature,
+        ) {
             return Err(CoreError::ReceiptInvalid(
                 "the node's signature does not verify (altered, or from another node)".into(),
             ));
@@ -141,7 +147,9 @@ impl Receipt {
             return fail("it names another key id");
         }
         if self.kcv != *kcv {
-            return fail("its key check value differs: the node holds different key material under this id");
+            return fail(
+                "its key check value differs: the node holds different key material under this id",
+            );
         }
         Ok(())
     }

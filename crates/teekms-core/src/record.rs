@@ -69,7 +69,10 @@ impl SealingKey {
         record: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, CoreError> {
         if record.len() < 1 + NONCE_LEN + TAG_LEN {
-            return Err(CoreError::RecordAuthentication { kind, id: id.into() });
+            return Err(CoreError::RecordAuthentication {
+                kind,
+                id: id.into(),
+            });
         }
         if record[0] != RECORD_VERSION {
             return Err(CoreError::RecordMalformed {
@@ -87,7 +90,10 @@ impl SealingKey {
                 Aad::from(record_aad(kind, id, version)),
                 buf.as_mut_slice(),
             )
-            .map_err(|_| CoreError::RecordAuthentication { kind, id: id.into() })?
+            .map_err(|_| CoreError::RecordAuthentication {
+                kind,
+                id: id.into(),
+            })?
             .len();
         buf.truncate(len);
         Ok(buf)

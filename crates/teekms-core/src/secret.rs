@@ -34,7 +34,9 @@ impl DataKey {
 
     /// Parses the data-key file format: 64 lowercase hex characters and one newline.
     pub fn from_file_text(text: &[u8]) -> Result<DataKey, CoreError> {
-        let body = text.strip_suffix(b"\n").ok_or(CoreError::InvalidDataKeyFile)?;
+        let body = text
+            .strip_suffix(b"\n")
+            .ok_or(CoreError::InvalidDataKeyFile)?;
         if body.len() != 64 || !body.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(CoreError::InvalidDataKeyFile);
         }

@@ -7,8 +7,10 @@ use teekms_core::record::DataKeyRecord;
 use teekms_core::{Bundle, DataKey, KeyId, NodeKeys, OwnerPublicKey, Receipt, SealingKey};
 
 fn vector_document() -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../spec/vectors/binding-v1.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../spec/vectors/binding-v1.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     v["document"].to_string().into_bytes()
 }
 

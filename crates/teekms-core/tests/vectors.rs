@@ -6,7 +6,9 @@ use teekms_core::record::DataKeyRecord;
 use teekms_core::{Bundle, KeyId, NodeKeys, OwnerKey, Receipt, SealingKey};
 
 fn load(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../spec/vectors").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../spec/vectors")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -19,7 +21,9 @@ fn verified_node() -> teekms_attest::VerifiedNode {
     let doc = AttestationDocument::from_json(b["document"].to_string().as_bytes()).unwrap();
     let policy = Policy::from_toml(b["policy"].as_str().unwrap()).unwrap();
     let nonce = unhex(&b["nonce_hex"]);
-    verify_document(&doc, &policy, Freshness::Nonce(&nonce), 0).into_verified_node().unwrap()
+    verify_document(&doc, &policy, Freshness::Nonce(&nonce), 0)
+        .into_verified_node()
+        .unwrap()
 }
 
 #[test]
@@ -28,7 +32,10 @@ fn binding_vector() {
     let statement: NodeStatement = serde_json::from_value(b["statement"].clone()).unwrap();
     assert_eq!(statement.canonical_bytes(), unhex(&b["canonical_hex"]));
     assert_eq!(statement.hash().to_vec(), unhex(&b["report_data_hex"]));
-    assert_eq!(NodeStatement::from_canonical_bytes(&unhex(&b["canonical_hex"])).unwrap(), statement);
+    assert_eq!(
+        NodeStatement::from_canonical_bytes(&unhex(&b["canonical_hex"])).unwrap(),
+        statement
+    );
     let node = verified_node();
     assert_eq!(node.statement(), &statement);
     // The same document with another nonce expectation, or under another policy, fails.
@@ -47,7 +54,10 @@ fn bundle_vector() {
     assert_eq!(opened.dek.expose().to_vec(), unhex(&v["dek_hex"]));
     assert_eq!(opened.dek.kcv().to_hex(), v["kcv_hex"].as_str().unwrap());
     assert_eq!(opened.key_id.as_str(), v["key_id"].as_str().unwrap());
-    assert_eq!(opened.owner.fingerprint(), v["owner_fingerprint"].as_str().unwrap());
+    assert_eq!(
+        opened.owner.fingerprint(),
+        v["owner_fingerprint"].as_str().unwrap()
+    );
     let owner = OwnerKey::from_pkcs8(&unhex(&v["owner_pkcs8_hex"])).unwrap();
     assert_eq!(owner.public_key(), opened.owner);
     // The statement in the bundle is the verified one of binding-v1.json.
@@ -64,10 +74,16 @@ fn receipt_vector() {
     let owner = OwnerKey::from_pkcs8(&unhex(&b["owner_pkcs8_hex"])).unwrap();
     let key_id = KeyId::new(b["key_id"].as_str().unwrap()).unwrap();
     let kcv = teekms_attest::hexbytes::HexBytes::parse(b["kcv_hex"].as_str().unwrap()).unwrap();
-    receipt.verify(&verified_node(), &owner.public_key(), &key_id, &kcv).unwrap();
+    receipt
+        .verify(&verified_node(), &owner.public_key(), &key_id, &kcv)
+        .unwrap();
     let mut altered = receipt.clone();
     altered.created_at += 1;
-    assert!(altered.verify(&verified_node(), &owner.public_key(), &key_id, &kcv).is_err());
+    assert!(
+        altered
+            .verify(&verified_node(), &owner.public_key(), &key_id, &kcv)
+            .is_err()
+    );
 }
 
 #[test]
@@ -77,17 +93,41 @@ fn sealed_record_vector() {
     let key = SealingKey::from_bytes(key);
     let g = &v["generic"];
     let plain = key
-        .open("example", g["id"].as_str().unwrap(), g["version"].as_u64().unwrap(), &unhex(&g["record_hex"]))
+        .open(
+            "example",
+            g["id"].as_str().unwrap(),
+            g["version"].as_u64().unwrap(),
+            &unhex(&g["record_hex"]),
+        )
         .unwrap();
     assert_eq!(plain.to_vec(), unhex(&g["plaintext_hex"]));
     let b = load("bundle-v1.json");
     let owner = OwnerKey::from_pkcs8(&unhex(&b["owner_pkcs8_hex"])).unwrap();
     let d = &v["data_key"];
     let key_id = KeyId::new(d["key_id"].as_str().unwrap()).unwrap();
-    let rec = DataKeyRecord::open(&key, &owner.public_key(), &key_id, 1, &unhex(&d["record_hex"])).unwrap();
+    let rec = DataKeyRecord::open(
+        &key,
+        &owner.public_key(),
+        &key_id,
+        1,
+        &unhex(&d["record_hex"]),
+    )
+    .unwrap();
     assert_eq!(rec.dek.expose().to_vec(), unhex(&b["dek_hex"]));
     assert_eq!(rec.created_at, d["created_at"].as_u64().unwrap());
-    assert_eq!(DataKeyRecord::record_id(&owner.public_key(), &key_id), d["record_id"].as_str().unwrap());
+    assert_eq!(
+        DataKeyRecord::record_id(&owner.public_key(), &key_id),
+        d["record_id"].as_str().unwrap()
+    );
     // Stored under another version or id, it does not open.
-    assert!(DataKeyRecord::open(&key, &owner.public_key(), &key_id, 2, &unhex(&d["record_hex"])).is_err());
+    assert!(
+        DataKeyRecord::open(
+            &key,
+            &owner.public_key(),
+            &key_id,
+            2,
+            &unhex(&d["record_hex"])
+        )
+        .is_err()
+    );
 }

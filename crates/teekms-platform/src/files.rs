@@ -16,20 +16,30 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 }
 
 /// Reads a small secret file; `Ok(None)` if it does not exist.
-pub fn read_secret_file(what: &'static str, path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, PlatformError> {
+pub fn read_secret_file(
+    what: &'static str,
+    path: &Path,
+) -> Result<Option<Zeroizing<Vec<u8>>>, PlatformError> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(what, path)(e)),
     };
     let mut buf = Zeroizing::new(Vec::with_capacity(1024));
-    Read::by_ref(&mut f).take(64 * 1024).read_to_end(&mut buf).map_err(io(what, path))?;
+    Read::by_ref(&mut f)
+        .take(64 * 1024)
+        .read_to_end(&mut buf)
+        .map_err(io(what, path))?;
     Ok(Some(buf))
 }
 
 /// Creates a new file with mode 0600, durably (written, synced, directory synced). Fails
 /// if the file exists, so two racing creators cannot overwrite each other.
-pub fn write_new_secret_file(what: &'static str, path: &Path, contents: &[u8]) -> Result<(), PlatformError> {
+pub fn write_new_secret_file(
+    what: &'static str,
+    path: &Path,
+    contents: &[u8],
+) -> Result<(), PlatformError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io(what, dir))?;
     }
@@ -48,7 +58,9 @@ pub fn write_new_secret_file(what: &'static str, path: &Path, contents: &[u8]) -
     let _ = std::fs::remove_file(&tmp);
     result.map_err(io(what, path))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(what, dir))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(what, dir))?;
     }
     Ok(())
 }

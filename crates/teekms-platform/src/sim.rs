@@ -31,7 +31,8 @@ impl SimRoot {
             match write_new_secret_file(WHAT, path, doc.as_ref()) {
                 Ok(()) => {}
                 // Another process created it first: use theirs.
-                Err(PlatformError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(PlatformError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
             }
         }
@@ -40,17 +41,23 @@ impl SimRoot {
             path: path.display().to_string(),
             reason: "vanished after creation".into(),
         })?;
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| PlatformError::Damaged {
-            what: WHAT,
-            path: path.display().to_string(),
-            reason: format!("not an Ed25519 PKCS#8 key ({e}); delete it to make a new root"),
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| {
+            PlatformError::Damaged {
+                what: WHAT,
+                path: path.display().to_string(),
+                reason: format!("not an Ed25519 PKCS#8 key ({e}); delete it to make a new root"),
+            }
         })?;
         Ok(SimRoot { pair })
     }
 
     /// The root's public key, to pin in a policy as `sim_root`.
     pub fn public_key(&self) -> [u8; 32] {
-        self.pair.public_key().as_ref().try_into().expect("32 bytes")
+        self.pair
+            .public_key()
+            .as_ref()
+            .try_into()
+            .expect("32 bytes")
     }
 
     /// Signs sim evidence for `measurement` and `report_data`.
@@ -110,16 +117,20 @@ pub fn sim_sealing_key(path: &Path) -> Result<SealingKey, PlatformError> {
         let fresh = SealingKey::generate();
         match write_new_secret_file(WHAT, path, fresh.expose()) {
             Ok(()) => {}
-            Err(PlatformError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(PlatformError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
     }
     let bytes = read_secret_file(WHAT, path)?.unwrap_or_default();
-    let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| PlatformError::Damaged {
-        what: WHAT,
-        path: path.display().to_string(),
-        reason: format!("expected 32 bytes, found {}", bytes.len()),
-    })?;
+    let arr: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| PlatformError::Damaged {
+            what: WHAT,
+            path: path.display().to_string(),
+            reason: format!("expected 32 bytes, found {}", bytes.len()),
+        })?;
     Ok(SealingKey::from_bytes(arr))
 }
 

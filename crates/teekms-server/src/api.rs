@@ -123,7 +123,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/attestation", get(attestation))
         .route("/v1/keys", get(list_keys).post(deploy))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
         .layer(DefaultBodyLimit::max(MAX_BUNDLE_LEN))
         .with_state(state)
 }
@@ -138,7 +140,8 @@ async fn attestation(
     State(app): State<Arc<AppState>>,
     query: Result<Query<AttestationQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AttestationDocument>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let Some(nonce_hex) = q.nonce else {
         return Ok(Json(app.cached_attestation.clone()));
     };
@@ -168,29 +171,49 @@ async fn deploy(
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("request body rejected ({}); bundles are at most {MAX_BUNDLE_LEN} bytes", e.body_text()),
+            format!(
+                "request body rejected ({}); bundles are at most {MAX_BUNDLE_LEN} bytes",
+                e.body_text()
+            ),
         )
     })?;
-    let bundle = Bundle::from_json(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_bundle", e.to_string()))?;
+    let bundle = Bundle::from_json(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_bundle", e.to_string()))?;
     let deployed = tokio::task::spawn_blocking(move || {
         let app2 = app.clone();
         app.service.deploy(
             &bundle,
             caller.as_ref(),
             now_unix(),
-            |owner, key_id| app2.reader.lock().expect("reader lock").get_key(owner, key_id),
+            |owner, key_id| {
+                app2.reader
+                    .lock()
+                    .expect("reader lock")
+                    .get_key(owner, key_id)
+            },
             |row| app2.writer.insert(row),
         )
     })
     .await
     .map_err(|e| ApiError::internal("deploy task", &e))??;
-    let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if deployed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json::<Receipt>(deployed.receipt)).into_response())
 }
 
-async fn list_keys(State(app): State<Arc<AppState>>, Owner(owner): Owner) -> Result<Json<KeyList>, ApiError> {
+async fn list_keys(
+    State(app): State<Arc<AppState>>,
+    Owner(owner): Owner,
+) -> Result<Json<KeyList>, ApiError> {
     tokio::task::spawn_blocking(move || {
-        let rows = app.reader.lock().expect("reader lock").list_keys(&owner.fingerprint());
+        let rows = app
+            .reader
+            .lock()
+            .expect("reader lock")
+            .list_keys(&owner.fingerprint());
         rows.map(|rows| Json(app.service.list(&owner, rows)))
     })
     .await

@@ -1,8 +1,8 @@
 //! Key operations of a node, independent of transport: deploying a bundle (online or
 //! offline) and listing an owner's keys.
 
-use teekms_attest::{AttestationDocument, TeeKind};
 use teekms_attest::document::DOCUMENT_VERSION;
+use teekms_attest::{AttestationDocument, TeeKind};
 use teekms_core::api::{DamagedKey, KeyInfo, KeyList};
 use teekms_core::receipt::ReceiptFields;
 use teekms_core::record::DataKeyRecord;
@@ -21,7 +21,9 @@ pub enum DeployError {
     #[error(transparent)]
     Bundle(CoreError),
     /// The authenticated caller is not the bundle's owner.
-    #[error("the TLS client certificate belongs to owner {caller}, but the bundle is signed by owner {bundle}")]
+    #[error(
+        "the TLS client certificate belongs to owner {caller}, but the bundle is signed by owner {bundle}"
+    )]
     Forbidden {
         /// Caller's fingerprint.
         caller: String,
@@ -142,7 +144,9 @@ impl KeyService {
             }),
             // A concurrent deployment of the same id won the race: compare with it.
             Inserted::AlreadyExists => match self.existing(&record.owner, &record.key_id, &read)? {
-                Some(existing) => self.same_or_conflict(existing, &record.dek, opened.statement_hash),
+                Some(existing) => {
+                    self.same_or_conflict(existing, &record.dek, opened.statement_hash)
+                }
                 None => Err(DeployError::Concurrent),
             },
         }

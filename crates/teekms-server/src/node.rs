@@ -47,7 +47,8 @@ pub fn open_node(platform: Arc<dyn Platform>, data_dir: &Path) -> Result<NodeHan
                 let cluster: [u8; 32] = cluster_plain.as_slice().try_into().map_err(|_| {
                     ServerError::Inconsistent("cluster key record has the wrong length".into())
                 })?;
-                let service = KeyService::new(platform.tee(), keys, SealingKey::from_bytes(cluster));
+                let service =
+                    KeyService::new(platform.tee(), keys, SealingKey::from_bytes(cluster));
                 return Ok(NodeHandle {
                     service: Arc::new(service),
                     platform,

@@ -88,16 +88,23 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         reader: Mutex::new(reader),
         writer: Writer::start(node.store),
     });
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Io {
-        what: format!("listening on {}", config.listen),
-        source,
-    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Io {
+            what: format!("listening on {}", config.listen),
+            source,
+        })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Io {
         what: "reading the bound address".into(),
         source,
     })?;
     let (shutdown, shutdown_rx) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(Arc::new(tls)), state, shutdown_rx));
+    let task = tokio::spawn(accept_loop(
+        listener,
+        TlsAcceptor::from(Arc::new(tls)),
+        state,
+        shutdown_rx,
+    ));
     Ok(RunningServer {
         addr,
         node_id,
@@ -155,10 +162,11 @@ async fn serve_connection(
         .and_then(|certs| certs.first())
         .and_then(|c| owner_from_certificate(c).ok());
     let caller = Caller(caller);
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(caller.clone());
-        app.clone().oneshot(req)
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(caller.clone());
+            app.clone().oneshot(req)
+        });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)

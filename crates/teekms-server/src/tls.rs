@@ -19,7 +19,8 @@ const ED25519_OID: &str = "1.3.101.112";
 /// The owner a client certificate names: its Ed25519 public key. The TLS handshake
 /// proves the client holds the matching private key.
 pub fn owner_from_certificate(der: &[u8]) -> Result<OwnerPublicKey, String> {
-    let cert = x509_cert::Certificate::from_der(der).map_err(|e| format!("not a DER certificate: {e}"))?;
+    let cert =
+        x509_cert::Certificate::from_der(der).map_err(|e| format!("not a DER certificate: {e}"))?;
     let spki = cert.tbs_certificate().subject_public_key_info();
     if spki.algorithm.oid.to_string() != ED25519_OID {
         return Err("the client certificate's key is not Ed25519 (an owner key)".into());
@@ -41,9 +42,10 @@ pub fn server_config(keys: &NodeKeys) -> Result<ServerConfig, ServerError> {
     let key_pair = rcgen::KeyPair::try_from(&pkcs8).map_err(|e| tls_err(&e))?;
     let mut params =
         rcgen::CertificateParams::new(vec!["teekms-node".to_string()]).map_err(|e| tls_err(&e))?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("teekms node {}", keys.node_id()));
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("teekms node {}", keys.node_id()),
+    );
     let cert = params.self_signed(&key_pair).map_err(|e| tls_err(&e))?;
     // The statement names the key by its SPKI hash; make sure the certificate carries
     // exactly that SPKI, or clients would (rightly) refuse every connection.
@@ -54,7 +56,9 @@ pub fn server_config(keys: &NodeKeys) -> Result<ServerConfig, ServerError> {
         .to_der()
         .map_err(|e| tls_err(&e))?;
     if spki != keys.tls_spki_der() {
-        return Err(ServerError::Tls("certificate SPKI differs from the attested TLS key".into()));
+        return Err(ServerError::Tls(
+            "certificate SPKI differs from the attested TLS key".into(),
+        ));
     }
     ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])

@@ -89,11 +89,16 @@ impl SqliteStore {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if current > known {
-            return Err(StoreError::TooNew { found: current, known });
+            return Err(StoreError::TooNew {
+                found: current,
+                known,
+            });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.execute_batch(sql)?;
@@ -107,23 +112,33 @@ impl SqliteStore {
     pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT record FROM meta WHERE name = ?1", [name], |r| r.get(0))
+            .query_row("SELECT record FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
     /// Writes several meta records in one durable transaction, only if none exists yet.
     /// Returns false (writing nothing) if any of them already exists.
     pub fn init_meta(&mut self, records: &[(&str, &[u8])]) -> Result<bool, StoreError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (name, _) in records {
-            let exists: bool =
-                tx.query_row("SELECT EXISTS(SELECT 1 FROM meta WHERE name = ?1)", [name], |r| r.get(0))?;
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM meta WHERE name = ?1)",
+                [name],
+                |r| r.get(0),
+            )?;
             if exists {
                 return Ok(false);
             }
         }
         for (name, record) in records {
-            tx.execute("INSERT INTO meta (name, record) VALUES (?1, ?2)", params![name, record])?;
+            tx.execute(
+                "INSERT INTO meta (name, record) VALUES (?1, ?2)",
+                params![name, record],
+            )?;
         }
         tx.commit()?;
         Ok(true)
@@ -132,7 +147,9 @@ impl SqliteStore {
     /// Inserts rows in one durable transaction (group commit). Each row is inserted only
     /// if its (owner, key id, version) is free; the result says which were.
     pub fn insert_keys(&mut self, rows: &[KeyRow]) -> Result<Vec<Inserted>, StoreError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(rows.len());
         {
             let mut stmt = tx.prepare_cached(
@@ -140,8 +157,17 @@ impl SqliteStore {
                  ON CONFLICT DO NOTHING",
             )?;
             for row in rows {
-                let n = stmt.execute(params![row.owner, row.key_id, row.key_version as i64, row.record])?;
-                out.push(if n == 1 { Inserted::New } else { Inserted::AlreadyExists });
+                let n = stmt.execute(params![
+                    row.owner,
+                    row.key_id,
+                    row.key_version as i64,
+                    row.record
+                ])?;
+                out.push(if n == 1 {
+                    Inserted::New
+                } else {
+                    Inserted::AlreadyExists
+                });
             }
         }
         tx.commit()?;
@@ -198,8 +224,17 @@ mod tests {
     fn insert_is_first_writer_wins_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(dir.path()).unwrap();
-        let r = s.insert_keys(&[row("o", "a", b"1"), row("o", "b", b"2"), row("o", "a", b"3")]).unwrap();
-        assert_eq!(r, vec![Inserted::New, Inserted::New, Inserted::AlreadyExists]);
+        let r = s
+            .insert_keys(&[
+                row("o", "a", b"1"),
+                row("o", "b", b"2"),
+                row("o", "a", b"3"),
+            ])
+            .unwrap();
+        assert_eq!(
+            r,
+            vec![Inserted::New, Inserted::New, Inserted::AlreadyExists]
+        );
         drop(s);
         let s = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(s.get_key("o", "a").unwrap().unwrap().record, b"1");

@@ -27,7 +27,11 @@ pub async fn run(cmd: AttestCmd) -> CmdResult {
             }
             Ok(())
         }
-        AttestCmd::Verify { document, policy, json } => verify(&document, &policy, json),
+        AttestCmd::Verify {
+            document,
+            policy,
+            json,
+        } => verify(&document, &policy, json),
     }
 }
 
@@ -48,9 +52,15 @@ fn verify(document: &std::path::Path, policy: &std::path::Path, json: bool) -> C
     warn_if_sim(doc.tee);
     let verdict = verify_document(&doc, &policy, Freshness::Offline, now());
     if json {
-        println!("{}", serde_json::to_string(&verdict).expect("verdicts serialize"));
+        println!(
+            "{}",
+            serde_json::to_string(&verdict).expect("verdicts serialize")
+        );
     } else if verdict.accepted {
-        println!("ACCEPTED: {} node {}", verdict.tee, verdict.statement.node_id);
+        println!(
+            "ACCEPTED: {} node {}",
+            verdict.tee, verdict.statement.node_id
+        );
         if let Some(claims) = &verdict.claims {
             for (k, v) in claims.as_object().into_iter().flatten() {
                 match v.as_str() {
@@ -65,7 +75,11 @@ fn verify(document: &std::path::Path, policy: &std::path::Path, json: bool) -> C
             "REJECTED: {} node {} ({})",
             verdict.tee,
             verdict.statement.node_id,
-            if verdict.verified { "evidence verified, but no policy entry admits it" } else { "evidence did not verify" }
+            if verdict.verified {
+                "evidence verified, but no policy entry admits it"
+            } else {
+                "evidence did not verify"
+            }
         );
         for r in &verdict.reasons {
             println!("  - {r}");
@@ -74,6 +88,9 @@ fn verify(document: &std::path::Path, policy: &std::path::Path, json: bool) -> C
     if verdict.accepted {
         Ok(())
     } else {
-        Err(Failure::rejected(format!("the node's evidence was rejected: {}", verdict.reasons.join("; "))))
+        Err(Failure::rejected(format!(
+            "the node's evidence was rejected: {}",
+            verdict.reasons.join("; ")
+        )))
     }
 }

@@ -14,16 +14,59 @@ pub async fn run(cmd: KeyCmd) -> CmdResult {
         KeyCmd::Generate { output } => {
             let dek = DataKey::generate();
             paths::write_new_secret(&output, dek.to_file_text().as_bytes(), "data key")?;
-            println!("wrote a new 256-bit data key to {} (kcv {})", output.display(), dek.kcv());
+            println!(
+                "wrote a new 256-bit data key to {} (kcv {})",
+                output.display(),
+                dek.kcv()
+            );
             Ok(())
         }
-        KeyCmd::Deploy { node, policy, key_id, dek, key_policy, receipt, owner } => {
-            deploy(&node, &policy, &key_id, &dek, &key_policy, receipt.as_deref(), &owner).await
+        KeyCmd::Deploy {
+            node,
+            policy,
+            key_id,
+            dek,
+            key_policy,
+            receipt,
+            owner,
+        } => {
+            deploy(
+                &node,
+                &policy,
+                &key_id,
+                &dek,
+                &key_policy,
+                receipt.as_deref(),
+                &owner,
+            )
+            .await
         }
-        KeyCmd::Wrap { evidence, policy, key_id, dek, key_policy, output, owner } => {
-            wrap(&evidence, &policy, &key_id, &dek, &key_policy, &output, &owner)
-        }
-        KeyCmd::Import { bundle, node, data_dir, tee, policy, receipt, sim_root } => {
+        KeyCmd::Wrap {
+            evidence,
+            policy,
+            key_id,
+            dek,
+            key_policy,
+            output,
+            owner,
+        } => wrap(
+            &evidence,
+            &policy,
+            &key_id,
+            &dek,
+            &key_policy,
+            &output,
+            &owner,
+        ),
+        KeyCmd::Import {
+            bundle,
+            node,
+            data_dir,
+            tee,
+            policy,
+            receipt,
+            sim_root,
+        } => {
             let receipt_path = receipt.unwrap_or_else(|| {
                 let mut p = bundle.clone().into_os_string();
                 p.push(".receipt");
@@ -31,24 +74,45 @@ pub async fn run(cmd: KeyCmd) -> CmdResult {
             });
             let b = load_bundle(&bundle)?;
             match (node, data_dir) {
-                (Some(node), None) => import_online(&node, policy.as_deref(), &b, &receipt_path).await,
+                (Some(node), None) => {
+                    import_online(&node, policy.as_deref(), &b, &receipt_path).await
+                }
                 (None, Some(dir)) => import_offline(&dir, tee, &sim_root, &b, &receipt_path),
                 _ => Err(Failure::usage("give exactly one of --node and --data-dir")),
             }
         }
-        KeyCmd::CheckReceipt { receipt, evidence, policy, key_id, dek, owner } => {
+        KeyCmd::CheckReceipt {
+            receipt,
+            evidence,
+            policy,
+            key_id,
+            dek,
+            owner,
+        } => {
             let node = verify_offline(&evidence, &policy)?;
             let owner = paths::load_owner(&owner.owner)?;
             let key_id = parse_key_id(&key_id)?;
             let dek = paths::load_dek(&dek)?;
-            let bytes = paths::read(&receipt, "receipt", teekms_core::receipt::MAX_RECEIPT_LEN as u64)?;
+            let bytes = paths::read(
+                &receipt,
+                "receipt",
+                teekms_core::receipt::MAX_RECEIPT_LEN as u64,
+            )?;
             let r = Receipt::from_json(&bytes).map_err(|e| Failure::rejected(e.to_string()))?;
             r.verify(&node, &owner.public_key(), &key_id, &dek.kcv())
                 .map_err(|e| Failure::rejected(e.to_string()))?;
-            println!("receipt verified: node {} holds key {} (kcv {}, version {})", r.node_id, r.key_id, r.kcv, r.key_version);
+            println!(
+                "receipt verified: node {} holds key {} (kcv {}, version {})",
+                r.node_id, r.key_id, r.kcv, r.key_version
+            );
             Ok(())
         }
-        KeyCmd::List { node, policy, json, owner } => list(&node, &policy, json, &owner).await,
+        KeyCmd::List {
+            node,
+            policy,
+            json,
+            owner,
+        } => list(&node, &policy, json, &owner).await,
     }
 }
 
@@ -59,7 +123,8 @@ fn parse_key_id(s: &str) -> Result<KeyId, Failure> {
 fn load_bundle(path: &Path) -> Result<Bundle, Failure> {
     let bytes = paths::read(path, "bundle", teekms_core::bundle::MAX_BUNDLE_LEN as u64)?;
     Bundle::from_json(&bytes).map_err(|e| {
-        Failure::rejected(format!("{}: {e}", path.display())).hint("ask the owner for a fresh bundle; do not edit it")
+        Failure::rejected(format!("{}: {e}", path.display()))
+            .hint("ask the owner for a fresh bundle; do not edit it")
     })
 }
 
@@ -95,9 +160,15 @@ async fn deploy(
         paths::write_atomic(path, (receipt.to_json() + "\n").as_bytes(), 0o644)?;
     }
     if created {
-        println!("deployed key {key_id} to node {} (kcv {}); the signed receipt checks out", receipt.node_id, receipt.kcv);
+        println!(
+            "deployed key {key_id} to node {} (kcv {}); the signed receipt checks out",
+            receipt.node_id, receipt.kcv
+        );
     } else {
-        println!("key {key_id} was already on node {} with the same material (kcv {}); nothing changed", receipt.node_id, receipt.kcv);
+        println!(
+            "key {key_id} was already on node {} with the same material (kcv {}); nothing changed",
+            receipt.node_id, receipt.kcv
+        );
     }
     Ok(())
 }
@@ -128,7 +199,8 @@ fn wrap(
     let dek = paths::load_dek(dek)?;
     let key_policy = paths::load_key_policy(key_policy)?;
     let node = verify_offline(evidence, policy)?;
-    let bundle = Bundle::wrap(&node, &owner, &key_id, &key_policy, &dek).map_err(|e| Failure::usage(e.to_string()))?;
+    let bundle = Bundle::wrap(&node, &owner, &key_id, &key_policy, &dek)
+        .map_err(|e| Failure::usage(e.to_string()))?;
     paths::write_atomic(output, (bundle.to_json() + "\n").as_bytes(), 0o644)?;
     println!(
         "wrapped key {key_id} (kcv {}) to node {} in {}; import it on the node with `teekms key import {}`",
@@ -142,7 +214,11 @@ fn wrap(
 
 fn report_import(receipt: &Receipt, created: bool, receipt_path: &Path) -> CmdResult {
     paths::write_atomic(receipt_path, (receipt.to_json() + "\n").as_bytes(), 0o644)?;
-    let what = if created { "imported" } else { "already held (same material)" };
+    let what = if created {
+        "imported"
+    } else {
+        "already held (same material)"
+    };
     println!(
         "{what}: key {} (kcv {}) on node {}; receipt written to {}",
         receipt.key_id,
@@ -153,12 +229,25 @@ fn report_import(receipt: &Receipt, created: bool, receipt_path: &Path) -> CmdRe
     Ok(())
 }
 
-async fn import_online(node: &str, policy: Option<&Path>, bundle: &Bundle, receipt_path: &Path) -> CmdResult {
+async fn import_online(
+    node: &str,
+    policy: Option<&Path>,
+    bundle: &Bundle,
+    receipt_path: &Path,
+) -> CmdResult {
     let (receipt, created) = match policy {
-        Some(policy) => connect_verified(node, policy, None).await?.import(bundle).await?,
+        Some(policy) => {
+            connect_verified(node, policy, None)
+                .await?
+                .import(bundle)
+                .await?
+        }
         None => {
             let url = parse_url(node)?;
-            teekms_client::connect(&url, None).await?.import(bundle).await?
+            teekms_client::connect(&url, None)
+                .await?
+                .import(bundle)
+                .await?
         }
     };
     report_import(&receipt, created, receipt_path)
@@ -176,11 +265,14 @@ fn import_offline(
         eprintln!("{}", super::serve::SIM_WARNING);
     }
     if !dir.join(teekms_store::DB_FILE).exists() {
-        return Err(Failure::usage(format!("{} holds no teekms node", dir.display()))
-            .hint("start the node once with `teekms serve` to create it"));
+        return Err(
+            Failure::usage(format!("{} holds no teekms node", dir.display()))
+                .hint("start the node once with `teekms serve` to create it"),
+        );
     }
     let platform = super::serve::platform(tee, sim_root, dir)?;
-    let mut node = open_node(platform, dir).map_err(|e| Failure::usage(format!("cannot open the node: {e}")))?;
+    let mut node = open_node(platform, dir)
+        .map_err(|e| Failure::usage(format!("cannot open the node: {e}")))?;
     let store = std::cell::RefCell::new(&mut node.store);
     let result: Result<Deployed, DeployError> = node.service.deploy(
         bundle,
@@ -198,7 +290,11 @@ fn deploy_failure(e: DeployError) -> Failure {
         DeployError::Store(_) | DeployError::Unavailable => crate::failure::EXIT_USAGE,
         _ => EXIT_REJECTED,
     };
-    Failure { code, message: e.to_string(), hint: None }
+    Failure {
+        code,
+        message: e.to_string(),
+        hint: None,
+    }
 }
 
 async fn list(node: &str, policy: &Path, json: bool, owner: &OwnerArg) -> CmdResult {
@@ -208,9 +304,18 @@ async fn list(node: &str, policy: &Path, json: bool, owner: &OwnerArg) -> CmdRes
     if json {
         println!("{}", serde_json::to_string(&list).expect("lists serialize"));
     } else {
-        println!("{:<40} {:>7} {:<20} kcv", "key id", "version", "created (UTC)");
+        println!(
+            "{:<40} {:>7} {:<20} kcv",
+            "key id", "version", "created (UTC)"
+        );
         for k in &list.keys {
-            println!("{:<40} {:>7} {:<20} {}", k.key_id, k.key_version, format_time(k.created_at), k.kcv);
+            println!(
+                "{:<40} {:>7} {:<20} {}",
+                k.key_id,
+                k.key_version,
+                format_time(k.created_at),
+                k.kcv
+            );
         }
         if list.keys.is_empty() {
             println!("(no keys)");
@@ -220,7 +325,10 @@ async fn list(node: &str, policy: &Path, json: bool, owner: &OwnerArg) -> CmdRes
         return Ok(());
     }
     for d in &list.damaged {
-        eprintln!("damaged: key {:?} version {}: {}", d.key_id, d.key_version, d.error);
+        eprintln!(
+            "damaged: key {:?} version {}: {}",
+            d.key_id, d.key_version, d.error
+        );
     }
     Err(Failure::rejected(format!("{} stored key record(s) failed authentication", list.damaged.len()))
         .hint("the node's storage was altered; restore those records from a backup or redeploy the keys from your copies"))
@@ -229,6 +337,9 @@ async fn list(node: &str, policy: &Path, json: bool, owner: &OwnerArg) -> CmdRes
 pub fn format_time(unix: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix as i64)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix.to_string())
 }

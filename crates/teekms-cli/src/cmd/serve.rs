@@ -9,11 +9,16 @@ use crate::paths;
 
 pub const SIM_WARNING: &str = "WARNING: --tee sim is INSECURE. The simulated TEE protects nothing: its \"hardware\" keys are files. Use it only for development and tests.";
 
-pub fn platform(tee: TeeArg, sim_root: &SimRootArg, data_dir: &std::path::Path) -> Result<Arc<dyn Platform>, Failure> {
+pub fn platform(
+    tee: TeeArg,
+    sim_root: &SimRootArg,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn Platform>, Failure> {
     match tee {
         TeeArg::Sim => {
             let root = paths::sim_root_path(&sim_root.sim_root)?;
-            let p = SimPlatform::open(&root, data_dir).map_err(|e| Failure::usage(e.to_string()))?;
+            let p =
+                SimPlatform::open(&root, data_dir).map_err(|e| Failure::usage(e.to_string()))?;
             Ok(Arc::new(p))
         }
         TeeArg::Sgx | TeeArg::Tdx | TeeArg::Snp => Err(Failure::usage(
@@ -36,10 +41,15 @@ pub async fn run(args: ServeArgs) -> CmdResult {
     })
     .await
     .map_err(|e| {
-        Failure::usage(format!("cannot start the node: {e}"))
-            .hint("check --data-dir and --listen; a damaged data dir must be restored from a backup")
+        Failure::usage(format!("cannot start the node: {e}")).hint(
+            "check --data-dir and --listen; a damaged data dir must be restored from a backup",
+        )
     })?;
-    println!("teekms node {} listening on {}", server.node_id, server.url());
+    println!(
+        "teekms node {} listening on {}",
+        server.node_id,
+        server.url()
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
     shutdown_signal().await;

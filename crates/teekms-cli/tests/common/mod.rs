@@ -16,7 +16,9 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        Env { dir: tempfile::tempdir().unwrap() }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -59,7 +61,11 @@ impl Env {
     pub fn sim_policy(&self) -> PathBuf {
         let root = self.ok(&["sim", "root"]).trim().to_owned();
         let path = self.path("policy.toml");
-        std::fs::write(&path, format!("[[accept]]\ntee = \"sim\"\nsim_root = \"{root}\"\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("[[accept]]\ntee = \"sim\"\nsim_root = \"{root}\"\n"),
+        )
+        .unwrap();
         path
     }
 
@@ -67,14 +73,23 @@ impl Env {
     pub fn serve(&self, data_dir: &Path) -> NodeProcess {
         let mut c = Command::new(bin());
         self.isolate(&mut c);
-        c.args(["serve", "--tee", "sim", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.args([
+            "serve",
+            "--tee",
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("https://"))
@@ -98,7 +113,10 @@ impl NodeProcess {
 
     /// SIGTERM and wait: the graceful path.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().unwrap()
     }
 

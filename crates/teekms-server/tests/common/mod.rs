@@ -39,7 +39,8 @@ impl Node {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
         }
-        let platform: Arc<dyn Platform> = Arc::new(SimPlatform::open(&self.root, &self.data_dir).unwrap());
+        let platform: Arc<dyn Platform> =
+            Arc::new(SimPlatform::open(&self.root, &self.data_dir).unwrap());
         self.server = Some(
             serve(ServeConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
