@@ -470,32 +470,8 @@ fn secrets_never_reach_logs_or_disk_in_clear() {
     let policy = env.sim_policy();
     let p = policy.to_str().unwrap();
     let data = env.path("node");
-    let mut c = std::process::Command::new(common::bin());
-    c.env("HOME", env.dir.path())
-        .env("TEEKMS_LOG", "trace")
-        .args([
-            "serve",
-            "--tee",
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap()
-        .to_owned();
+    let mut node = env.serve_with_log(&data, "trace");
+    let url = node.url.clone();
     let dek = env.path("dek");
     env.ok(&["key", "generate", "-o", dek.to_str().unwrap()]);
     let (_, out1, err1) = env.run(&[
@@ -524,12 +500,8 @@ fn secrets_never_reach_logs_or_disk_in_clear() {
         "--dek",
         other.to_str().unwrap(),
     ]);
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let output = child.wait_with_output().unwrap();
-    let node_log = String::from_utf8_lossy(&output.stderr).into_owned();
+    node.stop();
+    let node_log = node.stderr();
     assert!(
         node_log.contains("TRACE") || node_log.contains("DEBUG"),
         "the node did log at trace level"

@@ -71,8 +71,14 @@ impl Env {
 
     /// Starts `teekms serve --tee sim` on port 0 and waits for its URL.
     pub fn serve(&self, data_dir: &Path) -> NodeProcess {
+        self.serve_with_log(data_dir, "warn")
+    }
+
+    /// Like [`Env::serve`], with `TEEKMS_LOG` set to `log`.
+    pub fn serve_with_log(&self, data_dir: &Path, log: &str) -> NodeProcess {
         let mut c = Command::new(bin());
         self.isolate(&mut c);
+        c.env("TEEKMS_LOG", log);
         c.args([
             "serve",
             "--tee",
@@ -95,7 +101,19 @@ impl Env {
             .find(|w| w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_owned();
-        NodeProcess { child, url }
+        // Drain stderr continuously: a node logging at trace level must never block on a
+        // full pipe.
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut s);
+            s
+        });
+        NodeProcess {
+            child,
+            url,
+            stderr: Some(stderr),
+        }
     }
 }
 
@@ -103,6 +121,7 @@ impl Env {
 pub struct NodeProcess {
     pub child: Child,
     pub url: String,
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl NodeProcess {
@@ -120,13 +139,12 @@ impl NodeProcess {
         self.child.wait().unwrap()
     }
 
+    /// Everything the node wrote to stderr; call after it exited.
     pub fn stderr(&mut self) -> String {
-        use std::io::Read;
-        let mut s = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
+        self.stderr
+            .take()
+            .map(|t| t.join().unwrap())
+            .unwrap_or_default()
     }
 }
 
