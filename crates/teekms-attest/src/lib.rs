@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod dcap;
 pub mod document;
 mod error;
 pub mod hexbytes;

@@ -1,0 +1,241 @@
+//! Every DCAP vector in ../shared/vectors (manifest.json) gets the outcome the manifest
+//! states, including its additional time cases and its derived negative files.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use teekms_attest::TeeKind;
+use teekms_attest::dcap::{DcapCollateral, INTEL_SGX_ROOT_CA_DER, verify_dcap};
+
+fn vectors() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+}
+
+fn manifest() -> Vec<Value> {
+    let text = std::fs::read_to_string(vectors().join("manifest.json"))
+        .expect("../shared/vectors/manifest.json");
+    let m: Value = serde_json::from_str(&text).unwrap();
+    m["vectors"].as_array().unwrap().clone()
+}
+
+fn read(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+}
+
+fn text(dir: &Path, name: &str) -> String {
+    String::from_utf8(read(dir, name)).unwrap()
+}
+
+/// Quote and collateral of a vector: its own folder, or the folder it derives from with
+/// the vector's files replacing the base's.
+fn inputs(v: &Value, all: &[Value]) -> (TeeKind, Vec<u8>, DcapCollateral) {
+    let own = vectors().join(v["folder"].as_str().unwrap());
+    let base_entry = match v["derived_from"].as_str() {
+        Some(base) => all.iter().find(|e| e["id"] == base).unwrap(),
+        None => v,
+    };
+    let base = vectors().join(base_entry["folder"].as_str().unwrap());
+    let file = |key: &str| -> Vec<u8> {
+        match v["files"][key].as_str() {
+            Some(name) if v["derived_from"].is_string() => read(&own, name),
+            _ => read(&base, base_entry["files"][key].as_str().unwrap()),
+        }
+    };
+    let tee = if base_entry["kind"] == "tdx-dcap-quote" {
+        TeeKind::Tdx
+    } else {
+        TeeKind::Sgx
+    };
+    let collateral = DcapCollateral {
+        tcb_info: file("tcb_info"),
+        qe_identity: file("qe_identity"),
+        tcb_info_issuer_chain: text(&base, "tcb_info_issuer_chain.pem"),
+        qe_identity_issuer_chain: text(&base, "qe_identity_issuer_chain.pem"),
+        pck_crl: Some(read(&base, "pck_crl.der")),
+        pck_crl_issuer_chain: Some(text(&base, "pck_crl_issuer_chain.pem")),
+        root_ca_crl: Some(read(&base, "root_ca_crl.der")),
+    };
+    (tee, file("quote"), collateral)
+}
+
+fn dcap_vectors() -> (Vec<Value>, Vec<Value>) {
+    let all = manifest();
+    let dcap = all
+        .iter()
+        .filter(|v| {
+            matches!(
+                v["kind"].as_str(),
+                Some("sgx-dcap-quote" | "tdx-dcap-quote" | "sgx-dcap-collateral")
+            )
+        })
+        .cloned()
+        .collect();
+    (all, dcap)
+}
+
+#[test]
+fn pinned_root_is_the_manifests_intel_root() {
+    assert_eq!(
+        INTEL_SGX_ROOT_CA_DER,
+        read(&vectors().join("roots"), "intel_sgx_root_ca.der")
+    );
+}
+
+#[test]
+fn every_dcap_vector_gets_its_stated_outcome() {
+    let (all, dcap) = dcap_vectors();
+    assert!(
+        dcap.len() >= 20,
+        "expected the shared DCAP vectors, found {}",
+        dcap.len()
+    );
+    for v in &dcap {
+        let id = v["id"].as_str().unwrap();
+        let (tee, quote, coll) = inputs(v, &all);
+        let now = v["verification_time"]["unix"].as_u64().unwrap();
+        let r = verify_dcap(tee, &quote, &coll, now);
+        let expected = &v["expected"];
+        match expected["result"].as_str().unwrap() {
+            "accept" | "policy-dependent" => {
+                assert!(r.verified, "{id}: expected accept, got {:?}", r.reasons);
+                assert_eq!(
+                    r.tcb_status.as_deref(),
+                    expected["tcb_status"].as_str(),
+                    "{id}"
+                );
+                let advisories: Vec<&str> = expected["advisory_ids"]
+                    .as_array()
+                    .map(|a| a.iter().map(|x| x.as_str().unwrap()).collect())
+                    .unwrap_or_default();
+                assert_eq!(r.advisory_ids, advisories, "{id}");
+            }
+            other => {
+                assert!(
+                    other.starts_with("reject"),
+                    "{id}: unknown expectation {other}"
+                );
+                assert!(!r.verified, "{id}: expected reject, got {:?}", r.tcb_status);
+                assert!(!r.reasons.is_empty(), "{id}: a rejection says why");
+            }
+        }
+        if expected["result"] == "policy-dependent" {
+            assert!(
+                r.service_td,
+                "{id}: the manifest's policy question is the bound service TD"
+            );
+        }
+        if let Some(trailing) = v["format"]["trailing_bytes_after_signature_data"].as_u64() {
+            assert_eq!(r.trailing_bytes as u64, trailing, "{id}: trailing bytes");
+        }
+        if let Some(m) = v["measurements"].as_object() {
+            let claims = r.claims.as_ref().unwrap_or_else(|| panic!("{id}: claims"));
+            for (ours, theirs) in [
+                ("mrenclave", "mr_enclave"),
+                ("mrsigner", "mr_signer"),
+                ("mrtd", "mr_td"),
+                ("rtmr0", "rt_mr0"),
+                ("report_data", "report_data"),
+            ] {
+                if let Some(expected) = m.get(theirs) {
+                    assert_eq!(&claims[ours], expected, "{id}: {ours}");
+                }
+            }
+        }
+        for case in v["additional_cases"].as_array().into_iter().flatten() {
+            let t = case["time_unix"].as_u64().unwrap();
+            let r = verify_dcap(tee, &quote, &coll, t);
+            match case["expected"].as_str().unwrap() {
+                "reject" => assert!(!r.verified, "{id} at {t}: {}", case["reason"]),
+                // Signature/chain-only verification is not a mode teekms offers: with the
+                // folder's collateral not yet valid at that time, it rejects.
+                s if s.starts_with("accept (signature/chain-only") => assert!(!r.verified),
+                other => panic!("{id}: unknown additional case {other}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn missing_revocation_data_is_a_rejection() {
+    let (all, dcap) = dcap_vectors();
+    for v in dcap
+        .iter()
+        .filter(|v| v["expected"]["result"] == "accept" && v["derived_from"].is_null())
+    {
+        let (tee, quote, mut coll) = inputs(v, &all);
+        coll.pck_crl = None;
+        let r = verify_dcap(
+            tee,
+            &quote,
+            &coll,
+            v["verification_time"]["unix"].as_u64().unwrap(),
+        );
+        assert!(!r.verified, "{}", v["id"]);
+        assert!(
+            r.reasons[0].contains("revocation data is missing"),
+            "{:?}",
+            r.reasons
+        );
+        assert!(
+            r.claims.is_some(),
+            "claims are reported whenever the quote parses"
+        );
+    }
+}
+
+/// Flip one byte in each region of each positive quote and collateral file: rejected.
+#[test]
+fn mutations_of_positive_vectors_are_rejected() {
+    let (all, dcap) = dcap_vectors();
+    for v in dcap
+        .iter()
+        .filter(|v| v["expected"]["result"] == "accept" && v["derived_from"].is_null())
+    {
+        let id = v["id"].as_str().unwrap();
+        let (tee, quote, coll) = inputs(v, &all);
+        let now = v["verification_time"]["unix"].as_u64().unwrap();
+        let end = teekms_attest::dcap::quote_extent(&quote).unwrap();
+        let body_end = if tee == TeeKind::Sgx {
+            48 + 384
+        } else {
+            end.min(48 + 584)
+        };
+        // Header, body, signature, QE report, and across the certification data.
+        let mut offsets = vec![10, 100, body_end + 10, body_end + 70, body_end + 200];
+        offsets.extend((body_end + 600..end).step_by(97));
+        // PEM line breaks inside the certification data are framing, not certificate
+        // content (no signature covers them); every other byte must matter.
+        for off in offsets
+            .into_iter()
+            .filter(|&o| o < end && !quote[o].is_ascii_whitespace())
+        {
+            let mut bad = quote.clone();
+            bad[off] ^= 0x01;
+            let r = verify_dcap(tee, &bad, &coll, now);
+            assert!(!r.verified, "{id}: byte {off:#x} flipped was accepted");
+        }
+        // The signed bodies of the collateral.
+        for (name, field) in [("tcb_info", 0), ("qe_identity", 1)] {
+            let mut c = coll.clone();
+            let target = if field == 0 {
+                &mut c.tcb_info
+            } else {
+                &mut c.qe_identity
+            };
+            let pos = target.iter().position(|&b| b == b'"').unwrap() + 3;
+            target[pos] ^= 0x01;
+            assert!(
+                !verify_dcap(tee, &quote, &c, now).verified,
+                "{id}: {name} altered was accepted"
+            );
+        }
+        let mut c = coll.clone();
+        let crl = c.pck_crl.as_mut().unwrap();
+        let n = crl.len();
+        crl[n - 10] ^= 0x01;
+        assert!(
+            !verify_dcap(tee, &quote, &c, now).verified,
+            "{id}: PCK CRL altered was accepted"
+        );
+    }
+}
