@@ -17,6 +17,7 @@ mod error;
 pub mod hexbytes;
 pub mod policy;
 pub mod sim;
+pub mod snp;
 pub mod statement;
 mod verify;
 
