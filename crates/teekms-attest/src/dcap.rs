@@ -65,6 +65,8 @@ pub struct DcapResult {
     pub debug: bool,
     /// A TDX 1.5 TD bound to a service TD (non-zero MR_SERVICETD).
     pub service_td: bool,
+    /// The older issue date of TCB info and QE identity (Unix seconds).
+    pub collateral_issued: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +191,12 @@ fn check_crl_time(name: &str, der: &[u8], now: u64) -> Result<(), String> {
     }
 }
 
+/// `issueDate` of a signed TCB info or QE identity body.
+fn issue_date(body: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    crate::parse_rfc3339(v["issueDate"].as_str()?)
+}
+
 /// The last certificate of a PEM chain, as DER.
 fn last_pem_cert(pem: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine;
@@ -264,6 +272,7 @@ pub fn verify_dcap(
         report_data: None,
         debug: false,
         service_td: false,
+        collateral_issued: None,
     };
     let end = match quote_extent(quote) {
         Ok(end) => end,
@@ -311,7 +320,14 @@ pub fn verify_dcap(
         }
     }
     let coll = match collateral_v3(collateral) {
-        Ok(c) => c,
+        Ok(c) => {
+            out.collateral_issued = [&c.tcb_info, &c.qe_identity]
+                .iter()
+                .map(|body| issue_date(body))
+                .collect::<Option<Vec<u64>>>()
+                .and_then(|d| d.into_iter().min());
+            c
+        }
         Err(e) => {
             out.reasons.push(e);
             return out;

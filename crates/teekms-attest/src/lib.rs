@@ -11,9 +11,11 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod collateral;
 pub mod dcap;
 pub mod document;
 mod error;
+pub mod evidence;
 pub mod hexbytes;
 pub mod policy;
 pub mod sim;
@@ -87,4 +89,63 @@ pub fn ed25519_verify(public_key: &[u8; 32], message: &[u8], signature: &[u8]) -
     aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, public_key)
         .verify(message, signature)
         .is_ok()
+}
+
+/// Parses an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (as Intel collateral
+/// writes it) into Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let rest = &s[19..];
+    let rest = match rest.strip_prefix('.') {
+        Some(f) => f.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => rest,
+    };
+    if rest != "Z"
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || se > 60
+    {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn rfc3339() {
+        assert_eq!(super::parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            super::parse_rfc3339("2025-07-19T10:01:17Z"),
+            Some(1_752_919_277)
+        );
+        assert_eq!(
+            super::parse_rfc3339("2025-06-19T10:56:11.123Z"),
+            Some(1_750_330_571)
+        );
+        assert_eq!(super::parse_rfc3339("2025-06-19 10:56:11Z"), None);
+        assert_eq!(super::parse_rfc3339("2025-06-19T10:56:11+01:00"), None);
+    }
 }

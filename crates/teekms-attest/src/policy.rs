@@ -28,7 +28,104 @@ pub enum AcceptEntry {
         /// The executable's SHA-384, when pinned.
         measurement: Option<[u8; 48]>,
     },
+    /// Intel SGX enclaves.
+    Sgx(Box<SgxEntry>),
+    /// Intel TDX trust domains.
+    Tdx(Box<TdxEntry>),
+    /// AMD SEV-SNP guests.
+    Snp(Box<SnpEntry>),
 }
+
+/// What every Intel entry shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntelCommon {
+    /// Accept debug enclaves / TDs (default false).
+    pub allow_debug: bool,
+    /// Accepted TCB statuses (default `["UpToDate"]`).
+    pub tcb_status: Vec<String>,
+    /// Advisories that may apply (default none).
+    pub advisory_ids: Vec<String>,
+    /// Oldest acceptable collateral (seconds since its issue date), if set.
+    pub max_collateral_age: Option<u64>,
+}
+
+/// An `[[accept]]` entry for SGX.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SgxEntry {
+    /// Accepted MRENCLAVE values (any, if empty).
+    pub mrenclave: Vec<[u8; 32]>,
+    /// Required MRSIGNER.
+    pub mrsigner: Option<[u8; 32]>,
+    /// Required ISVPRODID.
+    pub isv_prod_id: Option<u16>,
+    /// Lowest accepted ISVSVN.
+    pub min_isv_svn: Option<u16>,
+    /// Shared Intel fields.
+    pub common: IntelCommon,
+}
+
+/// An `[[accept]]` entry for TDX.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TdxEntry {
+    /// Required MRTD.
+    pub mrtd: Option<[u8; 48]>,
+    /// Required RTMR0–RTMR3.
+    pub rtmr: [Option<[u8; 48]>; 4],
+    /// Required MRCONFIGID.
+    pub mr_config_id: Option<[u8; 48]>,
+    /// Required MROWNER.
+    pub mr_owner: Option<[u8; 48]>,
+    /// Accept a TD bound to a service TD (default false).
+    pub allow_service_td: bool,
+    /// Shared Intel fields.
+    pub common: IntelCommon,
+}
+
+/// A minimum REPORTED_TCB: each given component must be at least this.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinTcb {
+    /// FMC SPL (Turin).
+    pub fmc: Option<u8>,
+    /// Boot loader SPL.
+    pub bootloader: Option<u8>,
+    /// TEE SPL.
+    pub tee: Option<u8>,
+    /// SNP SPL.
+    pub snp: Option<u8>,
+    /// Microcode SPL.
+    pub microcode: Option<u8>,
+}
+
+/// An `[[accept]]` entry for SEV-SNP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnpEntry {
+    /// Required MEASUREMENT.
+    pub measurement: Option<[u8; 48]>,
+    /// Required HOST_DATA.
+    pub host_data: Option<[u8; 32]>,
+    /// TCB floor.
+    pub min_reported_tcb: Option<MinTcb>,
+    /// Required VMPL.
+    pub vmpl: Option<u32>,
+    /// Accept VLEK-signed reports (default true).
+    pub allow_vlek: bool,
+    /// Accept guests whose policy allows debugging (default false).
+    pub allow_debug: bool,
+    /// Oldest acceptable endorsement certificate (seconds since its notBefore), if set.
+    pub max_collateral_age: Option<u64>,
+}
+
+/// Intel's TCB status strings.
+pub const TCB_STATUSES: &[&str] = &[
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+    "Revoked",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,11 +135,182 @@ struct RawPolicy {
 }
 
 #[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEntry {
     tee: String,
     sim_root: Option<String>,
     measurement: Option<String>,
+    mrenclave: Option<OneOrMany>,
+    mrsigner: Option<String>,
+    isv_prod_id: Option<u16>,
+    min_isv_svn: Option<u16>,
+    mrtd: Option<String>,
+    rtmr0: Option<String>,
+    rtmr1: Option<String>,
+    rtmr2: Option<String>,
+    rtmr3: Option<String>,
+    mr_config_id: Option<String>,
+    mr_owner: Option<String>,
+    allow_service_td: Option<bool>,
+    host_data: Option<String>,
+    min_reported_tcb: Option<MinTcb>,
+    vmpl: Option<u32>,
+    allow_vlek: Option<bool>,
+    allow_debug: Option<bool>,
+    tcb_status: Option<Vec<String>>,
+    advisory_ids: Option<Vec<String>>,
+    max_collateral_age: Option<String>,
+}
+
+impl RawEntry {
+    /// Names of the keys this entry sets (besides `tee`).
+    fn keys_set(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        macro_rules! set {
+            ($($f:ident),*) => { $( if self.$f.is_some() { v.push(stringify!($f)); } )* };
+        }
+        set!(
+            sim_root,
+            measurement,
+            mrenclave,
+            mrsigner,
+            isv_prod_id,
+            min_isv_svn,
+            mrtd,
+            rtmr0,
+            rtmr1,
+            rtmr2,
+            rtmr3,
+            mr_config_id,
+            mr_owner,
+            allow_service_td,
+            host_data,
+            min_reported_tcb,
+            vmpl,
+            allow_vlek,
+            allow_debug,
+            tcb_status,
+            advisory_ids,
+            max_collateral_age
+        );
+        v
+    }
+}
+
+/// Which keys apply to which TEE.
+fn allowed_keys(tee: TeeKind) -> &'static [&'static str] {
+    const INTEL: [&str; 4] = [
+        "allow_debug",
+        "tcb_status",
+        "advisory_ids",
+        "max_collateral_age",
+    ];
+    match tee {
+        TeeKind::Sim => &["sim_root", "measurement"],
+        TeeKind::Sgx => &[
+            "mrenclave",
+            "mrsigner",
+            "isv_prod_id",
+            "min_isv_svn",
+            INTEL[0],
+            INTEL[1],
+            INTEL[2],
+            INTEL[3],
+        ],
+        TeeKind::Tdx => &[
+            "mrtd",
+            "rtmr0",
+            "rtmr1",
+            "rtmr2",
+            "rtmr3",
+            "mr_config_id",
+            "mr_owner",
+            "allow_service_td",
+            INTEL[0],
+            INTEL[1],
+            INTEL[2],
+            INTEL[3],
+        ],
+        TeeKind::Snp => &[
+            "measurement",
+            "host_data",
+            "min_reported_tcb",
+            "vmpl",
+            "allow_vlek",
+            "allow_debug",
+            "max_collateral_age",
+        ],
+    }
+}
+
+/// Parses a duration such as `30d`, `12h`, `90m` or `3600s` into seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like \"30d\""))?;
+    let mul = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+fn hex_field<const N: usize>(name: &str, v: &Option<String>) -> Result<Option<[u8; N]>, String> {
+    v.as_ref()
+        .map(|s| {
+            HexBytes::<N>::parse_any_case(s)
+                .map(|h| h.0)
+                .map_err(|m| format!("{name}: {m}"))
+        })
+        .transpose()
+}
+
+fn intel_common(e: &RawEntry) -> Result<IntelCommon, String> {
+    let tcb_status = e
+        .tcb_status
+        .clone()
+        .unwrap_or_else(|| vec!["UpToDate".into()]);
+    for s in &tcb_status {
+        if !TCB_STATUSES.contains(&s.as_str()) {
+            return Err(format!(
+                "tcb_status: unknown status {s:?} (one of {})",
+                TCB_STATUSES.join(", ")
+            ));
+        }
+    }
+    let advisory_ids = e.advisory_ids.clone().unwrap_or_default();
+    for a in &advisory_ids {
+        let ok = a
+            .strip_prefix("INTEL-SA-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
+        if !ok {
+            return Err(format!(
+                "advisory_ids: {a:?} is not an Intel advisory id like \"INTEL-SA-00615\""
+            ));
+        }
+    }
+    Ok(IntelCommon {
+        allow_debug: e.allow_debug.unwrap_or(false),
+        tcb_status,
+        advisory_ids,
+        max_collateral_age: e
+            .max_collateral_age
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?,
+    })
 }
 
 impl Policy {
@@ -82,20 +350,25 @@ impl Policy {
         &self.entries
     }
 
-    /// TOML text for this policy (what `Policy::from_toml` reads back).
+    /// The default policy for one real TEE (see [`default_entry`]).
+    pub fn default_for(tee: TeeKind) -> Option<Policy> {
+        default_entry(tee).map(|e| Policy { entries: vec![e] })
+    }
+
+    /// TOML text for the sim entries of this policy (what `Policy::from_toml` reads
+    /// back); real-TEE entries are written by hand.
     pub fn to_toml(&self) -> String {
         let mut out = String::new();
         for e in &self.entries {
-            match e {
-                AcceptEntry::Sim {
-                    sim_root,
-                    measurement,
-                } => {
-                    out.push_str("[[accept]]\ntee = \"sim\"\n");
-                    out.push_str(&format!("sim_root = \"{}\"\n", hex::encode(sim_root)));
-                    if let Some(m) = measurement {
-                        out.push_str(&format!("measurement = \"{}\"\n", hex::encode(m)));
-                    }
+            if let AcceptEntry::Sim {
+                sim_root,
+                measurement,
+            } = e
+            {
+                out.push_str("[[accept]]\ntee = \"sim\"\n");
+                out.push_str(&format!("sim_root = \"{}\"\n", hex::encode(sim_root)));
+                if let Some(m) = measurement {
+                    out.push_str(&format!("measurement = \"{}\"\n", hex::encode(m)));
                 }
             }
         }
@@ -106,32 +379,84 @@ impl Policy {
 fn resolve(e: RawEntry) -> Result<AcceptEntry, String> {
     let tee = TeeKind::parse(&e.tee)
         .ok_or_else(|| format!("unknown tee {:?} (expected sim, sgx, tdx or snp)", e.tee))?;
+    let allowed = allowed_keys(tee);
+    if let Some(k) = e.keys_set().into_iter().find(|k| !allowed.contains(k)) {
+        return Err(format!("`{k}` does not apply to tee = \"{tee}\""));
+    }
     match tee {
         TeeKind::Sim => {
-            let sim_root = e
-                .sim_root
+            let sim_root = hex_field::<32>("sim_root", &e.sim_root)?
                 .ok_or("a sim entry must pin `sim_root` (see `teekms sim root`)")?;
-            let sim_root =
-                HexBytes::<32>::parse_any_case(&sim_root).map_err(|m| format!("sim_root: {m}"))?;
-            let measurement = e
-                .measurement
-                .map(|m| {
-                    HexBytes::<48>::parse_any_case(&m).map_err(|m| format!("measurement: {m}"))
-                })
-                .transpose()?;
             Ok(AcceptEntry::Sim {
-                sim_root: sim_root.0,
-                measurement: measurement.map(|m| m.0),
+                sim_root,
+                measurement: hex_field("measurement", &e.measurement)?,
             })
         }
-        other => {
-            if e.sim_root.is_some() {
-                return Err(format!("`sim_root` does not apply to tee = \"{other}\""));
+        TeeKind::Sgx => {
+            let mrenclave = match &e.mrenclave {
+                None => Vec::new(),
+                Some(OneOrMany::One(s)) => vec![s.clone()],
+                Some(OneOrMany::Many(v)) if v.is_empty() => {
+                    return Err(
+                        "mrenclave: an empty list admits nothing; leave it out instead".into(),
+                    );
+                }
+                Some(OneOrMany::Many(v)) => v.clone(),
             }
-            Err(format!(
-                "verification of {other} evidence is not supported by this version of teekms"
-            ))
+            .iter()
+            .map(|s| {
+                HexBytes::<32>::parse_any_case(s)
+                    .map(|h| h.0)
+                    .map_err(|m| format!("mrenclave: {m}"))
+            })
+            .collect::<Result<_, _>>()?;
+            Ok(AcceptEntry::Sgx(Box::new(SgxEntry {
+                mrenclave,
+                mrsigner: hex_field("mrsigner", &e.mrsigner)?,
+                isv_prod_id: e.isv_prod_id,
+                min_isv_svn: e.min_isv_svn,
+                common: intel_common(&e)?,
+            })))
         }
+        TeeKind::Tdx => Ok(AcceptEntry::Tdx(Box::new(TdxEntry {
+            mrtd: hex_field("mrtd", &e.mrtd)?,
+            rtmr: [
+                hex_field("rtmr0", &e.rtmr0)?,
+                hex_field("rtmr1", &e.rtmr1)?,
+                hex_field("rtmr2", &e.rtmr2)?,
+                hex_field("rtmr3", &e.rtmr3)?,
+            ],
+            mr_config_id: hex_field("mr_config_id", &e.mr_config_id)?,
+            mr_owner: hex_field("mr_owner", &e.mr_owner)?,
+            allow_service_td: e.allow_service_td.unwrap_or(false),
+            common: intel_common(&e)?,
+        }))),
+        TeeKind::Snp => Ok(AcceptEntry::Snp(Box::new(SnpEntry {
+            measurement: hex_field("measurement", &e.measurement)?,
+            host_data: hex_field("host_data", &e.host_data)?,
+            min_reported_tcb: e.min_reported_tcb,
+            vmpl: e.vmpl,
+            allow_vlek: e.allow_vlek.unwrap_or(true),
+            allow_debug: e.allow_debug.unwrap_or(false),
+            max_collateral_age: e
+                .max_collateral_age
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?,
+        }))),
+    }
+}
+
+/// The default policy for real TEE evidence without a policy file: genuine hardware,
+/// TCB `UpToDate` only, no debug, no measurement pins.
+pub fn default_entry(tee: TeeKind) -> Option<AcceptEntry> {
+    let raw = RawEntry {
+        tee: tee.as_str().into(),
+        ..RawEntry::default()
+    };
+    match tee {
+        TeeKind::Sim => None,
+        _ => resolve(raw).ok(),
     }
 }
 
@@ -152,12 +477,45 @@ mod tests {
     }
 
     #[test]
+    fn parses_real_tee_entries_with_defaults() {
+        let p = Policy::from_toml(&format!(
+            "[[accept]]\ntee = \"sgx\"\nmrenclave = [\"{ROOT}\", \"{ROOT}\"]\nmin_isv_svn = 2\n\
+             [[accept]]\ntee = \"tdx\"\nrtmr1 = \"{}\"\nmax_collateral_age = \"30d\"\n\
+             [[accept]]\ntee = \"snp\"\nvmpl = 0\nmin_reported_tcb = {{ snp = 8, microcode = 115 }}\n",
+            "ab".repeat(48)
+        ))
+        .unwrap();
+        let AcceptEntry::Sgx(sgx) = &p.entries()[0] else {
+            panic!()
+        };
+        assert_eq!(sgx.mrenclave.len(), 2);
+        assert_eq!(sgx.common.tcb_status, vec!["UpToDate".to_string()]);
+        assert!(!sgx.common.allow_debug);
+        let AcceptEntry::Tdx(tdx) = &p.entries()[1] else {
+            panic!()
+        };
+        assert_eq!(tdx.common.max_collateral_age, Some(30 * 86_400));
+        assert!(!tdx.allow_service_td);
+        let AcceptEntry::Snp(snp) = &p.entries()[2] else {
+            panic!()
+        };
+        assert!(snp.allow_vlek && !snp.allow_debug);
+        assert_eq!(snp.min_reported_tcb.unwrap().snp, Some(8));
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_bad_values() {
         for bad in [
             format!("[[accept]]\ntee = \"sim\"\nsim_root = \"{ROOT}\"\nallow_evrything = true\n"),
             format!("[[accept]]\ntee = \"sim\"\nsim_root = \"{}\"\n", &ROOT[2..]),
             "[[accept]]\ntee = \"sim\"\n".to_string(),
             "[[accept]]\ntee = \"qemu\"\n".to_string(),
+            "[[accept]]\ntee = \"sgx\"\nmrtd = \"00\"\n".to_string(),
+            "[[accept]]\ntee = \"sgx\"\ntcb_status = [\"Fine\"]\n".to_string(),
+            "[[accept]]\ntee = \"tdx\"\nmax_collateral_age = \"3w\"\n".to_string(),
+            "[[accept]]\ntee = \"snp\"\ntcb_status = [\"UpToDate\"]\n".to_string(),
+            "[[accept]]\ntee = \"snp\"\nmin_reported_tcb = { snp = 300 }\n".to_string(),
+            format!("[[accept]]\ntee = \"sgx\"\nsim_root = \"{ROOT}\"\n"),
             "[[accept]\n".to_string(),
             "".to_string(),
             format!("[other]\nx = 1\n[[accept]]\ntee = \"sim\"\nsim_root = \"{ROOT}\"\n"),

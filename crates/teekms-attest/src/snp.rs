@@ -198,6 +198,8 @@ pub struct SnpResult {
     pub product: Option<Product>,
     /// The endorsement key is a VLEK.
     pub vlek: bool,
+    /// notBefore of the VCEK/VLEK (Unix seconds), once the chain verified.
+    pub vek_not_before: Option<u64>,
 }
 
 /// Raw DER TLV: returns (whole element, content, rest).
@@ -438,6 +440,7 @@ pub fn verify_snp(raw: &[u8], c: &SnpCollateral, now_unix: u64) -> SnpResult {
         report: None,
         product: None,
         vlek: c.is_vlek,
+        vek_not_before: None,
     };
     let report = match SnpReport::parse(raw) {
         Ok(r) => r,
@@ -449,8 +452,9 @@ pub fn verify_snp(raw: &[u8], c: &SnpCollateral, now_unix: u64) -> SnpResult {
     out.claims = Some(claims(&report, None));
     out.report = Some(report.clone());
     match check_chain(raw, &report, c, now_unix) {
-        Ok(product) => {
+        Ok((product, not_before)) => {
             out.product = Some(product);
+            out.vek_not_before = Some(not_before);
             out.claims = Some(claims(&report, Some(product)));
             out.verified = true;
         }
@@ -464,7 +468,7 @@ fn check_chain(
     report: &SnpReport,
     c: &SnpCollateral,
     now: u64,
-) -> Result<Product, String> {
+) -> Result<(Product, u64), String> {
     let (vek_name, ask_name) = if c.is_vlek {
         ("VLEK", "ASVK")
     } else {
@@ -515,5 +519,12 @@ fn check_chain(
     if let Some(crl) = &c.crl {
         check_crl(crl, &ark, &[(ask_name, &ask), (vek_name, &vek)], now)?;
     }
-    Ok(product)
+    let not_before = vek
+        .parsed
+        .tbs_certificate()
+        .validity()
+        .not_before
+        .to_unix_duration()
+        .as_secs();
+    Ok((product, not_before))
 }

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::collateral::CollateralFiles;
+use crate::evidence::verify_evidence;
 use crate::policy::AcceptEntry;
 use crate::{AttestationDocument, EvidenceError, NodeStatement, Policy, TeeKind, sim};
 
@@ -61,6 +63,10 @@ pub struct Verdict {
     pub accepted: bool,
     /// The TEE the document names.
     pub tee: TeeKind,
+    /// Intel TCB status (real Intel TEEs only).
+    pub tcb_status: Option<String>,
+    /// Intel advisory ids that apply (real Intel TEEs only).
+    pub advisory_ids: Vec<String>,
     /// Why it was not verified or not accepted (empty when accepted).
     pub reasons: Vec<String>,
     /// Claims read from the evidence (present whenever it parsed).
@@ -97,18 +103,30 @@ pub fn verify_document(
     freshness: Freshness<'_>,
     now_unix: u64,
 ) -> Verdict {
-    let _ = now_unix; // sim evidence carries no collateral; real TEEs use it.
     let statement_hash = doc.statement.hash();
     let mut verdict = Verdict {
         verified: false,
         accepted: false,
         tee: doc.tee,
+        tcb_status: None,
+        advisory_ids: Vec::new(),
         reasons: Vec::new(),
         claims: None,
         statement: doc.statement.clone(),
         statement_hash: hex::encode(statement_hash),
         node: None,
     };
+    if doc.tee != TeeKind::Sim {
+        verify_real(
+            doc,
+            policy,
+            freshness,
+            now_unix,
+            statement_hash,
+            &mut verdict,
+        );
+        return verdict;
+    }
     let evidence = match check_evidence(doc, &statement_hash, freshness) {
         Ok(ev) => ev,
         Err((claims, e)) => {
@@ -137,6 +155,67 @@ pub fn verify_document(
     verdict
 }
 
+/// Real TEE evidence: verified with the document's collateral at `now_unix`, bound to
+/// the statement, then appraised.
+fn verify_real(
+    doc: &AttestationDocument,
+    policy: &Policy,
+    freshness: Freshness<'_>,
+    now_unix: u64,
+    statement_hash: [u8; 64],
+    verdict: &mut Verdict,
+) {
+    if let Err(e) = doc.statement.validate() {
+        verdict.reasons.push(e.to_string());
+        return;
+    }
+    let files: CollateralFiles = match &doc.collateral {
+        None => CollateralFiles::default(),
+        Some(v) => match serde_json::from_value(v.clone()) {
+            Ok(f) => f,
+            Err(e) => {
+                verdict
+                    .reasons
+                    .push(format!("the document's collateral is malformed: {e}"));
+                return;
+            }
+        },
+    };
+    let ev = verify_evidence(doc.tee, &doc.evidence, &files, policy, now_unix);
+    verdict.claims = ev.claims;
+    verdict.tcb_status = ev.tcb_status;
+    verdict.advisory_ids = ev.advisory_ids;
+    if !ev.verified {
+        verdict.reasons = ev.reasons;
+        return;
+    }
+    // Compare in full; never pad or truncate report data.
+    if ev.report_data != Some(statement_hash) {
+        verdict
+            .reasons
+            .push(EvidenceError::BindingMismatch.to_string());
+        return;
+    }
+    if let Freshness::Nonce(expected) = freshness
+        && doc.statement.nonce_bytes().ok().flatten().as_deref() != Some(expected)
+    {
+        verdict
+            .reasons
+            .push(EvidenceError::NonceMismatch.to_string());
+        return;
+    }
+    verdict.verified = true;
+    if ev.accepted {
+        verdict.accepted = true;
+        verdict.node = Some(VerifiedNode {
+            statement: doc.statement.clone(),
+            statement_hash,
+        });
+    } else {
+        verdict.reasons = ev.reasons;
+    }
+}
+
 /// Evidence whose signatures and binding verified, not yet appraised.
 enum CheckedEvidence {
     Sim(sim::SimEvidence),
@@ -156,9 +235,7 @@ fn check_evidence(
             let rd = ev.report_data;
             (CheckedEvidence::Sim(ev), rd)
         }
-        other => {
-            return Err((None, EvidenceError::Unsupported(other.as_str())));
-        }
+        other => return Err((None, EvidenceError::Unsupported(other.as_str()))),
     };
     // Compare in full; never pad or truncate report data.
     if report_data != *statement_hash {

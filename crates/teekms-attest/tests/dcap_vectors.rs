@@ -239,3 +239,49 @@ fn mutations_of_positive_vectors_are_rejected() {
         );
     }
 }
+
+/// Real evidence inside an attestation document: verified with the document's collateral,
+/// then bound to the statement. Captured quotes cannot bind a statement made here, so the
+/// binding fails, and says so, after the quote itself verified (claims and status shown).
+#[test]
+fn real_evidence_in_a_document_must_bind_the_statement() {
+    use teekms_attest::collateral::CollateralFiles;
+    use teekms_attest::{AttestationDocument, Freshness, NodeStatement, Policy, verify_document};
+    let dir = vectors().join("tdx/dcapqvl-tdx-v4-uptodate");
+    let mut files = CollateralFiles::default();
+    for name in teekms_attest::collateral::KNOWN_FILES {
+        if let Ok(b) = std::fs::read(dir.join(name)) {
+            files.insert(name, b);
+        }
+    }
+    let sign = [5u8; 32];
+    let statement = NodeStatement {
+        version: 1,
+        tee: TeeKind::Tdx,
+        node_id: NodeStatement::node_id_for(&sign),
+        hpke_suite: teekms_attest::statement::HPKE_SUITE.into(),
+        hpke_public_key: teekms_attest::hexbytes::HexBytes([1; 32]),
+        signing_public_key: teekms_attest::hexbytes::HexBytes(sign),
+        tls_spki_sha256: teekms_attest::hexbytes::HexBytes([2; 32]),
+        nonce: None,
+    };
+    let doc = AttestationDocument {
+        version: 1,
+        tee: TeeKind::Tdx,
+        evidence: read(&dir, "quote.bin"),
+        statement,
+        collateral: Some(serde_json::to_value(&files).unwrap()),
+    };
+    // The document survives its JSON form, collateral included.
+    let doc = AttestationDocument::from_json(doc.to_json().as_bytes()).unwrap();
+    let policy = Policy::default_for(TeeKind::Tdx).unwrap();
+    let v = verify_document(&doc, &policy, Freshness::Offline, 1_752_919_234);
+    assert!(!v.verified && !v.accepted);
+    assert_eq!(v.tcb_status.as_deref(), Some("UpToDate"));
+    assert!(v.claims.is_some());
+    assert!(
+        v.reasons[0].contains("report data does not match"),
+        "{:?}",
+        v.reasons
+    );
+}

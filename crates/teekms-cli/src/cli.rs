@@ -26,6 +26,9 @@ pub enum Command {
     /// Fetch and verify a node's attestation.
     #[command(subcommand)]
     Attest(AttestCmd),
+    /// Verify real TEE evidence (SGX, TDX, SEV-SNP) offline with its collateral.
+    #[command(subcommand)]
+    Evidence(EvidenceCmd),
     /// Generate, wrap, deploy, import and list data keys.
     #[command(subcommand)]
     Key(KeyCmd),
@@ -219,5 +222,40 @@ pub enum KeyCmd {
         json: bool,
         #[command(flatten)]
         owner: OwnerArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RealTee {
+    /// Intel SGX (DCAP quote v3).
+    Sgx,
+    /// Intel TDX (DCAP quote v4/v5).
+    Tdx,
+    /// AMD SEV-SNP attestation report.
+    Snp,
+}
+
+#[derive(Subcommand)]
+pub enum EvidenceCmd {
+    /// Verify evidence against its collateral directory and a policy (exit 0 accepted, 1 rejected, 2 usage).
+    Verify {
+        /// Which TEE produced the evidence.
+        #[arg(long, value_enum)]
+        tee: RealTee,
+        /// The raw evidence (quote.bin or report.bin).
+        #[arg(long, value_name = "FILE")]
+        evidence: PathBuf,
+        /// Collateral directory (tcb_info.json, ... or vcek.der, ask.pem, ark.pem).
+        #[arg(long, value_name = "DIR")]
+        collateral: PathBuf,
+        /// Verification time, RFC 3339 UTC (e.g. 2025-07-19T10:00:00Z) [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
+        /// Verification policy (TOML) [default: genuine hardware, UpToDate only, no debug].
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }

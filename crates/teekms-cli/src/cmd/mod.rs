@@ -2,6 +2,7 @@
 
 mod attest;
 mod demo;
+mod evidence;
 mod key;
 mod owner;
 mod serve;
@@ -15,6 +16,7 @@ pub async fn run(command: Command) -> CmdResult {
         Command::Serve(a) => serve::run(a).await,
         Command::Sim(SimCmd::Root(a)) => serve::sim_root(a),
         Command::Attest(c) => attest::run(c).await,
+        Command::Evidence(c) => evidence::run(c),
         Command::Key(c) => key::run(c).await,
         Command::Demo => demo::run().await,
     }

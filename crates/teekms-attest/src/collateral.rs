@@ -1,0 +1,132 @@
+//! Offline collateral: the files of a collateral directory, by name.
+//!
+//! The directory layout is the product's offline collateral format (the names of
+//! ../shared/vectors/MANIFEST.md); inside an attestation document the same files travel
+//! as `{"files": {"<name>": "<base64>"}}`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dcap::DcapCollateral;
+use crate::snp::SnpCollateral;
+
+/// The file names a collateral directory may hold.
+pub const KNOWN_FILES: &[&str] = &[
+    "tcb_info.json",
+    "qe_identity.json",
+    "tcb_info_issuer_chain.pem",
+    "qe_identity_issuer_chain.pem",
+    "pck_crl.der",
+    "pck_crl_issuer_chain.pem",
+    "root_ca_crl.der",
+    "vcek.der",
+    "vlek.der",
+    "ask.pem",
+    "asvk.pem",
+    "ark.pem",
+    "crl.der",
+];
+
+/// Largest collateral file accepted, in bytes.
+pub const MAX_FILE_LEN: usize = 256 * 1024;
+
+/// Collateral files by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollateralFiles {
+    /// File name → contents (base64 in JSON).
+    #[serde(with = "files_b64")]
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+mod files_b64 {
+    use std::collections::BTreeMap;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        v: &BTreeMap<String, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let m: BTreeMap<&String, String> = v.iter().map(|(k, v)| (k, STANDARD.encode(v))).collect();
+        m.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+        let m = BTreeMap::<String, String>::deserialize(d)?;
+        m.into_iter()
+            .map(|(k, v)| {
+                if !super::KNOWN_FILES.contains(&k.as_str()) {
+                    return Err(serde::de::Error::custom(format!(
+                        "unknown collateral file {k:?}"
+                    )));
+                }
+                STANDARD.decode(v.as_bytes()).map(|b| (k, b)).map_err(|e| {
+                    serde::de::Error::custom(format!("collateral file is not base64: {e}"))
+                })
+            })
+            .collect()
+    }
+}
+
+impl CollateralFiles {
+    /// Adds a file (only known names are kept; the caller reports the others).
+    pub fn insert(&mut self, name: &str, contents: Vec<u8>) -> bool {
+        if KNOWN_FILES.contains(&name) {
+            self.files.insert(name.to_owned(), contents);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&Vec<u8>> {
+        self.files.get(name)
+    }
+
+    fn required(&self, name: &str) -> Result<&Vec<u8>, String> {
+        self.get(name)
+            .ok_or_else(|| format!("collateral file {name} is missing"))
+    }
+
+    fn text(&self, name: &str) -> Result<String, String> {
+        String::from_utf8(self.required(name)?.clone()).map_err(|_| format!("{name} is not UTF-8"))
+    }
+
+    /// The DCAP collateral (CRLs optional here; their absence is reported later).
+    pub fn dcap(&self) -> Result<DcapCollateral, String> {
+        Ok(DcapCollateral {
+            tcb_info: self.required("tcb_info.json")?.clone(),
+            qe_identity: self.required("qe_identity.json")?.clone(),
+            tcb_info_issuer_chain: self.text("tcb_info_issuer_chain.pem")?,
+            qe_identity_issuer_chain: self.text("qe_identity_issuer_chain.pem")?,
+            pck_crl: self.get("pck_crl.der").cloned(),
+            pck_crl_issuer_chain: self
+                .get("pck_crl_issuer_chain.pem")
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
+            root_ca_crl: self.get("root_ca_crl.der").cloned(),
+        })
+    }
+
+    /// The SNP collateral: a VCEK with its ASK, or a VLEK with its ASVK.
+    pub fn snp(&self) -> Result<SnpCollateral, String> {
+        let (vek, is_vlek, ask) = match (self.get("vcek.der"), self.get("vlek.der")) {
+            (Some(v), None) => (v, false, self.required("ask.pem")?),
+            (None, Some(v)) => (v, true, self.required("asvk.pem")?),
+            (Some(_), Some(_)) => return Err("give one of vcek.der and vlek.der, not both".into()),
+            (None, None) => return Err("collateral file vcek.der (or vlek.der) is missing".into()),
+        };
+        Ok(SnpCollateral {
+            vek: vek.clone(),
+            is_vlek,
+            ask: ask.clone(),
+            ark: self.get("ark.pem").cloned(),
+            crl: self.get("crl.der").cloned(),
+        })
+    }
+}

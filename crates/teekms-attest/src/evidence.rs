@@ -1,0 +1,304 @@
+//! Verifying real TEE evidence with its collateral, then appraising it against a policy.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::collateral::CollateralFiles;
+use crate::dcap::{DcapCollateral, verify_dcap};
+use crate::policy::{AcceptEntry, IntelCommon, SgxEntry, SnpEntry, TdxEntry};
+use crate::snp::{SnpCollateral, verify_snp};
+use crate::{Policy, TeeKind};
+
+/// The verdict on a piece of real TEE evidence; serializes as `teekms evidence verify
+/// --json` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvidenceVerdict {
+    /// Which TEE.
+    pub tee: TeeKind,
+    /// Authentic, collateral valid at that time, TCB level found.
+    pub verified: bool,
+    /// Verified and admitted by the policy.
+    pub accepted: bool,
+    /// Intel TCB status (null for SNP).
+    pub tcb_status: Option<String>,
+    /// Intel advisory ids that apply.
+    pub advisory_ids: Vec<String>,
+    /// Why not verified or not accepted.
+    pub reasons: Vec<String>,
+    /// Claims, whenever the evidence parses.
+    pub claims: Option<Value>,
+    /// DCAP only: bytes after the end of the quote's signature data (never used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trailing_bytes: Option<usize>,
+    /// The evidence's report data (for the statement binding).
+    #[serde(skip)]
+    pub report_data: Option<[u8; 64]>,
+}
+
+struct Facts {
+    debug: bool,
+    service_td: bool,
+    collateral_issued: Option<u64>,
+    vlek: bool,
+    migration_agent: bool,
+}
+
+/// Verifies `evidence` of `tee` with `collateral` at `now_unix` and appraises it against
+/// `policy`. Never panics on hostile input; every defect is a reason.
+pub fn verify_evidence(
+    tee: TeeKind,
+    evidence: &[u8],
+    collateral: &CollateralFiles,
+    policy: &Policy,
+    now_unix: u64,
+) -> EvidenceVerdict {
+    let mut v = EvidenceVerdict {
+        tee,
+        verified: false,
+        accepted: false,
+        tcb_status: None,
+        advisory_ids: Vec::new(),
+        reasons: Vec::new(),
+        claims: None,
+        trailing_bytes: None,
+        report_data: None,
+    };
+    let facts = match tee {
+        TeeKind::Sgx | TeeKind::Tdx => {
+            let (coll, coll_err) = match collateral.dcap() {
+                Ok(c) => (c, None),
+                Err(e) => (DcapCollateral::default(), Some(e)),
+            };
+            let r = verify_dcap(tee, evidence, &coll, now_unix);
+            v.claims = r.claims;
+            v.report_data = r.report_data;
+            v.trailing_bytes = Some(r.trailing_bytes);
+            v.verified = r.verified;
+            v.tcb_status = r.tcb_status;
+            v.advisory_ids = r.advisory_ids;
+            v.reasons = match coll_err {
+                Some(e) if v.claims.is_some() => vec![e],
+                _ => r.reasons,
+            };
+            Facts {
+                debug: r.debug,
+                service_td: r.service_td,
+                collateral_issued: r.collateral_issued,
+                vlek: false,
+                migration_agent: false,
+            }
+        }
+        TeeKind::Snp => {
+            let (coll, coll_err) = match collateral.snp() {
+                Ok(c) => (c, None),
+                Err(e) => (SnpCollateral::default(), Some(e)),
+            };
+            let r = verify_snp(evidence, &coll, now_unix);
+            v.claims = r.claims;
+            v.report_data = r.report.as_ref().map(|r| r.report_data);
+            v.verified = r.verified;
+            v.reasons = match coll_err {
+                Some(e) if v.claims.is_some() => vec![e],
+                _ => r.reasons,
+            };
+            let report = r.report.as_ref();
+            Facts {
+                debug: report.is_some_and(|r| r.debug()),
+                service_td: false,
+                collateral_issued: r.vek_not_before,
+                vlek: r.vlek,
+                migration_agent: report.is_some_and(|r| r.migrate_ma()),
+            }
+        }
+        TeeKind::Sim => {
+            v.reasons.push("sim evidence is verified as part of an attestation document (teekms attest verify)".into());
+            return v;
+        }
+    };
+    if !v.verified {
+        return v;
+    }
+    let claims = v.claims.clone().unwrap_or(Value::Null);
+    let mut reasons = Vec::new();
+    for (i, entry) in policy.entries().iter().enumerate() {
+        let result = match entry {
+            AcceptEntry::Sgx(e) if tee == TeeKind::Sgx => {
+                appraise_sgx(e, &claims, &v, &facts, now_unix)
+            }
+            AcceptEntry::Tdx(e) if tee == TeeKind::Tdx => {
+                appraise_tdx(e, &claims, &v, &facts, now_unix)
+            }
+            AcceptEntry::Snp(e) if tee == TeeKind::Snp => {
+                appraise_snp(e, &claims, &facts, now_unix)
+            }
+            _ => continue,
+        };
+        match result {
+            Ok(()) => {
+                v.accepted = true;
+                v.reasons.clear();
+                return v;
+            }
+            Err(why) => reasons.push(format!("policy entry accept[{i}]: {why}")),
+        }
+    }
+    if reasons.is_empty() {
+        reasons.push(format!("the policy has no entry for tee = \"{tee}\""));
+    }
+    v.reasons = reasons;
+    v
+}
+
+fn pin(claims: &Value, field: &str, expected: &[u8]) -> Result<(), String> {
+    let got = claims[field].as_str().unwrap_or_default();
+    if got == hex::encode(expected) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} {got} is not the pinned {}",
+            hex::encode(expected)
+        ))
+    }
+}
+
+fn collateral_age(max: Option<u64>, issued: Option<u64>, now: u64) -> Result<(), String> {
+    match (max, issued) {
+        (Some(max), Some(issued)) if now.saturating_sub(issued) > max => Err(format!(
+            "collateral issued {} s before the verification time is older than max_collateral_age ({max} s)",
+            now.saturating_sub(issued)
+        )),
+        (Some(_), None) => {
+            Err("max_collateral_age is set but the collateral's issue date is unknown".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn intel(c: &IntelCommon, v: &EvidenceVerdict, f: &Facts, now: u64) -> Result<(), String> {
+    if f.debug && !c.allow_debug {
+        return Err("debug is enabled and the policy does not allow_debug".into());
+    }
+    let status = v.tcb_status.as_deref().unwrap_or("unknown");
+    if !c.tcb_status.iter().any(|s| s == status) {
+        return Err(format!(
+            "TCB status {status} is not one of {:?}",
+            c.tcb_status
+        ));
+    }
+    if let Some(a) = v.advisory_ids.iter().find(|a| !c.advisory_ids.contains(a)) {
+        return Err(format!(
+            "advisory {a} applies and is not listed in advisory_ids"
+        ));
+    }
+    collateral_age(c.max_collateral_age, f.collateral_issued, now)
+}
+
+fn appraise_sgx(
+    e: &SgxEntry,
+    claims: &Value,
+    v: &EvidenceVerdict,
+    f: &Facts,
+    now: u64,
+) -> Result<(), String> {
+    intel(&e.common, v, f, now)?;
+    if !e.mrenclave.is_empty()
+        && !e
+            .mrenclave
+            .iter()
+            .any(|m| pin(claims, "mrenclave", m).is_ok())
+    {
+        return Err(format!(
+            "mrenclave {} is not one of the pinned values",
+            claims["mrenclave"]
+        ));
+    }
+    if let Some(m) = &e.mrsigner {
+        pin(claims, "mrsigner", m)?;
+    }
+    if let Some(p) = e.isv_prod_id
+        && claims["isv_prod_id"].as_u64() != Some(u64::from(p))
+    {
+        return Err(format!("isv_prod_id {} is not {p}", claims["isv_prod_id"]));
+    }
+    if let Some(min) = e.min_isv_svn
+        && claims["isv_svn"].as_u64().unwrap_or(0) < u64::from(min)
+    {
+        return Err(format!(
+            "isv_svn {} is below min_isv_svn {min}",
+            claims["isv_svn"]
+        ));
+    }
+    Ok(())
+}
+
+fn appraise_tdx(
+    e: &TdxEntry,
+    claims: &Value,
+    v: &EvidenceVerdict,
+    f: &Facts,
+    now: u64,
+) -> Result<(), String> {
+    intel(&e.common, v, f, now)?;
+    if f.service_td && !e.allow_service_td {
+        return Err("the TD is bound to a service TD (MR_SERVICETD is set) and the policy does not allow_service_td".into());
+    }
+    let pins = [
+        ("mrtd", &e.mrtd),
+        ("rtmr0", &e.rtmr[0]),
+        ("rtmr1", &e.rtmr[1]),
+        ("rtmr2", &e.rtmr[2]),
+        ("rtmr3", &e.rtmr[3]),
+        ("mr_config_id", &e.mr_config_id),
+        ("mr_owner", &e.mr_owner),
+    ];
+    for (field, value) in pins {
+        if let Some(m) = value {
+            pin(claims, field, m)?;
+        }
+    }
+    Ok(())
+}
+
+fn appraise_snp(e: &SnpEntry, claims: &Value, f: &Facts, now: u64) -> Result<(), String> {
+    if f.debug && !e.allow_debug {
+        return Err("the guest policy allows debugging and the policy does not allow_debug".into());
+    }
+    if f.migration_agent {
+        return Err("the guest policy allows a migration agent, which teekms refuses".into());
+    }
+    if f.vlek && !e.allow_vlek {
+        return Err("the report is signed by a VLEK and the policy sets allow_vlek = false".into());
+    }
+    if let Some(vmpl) = e.vmpl
+        && claims["vmpl"].as_u64() != Some(u64::from(vmpl))
+    {
+        return Err(format!("vmpl {} is not {vmpl}", claims["vmpl"]));
+    }
+    if let Some(m) = &e.measurement {
+        pin(claims, "measurement", m)?;
+    }
+    if let Some(h) = &e.host_data {
+        pin(claims, "host_data", h)?;
+    }
+    if let Some(min) = &e.min_reported_tcb {
+        let t = &claims["reported_tcb_fields"];
+        for (name, floor) in [
+            ("fmc", min.fmc),
+            ("bootloader", min.bootloader),
+            ("tee", min.tee),
+            ("snp", min.snp),
+            ("microcode", min.microcode),
+        ] {
+            if let Some(floor) = floor {
+                let got = t[name].as_u64();
+                if got.is_none_or(|g| g < u64::from(floor)) {
+                    return Err(format!(
+                        "reported TCB {name} {} is below min_reported_tcb {floor}",
+                        t[name]
+                    ));
+                }
+            }
+        }
+    }
+    collateral_age(e.max_collateral_age, f.collateral_issued, now)
+}

@@ -1,0 +1,106 @@
+use std::path::Path;
+
+use teekms_attest::collateral::{CollateralFiles, KNOWN_FILES, MAX_FILE_LEN};
+use teekms_attest::evidence::verify_evidence;
+use teekms_attest::{Policy, TeeKind};
+
+use crate::cli::{EvidenceCmd, RealTee};
+use crate::cmd::now;
+use crate::failure::{CmdResult, Failure};
+use crate::paths;
+
+/// Largest evidence file read.
+const MAX_EVIDENCE: u64 = 1024 * 1024;
+
+pub fn run(cmd: EvidenceCmd) -> CmdResult {
+    let EvidenceCmd::Verify {
+        tee,
+        evidence,
+        collateral,
+        at,
+        policy,
+        json,
+    } = cmd;
+    let tee = match tee {
+        RealTee::Sgx => TeeKind::Sgx,
+        RealTee::Tdx => TeeKind::Tdx,
+        RealTee::Snp => TeeKind::Snp,
+    };
+    let at = match at {
+        Some(s) => teekms_attest::parse_rfc3339(&s).ok_or_else(|| {
+            Failure::usage(format!(
+                "--at {s:?} is not an RFC 3339 UTC time like 2025-07-19T10:00:00Z"
+            ))
+        })?,
+        None => now(),
+    };
+    let policy = match policy {
+        Some(p) => paths::load_policy(&p)?,
+        None => Policy::default_for(tee).expect("every real TEE has a default policy"),
+    };
+    let bytes = paths::read(&evidence, "evidence", MAX_EVIDENCE)?;
+    let files = read_collateral_dir(&collateral)?;
+    let verdict = verify_evidence(tee, &bytes, &files, &policy, at);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&verdict).expect("verdicts serialize")
+        );
+    } else {
+        let word = if verdict.accepted {
+            "ACCEPTED"
+        } else {
+            "REJECTED"
+        };
+        println!("{word}: {tee} evidence (verified: {})", verdict.verified);
+        if let Some(s) = &verdict.tcb_status {
+            println!("  tcb_status: {s} {:?}", verdict.advisory_ids);
+        }
+        for (k, v) in verdict
+            .claims
+            .as_ref()
+            .and_then(|c| c.as_object())
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "  {k}: {}",
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            );
+        }
+        for r in &verdict.reasons {
+            println!("  - {r}");
+        }
+    }
+    if verdict.accepted {
+        Ok(())
+    } else {
+        Err(Failure::rejected(format!(
+            "{tee} evidence rejected: {}",
+            verdict.reasons.join("; ")
+        )))
+    }
+}
+
+/// Reads the known files of a collateral directory; other files are ignored (with a note).
+fn read_collateral_dir(dir: &Path) -> Result<CollateralFiles, Failure> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Failure::usage(format!(
+            "cannot read collateral directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut files = CollateralFiles::default();
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| Failure::usage(format!("cannot read {}: {e}", dir.display())))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if KNOWN_FILES.contains(&name.as_str()) {
+            let bytes = paths::read(&entry.path(), "collateral file", MAX_FILE_LEN as u64)?;
+            files.insert(&name, bytes);
+        }
+    }
+    Ok(files)
+}

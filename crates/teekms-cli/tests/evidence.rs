@@ -1,0 +1,271 @@
+//! `teekms evidence verify` through the real binary, on the shared captured vectors.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::Env;
+
+fn vectors() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+}
+
+fn verify(
+    env: &Env,
+    tee: &str,
+    folder: &str,
+    evidence: &str,
+    at: &str,
+    extra: &[&str],
+) -> (i32, serde_json::Value, String) {
+    let dir = vectors().join(folder);
+    let ev = dir.join(evidence);
+    let mut args = vec![
+        "evidence",
+        "verify",
+        "--tee",
+        tee,
+        "--evidence",
+        ev.to_str().unwrap(),
+        "--collateral",
+        dir.to_str().unwrap(),
+        "--at",
+        at,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = env.run(&args);
+    let json = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {out}\n{err}"));
+    (code, json, err)
+}
+
+#[test]
+fn default_policy_outcomes_on_captured_evidence() {
+    let env = Env::new();
+    // UpToDate TDX: accepted.
+    let (code, v, _) = verify(
+        &env,
+        "tdx",
+        "tdx/dcapqvl-tdx-v4-uptodate",
+        "quote.bin",
+        "2025-07-19T10:00:34Z",
+        &[],
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        (v["verified"].as_bool(), v["accepted"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(v["tcb_status"], "UpToDate");
+    assert_eq!(v["trailing_bytes"], 70);
+    for field in [
+        "mrtd",
+        "rtmr0",
+        "rtmr1",
+        "rtmr2",
+        "rtmr3",
+        "mr_config_id",
+        "mr_owner",
+        "mr_owner_config",
+        "td_attributes",
+        "report_data",
+        "debug",
+    ] {
+        assert!(!v["claims"][field].is_null(), "claims lack {field}");
+    }
+    // SGX with ConfigurationAndSWHardeningNeeded: verified, not accepted by default...
+    let (code, v, _) = verify(
+        &env,
+        "sgx",
+        "sgx/dcapqvl-sgx-v3-processor-ca",
+        "quote.bin",
+        "2025-07-19T10:01:17Z",
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        (v["verified"].as_bool(), v["accepted"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        v["advisory_ids"],
+        serde_json::json!(["INTEL-SA-00289", "INTEL-SA-00615"])
+    );
+    for field in [
+        "mrenclave",
+        "mrsigner",
+        "isv_prod_id",
+        "isv_svn",
+        "report_data",
+        "debug",
+    ] {
+        assert!(!v["claims"][field].is_null(), "claims lack {field}");
+    }
+    // ...but accepted by a policy that names that status and those advisories.
+    let policy = env.path("sgx.toml");
+    std::fs::write(&policy, "[[accept]]\ntee = \"sgx\"\nmrsigner = \"815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6\"\ntcb_status = [\"ConfigurationAndSWHardeningNeeded\"]\nadvisory_ids = [\"INTEL-SA-00289\", \"INTEL-SA-00615\"]\n").unwrap();
+    let (code, v, _) = verify(
+        &env,
+        "sgx",
+        "sgx/dcapqvl-sgx-v3-processor-ca",
+        "quote.bin",
+        "2025-07-19T10:01:17Z",
+        &["--policy", policy.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{v}");
+    // SNP with debug allowed in the guest policy: verified, refused by default.
+    let (code, v, _) = verify(
+        &env,
+        "snp",
+        "snp/gosevguest-milan-vcek",
+        "report.bin",
+        "2025-06-01T00:00:00Z",
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        (v["verified"].as_bool(), v["accepted"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert!(v["tcb_status"].is_null());
+    assert_eq!(v["claims"]["debug"], true);
+    for field in [
+        "measurement",
+        "host_data",
+        "report_data",
+        "policy",
+        "vmpl",
+        "reported_tcb",
+        "chip_id",
+    ] {
+        assert!(!v["claims"][field].is_null(), "claims lack {field}");
+    }
+    let (code, v, _) = verify(
+        &env,
+        "snp",
+        "snp/virtee-milan-vcek",
+        "report.bin",
+        "2025-06-01T00:00:00Z",
+        &[],
+    );
+    assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn defects_are_rejections_and_bad_usage_exits_2() {
+    let env = Env::new();
+    // Tampered quote from the shared negatives: rejected, exit 1, still one JSON object.
+    let dir = vectors().join("sgx/dcapqvl-sgx-v3-processor-ca");
+    let bad = vectors().join("sgx/neg-dcapqvl-sgx-tampered/quote_report_data_bitflip.bin");
+    let (code, out, _) = env.run(&[
+        "evidence",
+        "verify",
+        "--tee",
+        "sgx",
+        "--evidence",
+        bad.to_str().unwrap(),
+        "--collateral",
+        dir.to_str().unwrap(),
+        "--at",
+        "2025-07-19T10:01:17Z",
+        "--json",
+    ]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verified"], false);
+    assert!(
+        !v["claims"].is_null(),
+        "claims are printed whenever the evidence parses"
+    );
+    // Expired collateral: rejected.
+    let (code, v, _) = verify(
+        &env,
+        "sgx",
+        "sgx/dcapqvl-sgx-v3-processor-ca",
+        "quote.bin",
+        "2025-07-19T10:01:19Z",
+        &[],
+    );
+    assert_eq!((code, v["verified"].as_bool()), (1, Some(false)));
+    // Missing revocation data: rejected.
+    let partial = env.path("partial");
+    std::fs::create_dir(&partial).unwrap();
+    for f in [
+        "tcb_info.json",
+        "qe_identity.json",
+        "tcb_info_issuer_chain.pem",
+        "qe_identity_issuer_chain.pem",
+    ] {
+        std::fs::copy(dir.join(f), partial.join(f)).unwrap();
+    }
+    let quote = dir.join("quote.bin");
+    let (code, out, _) = env.run(&[
+        "evidence",
+        "verify",
+        "--tee",
+        "sgx",
+        "--evidence",
+        quote.to_str().unwrap(),
+        "--collateral",
+        partial.to_str().unwrap(),
+        "--at",
+        "2025-07-19T10:01:17Z",
+        "--json",
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("revocation data is missing"), "{out}");
+    // The wrong TEE for the evidence: rejected.
+    let (code, _, _) = verify(
+        &env,
+        "tdx",
+        "sgx/dcapqvl-sgx-v3-processor-ca",
+        "quote.bin",
+        "2025-07-19T10:01:17Z",
+        &[],
+    );
+    assert_eq!(code, 1);
+    // Usage: a bad time, an unreadable evidence path, a bad policy.
+    let (code, _, _) = env.run(&[
+        "evidence",
+        "verify",
+        "--tee",
+        "sgx",
+        "--evidence",
+        quote.to_str().unwrap(),
+        "--collateral",
+        dir.to_str().unwrap(),
+        "--at",
+        "yesterday",
+        "--json",
+    ]);
+    assert_eq!(code, 2);
+    let (code, _, _) = env.run(&[
+        "evidence",
+        "verify",
+        "--tee",
+        "sgx",
+        "--evidence",
+        "/nonexistent",
+        "--collateral",
+        dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 2);
+    let policy = env.path("bad.toml");
+    std::fs::write(&policy, "[[accept]]\ntee = \"sgx\"\nmrtd = \"00\"\n").unwrap();
+    let (code, _, _) = env.run(&[
+        "evidence",
+        "verify",
+        "--tee",
+        "sgx",
+        "--evidence",
+        quote.to_str().unwrap(),
+        "--collateral",
+        dir.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 2);
+}
