@@ -171,30 +171,59 @@ fn collateral_v3(c: &DcapCollateral) -> Result<QuoteCollateralV3, String> {
     })
 }
 
-/// Checks that a CRL is current at `now`: `thisUpdate <= now <= nextUpdate`. dcap-qvl
-/// checks the signature and the entries but not that the CRL was already issued.
-fn check_crl_time(name: &str, der: &[u8], now: u64) -> Result<(), String> {
+/// A CRL's validity window `(thisUpdate, nextUpdate)` in Unix seconds. dcap-qvl checks
+/// the signature and the entries but not that the CRL was already issued, so we check
+/// the whole window ourselves.
+fn crl_window(name: &str, der: &[u8]) -> Result<(u64, Option<u64>), String> {
     use der::Decode;
     let crl = x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der)
         .map_err(|e| format!("{name} is not a DER CRL: {e}"))?;
     let this = crl.tbs_cert_list.this_update.to_unix_duration().as_secs();
-    if now < this {
-        return Err(format!(
-            "{name} is not valid yet (thisUpdate is after the verification time)"
-        ));
-    }
-    match crl.tbs_cert_list.next_update {
-        Some(next) if now > next.to_unix_duration().as_secs() => Err(format!(
-            "{name} has expired (nextUpdate is before the verification time)"
-        )),
-        _ => Ok(()),
-    }
+    let next = crl
+        .tbs_cert_list
+        .next_update
+        .map(|t| t.to_unix_duration().as_secs());
+    Ok((this, next))
 }
 
 /// `issueDate` of a signed TCB info or QE identity body.
 fn issue_date(body: &str) -> Option<u64> {
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    crate::parse_rfc3339(v["issueDate"].as_str()?)
+    #[derive(Deserialize)]
+    struct Dated<'a> {
+        #[serde(rename = "issueDate", borrow)]
+        issue_date: &'a str,
+    }
+    crate::parse_rfc3339(serde_json::from_str::<Dated<'_>>(body).ok()?.issue_date)
+}
+
+/// DCAP collateral checked for shape and converted once, ready to verify many quotes.
+#[derive(Clone, Debug)]
+pub struct PreparedCollateral {
+    v3: QuoteCollateralV3,
+    issued: Option<u64>,
+    crl_windows: [(&'static str, u64, Option<u64>); 2],
+}
+
+impl DcapCollateral {
+    /// Converts the files into the verifier's form; errors name the defective file.
+    pub fn prepare(&self) -> Result<PreparedCollateral, String> {
+        let v3 = collateral_v3(self)?;
+        let issued = [&v3.tcb_info, &v3.qe_identity]
+            .iter()
+            .map(|body| issue_date(body))
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|d| d.into_iter().min());
+        let (pck_this, pck_next) = crl_window("pck_crl.der", &v3.pck_crl)?;
+        let (root_this, root_next) = crl_window("root_ca_crl.der", &v3.root_ca_crl)?;
+        Ok(PreparedCollateral {
+            v3,
+            issued,
+            crl_windows: [
+                ("pck_crl.der", pck_this, pck_next),
+                ("root_ca_crl.der", root_this, root_next),
+            ],
+        })
+    }
 }
 
 /// The last certificate of a PEM chain, as DER.
@@ -262,6 +291,23 @@ pub fn verify_dcap(
     collateral: &DcapCollateral,
     now_unix: u64,
 ) -> DcapResult {
+    let prepared = collateral.prepare();
+    verify_dcap_prepared(
+        tee,
+        quote,
+        prepared.as_ref().map_err(String::as_str),
+        now_unix,
+    )
+}
+
+/// Verifies a DCAP quote with collateral prepared earlier (or the reason it could not
+/// be; claims are still read from the quote).
+pub fn verify_dcap_prepared(
+    tee: TeeKind,
+    quote: &[u8],
+    collateral: Result<&PreparedCollateral, &str>,
+    now_unix: u64,
+) -> DcapResult {
     let mut out = DcapResult {
         claims: None,
         verified: false,
@@ -319,26 +365,25 @@ pub fn verify_dcap(
             return out;
         }
     }
-    let coll = match collateral_v3(collateral) {
-        Ok(c) => {
-            out.collateral_issued = [&c.tcb_info, &c.qe_identity]
-                .iter()
-                .map(|body| issue_date(body))
-                .collect::<Option<Vec<u64>>>()
-                .and_then(|d| d.into_iter().min());
-            c
-        }
+    let coll = match collateral {
+        Ok(c) => c,
         Err(e) => {
-            out.reasons.push(e);
+            out.reasons.push(e.to_owned());
             return out;
         }
     };
-    for (name, crl) in [
-        ("pck_crl.der", &coll.pck_crl),
-        ("root_ca_crl.der", &coll.root_ca_crl),
-    ] {
-        if let Err(e) = check_crl_time(name, crl, now_unix) {
-            out.reasons.push(e);
+    out.collateral_issued = coll.issued;
+    for (name, this, next) in &coll.crl_windows {
+        if now_unix < *this {
+            out.reasons.push(format!(
+                "{name} is not valid yet (thisUpdate is after the verification time)"
+            ));
+            return out;
+        }
+        if next.is_some_and(|n| now_unix > n) {
+            out.reasons.push(format!(
+                "{name} has expired (nextUpdate is before the verification time)"
+            ));
             return out;
         }
     }
@@ -346,7 +391,7 @@ pub fn verify_dcap(
     let verifier = dcap_qvl::verify::QuoteVerifier::new(INTEL_SGX_ROOT_CA_DER.to_vec())
         .allow_debug(true)
         .allow_service_td(true);
-    match verifier.verify(quote, &coll, now_unix) {
+    match verifier.verify(quote, &coll.v3, now_unix) {
         Ok(report) => {
             out.verified = true;
             out.tcb_status = Some(report.status);
