@@ -7,7 +7,10 @@ use zeroize::Zeroizing;
 
 use crate::PlatformError;
 
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PlatformError + 'a {
+pub(crate) fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> PlatformError + 'a {
     move |source| PlatformError::Io {
         what,
         path: path.display().to_string(),

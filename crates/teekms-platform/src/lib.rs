@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 mod files;
+pub mod gramine;
 pub mod sim;
 
 pub use files::{read_secret_file, write_new_secret_file};
@@ -52,4 +53,24 @@ pub trait Platform: Send + Sync {
     }
     /// The hardware sealing key.
     fn sealing_key(&self) -> Result<SealingKey, PlatformError>;
+}
+
+/// Expands hardware key material into the 256-bit hardware sealing key:
+/// HKDF-SHA256(ikm, salt = "teekms/v1/hardware-sealing-key", info = `label`).
+pub fn expand_sealing_key(ikm: &[u8], label: &[u8]) -> SealingKey {
+    use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
+    struct Len32;
+    impl KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let prk = Salt::new(HKDF_SHA256, b"teekms/v1/hardware-sealing-key").extract(ikm);
+    let info = [label];
+    let okm = prk
+        .expand(&info, Len32)
+        .expect("32 bytes is a valid HKDF length");
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    okm.fill(key.as_mut()).expect("fill 32 bytes");
+    SealingKey::from_bytes(*key)
 }
