@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod configfs;
 mod files;
 pub mod gramine;
 pub mod sim;
