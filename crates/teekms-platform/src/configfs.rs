@@ -26,6 +26,9 @@ const ATTEMPTS: usize = 3;
 /// take a moment. Bounded, so a missing attribute still fails fast.
 const ATTRIBUTE_WAIT: Duration = Duration::from_secs(2);
 
+/// A report and, for SNP, the certificate table that came with it.
+type Report = (Vec<u8>, Option<Vec<u8>>);
+
 static ENTRY_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A source of the SNP guest's derived key (`SNP_GET_DERIVED_KEY`): the narrow seam where a
@@ -74,7 +77,7 @@ impl ConfigfsTsm {
         &self,
         entry: &Path,
         report_data: &[u8; 64],
-    ) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, PlatformError> {
+    ) -> Result<Option<Report>, PlatformError> {
         let provider = read_attribute(&entry.join("provider"))?;
         let provider = String::from_utf8_lossy(&provider).trim().to_owned();
         if provider != self.provider() {
