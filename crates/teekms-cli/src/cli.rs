@@ -58,6 +58,8 @@ pub enum OwnerCmd {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum TeeArg {
+    /// The TEE hardware present (SGX under Gramine, TDX, SNP); never falls back to sim.
+    Auto,
     /// Simulated TEE: INSECURE, for development and tests.
     Sim,
     /// Intel SGX under Gramine.
@@ -80,7 +82,36 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
     #[command(flatten)]
+    pub platform: PlatformArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct PlatformArgs {
+    #[command(flatten)]
     pub sim_root: SimRootArg,
+    /// SGX: Gramine's attestation interface.
+    #[arg(long, value_name = "DIR", default_value = teekms_platform::gramine::DEFAULT_DIR)]
+    pub attestation_dir: PathBuf,
+    /// SGX: which sealing identity the node's state is bound to.
+    #[arg(long, value_enum, default_value = "mrsigner")]
+    pub seal_to: SealToArg,
+    /// TDX and SNP: the configfs-tsm report directory.
+    #[arg(long, value_name = "DIR", default_value = teekms_platform::configfs::DEFAULT_ROOT)]
+    pub tsm_dir: PathBuf,
+    /// SNP: the SEV guest device (sealing key).
+    #[arg(long, value_name = "FILE", default_value = "/dev/sev-guest")]
+    pub sev_guest: PathBuf,
+    /// Collateral directory shipped in the node's attestation document (offline sites).
+    #[arg(long = "collateral", value_name = "DIR")]
+    pub collateral: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SealToArg {
+    /// MRSIGNER: upgrades by the same signer keep state.
+    Mrsigner,
+    /// MRENCLAVE: only this exact enclave.
+    Mrenclave,
 }
 
 #[derive(Subcommand)]
@@ -188,7 +219,7 @@ pub enum KeyCmd {
         #[arg(long, value_name = "FILE")]
         receipt: Option<PathBuf>,
         #[command(flatten)]
-        sim_root: SimRootArg,
+        platform: PlatformArgs,
     },
     /// Check a node's receipt against its attestation and your data key (offline).
     CheckReceipt {

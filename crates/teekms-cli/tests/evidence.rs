@@ -269,3 +269,115 @@ fn defects_are_rejections_and_bad_usage_exits_2() {
     ]);
     assert_eq!(code, 2);
 }
+
+/// `--tee auto` never falls back to sim; TDX refuses persistent state without a sealing
+/// key; an SGX node under an imitated Gramine tree serves captured evidence with its
+/// collateral, which verifies as a quote but cannot bind this node's statement.
+#[test]
+fn real_tee_nodes_start_or_refuse_clearly() {
+    let env = Env::new();
+    let data = env.path("node");
+    let (code, _, err) = env.run(&[
+        "serve",
+        "--tee",
+        "auto",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--attestation-dir",
+        env.path("none").to_str().unwrap(),
+        "--tsm-dir",
+        env.path("none").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("found no TEE") && err.contains("--tee sim"),
+        "{err}"
+    );
+    let (code, _, err) = env.run(&[
+        "serve",
+        "--tee",
+        "tdx",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--tsm-dir",
+        env.path("tsm").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("TDX has no sealing key"), "{err}");
+
+    // An imitated Gramine tree with a captured SGX quote.
+    let vec_dir = vectors().join("sgx/dcapqvl-sgx-v3-processor-ca");
+    let gramine = env.path("attestation");
+    std::fs::create_dir_all(gramine.join("keys")).unwrap();
+    std::fs::write(gramine.join("attestation_type"), "dcap").unwrap();
+    std::fs::copy(vec_dir.join("quote.bin"), gramine.join("quote")).unwrap();
+    std::fs::write(gramine.join("keys/_sgx_mrsigner"), [7u8; 16]).unwrap();
+    let mut c = std::process::Command::new(common::bin());
+    c.env("HOME", env.dir.path())
+        .args([
+            "serve",
+            "--tee",
+            "sgx",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .args([
+            "--attestation-dir",
+            gramine.to_str().unwrap(),
+            "--collateral",
+            vec_dir.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    let doc = env.path("node.json");
+    env.ok(&[
+        "attest",
+        "fetch",
+        "--node",
+        &url,
+        "-o",
+        doc.to_str().unwrap(),
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let policy = env.path("sgx.toml");
+    std::fs::write(&policy, "[[accept]]\ntee = \"sgx\"\ntcb_status = [\"ConfigurationAndSWHardeningNeeded\"]\nadvisory_ids = [\"INTEL-SA-00289\", \"INTEL-SA-00615\"]\n").unwrap();
+    // The document's time is the owner's clock; this collateral expired in 2025, so
+    // verification is rejected either for time or for the binding; both are refusals.
+    let (code, out, _) = env.run(&[
+        "attest",
+        "verify",
+        doc.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["accepted"], false);
+    assert_eq!(v["tee"], "sgx");
+    assert!(
+        !v["claims"].is_null(),
+        "claims come from the real quote: {out}"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&doc).unwrap()).unwrap();
+    assert!(
+        saved["collateral"]["files"]["tcb_info.json"].is_string(),
+        "the node ships its collateral"
+    );
+}

@@ -9,6 +9,7 @@ pub mod configfs;
 mod files;
 pub mod gramine;
 pub mod sim;
+pub mod sys;
 
 pub use files::{read_secret_file, write_new_secret_file};
 pub use sim::{SimPlatform, SimRoot};

@@ -85,7 +85,7 @@ pub fn run(cmd: EvidenceCmd) -> CmdResult {
 }
 
 /// Reads the known files of a collateral directory; other files are ignored (with a note).
-fn read_collateral_dir(dir: &Path) -> Result<CollateralFiles, Failure> {
+pub fn read_collateral_dir(dir: &Path) -> Result<CollateralFiles, Failure> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         Failure::usage(format!(
             "cannot read collateral directory {}: {e}",

@@ -4,7 +4,7 @@ use teekms_attest::{Freshness, VerifiedNode, verify_document};
 use teekms_core::{Bundle, DataKey, KeyId, Receipt};
 use teekms_server::{DeployError, Deployed, open_node};
 
-use crate::cli::{KeyCmd, OwnerArg, SimRootArg, TeeArg};
+use crate::cli::{KeyCmd, OwnerArg, PlatformArgs, TeeArg};
 use crate::cmd::{now, parse_url, warn_if_sim};
 use crate::failure::{CmdResult, EXIT_REJECTED, Failure};
 use crate::paths;
@@ -65,7 +65,7 @@ pub async fn run(cmd: KeyCmd) -> CmdResult {
             tee,
             policy,
             receipt,
-            sim_root,
+            platform,
         } => {
             let receipt_path = receipt.unwrap_or_else(|| {
                 let mut p = bundle.clone().into_os_string();
@@ -77,7 +77,7 @@ pub async fn run(cmd: KeyCmd) -> CmdResult {
                 (Some(node), None) => {
                     import_online(&node, policy.as_deref(), &b, &receipt_path).await
                 }
-                (None, Some(dir)) => import_offline(&dir, tee, &sim_root, &b, &receipt_path),
+                (None, Some(dir)) => import_offline(&dir, tee, &platform, &b, &receipt_path),
                 _ => Err(Failure::usage("give exactly one of --node and --data-dir")),
             }
         }
@@ -256,7 +256,7 @@ async fn import_online(
 fn import_offline(
     dir: &Path,
     tee: Option<TeeArg>,
-    sim_root: &SimRootArg,
+    platform_args: &PlatformArgs,
     bundle: &Bundle,
     receipt_path: &Path,
 ) -> CmdResult {
@@ -270,7 +270,7 @@ fn import_offline(
                 .hint("start the node once with `teekms serve` to create it"),
         );
     }
-    let platform = super::serve::platform(tee, sim_root, dir)?;
+    let platform = super::serve::platform(tee, platform_args, dir)?;
     let mut node = open_node(platform, dir)
         .map_err(|e| Failure::usage(format!("cannot open the node: {e}")))?;
     let store = std::cell::RefCell::new(&mut node.store);

@@ -3,7 +3,15 @@ use std::sync::Arc;
 use teekms_platform::{Platform, SimPlatform, SimRoot};
 use teekms_server::{ServeConfig, serve};
 
-use crate::cli::{ServeArgs, SimRootArg, TeeArg};
+use std::path::Path;
+
+use teekms_attest::TeeKind;
+use teekms_attest::collateral::CollateralFiles;
+use teekms_platform::configfs::ConfigfsTsm;
+use teekms_platform::gramine::{GramineSgx, SealTo};
+use teekms_platform::sys::SevGuestDevice;
+
+use crate::cli::{PlatformArgs, SealToArg, ServeArgs, SimRootArg, TeeArg};
 use crate::failure::{CmdResult, Failure};
 use crate::paths;
 
@@ -11,21 +19,68 @@ pub const SIM_WARNING: &str = "WARNING: --tee sim is INSECURE. The simulated TEE
 
 pub fn platform(
     tee: TeeArg,
-    sim_root: &SimRootArg,
-    data_dir: &std::path::Path,
+    args: &PlatformArgs,
+    data_dir: &Path,
 ) -> Result<Arc<dyn Platform>, Failure> {
+    let fail = |e: teekms_platform::PlatformError| Failure::usage(e.to_string());
+    let tee = match tee {
+        TeeArg::Auto => detect(args)?,
+        other => other,
+    };
+    let collateral = match &args.collateral {
+        Some(dir) => super::evidence::read_collateral_dir(dir)?,
+        None => CollateralFiles::default(),
+    };
     match tee {
         TeeArg::Sim => {
-            let root = paths::sim_root_path(&sim_root.sim_root)?;
-            let p =
-                SimPlatform::open(&root, data_dir).map_err(|e| Failure::usage(e.to_string()))?;
-            Ok(Arc::new(p))
+            let root = paths::sim_root_path(&args.sim_root.sim_root)?;
+            Ok(Arc::new(SimPlatform::open(&root, data_dir).map_err(fail)?))
         }
-        TeeArg::Sgx | TeeArg::Tdx | TeeArg::Snp => Err(Failure::usage(
-            "running on real TEE hardware is not supported by this version of teekms",
-        )
-        .hint("use --tee sim for development")),
+        TeeArg::Sgx => {
+            let seal_to = match args.seal_to {
+                SealToArg::Mrsigner => SealTo::MrSigner,
+                SealToArg::Mrenclave => SealTo::MrEnclave,
+            };
+            let doc_collateral = (!collateral.files.is_empty())
+                .then(|| serde_json::to_value(&collateral).expect("collateral serializes"));
+            Ok(Arc::new(
+                GramineSgx::open(&args.attestation_dir, seal_to, doc_collateral).map_err(fail)?,
+            ))
+        }
+        TeeArg::Tdx => Ok(Arc::new(ConfigfsTsm::new(
+            &args.tsm_dir,
+            TeeKind::Tdx,
+            None,
+            collateral,
+        ))),
+        TeeArg::Snp => {
+            let device = Box::new(SevGuestDevice::new(&args.sev_guest));
+            Ok(Arc::new(ConfigfsTsm::new(
+                &args.tsm_dir,
+                TeeKind::Snp,
+                Some(device),
+                collateral,
+            )))
+        }
+        TeeArg::Auto => unreachable!("resolved above"),
     }
+}
+
+/// The TEE present on this machine. Never sim: sim is only ever chosen by name.
+fn detect(args: &PlatformArgs) -> Result<TeeArg, Failure> {
+    if args.attestation_dir.join("attestation_type").exists() {
+        return Ok(TeeArg::Sgx);
+    }
+    if args.tsm_dir.exists() {
+        if Path::new("/dev/tdx_guest").exists() {
+            return Ok(TeeArg::Tdx);
+        }
+        if args.sev_guest.exists() {
+            return Ok(TeeArg::Snp);
+        }
+    }
+    Err(Failure::usage("--tee auto found no TEE: no Gramine /dev/attestation, and no configfs-tsm with a TDX or SEV guest device")
+        .hint("run inside an SGX enclave (gramine-sgx), a TDX or an SNP confidential VM; for development choose --tee sim explicitly"))
 }
 
 pub async fn run(args: ServeArgs) -> CmdResult {
@@ -33,7 +88,7 @@ pub async fn run(args: ServeArgs) -> CmdResult {
     if matches!(args.tee, TeeArg::Sim) {
         eprintln!("{SIM_WARNING}");
     }
-    let platform = platform(args.tee, &args.sim_root, &args.data_dir)?;
+    let platform = platform(args.tee, &args.platform, &args.data_dir)?;
     let server = serve(ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),

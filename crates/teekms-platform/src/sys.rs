@@ -1,0 +1,109 @@
+//! The only unsafe code in teekms: the `SNP_GET_DERIVED_KEY` ioctl on `/dev/sev-guest`.
+//!
+//! Layouts follow Linux `include/uapi/linux/sev-guest.h`. The firmware response carries a
+//! status word, then the 32-byte key at offset 32. Not testable on machines without SNP;
+//! the rest of the platform reaches it only through `DerivedKeySource`.
+
+#![allow(unsafe_code)]
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroize;
+
+use crate::PlatformError;
+use crate::configfs::DerivedKeySource;
+
+/// `_IOWR('S', 0x1, struct snp_guest_request_ioctl)` (32-byte argument).
+const SNP_GET_DERIVED_KEY: libc::c_ulong = 0xC020_5301;
+/// GUEST_FIELD_SELECT: bind the key to the guest policy (bit 0) and the launch
+/// measurement (bit 3), so another image or a weaker policy derives another key.
+const FIELDS_POLICY_AND_MEASUREMENT: u64 = 0b1001;
+
+#[repr(C)]
+struct SnpDerivedKeyReq {
+    root_key_select: u32,
+    rsvd: u32,
+    guest_field_select: u64,
+    vmpl: u32,
+    guest_svn: u32,
+    tcb_version: u64,
+}
+
+#[repr(C)]
+struct SnpDerivedKeyResp {
+    data: [u8; 64],
+}
+
+#[repr(C)]
+struct SnpGuestRequestIoctl {
+    msg_version: u8,
+    req_data: u64,
+    resp_data: u64,
+    exitinfo2: u64,
+}
+
+/// The SEV guest device.
+pub struct SevGuestDevice {
+    path: PathBuf,
+}
+
+impl SevGuestDevice {
+    /// The device at `path` (normally `/dev/sev-guest`).
+    pub fn new(path: &Path) -> SevGuestDevice {
+        SevGuestDevice {
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl DerivedKeySource for SevGuestDevice {
+    fn derived_key(&self) -> Result<[u8; 32], PlatformError> {
+        let dev = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(crate::files::io("SEV guest device", &self.path))?;
+        let mut req = SnpDerivedKeyReq {
+            root_key_select: 0,
+            rsvd: 0,
+            guest_field_select: FIELDS_POLICY_AND_MEASUREMENT,
+            vmpl: 0,
+            guest_svn: 0,
+            tcb_version: 0,
+        };
+        let mut resp = SnpDerivedKeyResp { data: [0; 64] };
+        let mut arg = SnpGuestRequestIoctl {
+            msg_version: 1,
+            req_data: &mut req as *mut SnpDerivedKeyReq as u64,
+            resp_data: &mut resp as *mut SnpDerivedKeyResp as u64,
+            exitinfo2: 0,
+        };
+        // SAFETY: `dev` is an open file descriptor for the whole call; `arg` and the
+        // request and response it points to are live, properly aligned `repr(C)` values
+        // of the sizes the kernel's SNP_GET_DERIVED_KEY expects, and nothing else
+        // aliases them during the call.
+        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), SNP_GET_DERIVED_KEY, &mut arg) };
+        if rc != 0 {
+            let source = std::io::Error::last_os_error();
+            return Err(PlatformError::Damaged {
+                what: "SNP_GET_DERIVED_KEY",
+                path: self.path.display().to_string(),
+                reason: format!("{source} (firmware/VMM error {:#x})", arg.exitinfo2),
+            });
+        }
+        let status = u32::from_le_bytes(resp.data[0..4].try_into().expect("4 bytes"));
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&resp.data[32..64]);
+        resp.data.zeroize();
+        if status != 0 {
+            key.zeroize();
+            return Err(PlatformError::Damaged {
+                what: "SNP_GET_DERIVED_KEY",
+                path: self.path.display().to_string(),
+                reason: format!("firmware status {status:#x}"),
+            });
+        }
+        Ok(key)
+    }
+}
