@@ -130,3 +130,132 @@ impl CollateralFiles {
         })
     }
 }
+
+/// One piece of collateral, described for `teekms collateral show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CollateralItem {
+    /// File name.
+    pub file: String,
+    /// What it is and what it covers (FMSPC, product, TCB).
+    pub covers: String,
+    /// Issued / valid from (Unix seconds), when known.
+    pub issued: Option<u64>,
+    /// Next update / valid until (Unix seconds), when known.
+    pub expires: Option<u64>,
+}
+
+fn cert_validity(der: &[u8]) -> Option<(String, u64, u64)> {
+    use der::Decode;
+    let der = if der.starts_with(b"-----BEGIN") {
+        pem_blocks(der).into_iter().next()?
+    } else {
+        der.to_vec()
+    };
+    let cert = x509_cert::Certificate::from_der(&der).ok()?;
+    let tbs = cert.tbs_certificate();
+    let v = tbs.validity();
+    Some((
+        tbs.subject().to_string(),
+        v.not_before.to_unix_duration().as_secs(),
+        v.not_after.to_unix_duration().as_secs(),
+    ))
+}
+
+fn pem_blocks(pem: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let text = String::from_utf8_lossy(pem);
+    text.split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .filter_map(|b| b.split("-----END CERTIFICATE-----").next())
+        .filter_map(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.split_whitespace().collect::<String>())
+                .ok()
+        })
+        .collect()
+}
+
+fn signed_json_body(bytes: &[u8], key: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    Some(v.get(key)?.clone())
+}
+
+impl CollateralFiles {
+    /// Describes every known file: what it covers and its validity window. Files that do
+    /// not parse are listed with `covers` saying so.
+    pub fn describe(&self) -> Vec<CollateralItem> {
+        let mut out = Vec::new();
+        for (name, bytes) in &self.files {
+            let item = |covers: String, issued: Option<u64>, expires: Option<u64>| CollateralItem {
+                file: name.clone(),
+                covers,
+                issued,
+                expires,
+            };
+            let described = match name.as_str() {
+                "tcb_info.json" | "qe_identity.json" => {
+                    let key = if name == "tcb_info.json" {
+                        "tcbInfo"
+                    } else {
+                        "enclaveIdentity"
+                    };
+                    signed_json_body(bytes, key).map(|b| {
+                        let id = b["id"].as_str().unwrap_or("SGX");
+                        let covers = match b["fmspc"].as_str() {
+                            Some(f) => format!(
+                                "{id} TCB info for FMSPC {f}, evaluation data {}",
+                                b["tcbEvaluationDataNumber"]
+                            ),
+                            None => format!(
+                                "{id} identity, evaluation data {}",
+                                b["tcbEvaluationDataNumber"]
+                            ),
+                        };
+                        let date = |k: &str| b[k].as_str().and_then(crate::parse_rfc3339);
+                        item(covers, date("issueDate"), date("nextUpdate"))
+                    })
+                }
+                "pck_crl.der" | "root_ca_crl.der" | "crl.der" => {
+                    use der::Decode;
+                    x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(
+                        bytes,
+                    )
+                    .ok()
+                    .map(|crl| {
+                        let t = &crl.tbs_cert_list;
+                        item(
+                            format!(
+                                "CRL by {} ({} revoked)",
+                                t.issuer,
+                                t.revoked_certificates.as_ref().map_or(0, Vec::len)
+                            ),
+                            Some(t.this_update.to_unix_duration().as_secs()),
+                            t.next_update.map(|n| n.to_unix_duration().as_secs()),
+                        )
+                    })
+                }
+                _ => {
+                    // Certificates and chains: the earliest expiry in the file counts.
+                    let certs: Vec<(String, u64, u64)> = if bytes.starts_with(b"-----BEGIN") {
+                        pem_blocks(bytes)
+                            .iter()
+                            .filter_map(|d| cert_validity(d))
+                            .collect()
+                    } else {
+                        cert_validity(bytes).into_iter().collect()
+                    };
+                    (!certs.is_empty()).then(|| {
+                        let subjects: Vec<&str> = certs.iter().map(|c| c.0.as_str()).collect();
+                        item(
+                            format!("certificates: {}", subjects.join(" / ")),
+                            certs.iter().map(|c| c.1).max(),
+                            certs.iter().map(|c| c.2).min(),
+                        )
+                    })
+                }
+            };
+            out.push(described.unwrap_or_else(|| item("does not parse".into(), None, None)));
+        }
+        out
+    }
+}

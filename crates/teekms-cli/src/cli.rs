@@ -29,6 +29,9 @@ pub enum Command {
     /// Verify real TEE evidence (SGX, TDX, SEV-SNP) offline with its collateral.
     #[command(subcommand)]
     Evidence(EvidenceCmd),
+    /// Inspect offline collateral directories.
+    #[command(subcommand)]
+    Collateral(CollateralCmd),
     /// Generate, wrap, deploy, import and list data keys.
     #[command(subcommand)]
     Key(KeyCmd),
@@ -141,6 +144,12 @@ pub enum AttestCmd {
         /// Print the verdict as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Collateral directory to verify real-TEE evidence with (replaces the document's).
+        #[arg(long, value_name = "DIR")]
+        collateral: Option<PathBuf>,
+        /// Verification time, RFC 3339 UTC [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
     },
 }
 
@@ -285,6 +294,24 @@ pub enum EvidenceCmd {
         /// Verification policy (TOML) [default: genuine hardware, UpToDate only, no debug].
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CollateralCmd {
+    /// What a collateral directory covers and when each piece expires (exit 1 if any has).
+    Show {
+        /// The collateral directory.
+        dir: PathBuf,
+        /// Reference time, RFC 3339 UTC [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
+        /// Warn about pieces that expire within this long (e.g. 7d, 12h).
+        #[arg(long, value_name = "DURATION", default_value = "7d")]
+        warn_within: String,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,

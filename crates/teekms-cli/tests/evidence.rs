@@ -381,3 +381,33 @@ fn real_tee_nodes_start_or_refuse_clearly() {
         "the node ships its collateral"
     );
 }
+
+#[test]
+fn collateral_show_reports_coverage_expiry_and_warnings() {
+    let env = Env::new();
+    let dir = vectors().join("sgx/dcapqvl-sgx-v3-processor-ca");
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = env.run(&[
+        "collateral",
+        "show",
+        d,
+        "--at",
+        "2025-07-15T00:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 7);
+    assert!(out.contains("FMSPC 00A067110000"), "{out}");
+    assert!(
+        err.contains("warning: tcb_info.json expires"),
+        "warns ahead of expiry: {err}"
+    );
+    // After the QE identity's nextUpdate: not valid, exit 1.
+    let (code, _, err) = env.run(&["collateral", "show", d, "--at", "2025-08-01T00:00:00Z"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("qe_identity.json"), "{err}");
+    let (code, _, _) = env.run(&["collateral", "show", env.dir.path().to_str().unwrap()]);
+    assert_eq!(code, 2, "an empty directory is a usage error");
+}

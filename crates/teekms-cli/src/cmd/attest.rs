@@ -1,7 +1,7 @@
 use teekms_attest::{Freshness, verify_document};
 
 use crate::cli::AttestCmd;
-use crate::cmd::{now, parse_url, warn_if_sim};
+use crate::cmd::{parse_url, warn_if_sim};
 use crate::failure::{CmdResult, Failure};
 use crate::paths;
 
@@ -31,14 +31,31 @@ pub async fn run(cmd: AttestCmd) -> CmdResult {
             document,
             policy,
             json,
-        } => verify(&document, &policy, json),
+            collateral,
+            at,
+        } => {
+            let at = super::time_arg(&at)?;
+            verify(&document, &policy, json, collateral.as_deref(), at)
+        }
     }
 }
 
-fn verify(document: &std::path::Path, policy: &std::path::Path, json: bool) -> CmdResult {
+fn verify(
+    document: &std::path::Path,
+    policy: &std::path::Path,
+    json: bool,
+    collateral: Option<&std::path::Path>,
+    at: u64,
+) -> CmdResult {
     let policy = paths::load_policy(policy)?;
     let doc = match paths::load_document(document) {
-        Ok(doc) => doc,
+        Ok(mut doc) => {
+            if let Some(dir) = collateral {
+                let files = super::evidence::read_collateral_dir(dir)?;
+                doc.collateral = Some(serde_json::to_value(&files).expect("collateral serializes"));
+            }
+            doc
+        }
         Err(f) if json && f.code == crate::failure::EXIT_REJECTED => {
             let v = serde_json::json!({
                 "verified": false, "accepted": false, "tee": null,
@@ -50,7 +67,7 @@ fn verify(document: &std::path::Path, policy: &std::path::Path, json: bool) -> C
         Err(f) => return Err(f),
     };
     warn_if_sim(doc.tee);
-    let verdict = verify_document(&doc, &policy, Freshness::Offline, now());
+    let verdict = verify_document(&doc, &policy, Freshness::Offline, at);
     if json {
         println!(
             "{}",

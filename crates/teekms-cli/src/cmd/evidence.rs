@@ -5,7 +5,6 @@ use teekms_attest::evidence::verify_evidence;
 use teekms_attest::{Policy, TeeKind};
 
 use crate::cli::{EvidenceCmd, RealTee};
-use crate::cmd::now;
 use crate::failure::{CmdResult, Failure};
 use crate::paths;
 
@@ -26,14 +25,7 @@ pub fn run(cmd: EvidenceCmd) -> CmdResult {
         RealTee::Tdx => TeeKind::Tdx,
         RealTee::Snp => TeeKind::Snp,
     };
-    let at = match at {
-        Some(s) => teekms_attest::parse_rfc3339(&s).ok_or_else(|| {
-            Failure::usage(format!(
-                "--at {s:?} is not an RFC 3339 UTC time like 2025-07-19T10:00:00Z"
-            ))
-        })?,
-        None => now(),
-    };
+    let at = super::time_arg(&at)?;
     let policy = match policy {
         Some(p) => paths::load_policy(&p)?,
         None => Policy::default_for(tee).expect("every real TEE has a default policy"),

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 mod attest;
+mod collateral;
 mod demo;
 mod evidence;
 mod key;
@@ -17,6 +18,7 @@ pub async fn run(command: Command) -> CmdResult {
         Command::Sim(SimCmd::Root(a)) => serve::sim_root(a),
         Command::Attest(c) => attest::run(c).await,
         Command::Evidence(c) => evidence::run(c),
+        Command::Collateral(c) => collateral::run(c),
         Command::Key(c) => key::run(c).await,
         Command::Demo => demo::run().await,
     }
@@ -35,5 +37,17 @@ pub fn parse_url(s: &str) -> Result<teekms_client::NodeUrl, crate::failure::Fail
 pub fn warn_if_sim(tee: teekms_attest::TeeKind) {
     if tee == teekms_attest::TeeKind::Sim {
         eprintln!("warning: this node uses the sim TEE: INSECURE, for development and tests only");
+    }
+}
+
+/// `--at` or now.
+pub fn time_arg(at: &Option<String>) -> Result<u64, crate::failure::Failure> {
+    match at {
+        Some(s) => teekms_attest::parse_rfc3339(s).ok_or_else(|| {
+            crate::failure::Failure::usage(format!(
+                "--at {s:?} is not an RFC 3339 UTC time like 2025-07-19T10:00:00Z"
+            ))
+        }),
+        None => Ok(now()),
     }
 }

@@ -1,0 +1,69 @@
+use crate::cli::CollateralCmd;
+use crate::cmd::key::format_time;
+use crate::failure::{CmdResult, Failure};
+
+pub fn run(cmd: CollateralCmd) -> CmdResult {
+    let CollateralCmd::Show {
+        dir,
+        at,
+        warn_within,
+        json,
+    } = cmd;
+    let now = super::time_arg(&at)?;
+    let window = teekms_attest::policy::parse_duration(&warn_within)
+        .map_err(|e| Failure::usage(format!("--warn-within: {e}")))?;
+    let files = super::evidence::read_collateral_dir(&dir)?;
+    if files.files.is_empty() {
+        return Err(
+            Failure::usage(format!("{} holds no collateral files", dir.display()))
+                .hint("see spec/evidence-v1.md for the file names"),
+        );
+    }
+    let items = files.describe();
+    let expired: Vec<&str> = items
+        .iter()
+        .filter(|i| i.expires.is_some_and(|e| e < now) || i.issued.is_some_and(|s| s > now))
+        .map(|i| i.file.as_str())
+        .collect();
+    for i in &items {
+        if let Some(e) = i.expires
+            && e >= now
+            && e - now <= window
+        {
+            eprintln!(
+                "warning: {} expires {} (within {warn_within}); fetch fresh collateral",
+                i.file,
+                format_time(e)
+            );
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "at": now, "items": items, "invalid_now": expired })
+        );
+    } else {
+        for i in &items {
+            let t = |v: Option<u64>| v.map(format_time).unwrap_or_else(|| "-".into());
+            println!(
+                "{:<30} {:<21} {:<21} {}",
+                i.file,
+                t(i.issued),
+                t(i.expires),
+                i.covers
+            );
+        }
+    }
+    if expired.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::rejected(format!(
+            "not valid at {}: {}",
+            format_time(now),
+            expired.join(", ")
+        ))
+        .hint(
+            "fetch fresh collateral (Intel PCS / a PCCS, AMD KDS) and copy it to the offline site",
+        ))
+    }
+}
