@@ -336,12 +336,19 @@ const OID_HWID: &str = "1.3.6.1.4.1.3704.1.4";
 fn spl(cert: &Cert, oid: &str) -> Result<u8, String> {
     let raw = cert
         .extension(oid)
-        .ok_or_else(|| format!("VCEK lacks the TCB extension {oid}"))?;
-    u8::from_der(raw).map_err(|_| format!("VCEK TCB extension {oid} is not a small INTEGER"))
+        .ok_or_else(|| format!("the endorsement key lacks the TCB extension {oid}"))?;
+    u8::from_der(raw)
+        .map_err(|_| format!("the endorsement key's TCB extension {oid} is not a small INTEGER"))
 }
 
-/// Checks the VCEK's TCB extensions against REPORTED_TCB and its hwID against CHIP_ID.
-fn check_vcek_extensions(vcek: &Cert, report: &SnpReport, product: Product) -> Result<(), String> {
+/// Checks the endorsement key's TCB extensions against REPORTED_TCB (VCEK and VLEK both
+/// carry them) and, for a VCEK, its hwID against CHIP_ID (a VLEK names no chip).
+fn check_vek_extensions(
+    vcek: &Cert,
+    report: &SnpReport,
+    product: Product,
+    is_vlek: bool,
+) -> Result<(), String> {
     let tcb = Tcb::decode(report.reported_tcb, product);
     let pairs = [
         ("boot loader", OID_BL_SPL, tcb.bootloader),
@@ -353,7 +360,7 @@ fn check_vcek_extensions(vcek: &Cert, report: &SnpReport, product: Product) -> R
         let cert_spl = spl(vcek, oid)?;
         if cert_spl != reported {
             return Err(format!(
-                "REPORTED_TCB {what} SPL {reported} differs from the VCEK's {cert_spl}"
+                "REPORTED_TCB {what} SPL {reported} differs from the endorsement key's {cert_spl}"
             ));
         }
     }
@@ -361,9 +368,12 @@ fn check_vcek_extensions(vcek: &Cert, report: &SnpReport, product: Product) -> R
         let cert_spl = spl(vcek, OID_FMC_SPL)?;
         if cert_spl != fmc {
             return Err(format!(
-                "REPORTED_TCB FMC SPL {fmc} differs from the VCEK's {cert_spl}"
+                "REPORTED_TCB FMC SPL {fmc} differs from the endorsement key's {cert_spl}"
             ));
         }
+    }
+    if is_vlek {
+        return Ok(());
     }
     let hwid = vcek
         .extension(OID_HWID)
@@ -513,9 +523,7 @@ fn check_chain(
     UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, vek.public_key())
         .verify(&raw[..SIGNED_LEN], &sig)
         .map_err(|_| format!("the report signature does not verify under the {vek_name}"))?;
-    if !c.is_vlek {
-        check_vcek_extensions(&vek, report, product)?;
-    }
+    check_vek_extensions(&vek, report, product, c.is_vlek)?;
     if let Some(crl) = &c.crl {
         check_crl(crl, &ark, &[(ask_name, &ask), (vek_name, &vek)], now)?;
     }
