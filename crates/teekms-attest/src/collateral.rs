@@ -259,3 +259,165 @@ impl CollateralFiles {
         out
     }
 }
+
+/// One request of a collateral fetch: a path under the service URL, the file its body
+/// becomes, and optionally a response header that carries another file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchItem {
+    /// Path and query, appended to the service's base URL.
+    pub path: String,
+    /// File the body is saved as.
+    pub body_file: &'static str,
+    /// `(header name, file)`: a URL-encoded PEM chain in a response header.
+    pub header_file: Option<(&'static str, &'static str)>,
+}
+
+/// What to fetch for a piece of evidence: from a PCCS or Intel PCS (API v4) for DCAP,
+/// from AMD KDS for SNP. Pure: it reads the evidence, the caller does the I/O.
+pub fn fetch_plan(
+    tee: crate::TeeKind,
+    evidence: &[u8],
+    product: Option<crate::snp::Product>,
+) -> Result<Vec<FetchItem>, String> {
+    use crate::TeeKind;
+    match tee {
+        TeeKind::Sgx | TeeKind::Tdx => {
+            let end = crate::dcap::quote_extent(evidence)?;
+            let quote = dcap_qvl::quote::Quote::parse(&evidence[..end])
+                .map_err(|e| format!("malformed quote: {e}"))?;
+            let fmspc = dcap_qvl::intel::quote_fmspc(&quote)
+                .map_err(|e| format!("cannot read the FMSPC: {e}"))?;
+            let ca = match dcap_qvl::intel::quote_ca(&quote)
+                .map_err(|e| format!("cannot read the PCK CA: {e}"))?
+            {
+                dcap_qvl::config::PckCa::Processor => "processor",
+                dcap_qvl::config::PckCa::Platform => "platform",
+            };
+            let family = if tee == TeeKind::Tdx { "tdx" } else { "sgx" };
+            Ok(vec![
+                FetchItem {
+                    path: format!(
+                        "/{family}/certification/v4/tcb?fmspc={}",
+                        hex::encode_upper(fmspc)
+                    ),
+                    body_file: "tcb_info.json",
+                    header_file: Some(("TCB-Info-Issuer-Chain", "tcb_info_issuer_chain.pem")),
+                },
+                FetchItem {
+                    path: format!("/{family}/certification/v4/qe/identity"),
+                    body_file: "qe_identity.json",
+                    header_file: Some((
+                        "SGX-Enclave-Identity-Issuer-Chain",
+                        "qe_identity_issuer_chain.pem",
+                    )),
+                },
+                FetchItem {
+                    path: format!("/sgx/certification/v4/pckcrl?ca={ca}&encoding=der"),
+                    body_file: "pck_crl.der",
+                    header_file: Some(("SGX-PCK-CRL-Issuer-Chain", "pck_crl_issuer_chain.pem")),
+                },
+                FetchItem {
+                    path: "/sgx/certification/v4/rootcacrl".into(),
+                    body_file: "root_ca_crl.der",
+                    header_file: None,
+                },
+            ])
+        }
+        TeeKind::Snp => {
+            let report = crate::snp::SnpReport::parse(evidence)?;
+            let product =
+                product.ok_or("an SNP fetch needs the product (milan, genoa or turin)")?;
+            let name = match product {
+                crate::snp::Product::Milan => "Milan",
+                crate::snp::Product::Genoa => "Genoa",
+                crate::snp::Product::Turin => "Turin",
+            };
+            let t = crate::snp::Tcb::decode(report.reported_tcb, product);
+            let (hwid, fmc) = match t.fmc {
+                // Turin's KDS takes the first 8 bytes of CHIP_ID and an FMC level.
+                Some(f) => (hex::encode(&report.chip_id[..8]), format!("fmcSPL={f}&")),
+                None => (hex::encode(report.chip_id), String::new()),
+            };
+            Ok(vec![
+                FetchItem {
+                    path: format!(
+                        "/vcek/v1/{name}/{hwid}?{fmc}blSPL={}&teeSPL={}&snpSPL={}&ucodeSPL={}",
+                        t.bootloader, t.tee, t.snp, t.microcode
+                    ),
+                    body_file: "vcek.der",
+                    header_file: None,
+                },
+                FetchItem {
+                    path: format!("/vcek/v1/{name}/cert_chain"),
+                    body_file: "cert_chain.pem",
+                    header_file: None,
+                },
+            ])
+        }
+        TeeKind::Sim => Err("sim evidence needs no collateral".into()),
+    }
+}
+
+impl CollateralFiles {
+    /// Stores a fetched response: the body (AMD's `cert_chain.pem` is split into
+    /// `ask.pem` and `ark.pem`; a hex-encoded root CA CRL, as some PCCS versions send it,
+    /// is decoded) and the URL-encoded chain in a header, if any.
+    pub fn insert_fetched(
+        &mut self,
+        item: &FetchItem,
+        body: Vec<u8>,
+        header: Option<&str>,
+    ) -> Result<(), String> {
+        match item.body_file {
+            "cert_chain.pem" => {
+                let text =
+                    String::from_utf8(body).map_err(|_| "cert_chain is not PEM".to_string())?;
+                let blocks: Vec<&str> = text
+                    .split_inclusive("-----END CERTIFICATE-----")
+                    .filter(|b| b.contains("BEGIN"))
+                    .collect();
+                let [ask, ark] = blocks[..] else {
+                    return Err(format!(
+                        "cert_chain holds {} certificates, expected ASK and ARK",
+                        blocks.len()
+                    ));
+                };
+                self.insert("ask.pem", ask.trim_start().as_bytes().to_vec());
+                self.insert("ark.pem", ark.trim_start().as_bytes().to_vec());
+            }
+            "root_ca_crl.der" if !body.is_empty() && body.iter().all(|b| b.is_ascii_hexdigit()) => {
+                let der = hex::decode(&body).map_err(|_| "root CA CRL is not hex".to_string())?;
+                self.insert("root_ca_crl.der", der);
+            }
+            name => {
+                self.insert(name, body);
+            }
+        }
+        if let Some((name, file)) = item.header_file {
+            let value = header.ok_or_else(|| format!("the response lacks the {name} header"))?;
+            self.insert(file, percent_decode(value)?.into_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a URL-encoded (percent-encoded) header value.
+pub fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("bad percent-encoding")?;
+            out.push(h);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "header is not UTF-8".into())
+}

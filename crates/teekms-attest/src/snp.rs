@@ -63,7 +63,8 @@ pub struct Tcb {
 }
 
 impl Tcb {
-    fn decode(raw: u64, product: Product) -> Tcb {
+    /// Decodes a raw TCB_VERSION for `product`.
+    pub fn decode(raw: u64, product: Product) -> Tcb {
         let b = raw.to_le_bytes();
         match product {
             Product::Turin => Tcb {

@@ -300,8 +300,37 @@ pub enum EvidenceCmd {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ProductArg {
+    /// AMD EPYC 7003.
+    Milan,
+    /// AMD EPYC 9004.
+    Genoa,
+    /// AMD EPYC 9005.
+    Turin,
+}
+
 #[derive(Subcommand)]
 pub enum CollateralCmd {
+    /// Fetch the collateral for a piece of evidence from a PCCS / Intel PCS (DCAP) or AMD
+    /// KDS (SNP) into a directory, for verification where there is no network.
+    Fetch {
+        /// Which TEE produced the evidence.
+        #[arg(long, value_enum)]
+        tee: RealTee,
+        /// The raw evidence (quote.bin or report.bin).
+        #[arg(long, value_name = "FILE")]
+        evidence: PathBuf,
+        /// Service base URL, e.g. https://api.trustedservices.intel.com, https://kdsintf.amd.com, http://pccs:8081
+        #[arg(long)]
+        url: String,
+        /// SNP: the product line of the chip.
+        #[arg(long, value_enum)]
+        product: Option<ProductArg>,
+        /// Directory to write (created if needed; existing files are replaced).
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        output: PathBuf,
+    },
     /// What a collateral directory covers and when each piece expires (exit 1 if any has).
     Show {
         /// The collateral directory.

@@ -9,6 +9,7 @@
 
 mod connection;
 mod error;
+pub mod fetch;
 mod url;
 
 pub use connection::{Connection, VerifiedConnection, connect, connect_verified};

@@ -1,14 +1,60 @@
-use crate::cli::CollateralCmd;
+use teekms_attest::snp::Product;
+
+use crate::cli::{CollateralCmd, ProductArg, RealTee};
 use crate::cmd::key::format_time;
 use crate::failure::{CmdResult, Failure};
+use crate::paths;
 
-pub fn run(cmd: CollateralCmd) -> CmdResult {
-    let CollateralCmd::Show {
-        dir,
-        at,
-        warn_within,
-        json,
-    } = cmd;
+pub async fn run(cmd: CollateralCmd) -> CmdResult {
+    match cmd {
+        CollateralCmd::Show {
+            dir,
+            at,
+            warn_within,
+            json,
+        } => show(dir, at, warn_within, json),
+        CollateralCmd::Fetch {
+            tee,
+            evidence,
+            url,
+            product,
+            output,
+        } => fetch(tee, &evidence, &url, product, &output).await,
+    }
+}
+
+async fn fetch(
+    tee: RealTee,
+    evidence: &std::path::Path,
+    url: &str,
+    product: Option<ProductArg>,
+    output: &std::path::Path,
+) -> CmdResult {
+    let tee = super::evidence::tee_kind(tee);
+    let product = product.map(|p| match p {
+        ProductArg::Milan => Product::Milan,
+        ProductArg::Genoa => Product::Genoa,
+        ProductArg::Turin => Product::Turin,
+    });
+    let bytes = paths::read(evidence, "evidence", 1024 * 1024)?;
+    let plan = teekms_attest::collateral::fetch_plan(tee, &bytes, product)
+        .map_err(|e| Failure::usage(format!("{}: {e}", evidence.display())))?;
+    let files = teekms_client::fetch::fetch_collateral(url, &plan).await?;
+    std::fs::create_dir_all(output)
+        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", output.display())))?;
+    for (name, contents) in &files.files {
+        paths::write_atomic(&output.join(name), contents, 0o644)?;
+    }
+    println!(
+        "fetched {} collateral files into {}; check them with `teekms collateral show {}`",
+        files.files.len(),
+        output.display(),
+        output.display()
+    );
+    Ok(())
+}
+
+fn show(dir: std::path::PathBuf, at: Option<String>, warn_within: String, json: bool) -> CmdResult {
     let now = super::time_arg(&at)?;
     let window = teekms_attest::policy::parse_duration(&warn_within)
         .map_err(|e| Failure::usage(format!("--warn-within: {e}")))?;

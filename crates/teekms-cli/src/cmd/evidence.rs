@@ -20,11 +20,7 @@ pub fn run(cmd: EvidenceCmd) -> CmdResult {
         policy,
         json,
     } = cmd;
-    let tee = match tee {
-        RealTee::Sgx => TeeKind::Sgx,
-        RealTee::Tdx => TeeKind::Tdx,
-        RealTee::Snp => TeeKind::Snp,
-    };
+    let tee = tee_kind(tee);
     let at = super::time_arg(&at)?;
     let policy = match policy {
         Some(p) => paths::load_policy(&p)?,
@@ -95,4 +91,12 @@ pub fn read_collateral_dir(dir: &Path) -> Result<CollateralFiles, Failure> {
         }
     }
     Ok(files)
+}
+
+pub fn tee_kind(tee: RealTee) -> TeeKind {
+    match tee {
+        RealTee::Sgx => TeeKind::Sgx,
+        RealTee::Tdx => TeeKind::Tdx,
+        RealTee::Snp => TeeKind::Snp,
+    }
 }

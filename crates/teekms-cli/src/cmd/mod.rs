@@ -18,7 +18,7 @@ pub async fn run(command: Command) -> CmdResult {
         Command::Sim(SimCmd::Root(a)) => serve::sim_root(a),
         Command::Attest(c) => attest::run(c).await,
         Command::Evidence(c) => evidence::run(c),
-        Command::Collateral(c) => collateral::run(c),
+        Command::Collateral(c) => collateral::run(c).await,
         Command::Key(c) => key::run(c).await,
         Command::Demo => demo::run().await,
     }
