@@ -107,6 +107,10 @@ pub struct PlatformArgs {
     /// Collateral directory shipped in the node's attestation document (offline sites).
     #[arg(long = "collateral", value_name = "DIR")]
     pub collateral: Option<PathBuf>,
+    /// Fetch the node's collateral at start from a PCCS / Intel PCS / AMD KDS into
+    /// DATA_DIR/collateral (used instead of --collateral).
+    #[arg(long, value_name = "URL")]
+    pub collateral_url: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -162,51 +166,9 @@ pub enum KeyCmd {
         output: PathBuf,
     },
     /// Verify a node, then wrap a data key to it and deploy it online.
-    Deploy {
-        /// The node, https://HOST:PORT.
-        #[arg(long)]
-        node: String,
-        /// Verification policy (TOML).
-        #[arg(long, value_name = "POLICY")]
-        policy: PathBuf,
-        /// Key id in your namespace.
-        #[arg(long)]
-        key_id: String,
-        /// Data key file.
-        #[arg(long, value_name = "FILE")]
-        dek: PathBuf,
-        /// Key policy file (a JSON object) [default: {}].
-        #[arg(long, value_name = "FILE")]
-        key_policy: Option<PathBuf>,
-        /// Also save the node's receipt here.
-        #[arg(long, value_name = "FILE")]
-        receipt: Option<PathBuf>,
-        #[command(flatten)]
-        owner: OwnerArg,
-    },
+    Deploy(DeployArgs),
     /// Verify a saved attestation offline and wrap a data key into a bundle file.
-    Wrap {
-        /// The node's attestation document.
-        #[arg(long, value_name = "FILE")]
-        evidence: PathBuf,
-        /// Verification policy (TOML).
-        #[arg(long, value_name = "POLICY")]
-        policy: PathBuf,
-        /// Key id in your namespace.
-        #[arg(long)]
-        key_id: String,
-        /// Data key file.
-        #[arg(long, value_name = "FILE")]
-        dek: PathBuf,
-        /// Key policy file (a JSON object) [default: {}].
-        #[arg(long, value_name = "FILE")]
-        key_policy: Option<PathBuf>,
-        /// Bundle file to write.
-        #[arg(short = 'o', long = "output", value_name = "FILE")]
-        output: PathBuf,
-        #[command(flatten)]
-        owner: OwnerArg,
-    },
+    Wrap(WrapArgs),
     /// Import a bundle into a running node (--node) or a stopped one (--data-dir).
     #[command(group(clap::ArgGroup::new("target").required(true).args(["node", "data_dir"])))]
     Import {
@@ -248,6 +210,8 @@ pub enum KeyCmd {
         dek: PathBuf,
         #[command(flatten)]
         owner: OwnerArg,
+        #[command(flatten)]
+        collateral: CollateralArg,
     },
     /// List your keys on a node (id, created, key check value; never material).
     List {
@@ -262,6 +226,8 @@ pub enum KeyCmd {
         json: bool,
         #[command(flatten)]
         owner: OwnerArg,
+        #[command(flatten)]
+        collateral: CollateralArg,
     },
 }
 
@@ -345,4 +311,63 @@ pub enum CollateralCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args, Clone)]
+pub struct CollateralArg {
+    /// Verify real-TEE evidence with this collateral directory instead of the node's.
+    #[arg(long = "collateral", value_name = "DIR")]
+    pub collateral: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The node, https://HOST:PORT.
+    #[arg(long)]
+    pub node: String,
+    /// Verification policy (TOML).
+    #[arg(long, value_name = "POLICY")]
+    pub policy: PathBuf,
+    /// Key id in your namespace.
+    #[arg(long)]
+    pub key_id: String,
+    /// Data key file.
+    #[arg(long, value_name = "FILE")]
+    pub dek: PathBuf,
+    /// Key policy file (a JSON object) [default: {}].
+    #[arg(long, value_name = "FILE")]
+    pub key_policy: Option<PathBuf>,
+    /// Also save the node's receipt here.
+    #[arg(long, value_name = "FILE")]
+    pub receipt: Option<PathBuf>,
+    #[command(flatten)]
+    pub owner: OwnerArg,
+    #[command(flatten)]
+    pub collateral: CollateralArg,
+}
+
+#[derive(Args)]
+pub struct WrapArgs {
+    /// The node's attestation document.
+    #[arg(long, value_name = "FILE")]
+    pub evidence: PathBuf,
+    /// Verification policy (TOML).
+    #[arg(long, value_name = "POLICY")]
+    pub policy: PathBuf,
+    /// Key id in your namespace.
+    #[arg(long)]
+    pub key_id: String,
+    /// Data key file.
+    #[arg(long, value_name = "FILE")]
+    pub dek: PathBuf,
+    /// Key policy file (a JSON object) [default: {}].
+    #[arg(long, value_name = "FILE")]
+    pub key_policy: Option<PathBuf>,
+    /// Bundle file to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub owner: OwnerArg,
+    #[command(flatten)]
+    pub collateral: CollateralArg,
 }

@@ -71,8 +71,7 @@ fn serve(routes: Routes) -> (String, Arc<Mutex<Vec<String>>>) {
     (url, seen)
 }
 
-#[test]
-fn fetched_dcap_collateral_verifies_like_the_original() {
+fn dcap_routes() -> Routes {
     let dir = vectors().join("sgx/dcapqvl-sgx-v3-processor-ca");
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
     let text = |f: &str| String::from_utf8(read(f)).unwrap();
@@ -112,7 +111,14 @@ fn fetched_dcap_collateral_verifies_like_the_original() {
         "/sgx/certification/v4/rootcacrl".into(),
         (vec![], hex::encode(read("root_ca_crl.der")).into_bytes()),
     );
-    let (url, seen) = serve(routes);
+    routes
+}
+
+#[test]
+fn fetched_dcap_collateral_verifies_like_the_original() {
+    let dir = vectors().join("sgx/dcapqvl-sgx-v3-processor-ca");
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let (url, seen) = serve(dcap_routes());
 
     let env = Env::new();
     let out = env.path("fetched");
@@ -242,4 +248,67 @@ fn fetched_snp_collateral_verifies_and_errors_are_clear() {
         env.path("y").to_str().unwrap(),
     ]);
     assert_eq!(code, 2);
+}
+
+/// A node fetches the collateral for its own evidence at start (before serving) into its
+/// data dir and ships it in its attestation document.
+#[test]
+fn a_node_fetches_its_collateral_at_start() {
+    let (url, seen) = serve(dcap_routes());
+    let env = Env::new();
+    let vec_dir = vectors().join("sgx/dcapqvl-sgx-v3-processor-ca");
+    let gramine = env.path("attestation");
+    std::fs::create_dir_all(gramine.join("keys")).unwrap();
+    std::fs::write(gramine.join("attestation_type"), "dcap").unwrap();
+    std::fs::copy(vec_dir.join("quote.bin"), gramine.join("quote")).unwrap();
+    std::fs::write(gramine.join("keys/_sgx_mrsigner"), [7u8; 16]).unwrap();
+    let data = env.path("node");
+    let mut c = std::process::Command::new(common::bin());
+    c.env("HOME", env.dir.path())
+        .args([
+            "serve",
+            "--tee",
+            "sgx",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .args([
+            "--attestation-dir",
+            gramine.to_str().unwrap(),
+            "--collateral-url",
+            &url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let node_url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    let doc = env.path("node.json");
+    env.ok(&[
+        "attest",
+        "fetch",
+        "--node",
+        &node_url,
+        "-o",
+        doc.to_str().unwrap(),
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(seen.lock().unwrap().len(), 4);
+    assert!(
+        data.join("collateral/tcb_info.json").exists(),
+        "cached in the data dir"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&doc).unwrap()).unwrap();
+    assert!(saved["collateral"]["files"]["pck_crl.der"].is_string());
 }

@@ -11,6 +11,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use teekms_attest::collateral::CollateralFiles;
 use teekms_attest::{AttestationDocument, Freshness, Policy, VerifiedNode, verify_document};
 use teekms_core::api::{ErrorBody, KeyList};
 use teekms_core::{Bundle, DataKey, KeyId, OwnerKey, Receipt};
@@ -82,10 +83,26 @@ pub async fn connect_verified(
     owner: Option<&OwnerKey>,
     now_unix: u64,
 ) -> Result<VerifiedConnection, ClientError> {
+    connect_verified_with_collateral(url, policy, owner, now_unix, None).await
+}
+
+/// [`connect_verified`], verifying real-TEE evidence with the owner's own `collateral`
+/// instead of what the node ships (for owners who keep collateral themselves).
+pub async fn connect_verified_with_collateral(
+    url: &NodeUrl,
+    policy: &Policy,
+    owner: Option<&OwnerKey>,
+    now_unix: u64,
+    collateral: Option<&CollateralFiles>,
+) -> Result<VerifiedConnection, ClientError> {
     let mut conn = connect(url, owner).await?;
     let mut nonce = [0u8; 32];
     teekms_core::random_bytes(&mut nonce);
-    let doc = conn.attestation(Some(&nonce)).await?;
+    let mut doc = conn.attestation(Some(&nonce)).await?;
+    if let Some(c) = collateral {
+        doc.collateral =
+            Some(serde_json::to_value(c).map_err(|e| ClientError::Response(e.to_string()))?);
+    }
     let node = verify_document(&doc, policy, Freshness::Nonce(&nonce), now_unix)
         .into_verified_node()
         .map_err(ClientError::Rejected)?;

@@ -12,7 +12,9 @@ mod error;
 pub mod fetch;
 mod url;
 
-pub use connection::{Connection, VerifiedConnection, connect, connect_verified};
+pub use connection::{
+    Connection, VerifiedConnection, connect, connect_verified, connect_verified_with_collateral,
+};
 pub use error::ClientError;
 /// HTTP methods, for [`Connection::raw_request`].
 pub use hyper::Method;

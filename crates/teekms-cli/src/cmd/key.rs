@@ -4,7 +4,7 @@ use teekms_attest::{Freshness, VerifiedNode, verify_document};
 use teekms_core::{Bundle, DataKey, KeyId, Receipt};
 use teekms_server::{DeployError, Deployed, open_node};
 
-use crate::cli::{KeyCmd, OwnerArg, PlatformArgs, TeeArg};
+use crate::cli::{CollateralArg, DeployArgs, KeyCmd, OwnerArg, PlatformArgs, TeeArg, WrapArgs};
 use crate::cmd::{now, parse_url, warn_if_sim};
 use crate::failure::{CmdResult, EXIT_REJECTED, Failure};
 use crate::paths;
@@ -21,43 +21,8 @@ pub async fn run(cmd: KeyCmd) -> CmdResult {
             );
             Ok(())
         }
-        KeyCmd::Deploy {
-            node,
-            policy,
-            key_id,
-            dek,
-            key_policy,
-            receipt,
-            owner,
-        } => {
-            deploy(
-                &node,
-                &policy,
-                &key_id,
-                &dek,
-                &key_policy,
-                receipt.as_deref(),
-                &owner,
-            )
-            .await
-        }
-        KeyCmd::Wrap {
-            evidence,
-            policy,
-            key_id,
-            dek,
-            key_policy,
-            output,
-            owner,
-        } => wrap(
-            &evidence,
-            &policy,
-            &key_id,
-            &dek,
-            &key_policy,
-            &output,
-            &owner,
-        ),
+        KeyCmd::Deploy(args) => deploy(args).await,
+        KeyCmd::Wrap(args) => wrap(args),
         KeyCmd::Import {
             bundle,
             node,
@@ -88,8 +53,9 @@ pub async fn run(cmd: KeyCmd) -> CmdResult {
             key_id,
             dek,
             owner,
+            collateral,
         } => {
-            let node = verify_offline(&evidence, &policy)?;
+            let node = verify_offline(&evidence, &policy, &collateral)?;
             let owner = paths::load_owner(&owner.owner)?;
             let key_id = parse_key_id(&key_id)?;
             let dek = paths::load_dek(&dek)?;
@@ -112,7 +78,8 @@ pub async fn run(cmd: KeyCmd) -> CmdResult {
             policy,
             json,
             owner,
-        } => list(&node, &policy, json, &owner).await,
+            collateral,
+        } => list(&node, &policy, json, &owner, &collateral).await,
     }
 }
 
@@ -132,28 +99,34 @@ async fn connect_verified(
     node: &str,
     policy: &Path,
     owner: Option<&teekms_core::OwnerKey>,
+    collateral: &CollateralArg,
 ) -> Result<teekms_client::VerifiedConnection, Failure> {
     let url = parse_url(node)?;
     let policy = paths::load_policy(policy)?;
-    let conn = teekms_client::connect_verified(&url, &policy, owner, now()).await?;
+    let files = match &collateral.collateral {
+        Some(dir) => Some(super::evidence::read_collateral_dir(dir)?),
+        None => None,
+    };
+    let conn = teekms_client::connect_verified_with_collateral(
+        &url,
+        &policy,
+        owner,
+        now(),
+        files.as_ref(),
+    )
+    .await?;
     warn_if_sim(conn.node().statement().tee);
     Ok(conn)
 }
 
-async fn deploy(
-    node: &str,
-    policy: &Path,
-    key_id: &str,
-    dek: &Path,
-    key_policy: &Option<PathBuf>,
-    receipt_out: Option<&Path>,
-    owner: &OwnerArg,
-) -> CmdResult {
-    let owner = paths::load_owner(&owner.owner)?;
-    let key_id = parse_key_id(key_id)?;
-    let dek = paths::load_dek(dek)?;
-    let key_policy = paths::load_key_policy(key_policy)?;
-    let mut conn = connect_verified(node, policy, Some(&owner)).await?;
+async fn deploy(a: DeployArgs) -> CmdResult {
+    let (node, policy, receipt_out, collateral) =
+        (&a.node, &a.policy, a.receipt.as_deref(), &a.collateral);
+    let owner = paths::load_owner(&a.owner.owner)?;
+    let key_id = parse_key_id(&a.key_id)?;
+    let dek = paths::load_dek(&a.dek)?;
+    let key_policy = paths::load_key_policy(&a.key_policy)?;
+    let mut conn = connect_verified(node, policy, Some(&owner), collateral).await?;
     eprintln!("verified node {}", conn.node().statement().node_id);
     let (receipt, created) = conn.deploy(&owner, &key_id, &key_policy, &dek).await?;
     if let Some(path) = receipt_out {
@@ -173,9 +146,17 @@ async fn deploy(
     Ok(())
 }
 
-fn verify_offline(evidence: &Path, policy: &Path) -> Result<VerifiedNode, Failure> {
+fn verify_offline(
+    evidence: &Path,
+    policy: &Path,
+    collateral: &CollateralArg,
+) -> Result<VerifiedNode, Failure> {
     let policy = paths::load_policy(policy)?;
-    let doc = paths::load_document(evidence)?;
+    let mut doc = paths::load_document(evidence)?;
+    if let Some(dir) = &collateral.collateral {
+        let files = super::evidence::read_collateral_dir(dir)?;
+        doc.collateral = Some(serde_json::to_value(&files).expect("collateral serializes"));
+    }
     warn_if_sim(doc.tee);
     verify_document(&doc, &policy, Freshness::Offline, now())
         .into_verified_node()
@@ -185,20 +166,13 @@ fn verify_offline(evidence: &Path, policy: &Path) -> Result<VerifiedNode, Failur
         })
 }
 
-fn wrap(
-    evidence: &Path,
-    policy: &Path,
-    key_id: &str,
-    dek: &Path,
-    key_policy: &Option<PathBuf>,
-    output: &Path,
-    owner: &OwnerArg,
-) -> CmdResult {
-    let owner = paths::load_owner(&owner.owner)?;
-    let key_id = parse_key_id(key_id)?;
-    let dek = paths::load_dek(dek)?;
-    let key_policy = paths::load_key_policy(key_policy)?;
-    let node = verify_offline(evidence, policy)?;
+fn wrap(a: WrapArgs) -> CmdResult {
+    let (evidence, policy, output, collateral) = (&a.evidence, &a.policy, &a.output, &a.collateral);
+    let owner = paths::load_owner(&a.owner.owner)?;
+    let key_id = parse_key_id(&a.key_id)?;
+    let dek = paths::load_dek(&a.dek)?;
+    let key_policy = paths::load_key_policy(&a.key_policy)?;
+    let node = verify_offline(evidence, policy, collateral)?;
     let bundle = Bundle::wrap(&node, &owner, &key_id, &key_policy, &dek)
         .map_err(|e| Failure::usage(e.to_string()))?;
     paths::write_atomic(output, (bundle.to_json() + "\n").as_bytes(), 0o644)?;
@@ -237,7 +211,7 @@ async fn import_online(
 ) -> CmdResult {
     let (receipt, created) = match policy {
         Some(policy) => {
-            connect_verified(node, policy, None)
+            connect_verified(node, policy, None, &CollateralArg { collateral: None })
                 .await?
                 .import(bundle)
                 .await?
@@ -297,9 +271,15 @@ fn deploy_failure(e: DeployError) -> Failure {
     }
 }
 
-async fn list(node: &str, policy: &Path, json: bool, owner: &OwnerArg) -> CmdResult {
+async fn list(
+    node: &str,
+    policy: &Path,
+    json: bool,
+    owner: &OwnerArg,
+    collateral: &CollateralArg,
+) -> CmdResult {
     let owner = paths::load_owner(&owner.owner)?;
-    let mut conn = connect_verified(node, policy, Some(&owner)).await?;
+    let mut conn = connect_verified(node, policy, Some(&owner), collateral).await?;
     let list = conn.list().await?;
     if json {
         println!("{}", serde_json::to_string(&list).expect("lists serialize"));

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use teekms_attest::TeeKind;
 use teekms_attest::collateral::CollateralFiles;
+use teekms_attest::snp::Product;
 use teekms_platform::configfs::ConfigfsTsm;
 use teekms_platform::gramine::{GramineSgx, SealTo};
 use teekms_platform::sys::SevGuestDevice;
@@ -88,7 +89,12 @@ pub async fn run(args: ServeArgs) -> CmdResult {
     if matches!(args.tee, TeeArg::Sim) {
         eprintln!("{SIM_WARNING}");
     }
-    let platform = platform(args.tee, &args.platform, &args.data_dir)?;
+    let mut platform_args = args.platform.clone();
+    if let Some(url) = &args.platform.collateral_url {
+        let dir = fetch_own_collateral(args.tee, &platform_args, &args.data_dir, url).await?;
+        platform_args.collateral = Some(dir);
+    }
+    let platform = platform(args.tee, &platform_args, &args.data_dir)?;
     let server = serve(ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
@@ -111,6 +117,52 @@ pub async fn run(args: ServeArgs) -> CmdResult {
     eprintln!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+/// Fetches the collateral for this node's own evidence into DATA_DIR/collateral, before
+/// serving (never inside a handshake). The directory doubles as a cache for offline restarts.
+async fn fetch_own_collateral(
+    tee: TeeArg,
+    args: &PlatformArgs,
+    data_dir: &Path,
+    url: &str,
+) -> Result<std::path::PathBuf, Failure> {
+    let probe = platform(tee, args, data_dir)?;
+    let evidence = probe
+        .evidence(&[0; 64])
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let products: &[Option<Product>] = match probe.tee() {
+        TeeKind::Snp => &[
+            Some(Product::Milan),
+            Some(Product::Genoa),
+            Some(Product::Turin),
+        ],
+        TeeKind::Sim => {
+            return Err(Failure::usage(
+                "the sim TEE needs no collateral; drop --collateral-url",
+            ));
+        }
+        _ => &[None],
+    };
+    let mut last = None;
+    for product in products {
+        let plan = teekms_attest::collateral::fetch_plan(probe.tee(), &evidence, *product)
+            .map_err(Failure::usage)?;
+        match teekms_client::fetch::fetch_collateral(url, &plan).await {
+            Ok(files) => {
+                let dir = data_dir.join("collateral");
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+                for (name, contents) in &files.files {
+                    paths::write_atomic(&dir.join(name), contents, 0o644)?;
+                }
+                return Ok(dir);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(Failure::from(last.expect("at least one attempt"))
+        .hint("check --collateral-url, or ship a collateral directory with --collateral"))
 }
 
 async fn shutdown_signal() {
