@@ -307,42 +307,19 @@ fn real_tee_nodes_start_or_refuse_clearly() {
 
     // An imitated Gramine tree with a captured SGX quote.
     let vec_dir = vectors().join("sgx/dcapqvl-sgx-v3-processor-ca");
-    let gramine = env.path("attestation");
-    std::fs::create_dir_all(gramine.join("keys")).unwrap();
-    std::fs::write(gramine.join("attestation_type"), "dcap").unwrap();
-    std::fs::copy(vec_dir.join("quote.bin"), gramine.join("quote")).unwrap();
-    std::fs::write(gramine.join("keys/_sgx_mrsigner"), [7u8; 16]).unwrap();
-    let mut c = std::process::Command::new(common::bin());
-    c.env("HOME", env.dir.path())
-        .args([
-            "serve",
-            "--tee",
-            "sgx",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .args([
+    let gramine = env.fake_gramine(&vec_dir.join("quote.bin"));
+    let node = env.serve_tee(
+        "sgx",
+        &data,
+        &[
             "--attestation-dir",
             gramine.to_str().unwrap(),
             "--collateral",
             vec_dir.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    let mut child = c.spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
+        ],
+        "warn",
+    );
+    let url = node.url.clone();
     let doc = env.path("node.json");
     env.ok(&[
         "attest",
@@ -352,8 +329,7 @@ fn real_tee_nodes_start_or_refuse_clearly() {
         "-o",
         doc.to_str().unwrap(),
     ]);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(node);
     let policy = env.path("sgx.toml");
     std::fs::write(&policy, "[[accept]]\ntee = \"sgx\"\ntcb_status = [\"ConfigurationAndSWHardeningNeeded\"]\nadvisory_ids = [\"INTEL-SA-00289\", \"INTEL-SA-00615\"]\n").unwrap();
     // The document's time is the owner's clock; this collateral expired in 2025, so

@@ -257,41 +257,20 @@ fn a_node_fetches_its_collateral_at_start() {
     let (url, seen) = serve(dcap_routes());
     let env = Env::new();
     let vec_dir = vectors().join("sgx/dcapqvl-sgx-v3-processor-ca");
-    let gramine = env.path("attestation");
-    std::fs::create_dir_all(gramine.join("keys")).unwrap();
-    std::fs::write(gramine.join("attestation_type"), "dcap").unwrap();
-    std::fs::copy(vec_dir.join("quote.bin"), gramine.join("quote")).unwrap();
-    std::fs::write(gramine.join("keys/_sgx_mrsigner"), [7u8; 16]).unwrap();
+    let gramine = env.fake_gramine(&vec_dir.join("quote.bin"));
     let data = env.path("node");
-    let mut c = std::process::Command::new(common::bin());
-    c.env("HOME", env.dir.path())
-        .args([
-            "serve",
-            "--tee",
-            "sgx",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .args([
+    let node = env.serve_tee(
+        "sgx",
+        &data,
+        &[
             "--attestation-dir",
             gramine.to_str().unwrap(),
             "--collateral-url",
             &url,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    let mut child = c.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let node_url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
+        ],
+        "warn",
+    );
+    let node_url = node.url.clone();
     let doc = env.path("node.json");
     env.ok(&[
         "attest",
@@ -301,8 +280,7 @@ fn a_node_fetches_its_collateral_at_start() {
         "-o",
         doc.to_str().unwrap(),
     ]);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(node);
     assert_eq!(seen.lock().unwrap().len(), 4);
     assert!(
         data.join("collateral/tcb_info.json").exists(),

@@ -76,18 +76,24 @@ impl Env {
 
     /// Like [`Env::serve`], with `TEEKMS_LOG` set to `log`.
     pub fn serve_with_log(&self, data_dir: &Path, log: &str) -> NodeProcess {
+        self.serve_tee("sim", data_dir, &[], log)
+    }
+
+    /// Starts `teekms serve --tee TEE` on port 0 with `extra` arguments.
+    pub fn serve_tee(&self, tee: &str, data_dir: &Path, extra: &[&str], log: &str) -> NodeProcess {
         let mut c = Command::new(bin());
         self.isolate(&mut c);
         c.env("TEEKMS_LOG", log);
         c.args([
             "serve",
             "--tee",
-            "sim",
+            tee,
             "--listen",
             "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(data_dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -114,6 +120,18 @@ impl Env {
             url,
             stderr: Some(stderr),
         }
+    }
+}
+
+impl Env {
+    /// An imitation of Gramine's `/dev/attestation` serving a captured `quote`.
+    pub fn fake_gramine(&self, quote: &Path) -> PathBuf {
+        let dir = self.path("attestation");
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        std::fs::write(dir.join("attestation_type"), "dcap").unwrap();
+        std::fs::copy(quote, dir.join("quote")).unwrap();
+        std::fs::write(dir.join("keys/_sgx_mrsigner"), [7u8; 16]).unwrap();
+        dir
     }
 }
 
