@@ -285,3 +285,105 @@ fn real_evidence_in_a_document_must_bind_the_statement() {
         v.reasons
     );
 }
+
+/// Where teekms goes beyond dcap-qvl, cross-checked against dcap-qvl itself: the same
+/// inputs that dcap-qvl alone accepts (or rejects for another reason) are rejected by
+/// teekms for the reason the manifest states.
+#[test]
+fn cross_check_against_dcap_qvl_where_we_go_further() {
+    let (all, dcap) = dcap_vectors();
+    let find = |id: &str| dcap.iter().find(|v| v["id"] == id).unwrap().clone();
+
+    // A PCK CRL not yet issued at the verification time: dcap-qvl does not check
+    // thisUpdate and accepts; teekms rejects.
+    let v = find("sgx/automata-sgx-v3-platform-ca");
+    let (tee, quote, coll) = inputs(&v, &all);
+    let t = 1_755_236_485;
+    let prepared = coll.prepare().unwrap();
+    let dcap_qvl_alone = dcap_qvl::verify::QuoteVerifier::new(INTEL_SGX_ROOT_CA_DER.to_vec())
+        .verify(&quote, &dcap_qvl_collateral(&coll), t);
+    assert!(
+        dcap_qvl_alone.is_ok(),
+        "dcap-qvl accepts a CRL before its thisUpdate"
+    );
+    let ours = teekms_attest::dcap::verify_dcap_prepared(tee, &quote, Ok(&prepared), t);
+    assert!(
+        !ours.verified && ours.reasons[0].contains("not valid yet"),
+        "{:?}",
+        ours.reasons
+    );
+
+    // The root copy inside the quote altered: dcap-qvl anchors on its own root and fails
+    // later (no TCB level); teekms names the real defect.
+    let v = find("tdx/neg-gotdxguest-tampered/pck-root-byte");
+    let (tee, quote, coll) = inputs(&v, &all);
+    let r = verify_dcap(
+        tee,
+        &quote,
+        &coll,
+        v["verification_time"]["unix"].as_u64().unwrap(),
+    );
+    assert!(
+        !r.verified && r.reasons[0].contains("root CA copy"),
+        "{:?}",
+        r.reasons
+    );
+
+    // Trailing bytes: dcap-qvl tolerates them silently; teekms never uses them and counts them.
+    let v = find("tdx/gotdxguest-tdx-v4-spr");
+    let (tee, quote, coll) = inputs(&v, &all);
+    let r = verify_dcap(
+        tee,
+        &quote,
+        &coll,
+        v["verification_time"]["unix"].as_u64().unwrap(),
+    );
+    assert_eq!(r.trailing_bytes, 39);
+    assert_eq!(
+        &quote[quote.len() - 39..],
+        b"\nextra bytes(only for testing purpose)\n"
+    );
+}
+
+fn dcap_qvl_collateral(c: &DcapCollateral) -> dcap_qvl::QuoteCollateralV3 {
+    let body = |bytes: &[u8], key: &str| -> (String, Vec<u8>) {
+        let text = std::str::from_utf8(bytes).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        // The exact signed bytes: the raw text of the object under `key`.
+        let start = text.find(&format!("\"{key}\"")).unwrap();
+        let obj_start = start + text[start..].find('{').unwrap();
+        let mut depth = 0;
+        let mut end = obj_start;
+        for (i, ch) in text[obj_start..].char_indices() {
+            match ch {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = obj_start + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        (
+            text[obj_start..end].to_owned(),
+            hex::decode(v["signature"].as_str().unwrap()).unwrap(),
+        )
+    };
+    let (tcb_info, tcb_info_signature) = body(&c.tcb_info, "tcbInfo");
+    let (qe_identity, qe_identity_signature) = body(&c.qe_identity, "enclaveIdentity");
+    dcap_qvl::QuoteCollateralV3 {
+        pck_crl_issuer_chain: c.pck_crl_issuer_chain.clone().unwrap(),
+        root_ca_crl: c.root_ca_crl.clone().unwrap(),
+        pck_crl: c.pck_crl.clone().unwrap(),
+        tcb_info_issuer_chain: c.tcb_info_issuer_chain.clone(),
+        tcb_info,
+        tcb_info_signature,
+        qe_identity_issuer_chain: c.qe_identity_issuer_chain.clone(),
+        qe_identity,
+        qe_identity_signature,
+        pck_certificate_chain: None,
+    }
+}
