@@ -19,6 +19,7 @@ pub mod owner;
 pub mod receipt;
 pub mod record;
 pub mod secret;
+pub mod stream;
 
 pub use bundle::Bundle;
 pub use error::CoreError;
