@@ -273,6 +273,9 @@ fn workers() -> usize {
         .unwrap_or(1)
 }
 
+/// One chunk of work: its index, its input and where its output goes.
+type Job<'i, 'o> = (u64, &'i [u8], &'o mut [u8]);
+
 /// Applies `f(index, chunk_in, chunk_out)` to every chunk of a batch across all cores.
 fn par_chunks<F>(
     inputs: Vec<&[u8]>,
@@ -292,14 +295,14 @@ where
         slices.push(a);
         rest = b;
     }
-    let jobs: Vec<(u64, &[u8], &mut [u8])> = inputs
+    let jobs: Vec<Job<'_, '_>> = inputs
         .into_iter()
         .zip(slices)
         .enumerate()
         .map(|(i, (input, output))| (first + i as u64, input, output))
         .collect();
     let per = jobs.len().div_ceil(workers()).max(1);
-    let mut groups: Vec<Vec<(u64, &[u8], &mut [u8])>> = Vec::new();
+    let mut groups: Vec<Vec<Job<'_, '_>>> = Vec::new();
     let mut jobs = jobs;
     while !jobs.is_empty() {
         let tail = jobs.split_off(per.min(jobs.len()));
