@@ -35,6 +35,10 @@ pub enum Command {
     /// Generate, wrap, deploy, import and list data keys.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Encrypt a file or stream under a data key (spec/stream-v1.md).
+    Encrypt(EncryptArgs),
+    /// Decrypt a file or stream made by `teekms encrypt`.
+    Decrypt(DecryptArgs),
     /// Run the whole flow in a temporary directory and narrate it.
     Demo,
 }
@@ -370,4 +374,39 @@ pub struct WrapArgs {
     pub owner: OwnerArg,
     #[command(flatten)]
     pub collateral: CollateralArg,
+}
+
+#[derive(Args)]
+pub struct EncryptArgs {
+    /// Key id written into the header.
+    #[arg(long)]
+    pub key_id: String,
+    /// Key version written into the header.
+    #[arg(long, default_value_t = 1)]
+    pub key_version: u64,
+    /// Data key file.
+    #[arg(long, value_name = "FILE")]
+    pub dek: PathBuf,
+    /// Input [default: stdin].
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Output [default: stdout].
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// log2 of the chunk size (12 to 24).
+    #[arg(long, default_value_t = teekms_core::stream::DEFAULT_CHUNK_LOG2, value_parser = clap::value_parser!(u8).range(12..=24))]
+    pub chunk_log2: u8,
+}
+
+#[derive(Args)]
+pub struct DecryptArgs {
+    /// Data key file.
+    #[arg(long, value_name = "FILE")]
+    pub dek: PathBuf,
+    /// Input [default: stdin].
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Output [default: stdout]. A regular file appears only once every chunk authenticated.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }

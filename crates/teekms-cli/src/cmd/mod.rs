@@ -1,6 +1,7 @@
 //! One module per command group.
 
 mod attest;
+mod crypt;
 mod collateral;
 mod demo;
 mod evidence;
@@ -20,6 +21,8 @@ pub async fn run(command: Command) -> CmdResult {
         Command::Evidence(c) => evidence::run(c),
         Command::Collateral(c) => collateral::run(c).await,
         Command::Key(c) => key::run(c).await,
+        Command::Encrypt(a) => crypt::encrypt(a),
+        Command::Decrypt(a) => crypt::decrypt(a),
         Command::Demo => demo::run().await,
     }
 }
