@@ -103,3 +103,49 @@ proptest! {
         let _ = open(&DataKey::generate(), &data);
     }
 }
+
+/// The positional-read file path produces and accepts exactly what the streaming path does.
+#[test]
+fn file_path_matches_stream_path() {
+    let dek = DataKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    for len in [0usize, 1, 4096, 4097, 40_000] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        let plain = dir.path().join("p");
+        std::fs::write(&plain, &data).unwrap();
+        let header = Header::new(KeyId::new("k").unwrap(), 3, 12);
+        let mut via_file = Vec::new();
+        teekms_core::stream::encrypt_file(
+            &dek,
+            &header,
+            &std::fs::File::open(&plain).unwrap(),
+            &mut via_file,
+        )
+        .unwrap();
+        let mut via_stream = Vec::new();
+        encrypt(&dek, &header, &data[..], &mut via_stream).unwrap();
+        assert_eq!(via_file, via_stream, "len {len}");
+        let sealed = dir.path().join("c");
+        std::fs::write(&sealed, &via_file).unwrap();
+        let mut out = Vec::new();
+        let h = teekms_core::stream::decrypt_file(
+            &dek,
+            &std::fs::File::open(&sealed).unwrap(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!((out, h.key_version), (data, 3));
+        // Truncated at a chunk boundary: refused by the file path too.
+        if len > 4096 {
+            std::fs::write(&sealed, &via_file[..via_file.len() - (len - 4096) - 16]).unwrap();
+            assert!(
+                teekms_core::stream::decrypt_file(
+                    &dek,
+                    &std::fs::File::open(&sealed).unwrap(),
+                    &mut Vec::new()
+                )
+                .is_err()
+            );
+        }
+    }
+}

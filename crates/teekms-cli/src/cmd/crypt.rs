@@ -18,25 +18,49 @@ pub fn encrypt(a: EncryptArgs) -> CmdResult {
     let dek = paths::load_dek(&a.dek)?;
     let key_id = KeyId::new(&a.key_id).map_err(|e| Failure::usage(e.to_string()))?;
     let header = Header::new(key_id, a.key_version, a.chunk_log2);
-    run(a.input.as_deref(), a.output.as_deref(), |r, w| stream::encrypt(&dek, &header, r, w).map(|_| ()))
+    run(
+        a.input.as_deref(),
+        a.output.as_deref(),
+        |input, w| match input {
+            Input::File(f) => stream::encrypt_file(&dek, &header, &f, w),
+            Input::Stream(r) => stream::encrypt(&dek, &header, r, w),
+        },
+    )
 }
 
 pub fn decrypt(a: DecryptArgs) -> CmdResult {
     let dek = paths::load_dek(&a.dek)?;
-    run(a.input.as_deref(), a.output.as_deref(), |r, w| stream::decrypt(&dek, r, w).map(|_| ()))
+    run(
+        a.input.as_deref(),
+        a.output.as_deref(),
+        |input, w| match input {
+            Input::File(f) => stream::decrypt_file(&dek, &f, w).map(|_| ()),
+            Input::Stream(r) => stream::decrypt(&dek, r, w).map(|_| ()),
+        },
+    )
 }
 
-/// Counts bytes read, for the progress line.
-struct Counting<R> {
-    inner: R,
+/// A regular file (positional reads on all cores; its size is known) or a stream.
+enum Input {
+    File(File),
+    Stream(Box<dyn Read + Send>),
+}
+
+/// Counts bytes written, for the progress line.
+struct Counting<W> {
+    inner: W,
     done: Arc<AtomicU64>,
 }
 
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
         self.done.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -44,61 +68,101 @@ impl<R: Read> Read for Counting<R> {
 /// a regular file that appears under its name only on success.
 enum Sink {
     Stream(Box<dyn Write + Send>),
-    File { tmp: PathBuf, target: PathBuf, file: File },
+    File {
+        tmp: PathBuf,
+        target: PathBuf,
+        file: File,
+    },
 }
 
 fn open_sink(output: Option<&Path>) -> Result<Sink, Failure> {
     let Some(target) = output else {
-        return Ok(Sink::Stream(Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))));
+        return Ok(Sink::Stream(Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout(),
+        ))));
     };
-    let fail = |e: std::io::Error| Failure::usage(format!("cannot write {}: {e}", target.display()));
+    let fail =
+        |e: std::io::Error| Failure::usage(format!("cannot write {}: {e}", target.display()));
     match std::fs::metadata(target) {
         Ok(m) if !m.is_file() => {
-            let f = std::fs::OpenOptions::new().write(true).open(target).map_err(fail)?;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(target)
+                .map_err(fail)?;
             return Ok(Sink::Stream(Box::new(f)));
         }
         _ => {}
     }
-    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.teekms-tmp{}", std::process::id()));
     let file = File::create(&tmp).map_err(fail)?;
-    Ok(Sink::File { tmp, target: target.to_owned(), file })
+    Ok(Sink::File {
+        tmp,
+        target: target.to_owned(),
+        file,
+    })
 }
 
 fn run<F>(input: Option<&Path>, output: Option<&Path>, op: F) -> CmdResult
 where
-    F: FnOnce(Box<dyn Read + Send>, Box<dyn Write + Send>) -> Result<(), StreamError>,
+    F: FnOnce(Input, Box<dyn Write + Send>) -> Result<(), StreamError>,
 {
-    let (reader, size): (Box<dyn Read + Send>, Option<u64>) = match input {
+    let (reader, size) = match input {
         Some(p) => {
-            let f = File::open(p).map_err(|e| Failure::usage(format!("cannot read {}: {e}", p.display())))?;
-            let size = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
-            (Box::new(f), size)
+            let f = File::open(p)
+                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", p.display())))?;
+            match f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()) {
+                Some(size) => (Input::File(f), Some(size)),
+                None => (Input::Stream(Box::new(f)), None),
+            }
         }
-        None => (Box::new(std::io::stdin()), None),
+        None => (Input::Stream(Box::new(std::io::stdin())), None),
     };
     let done = Arc::new(AtomicU64::new(0));
-    let reader = Box::new(Counting { inner: reader, done: done.clone() });
     let finished = Arc::new(AtomicBool::new(false));
     let progress = (size.is_some() && std::io::stderr().is_terminal()).then(|| {
         let (done, finished, total) = (done.clone(), finished.clone(), size.unwrap_or(0));
         std::thread::spawn(move || {
             while !finished.load(Ordering::Relaxed) {
                 let d = done.load(Ordering::Relaxed);
-                eprint!("\r{:>6.1}% {} / {} MiB", d as f64 * 100.0 / total.max(1) as f64, d >> 20, total >> 20);
+                eprint!(
+                    "\r{:>6.1}% {} / {} MiB",
+                    d as f64 * 100.0 / total.max(1) as f64,
+                    d >> 20,
+                    total >> 20
+                );
                 std::thread::sleep(Duration::from_millis(200));
             }
             eprintln!("\r100.0% {} MiB          ", total >> 20);
         })
     });
     let sink = open_sink(output)?;
+    let counted = |w: Box<dyn Write + Send>| -> Box<dyn Write + Send> {
+        Box::new(Counting {
+            inner: w,
+            done: done.clone(),
+        })
+    };
     let result = match sink {
-        Sink::Stream(w) => op(reader, w),
+        Sink::Stream(w) => op(reader, counted(w)),
         Sink::File { tmp, target, file } => {
-            let r = op(reader, Box::new(file.try_clone().map_err(|e| Failure::usage(e.to_string()))?))
-                .and_then(|_| file.sync_all().map_err(StreamError::Io))
-                .and_then(|_| std::fs::rename(&tmp, &target).map_err(StreamError::Io));
+            let r = op(
+                reader,
+                counted(Box::new(
+                    file.try_clone()
+                        .map_err(|e| Failure::usage(e.to_string()))?,
+                )),
+            )
+            .and_then(|_| file.sync_all().map_err(StreamError::Io))
+            .and_then(|_| std::fs::rename(&tmp, &target).map_err(StreamError::Io));
             if r.is_err() {
                 let _ = std::fs::remove_file(&tmp);
             }
@@ -111,7 +175,8 @@ where
     }
     result.map_err(|e| match e {
         StreamError::Io(io) => Failure::usage(format!("I/O error: {io}")),
-        other => Failure::rejected(other.to_string())
-            .hint("nothing was written under the output's name; check the key and the file's integrity"),
+        other => Failure::rejected(other.to_string()).hint(
+            "nothing was written under the output's name; check the key and the file's integrity",
+        ),
     })
 }

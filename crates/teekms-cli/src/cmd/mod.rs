@@ -1,8 +1,8 @@
 //! One module per command group.
 
 mod attest;
-mod crypt;
 mod collateral;
+mod crypt;
 mod demo;
 mod evidence;
 mod key;
