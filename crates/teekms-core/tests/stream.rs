@@ -142,7 +142,7 @@ fn file_path_matches_stream_path() {
                 teekms_core::stream::decrypt_file(
                     &dek,
                     &std::fs::File::open(&sealed).unwrap(),
-                    &mut Vec::new()
+                    Vec::new()
                 )
                 .is_err()
             );
