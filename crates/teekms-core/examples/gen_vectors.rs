@@ -103,6 +103,8 @@ fn main() {
         }),
     );
 
+    stream_vector(&out);
+
     let sealing = SealingKey::from_bytes([0x53; 32]);
     let record = DataKeyRecord {
         owner: owner.public_key(),
@@ -133,6 +135,30 @@ fn main() {
             },
         }),
     );
+}
+
+fn stream_vector(out: &str) {
+    use teekms_core::stream::{Header, encrypt};
+    let dek = DataKey::from_bytes(&[0x44; 32]).unwrap();
+    let header = Header {
+        key_id: KeyId::new("vector-key").unwrap(),
+        key_version: 2,
+        chunk_log2: 12,
+        salt: [0x5a; 32],
+    };
+    let plaintext: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let mut sealed = Vec::new();
+    encrypt(&dek, &header, &plaintext[..], &mut sealed).unwrap();
+    write(out, "stream-v1.json", json!({
+        "description": "10000 bytes in 4096-byte chunks (3 chunks, the last 1808 bytes). Encryption is deterministic given the header (salt), so re-encrypting must give exactly `ciphertext_hex`.",
+        "dek_hex": hex::encode(dek.expose()),
+        "key_id": "vector-key",
+        "key_version": 2,
+        "chunk_log2": 12,
+        "salt_hex": hex::encode(header.salt),
+        "plaintext_hex": hex::encode(&plaintext),
+        "ciphertext_hex": hex::encode(&sealed),
+    }));
 }
 
 fn write(dir: &str, name: &str, value: serde_json::Value) {

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use teekms_attest::{AttestationDocument, Freshness, NodeStatement, Policy, verify_document};
 use teekms_core::record::DataKeyRecord;
-use teekms_core::{Bundle, KeyId, NodeKeys, OwnerKey, Receipt, SealingKey};
+use teekms_core::{Bundle, DataKey, KeyId, NodeKeys, OwnerKey, Receipt, SealingKey};
 
 fn load(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -130,4 +130,25 @@ fn sealed_record_vector() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn stream_vector() {
+    use teekms_core::stream::{Header, decrypt, encrypt};
+    let v = load("stream-v1.json");
+    let dek = DataKey::from_bytes(&unhex(&v["dek_hex"])).unwrap();
+    let sealed = unhex(&v["ciphertext_hex"]);
+    let mut plain = Vec::new();
+    let header = decrypt(&dek, &sealed[..], &mut plain).unwrap();
+    assert_eq!(plain, unhex(&v["plaintext_hex"]));
+    assert_eq!(header.key_id.as_str(), v["key_id"].as_str().unwrap());
+    let again = Header {
+        key_id: header.key_id.clone(),
+        key_version: v["key_version"].as_u64().unwrap(),
+        chunk_log2: v["chunk_log2"].as_u64().unwrap() as u8,
+        salt: unhex(&v["salt_hex"]).try_into().unwrap(),
+    };
+    let mut resealed = Vec::new();
+    encrypt(&dek, &again, &plain[..], &mut resealed).unwrap();
+    assert_eq!(resealed, sealed, "the format is deterministic given the header");
 }
