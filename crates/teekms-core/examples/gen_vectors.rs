@@ -149,16 +149,20 @@ fn stream_vector(out: &str) {
     let plaintext: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     let mut sealed = Vec::new();
     encrypt(&dek, &header, &plaintext[..], &mut sealed).unwrap();
-    write(out, "stream-v1.json", json!({
-        "description": "10000 bytes in 4096-byte chunks (3 chunks, the last 1808 bytes). Encryption is deterministic given the header (salt), so re-encrypting must give exactly `ciphertext_hex`.",
-        "dek_hex": hex::encode(dek.expose()),
-        "key_id": "vector-key",
-        "key_version": 2,
-        "chunk_log2": 12,
-        "salt_hex": hex::encode(header.salt),
-        "plaintext_hex": hex::encode(&plaintext),
-        "ciphertext_hex": hex::encode(&sealed),
-    }));
+    write(
+        out,
+        "stream-v1.json",
+        json!({
+            "description": "10000 bytes in 4096-byte chunks (3 chunks, the last 1808 bytes). Encryption is deterministic given the header (salt), so re-encrypting must give exactly `ciphertext_hex`.",
+            "dek_hex": hex::encode(dek.expose()),
+            "key_id": "vector-key",
+            "key_version": 2,
+            "chunk_log2": 12,
+            "salt_hex": hex::encode(header.salt),
+            "plaintext_hex": hex::encode(&plaintext),
+            "ciphertext_hex": hex::encode(&sealed),
+        }),
+    );
 }
 
 fn write(dir: &str, name: &str, value: serde_json::Value) {

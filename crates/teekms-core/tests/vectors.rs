@@ -150,5 +150,8 @@ fn stream_vector() {
     };
     let mut resealed = Vec::new();
     encrypt(&dek, &again, &plain[..], &mut resealed).unwrap();
-    assert_eq!(resealed, sealed, "the format is deterministic given the header");
+    assert_eq!(
+        resealed, sealed,
+        "the format is deterministic given the header"
+    );
 }
