@@ -75,8 +75,8 @@ impl KeyService {
         KeyService { tee, keys, cluster }
     }
 
-    /// The node's key set.
-    pub fn keys(&self) -> &NodeKeys {
+    /// The node's key set (private keys: stays inside the server crate).
+    pub(crate) fn keys(&self) -> &NodeKeys {
         &self.keys
     }
 
