@@ -78,14 +78,7 @@ fn verify(
             "ACCEPTED: {} node {}",
             verdict.tee, verdict.statement.node_id
         );
-        if let Some(claims) = &verdict.claims {
-            for (k, v) in claims.as_object().into_iter().flatten() {
-                match v.as_str() {
-                    Some(s) => println!("  {k}: {s}"),
-                    None => println!("  {k}: {v}"),
-                }
-            }
-        }
+        super::print_claims(verdict.claims.as_ref());
         println!("  hpke_public_key: {}", verdict.statement.hpke_public_key);
     } else {
         println!(

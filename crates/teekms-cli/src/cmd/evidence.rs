@@ -44,20 +44,7 @@ pub fn run(cmd: EvidenceCmd) -> CmdResult {
         if let Some(s) = &verdict.tcb_status {
             println!("  tcb_status: {s} {:?}", verdict.advisory_ids);
         }
-        for (k, v) in verdict
-            .claims
-            .as_ref()
-            .and_then(|c| c.as_object())
-            .into_iter()
-            .flatten()
-        {
-            println!(
-                "  {k}: {}",
-                v.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| v.to_string())
-            );
-        }
+        super::print_claims(verdict.claims.as_ref());
         for r in &verdict.reasons {
             println!("  - {r}");
         }

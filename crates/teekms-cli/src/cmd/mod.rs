@@ -54,3 +54,13 @@ pub fn time_arg(at: &Option<String>) -> Result<u64, crate::failure::Failure> {
         None => Ok(now()),
     }
 }
+
+/// Prints verdict claims, one `name: value` per line (strings without quotes).
+pub fn print_claims(claims: Option<&serde_json::Value>) {
+    for (k, v) in claims.and_then(|c| c.as_object()).into_iter().flatten() {
+        match v.as_str() {
+            Some(s) => println!("  {k}: {s}"),
+            None => println!("  {k}: {v}"),
+        }
+    }
+}
