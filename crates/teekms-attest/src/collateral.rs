@@ -147,7 +147,7 @@ pub struct CollateralItem {
 fn cert_validity(der: &[u8]) -> Option<(String, u64, u64)> {
     use der::Decode;
     let der = if der.starts_with(b"-----BEGIN") {
-        pem_blocks(der).into_iter().next()?
+        crate::pem::certificates(der).into_iter().next()?
     } else {
         der.to_vec()
     };
@@ -159,20 +159,6 @@ fn cert_validity(der: &[u8]) -> Option<(String, u64, u64)> {
         v.not_before.to_unix_duration().as_secs(),
         v.not_after.to_unix_duration().as_secs(),
     ))
-}
-
-fn pem_blocks(pem: &[u8]) -> Vec<Vec<u8>> {
-    use base64::Engine;
-    let text = String::from_utf8_lossy(pem);
-    text.split("-----BEGIN CERTIFICATE-----")
-        .skip(1)
-        .filter_map(|b| b.split("-----END CERTIFICATE-----").next())
-        .filter_map(|b| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b.split_whitespace().collect::<String>())
-                .ok()
-        })
-        .collect()
 }
 
 fn signed_json_body(bytes: &[u8], key: &str) -> Option<serde_json::Value> {
@@ -237,7 +223,7 @@ impl CollateralFiles {
                 _ => {
                     // Certificates and chains: the earliest expiry in the file counts.
                     let certs: Vec<(String, u64, u64)> = if bytes.starts_with(b"-----BEGIN") {
-                        pem_blocks(bytes)
+                        crate::pem::certificates(bytes)
                             .iter()
                             .filter_map(|d| cert_validity(d))
                             .collect()

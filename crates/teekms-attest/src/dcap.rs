@@ -226,17 +226,6 @@ impl DcapCollateral {
     }
 }
 
-/// The last certificate of a PEM chain, as DER.
-fn last_pem_cert(pem: &[u8]) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let text = std::str::from_utf8(pem).ok()?;
-    let start = text.rfind("-----BEGIN CERTIFICATE-----")?;
-    let rest = &text[start + "-----BEGIN CERTIFICATE-----".len()..];
-    let end = rest.find("-----END CERTIFICATE-----")?;
-    let b64: String = rest[..end].split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).ok()
-}
-
 fn hex_claims(report: &Report) -> (serde_json::Value, [u8; 64], bool, bool) {
     match report {
         Report::SgxEnclave(r) => {
@@ -349,7 +338,11 @@ pub fn verify_dcap_prepared(
     out.report_data = Some(report_data);
     out.debug = debug;
     out.service_td = service_td;
-    match parsed.raw_cert_chain().ok().and_then(last_pem_cert) {
+    match parsed
+        .raw_cert_chain()
+        .ok()
+        .and_then(|chain| crate::pem::certificates(chain).pop())
+    {
         Some(root) if root == INTEL_SGX_ROOT_CA_DER => {}
         Some(_) => {
             out.reasons.push(

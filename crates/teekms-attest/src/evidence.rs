@@ -4,9 +4,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::collateral::CollateralFiles;
-use crate::dcap::{DcapCollateral, verify_dcap};
+use crate::dcap::verify_dcap_prepared;
 use crate::policy::{AcceptEntry, IntelCommon, SgxEntry, SnpEntry, TdxEntry};
-use crate::snp::{SnpCollateral, verify_snp};
+use crate::snp::verify_snp_with;
 use crate::{Policy, TeeKind};
 
 /// The verdict on a piece of real TEE evidence; serializes as `teekms evidence verify
@@ -65,21 +65,20 @@ pub fn verify_evidence(
     };
     let facts = match tee {
         TeeKind::Sgx | TeeKind::Tdx => {
-            let (coll, coll_err) = match collateral.dcap() {
-                Ok(c) => (c, None),
-                Err(e) => (DcapCollateral::default(), Some(e)),
-            };
-            let r = verify_dcap(tee, evidence, &coll, now_unix);
+            let prepared = collateral.dcap().and_then(|c| c.prepare());
+            let r = verify_dcap_prepared(
+                tee,
+                evidence,
+                prepared.as_ref().map_err(String::as_str),
+                now_unix,
+            );
             v.claims = r.claims;
             v.report_data = r.report_data;
             v.trailing_bytes = Some(r.trailing_bytes);
             v.verified = r.verified;
             v.tcb_status = r.tcb_status;
             v.advisory_ids = r.advisory_ids;
-            v.reasons = match coll_err {
-                Some(e) if v.claims.is_some() => vec![e],
-                _ => r.reasons,
-            };
+            v.reasons = r.reasons;
             Facts {
                 debug: r.debug,
                 service_td: r.service_td,
@@ -89,18 +88,12 @@ pub fn verify_evidence(
             }
         }
         TeeKind::Snp => {
-            let (coll, coll_err) = match collateral.snp() {
-                Ok(c) => (c, None),
-                Err(e) => (SnpCollateral::default(), Some(e)),
-            };
-            let r = verify_snp(evidence, &coll, now_unix);
+            let coll = collateral.snp();
+            let r = verify_snp_with(evidence, coll.as_ref().map_err(String::as_str), now_unix);
             v.claims = r.claims;
             v.report_data = r.report.as_ref().map(|r| r.report_data);
             v.verified = r.verified;
-            v.reasons = match coll_err {
-                Some(e) if v.claims.is_some() => vec![e],
-                _ => r.reasons,
-            };
+            v.reasons = r.reasons;
             let report = r.report.as_ref();
             Facts {
                 debug: report.is_some_and(|r| r.debug()),

@@ -17,6 +17,7 @@ pub mod document;
 mod error;
 pub mod evidence;
 pub mod hexbytes;
+mod pem;
 pub mod policy;
 pub mod sim;
 pub mod snp;

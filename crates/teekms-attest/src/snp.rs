@@ -231,6 +231,25 @@ fn raw_tbs(der: &[u8]) -> Option<&[u8]> {
     Some(tbs)
 }
 
+/// The compiled-in ARKs, parsed and self-signature-checked once per process (they are
+/// constants; checking them on every verification would only repeat an RSA-4096 verify).
+fn pinned_arks() -> &'static [(Product, Cert)] {
+    static ARKS_PARSED: std::sync::OnceLock<Vec<(Product, Cert)>> = std::sync::OnceLock::new();
+    ARKS_PARSED.get_or_init(|| {
+        ARKS.iter()
+            .map(|(p, pem)| {
+                let ark =
+                    Cert::parse("pinned ARK", pem.as_bytes()).expect("compiled-in ARKs parse");
+                assert!(
+                    ark.signed_by(&ark),
+                    "compiled-in {p:?} ARK is not self-signed"
+                );
+                (*p, ark)
+            })
+            .collect()
+    })
+}
+
 struct Cert {
     der: Vec<u8>,
     parsed: Certificate,
@@ -239,7 +258,10 @@ struct Cert {
 impl Cert {
     fn parse(name: &str, bytes: &[u8]) -> Result<Cert, String> {
         let der = if bytes.starts_with(b"-----BEGIN") {
-            pem_to_der(bytes).ok_or_else(|| format!("{name} is not PEM"))?
+            crate::pem::certificates(bytes)
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("{name} is not PEM"))?
         } else {
             bytes.to_vec()
         };
@@ -308,14 +330,6 @@ impl Cert {
     fn serial(&self) -> &[u8] {
         self.parsed.tbs_certificate().serial_number().as_bytes()
     }
-}
-
-fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let text = std::str::from_utf8(pem).ok()?;
-    let body = text.split("-----").nth(2)?;
-    let b64: String = body.split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
 const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
@@ -444,13 +458,23 @@ fn claims(report: &SnpReport, product: Option<Product>) -> serde_json::Value {
 
 /// Verifies an SNP report at `now_unix`.
 pub fn verify_snp(raw: &[u8], c: &SnpCollateral, now_unix: u64) -> SnpResult {
+    verify_snp_with(raw, Ok(c), now_unix)
+}
+
+/// Verifies an SNP report with its collateral, or the reason the collateral could not be
+/// read (claims are still read from the report).
+pub fn verify_snp_with(
+    raw: &[u8],
+    collateral: Result<&SnpCollateral, &str>,
+    now_unix: u64,
+) -> SnpResult {
     let mut out = SnpResult {
         claims: None,
         verified: false,
         reasons: Vec::new(),
         report: None,
         product: None,
-        vlek: c.is_vlek,
+        vlek: collateral.is_ok_and(|c| c.is_vlek),
         vek_not_before: None,
     };
     let report = match SnpReport::parse(raw) {
@@ -462,6 +486,13 @@ pub fn verify_snp(raw: &[u8], c: &SnpCollateral, now_unix: u64) -> SnpResult {
     };
     out.claims = Some(claims(&report, None));
     out.report = Some(report.clone());
+    let c = match collateral {
+        Ok(c) => c,
+        Err(e) => {
+            out.reasons.push(e.to_owned());
+            return out;
+        }
+    };
     match check_chain(raw, &report, c, now_unix) {
         Ok((product, not_before)) => {
             out.product = Some(product);
@@ -493,15 +524,10 @@ fn check_chain(
     }
     let vek = Cert::parse(vek_name, &c.vek)?;
     let ask = Cert::parse(ask_name, &c.ask)?;
-    let (product, ark) = ARKS
+    let (product, ark) = pinned_arks()
         .iter()
-        .map(|(p, pem)| {
-            (
-                *p,
-                Cert::parse("pinned ARK", pem.as_bytes()).expect("compiled-in ARKs parse"),
-            )
-        })
         .find(|(_, ark)| ask.signed_by(ark))
+        .map(|(p, ark)| (*p, ark))
         .ok_or_else(|| {
             format!("the {ask_name} is not signed by any pinned AMD ARK (Milan, Genoa, Turin)")
         })?;
@@ -511,13 +537,10 @@ fn check_chain(
             return Err(format!("ark.pem is not AMD's pinned {product:?} ARK"));
         }
     }
-    if !ark.signed_by(&ark) {
-        return Err("the pinned ARK's self-signature does not verify".into());
-    }
     if !vek.signed_by(&ask) {
         return Err(format!("the {vek_name} is not signed by the {ask_name}"));
     }
-    for (name, cert) in [("ARK", &ark), (ask_name, &ask), (vek_name, &vek)] {
+    for (name, cert) in [("ARK", ark), (ask_name, &ask), (vek_name, &vek)] {
         cert.check_validity(name, now)?;
     }
     let sig = report.signature()?;
@@ -526,7 +549,7 @@ fn check_chain(
         .map_err(|_| format!("the report signature does not verify under the {vek_name}"))?;
     check_vek_extensions(&vek, report, product, c.is_vlek)?;
     if let Some(crl) = &c.crl {
-        check_crl(crl, &ark, &[(ask_name, &ask), (vek_name, &vek)], now)?;
+        check_crl(crl, ark, &[(ask_name, &ask), (vek_name, &vek)], now)?;
     }
     let not_before = vek
         .parsed
