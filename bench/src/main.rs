@@ -291,8 +291,18 @@ fn time_per_op_for(mut f: impl FnMut(), budget: Duration) -> Duration {
 /// the per-round ratio a/b, so a noisy neighbour slows both sides of a ratio alike.
 fn interleaved(mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration, f64) {
     let round = Duration::from_millis(200);
-    let mut rows: Vec<(Duration, Duration)> = (0..9).map(|_| (time_per_op_for(&mut a, round), time_per_op_for(&mut b, round))).collect();
-    let mut ratios: Vec<f64> = rows.iter().map(|(x, y)| x.as_secs_f64() / y.as_secs_f64()).collect();
+    let mut rows: Vec<(Duration, Duration)> = (0..9)
+        .map(|_| {
+            (
+                time_per_op_for(&mut a, round),
+                time_per_op_for(&mut b, round),
+            )
+        })
+        .collect();
+    let mut ratios: Vec<f64> = rows
+        .iter()
+        .map(|(x, y)| x.as_secs_f64() / y.as_secs_f64())
+        .collect();
     ratios.sort_by(f64::total_cmp);
     rows.sort_by_key(|r| r.0);
     let ta = rows[rows.len() / 2].0;
