@@ -85,7 +85,8 @@ impl CollateralFiles {
         }
     }
 
-    fn get(&self, name: &str) -> Option<&Vec<u8>> {
+    /// A file's contents, if present.
+    pub fn get(&self, name: &str) -> Option<&Vec<u8>> {
         self.files.get(name)
     }
 

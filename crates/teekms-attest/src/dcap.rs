@@ -4,8 +4,8 @@
 //! done by `dcap-qvl` (anchored on the pinned Intel SGX Root CA). This module adds what
 //! it lacks: strict structure checks (the quote ends where its signature data says; the
 //! rest is counted as `trailing_bytes`, never used), the check that the root copy inside
-//! the quote is the pinned root, revocation data required unless dangerously skipped,
-//! and the claims in teekms' JSON shape.
+//! the quote is the pinned root, revocation data required unless dangerously skipped
+//! (then `dcap_unrevoked` appraises without it), and the claims in teekms' JSON shape.
 
 use dcap_qvl::QuoteCollateralV3;
 use dcap_qvl::quote::{Quote, Report};
@@ -22,7 +22,7 @@ const HEADER_LEN: usize = 48;
 const SGX_BODY_LEN: usize = 384;
 const TD10_BODY_LEN: usize = 584;
 const TD15_BODY_LEN: usize = 648;
-const TEE_TYPE_SGX: u32 = 0x00;
+pub(crate) const TEE_TYPE_SGX: u32 = 0x00;
 const TEE_TYPE_TDX: u32 = 0x81;
 
 /// Collateral for one DCAP quote, as read from a collateral directory (file contents).
@@ -69,19 +69,33 @@ pub struct DcapResult {
     pub collateral_issued: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct SignedTcbInfo<'a> {
-    #[serde(rename = "tcbInfo", borrow)]
-    body: &'a RawValue,
-    signature: String,
+/// Whether a quote may verify without revocation data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Revocation {
+    /// CRLs are required; without them the quote is rejected (the default).
+    #[default]
+    Required,
+    /// `--dangerous-skip-revocation`: when CRL files are missing the quote is appraised
+    /// without them (a revoked PCK or CA would go unnoticed). CRLs that are all present
+    /// are still checked.
+    DangerouslySkipped,
 }
 
 #[derive(Deserialize)]
-struct SignedQeIdentity<'a> {
-    #[serde(rename = "enclaveIdentity", borrow)]
-    body: &'a RawValue,
-    signature: String,
+pub(crate) struct SignedTcbInfo<'a> {
+    #[serde(rename = "tcbInfo", borrow)]
+    pub body: &'a RawValue,
+    pub signature: String,
 }
+
+#[derive(Deserialize)]
+pub(crate) struct SignedQeIdentity<'a> {
+    #[serde(rename = "enclaveIdentity", borrow)]
+    pub body: &'a RawValue,
+    pub signature: String,
+}
+
+const MISSING_REVOCATION: &str = "revocation data is missing (pck_crl.der, pck_crl_issuer_chain.pem and root_ca_crl.der are all required; --dangerous-skip-revocation verifies without them)";
 
 /// Where a quote ends: header, body, then a 4-byte length and that many bytes of
 /// signature data. Errors name the inconsistency.
@@ -155,7 +169,7 @@ fn collateral_v3(c: &DcapCollateral) -> Result<QuoteCollateralV3, String> {
     let (Some(pck_crl), Some(pck_crl_issuer_chain), Some(root_ca_crl)) =
         (&c.pck_crl, &c.pck_crl_issuer_chain, &c.root_ca_crl)
     else {
-        return Err("revocation data is missing (pck_crl.der, pck_crl_issuer_chain.pem and root_ca_crl.der are all required)".into());
+        return Err(MISSING_REVOCATION.into());
     };
     Ok(QuoteCollateralV3 {
         pck_crl_issuer_chain: pck_crl_issuer_chain.clone(),
@@ -196,32 +210,52 @@ fn issue_date(body: &str) -> Option<u64> {
     crate::parse_rfc3339(serde_json::from_str::<Dated<'_>>(body).ok()?.issue_date)
 }
 
+/// A CRL's file name and validity window (`thisUpdate`, `nextUpdate`), Unix seconds.
+type CrlWindow = (&'static str, u64, Option<u64>);
+
 /// DCAP collateral checked for shape and converted once, ready to verify many quotes.
 #[derive(Clone, Debug)]
 pub struct PreparedCollateral {
-    v3: QuoteCollateralV3,
+    /// With its revocation data: dcap-qvl's form and the CRLs' validity windows.
+    revocable: Result<(QuoteCollateralV3, [CrlWindow; 2]), String>,
+    /// The files as given, for the appraisal without revocation data.
+    files: DcapCollateral,
     issued: Option<u64>,
-    crl_windows: [(&'static str, u64, Option<u64>); 2],
 }
 
 impl DcapCollateral {
     /// Converts the files into the verifier's form; errors name the defective file.
+    /// Missing revocation data is not an error here: whether it may be missing is
+    /// decided at verification ([`Revocation`]).
     pub fn prepare(&self) -> Result<PreparedCollateral, String> {
-        let v3 = collateral_v3(self)?;
-        let issued = [&v3.tcb_info, &v3.qe_identity]
+        let revocable = match collateral_v3(self) {
+            Ok(v3) => {
+                let (pck_this, pck_next) = crl_window("pck_crl.der", &v3.pck_crl)?;
+                let (root_this, root_next) = crl_window("root_ca_crl.der", &v3.root_ca_crl)?;
+                let windows = [
+                    ("pck_crl.der", pck_this, pck_next),
+                    ("root_ca_crl.der", root_this, root_next),
+                ];
+                Ok((v3, windows))
+            }
+            // Whether revocation data may be missing is decided at verification.
+            Err(e) if e == MISSING_REVOCATION => Err(e),
+            Err(e) => return Err(e),
+        };
+        let bodies = [&self.tcb_info, &self.qe_identity];
+        let issued = bodies
             .iter()
-            .map(|body| issue_date(body))
+            .map(|file| {
+                let v: serde_json::Value = serde_json::from_slice(file).ok()?;
+                let body = v.get("tcbInfo").or_else(|| v.get("enclaveIdentity"))?;
+                issue_date(&body.to_string())
+            })
             .collect::<Option<Vec<u64>>>()
             .and_then(|d| d.into_iter().min());
-        let (pck_this, pck_next) = crl_window("pck_crl.der", &v3.pck_crl)?;
-        let (root_this, root_next) = crl_window("root_ca_crl.der", &v3.root_ca_crl)?;
         Ok(PreparedCollateral {
-            v3,
+            revocable,
+            files: self.clone(),
             issued,
-            crl_windows: [
-                ("pck_crl.der", pck_this, pck_next),
-                ("root_ca_crl.der", root_this, root_next),
-            ],
         })
     }
 }
@@ -278,6 +312,7 @@ pub fn verify_dcap(
     tee: TeeKind,
     quote: &[u8],
     collateral: &DcapCollateral,
+    revocation: Revocation,
     now_unix: u64,
 ) -> DcapResult {
     let prepared = collateral.prepare();
@@ -285,8 +320,23 @@ pub fn verify_dcap(
         tee,
         quote,
         prepared.as_ref().map_err(String::as_str),
+        revocation,
         now_unix,
     )
+}
+
+/// The appraisal without revocation data alone, even where CRLs are given: what
+/// `--dangerous-skip-revocation` runs when they are missing. Public so that tests can
+/// cross-check it against dcap-qvl on every vector.
+pub fn verify_dcap_ignoring_revocation(
+    tee: TeeKind,
+    quote: &[u8],
+    collateral: &DcapCollateral,
+    now_unix: u64,
+) -> DcapResult {
+    let mut files = collateral.clone();
+    (files.pck_crl, files.pck_crl_issuer_chain, files.root_ca_crl) = (None, None, None);
+    verify_dcap(tee, quote, &files, Revocation::DangerouslySkipped, now_unix)
 }
 
 /// Verifies a DCAP quote with collateral prepared earlier (or the reason it could not
@@ -295,6 +345,7 @@ pub fn verify_dcap_prepared(
     tee: TeeKind,
     quote: &[u8],
     collateral: Result<&PreparedCollateral, &str>,
+    revocation: Revocation,
     now_unix: u64,
 ) -> DcapResult {
     let mut out = DcapResult {
@@ -366,7 +417,25 @@ pub fn verify_dcap_prepared(
         }
     };
     out.collateral_issued = coll.issued;
-    for (name, this, next) in &coll.crl_windows {
+    let (v3, crl_windows) = match (&coll.revocable, revocation) {
+        (Ok((v3, windows)), _) => (v3, windows),
+        (Err(_), Revocation::DangerouslySkipped) => {
+            match crate::dcap_unrevoked::appraise(quote, &parsed, &coll.files, now_unix) {
+                Ok(a) => {
+                    out.verified = true;
+                    out.tcb_status = Some(a.status);
+                    out.advisory_ids = a.advisory_ids;
+                }
+                Err(e) => out.reasons.push(e),
+            }
+            return out;
+        }
+        (Err(e), Revocation::Required) => {
+            out.reasons.push(e.clone());
+            return out;
+        }
+    };
+    for (name, this, next) in crl_windows {
         if now_unix < *this {
             out.reasons.push(format!(
                 "{name} is not valid yet (thisUpdate is after the verification time)"
@@ -384,7 +453,7 @@ pub fn verify_dcap_prepared(
     let verifier = dcap_qvl::verify::QuoteVerifier::new(INTEL_SGX_ROOT_CA_DER.to_vec())
         .allow_debug(true)
         .allow_service_td(true);
-    match verifier.verify(quote, &coll.v3, now_unix) {
+    match verifier.verify(quote, v3, now_unix) {
         Ok(report) => {
             out.verified = true;
             out.tcb_status = Some(report.status);

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::collateral::CollateralFiles;
-use crate::dcap::verify_dcap_prepared;
+use crate::dcap::{Revocation, verify_dcap_prepared};
 use crate::policy::{AcceptEntry, IntelCommon, SgxEntry, SnpEntry, TdxEntry};
 use crate::snp::verify_snp_with;
 use crate::{Policy, TeeKind};
@@ -44,12 +44,33 @@ struct Facts {
 }
 
 /// Verifies `evidence` of `tee` with `collateral` at `now_unix` and appraises it against
-/// `policy`. Never panics on hostile input; every defect is a reason.
+/// `policy`. Never panics on hostile input; every defect is a reason. Revocation data is
+/// required.
 pub fn verify_evidence(
     tee: TeeKind,
     evidence: &[u8],
     collateral: &CollateralFiles,
     policy: &Policy,
+    now_unix: u64,
+) -> EvidenceVerdict {
+    verify_evidence_with(
+        tee,
+        evidence,
+        collateral,
+        policy,
+        Revocation::Required,
+        now_unix,
+    )
+}
+
+/// [`verify_evidence`], saying whether DCAP revocation data may be missing (SNP: the AMD
+/// CRL is optional either way, as AMD's own tools treat it).
+pub fn verify_evidence_with(
+    tee: TeeKind,
+    evidence: &[u8],
+    collateral: &CollateralFiles,
+    policy: &Policy,
+    revocation: Revocation,
     now_unix: u64,
 ) -> EvidenceVerdict {
     let mut v = EvidenceVerdict {
@@ -70,6 +91,7 @@ pub fn verify_evidence(
                 tee,
                 evidence,
                 prepared.as_ref().map_err(String::as_str),
+                revocation,
                 now_unix,
             );
             v.claims = r.claims;

@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod collateral;
 pub mod dcap;
+mod dcap_unrevoked;
 pub mod document;
 mod error;
 pub mod evidence;

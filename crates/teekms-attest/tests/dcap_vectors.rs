@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use teekms_attest::TeeKind;
-use teekms_attest::dcap::{DcapCollateral, INTEL_SGX_ROOT_CA_DER, verify_dcap};
+use teekms_attest::dcap::{
+    DcapCollateral, INTEL_SGX_ROOT_CA_DER, Revocation, verify_dcap, verify_dcap_ignoring_revocation,
+};
 
 fn vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
@@ -93,7 +95,7 @@ fn every_dcap_vector_gets_its_stated_outcome() {
         let id = v["id"].as_str().unwrap();
         let (tee, quote, coll) = inputs(v, &all);
         let now = v["verification_time"]["unix"].as_u64().unwrap();
-        let r = verify_dcap(tee, &quote, &coll, now);
+        let r = verify_dcap(tee, &quote, &coll, Revocation::Required, now);
         let expected = &v["expected"];
         match expected["result"].as_str().unwrap() {
             "accept" | "policy-dependent" => {
@@ -143,7 +145,7 @@ fn every_dcap_vector_gets_its_stated_outcome() {
         }
         for case in v["additional_cases"].as_array().into_iter().flatten() {
             let t = case["time_unix"].as_u64().unwrap();
-            let r = verify_dcap(tee, &quote, &coll, t);
+            let r = verify_dcap(tee, &quote, &coll, Revocation::Required, t);
             match case["expected"].as_str().unwrap() {
                 "reject" => assert!(!r.verified, "{id} at {t}: {}", case["reason"]),
                 // Signature/chain-only verification is not a mode teekms offers: with the
@@ -155,32 +157,104 @@ fn every_dcap_vector_gets_its_stated_outcome() {
     }
 }
 
+/// Each positive vector with its CRL files removed: rejected without the dangerous flag,
+/// the same outcome (verified, status, advisories) with it. One CRL file missing counts
+/// as missing revocation data too.
 #[test]
-fn missing_revocation_data_is_a_rejection() {
+fn missing_revocation_data_is_a_rejection_unless_dangerously_skipped() {
     let (all, dcap) = dcap_vectors();
-    for v in dcap
+    let positives: Vec<&Value> = dcap
         .iter()
-        .filter(|v| v["expected"]["result"] == "accept" && v["derived_from"].is_null())
-    {
-        let (tee, quote, mut coll) = inputs(v, &all);
-        coll.pck_crl = None;
-        let r = verify_dcap(
-            tee,
-            &quote,
-            &coll,
-            v["verification_time"]["unix"].as_u64().unwrap(),
-        );
-        assert!(!r.verified, "{}", v["id"]);
-        assert!(
-            r.reasons[0].contains("revocation data is missing"),
-            "{:?}",
-            r.reasons
-        );
-        assert!(
-            r.claims.is_some(),
-            "claims are reported whenever the quote parses"
-        );
+        .filter(|v| {
+            matches!(
+                v["expected"]["result"].as_str(),
+                Some("accept" | "policy-dependent")
+            ) && v["derived_from"].is_null()
+        })
+        .collect();
+    assert!(
+        positives.len() >= 6,
+        "positive DCAP vectors: {}",
+        positives.len()
+    );
+    for v in positives {
+        let id = v["id"].as_str().unwrap();
+        let now = v["verification_time"]["unix"].as_u64().unwrap();
+        let (tee, quote, coll) = inputs(v, &all);
+        let with_crls = verify_dcap(tee, &quote, &coll, Revocation::Required, now);
+        assert!(with_crls.verified, "{id}: {:?}", with_crls.reasons);
+
+        let mut partial = coll.clone();
+        partial.pck_crl = None;
+        let mut none = coll.clone();
+        (none.pck_crl, none.pck_crl_issuer_chain, none.root_ca_crl) = (None, None, None);
+        for (what, c) in [("no pck_crl.der", &partial), ("no CRL files", &none)] {
+            let r = verify_dcap(tee, &quote, c, Revocation::Required, now);
+            assert!(
+                !r.verified,
+                "{id} with {what}: accepted without revocation data"
+            );
+            assert!(
+                r.reasons[0].contains("revocation data is missing")
+                    && r.reasons[0].contains("--dangerous-skip-revocation"),
+                "{id}: {:?}",
+                r.reasons
+            );
+            assert!(
+                r.claims.is_some(),
+                "claims are reported whenever the quote parses"
+            );
+
+            let r = verify_dcap(tee, &quote, c, Revocation::DangerouslySkipped, now);
+            assert!(r.verified, "{id} with {what}, skipped: {:?}", r.reasons);
+            assert_eq!(r.tcb_status, with_crls.tcb_status, "{id} with {what}");
+            assert_eq!(r.advisory_ids, with_crls.advisory_ids, "{id} with {what}");
+            assert_eq!(r.claims, with_crls.claims, "{id} with {what}");
+        }
     }
+}
+
+/// The appraisal without revocation data is ours (dcap-qvl has none), so it is
+/// cross-checked against dcap-qvl on every DCAP vector and time case: where dcap-qvl
+/// verifies, ours verifies with the same status and advisories; where dcap-qvl rejects,
+/// ours rejects too, except where the rejection is about a CRL (a CRL not yet valid at
+/// an additional time case): that is the one place the two must differ.
+#[test]
+fn appraisal_without_revocation_agrees_with_dcap_qvl() {
+    let (all, dcap) = dcap_vectors();
+    let mut compared = 0;
+    for v in &dcap {
+        let id = v["id"].as_str().unwrap();
+        let (tee, quote, coll) = inputs(v, &all);
+        let mut times = vec![v["verification_time"]["unix"].as_u64().unwrap()];
+        times.extend(
+            v["additional_cases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c["time_unix"].as_u64().unwrap()),
+        );
+        for t in times {
+            let theirs = verify_dcap(tee, &quote, &coll, Revocation::Required, t);
+            let ours = verify_dcap_ignoring_revocation(tee, &quote, &coll, t);
+            if theirs
+                .reasons
+                .iter()
+                .any(|r| r.to_lowercase().contains("crl"))
+            {
+                continue;
+            }
+            assert_eq!(
+                ours.verified, theirs.verified,
+                "{id} at {t}: ours {:?} / dcap-qvl {:?}",
+                ours.reasons, theirs.reasons
+            );
+            assert_eq!(ours.tcb_status, theirs.tcb_status, "{id} at {t}");
+            assert_eq!(ours.advisory_ids, theirs.advisory_ids, "{id} at {t}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 20, "compared {compared}");
 }
 
 /// Flip one byte in each region of each positive quote and collateral file: rejected.
@@ -211,8 +285,13 @@ fn mutations_of_positive_vectors_are_rejected() {
         {
             let mut bad = quote.clone();
             bad[off] ^= 0x01;
-            let r = verify_dcap(tee, &bad, &coll, now);
+            let r = verify_dcap(tee, &bad, &coll, Revocation::Required, now);
             assert!(!r.verified, "{id}: byte {off:#x} flipped was accepted");
+            let r = verify_dcap_ignoring_revocation(tee, &bad, &coll, now);
+            assert!(
+                !r.verified,
+                "{id}: byte {off:#x} flipped was accepted without revocation data"
+            );
         }
         // The signed bodies of the collateral.
         for (name, field) in [("tcb_info", 0), ("qe_identity", 1)] {
@@ -225,8 +304,12 @@ fn mutations_of_positive_vectors_are_rejected() {
             let pos = target.iter().position(|&b| b == b'"').unwrap() + 3;
             target[pos] ^= 0x01;
             assert!(
-                !verify_dcap(tee, &quote, &c, now).verified,
+                !verify_dcap(tee, &quote, &c, Revocation::Required, now).verified,
                 "{id}: {name} altered was accepted"
+            );
+            assert!(
+                !verify_dcap_ignoring_revocation(tee, &quote, &c, now).verified,
+                "{id}: {name} altered was accepted without revocation data"
             );
         }
         let mut c = coll.clone();
@@ -234,7 +317,7 @@ fn mutations_of_positive_vectors_are_rejected() {
         let n = crl.len();
         crl[n - 10] ^= 0x01;
         assert!(
-            !verify_dcap(tee, &quote, &c, now).verified,
+            !verify_dcap(tee, &quote, &c, Revocation::Required, now).verified,
             "{id}: PCK CRL altered was accepted"
         );
     }
@@ -306,7 +389,13 @@ fn cross_check_against_dcap_qvl_where_we_go_further() {
         dcap_qvl_alone.is_ok(),
         "dcap-qvl accepts a CRL before its thisUpdate"
     );
-    let ours = teekms_attest::dcap::verify_dcap_prepared(tee, &quote, Ok(&prepared), t);
+    let ours = teekms_attest::dcap::verify_dcap_prepared(
+        tee,
+        &quote,
+        Ok(&prepared),
+        Revocation::Required,
+        t,
+    );
     assert!(
         !ours.verified && ours.reasons[0].contains("not valid yet"),
         "{:?}",
@@ -321,6 +410,7 @@ fn cross_check_against_dcap_qvl_where_we_go_further() {
         tee,
         &quote,
         &coll,
+        Revocation::Required,
         v["verification_time"]["unix"].as_u64().unwrap(),
     );
     assert!(
@@ -336,6 +426,7 @@ fn cross_check_against_dcap_qvl_where_we_go_further() {
         tee,
         &quote,
         &coll,
+        Revocation::Required,
         v["verification_time"]["unix"].as_u64().unwrap(),
     );
     assert_eq!(r.trailing_bytes, 39);

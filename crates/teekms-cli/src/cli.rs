@@ -264,6 +264,11 @@ pub enum EvidenceCmd {
         /// Verification policy (TOML) [default: genuine hardware, UpToDate only, no debug].
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// DCAP: verify even when the CRL files are missing (a revoked platform or CA
+        /// would then go unnoticed; a warning goes to stderr). CRLs that are present are
+        /// still checked.
+        #[arg(long)]
+        dangerous_skip_revocation: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,

@@ -387,3 +387,87 @@ fn collateral_show_reports_coverage_expiry_and_warnings() {
     let (code, _, _) = env.run(&["collateral", "show", env.dir.path().to_str().unwrap()]);
     assert_eq!(code, 2, "an empty directory is a usage error");
 }
+
+/// Each positive DCAP vector with its CRL files removed: rejected without the dangerous
+/// flag; with it, the same verdict as with the CRLs, and a warning on stderr only.
+#[test]
+fn dangerous_skip_revocation_gives_the_same_outcome_with_a_warning() {
+    let env = Env::new();
+    for (tee, folder, at) in [
+        ("tdx", "tdx/dcapqvl-tdx-v4-uptodate", "2025-07-19T10:00:34Z"),
+        (
+            "tdx",
+            "tdx/gotdxguest-tdx-v5-uptodate",
+            "2026-03-20T10:41:14Z",
+        ),
+        (
+            "sgx",
+            "sgx/dcapqvl-sgx-v3-processor-ca",
+            "2025-07-19T10:01:17Z",
+        ),
+    ] {
+        let dir = vectors().join(folder);
+        let (full_code, full, _) = verify(&env, tee, folder, "quote.bin", at, &[]);
+        assert_eq!(full["verified"], true, "{folder}: {full}");
+
+        let no_crl = env.path(&folder.replace('/', "_"));
+        std::fs::create_dir(&no_crl).unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if !name.contains("crl") {
+                std::fs::copy(dir.join(&name), no_crl.join(&name)).unwrap();
+            }
+        }
+        let quote = dir.join("quote.bin");
+        let run = |extra: &[&str]| {
+            let mut args = vec![
+                "evidence",
+                "verify",
+                "--tee",
+                tee,
+                "--evidence",
+                quote.to_str().unwrap(),
+                "--collateral",
+                no_crl.to_str().unwrap(),
+                "--at",
+                at,
+                "--json",
+            ];
+            args.extend_from_slice(extra);
+            let (code, out, err) = env.run(&args);
+            let v: serde_json::Value = serde_json::from_str(&out)
+                .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {out}"));
+            (code, v, err)
+        };
+        let (code, v, err) = run(&[]);
+        assert_eq!(
+            (code, &v["verified"]),
+            (1, &serde_json::json!(false)),
+            "{folder}"
+        );
+        assert!(
+            v["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("revocation data is missing"),
+            "{folder}: {v}"
+        );
+        assert!(!err.contains("warning"), "{folder}: {err}");
+
+        let (code, v, err) = run(&["--dangerous-skip-revocation"]);
+        assert_eq!(code, full_code, "{folder}: {v}");
+        for field in [
+            "verified",
+            "accepted",
+            "tcb_status",
+            "advisory_ids",
+            "claims",
+        ] {
+            assert_eq!(v[field], full[field], "{folder}: {field}");
+        }
+        assert!(
+            err.contains("warning") && err.contains("revocation is NOT checked"),
+            "{folder}: {err}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 use std::path::Path;
 
 use teekms_attest::collateral::{CollateralFiles, KNOWN_FILES, MAX_FILE_LEN};
-use teekms_attest::evidence::verify_evidence;
+use teekms_attest::dcap::Revocation;
+use teekms_attest::evidence::verify_evidence_with;
 use teekms_attest::{Policy, TeeKind};
 
 use crate::cli::{EvidenceCmd, RealTee};
@@ -18,6 +19,7 @@ pub fn run(cmd: EvidenceCmd) -> CmdResult {
         collateral,
         at,
         policy,
+        dangerous_skip_revocation,
         json,
     } = cmd;
     let tee = tee_kind(tee);
@@ -28,7 +30,24 @@ pub fn run(cmd: EvidenceCmd) -> CmdResult {
     };
     let bytes = paths::read(&evidence, "evidence", MAX_EVIDENCE)?;
     let files = read_collateral_dir(&collateral)?;
-    let verdict = verify_evidence(tee, &bytes, &files, &policy, at);
+    let revocation = if dangerous_skip_revocation {
+        Revocation::DangerouslySkipped
+    } else {
+        Revocation::Required
+    };
+    if dangerous_skip_revocation && matches!(tee, TeeKind::Sgx | TeeKind::Tdx) {
+        let missing: Vec<&str> = ["pck_crl.der", "pck_crl_issuer_chain.pem", "root_ca_crl.der"]
+            .into_iter()
+            .filter(|name| files.get(name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            eprintln!(
+                "teekms: warning: --dangerous-skip-revocation: {} missing, so revocation is NOT checked; a revoked platform or Intel CA would be accepted",
+                missing.join(", ")
+            );
+        }
+    }
+    let verdict = verify_evidence_with(tee, &bytes, &files, &policy, revocation, at);
     if json {
         println!(
             "{}",
