@@ -335,6 +335,17 @@ impl Policy {
         Ok(Policy { entries })
     }
 
+    /// A policy of one entry given as a JSON object with the keys of an `[[accept]]`
+    /// entry (how key policies name the workloads they admit); the same strict checks.
+    pub fn from_json_entry(entry: &serde_json::Value) -> Result<Policy, PolicyError> {
+        let raw: RawEntry = serde_json::from_value(entry.clone())
+            .map_err(|e| PolicyError::Syntax(format!("workload entry: {e}")))?;
+        let entry = resolve(raw).map_err(|reason| PolicyError::Entry { index: 0, reason })?;
+        Ok(Policy {
+            entries: vec![entry],
+        })
+    }
+
     /// A policy that accepts exactly one sim root (and optionally one measurement).
     pub fn sim(sim_root: [u8; 32], measurement: Option<[u8; 48]>) -> Policy {
         Policy {

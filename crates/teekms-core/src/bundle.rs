@@ -65,20 +65,10 @@ pub struct OpenedBundle {
     pub statement_hash: [u8; 64],
 }
 
-/// Checks that a key policy is a JSON object within the size limit.
+/// Checks that a key policy is valid (spec/key-policy-v1.md): a JSON object within the
+/// size limit, strictly of the key-policy shape.
 pub fn validate_key_policy(text: &str) -> Result<(), CoreError> {
-    let bad = |reason: String| CoreError::InvalidKeyPolicy {
-        max: MAX_KEY_POLICY_LEN,
-        reason,
-    };
-    if text.len() > MAX_KEY_POLICY_LEN {
-        return Err(bad("too large".into()));
-    }
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Object(_)) => Ok(()),
-        Ok(_) => Err(bad("not an object".into())),
-        Err(e) => Err(bad(e.to_string())),
-    }
+    crate::access::KeyPolicy::parse(text).map(|_| ())
 }
 
 fn aad(key_id: &str, owner: &[u8; 32], key_policy: &str, statement_hash: &[u8; 64]) -> Vec<u8> {

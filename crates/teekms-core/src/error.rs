@@ -70,6 +70,17 @@ pub enum CoreError {
         /// What is wrong.
         reason: String,
     },
+    /// An envelope ciphertext that does not parse.
+    #[error("envelope ciphertext is malformed: {0}")]
+    EnvelopeMalformed(String),
+    /// An envelope ciphertext that does not authenticate.
+    #[error(
+        "envelope ciphertext did not decrypt: it was altered, the associated data differs, or it was made with another key"
+    )]
+    EnvelopeDecrypt,
+    /// An access key token of the wrong shape.
+    #[error("access key is malformed: expected ak-<16 hex>.<64 hex>")]
+    AccessKeyMalformed,
 }
 
 impl CoreError {

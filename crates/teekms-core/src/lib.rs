@@ -9,8 +9,11 @@
 
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod api;
+pub mod audit;
 pub mod bundle;
+pub mod envelope;
 mod error;
 pub mod hpke;
 pub mod keyid;
@@ -19,6 +22,7 @@ pub mod owner;
 pub mod receipt;
 pub mod record;
 pub mod secret;
+pub mod state;
 pub mod stream;
 
 pub use bundle::Bundle;
@@ -43,4 +47,32 @@ pub fn random_bytes(out: &mut [u8]) {
     aws_lc_rs::rand::SystemRandom::new()
         .fill(out)
         .expect("the system RNG does not fail");
+}
+
+/// HKDF-SHA256 to 32 bytes: extract with `salt`, expand with the concatenated `info`.
+pub(crate) fn hkdf32(salt: &[u8], ikm: &[u8], info: &[&[u8]]) -> zeroize::Zeroizing<[u8; 32]> {
+    use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
+    struct Len32;
+    impl aws_lc_rs::hkdf::KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    Salt::new(HKDF_SHA256, salt)
+        .extract(ikm)
+        .expand(info, Len32)
+        .and_then(|okm| okm.fill(out.as_mut()))
+        .expect("HKDF output of 32 bytes");
+    out
+}
+
+/// HMAC-SHA256 of `parts` concatenated.
+pub(crate) fn hmac256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use aws_lc_rs::hmac;
+    let mut ctx = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, key));
+    for p in parts {
+        ctx.update(p);
+    }
+    ctx.sign().as_ref().try_into().expect("32 bytes")
 }

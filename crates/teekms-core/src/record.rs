@@ -34,6 +34,13 @@ impl SealingKey {
         &self.0
     }
 
+    /// A subkey for one purpose (`label`), derived with HKDF: the audit MAC key and the
+    /// access-key secret hashing key come from the cluster key this way, so they exist
+    /// only inside TEEs that hold it.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        crate::hkdf32(b"teekms/v1/subkey", self.0.as_ref(), &[label.as_bytes()])
+    }
+
     fn aead(&self) -> LessSafeKey {
         LessSafeKey::new(UnboundKey::new(&AES_256_GCM, self.0.as_ref()).expect("32-byte key"))
     }
