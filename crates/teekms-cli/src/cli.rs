@@ -88,6 +88,9 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
+    /// Shortest waiting period owners may give a scheduled key deletion (e.g. 7d, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    pub min_deletion_wait: String,
     #[command(flatten)]
     pub platform: PlatformArgs,
 }

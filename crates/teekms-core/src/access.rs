@@ -226,10 +226,7 @@ pub fn authorize(
     }
     if let Some(grant) = &caller.access_key {
         let in_scope = grant.owner == *owner
-            && grant
-                .keys
-                .iter()
-                .any(|k| k == "*" || k == key_id.as_str())
+            && grant.keys.iter().any(|k| k == "*" || k == key_id.as_str())
             && grant.operations.contains(&op);
         if !in_scope {
             return Err(format!(
@@ -275,7 +272,9 @@ fn principal_matches(p: &Principal, caller: &Caller, now: u64) -> bool {
 /// Whether `s` looks like an access key id: `ak-` and 16 lowercase hex characters.
 pub fn is_access_key_id(s: &str) -> bool {
     s.strip_prefix("ak-").is_some_and(|h| {
-        h.len() == 16 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 16
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -313,7 +312,8 @@ pub fn parse_access_token(
     if !is_access_key_id(id) || secret_hex.len() != 64 {
         return Err(CoreError::AccessKeyMalformed);
     }
-    let secret = Zeroizing::new(hex::decode(secret_hex).map_err(|_| CoreError::AccessKeyMalformed)?);
+    let secret =
+        Zeroizing::new(hex::decode(secret_hex).map_err(|_| CoreError::AccessKeyMalformed)?);
     Ok((id.to_owned(), hash_secret(hash_key, &secret)))
 }
 
@@ -383,7 +383,11 @@ mod tests {
         ] {
             assert!(KeyPolicy::parse(bad).is_err(), "{bad}");
         }
-        assert!(KeyPolicy::parse(r#"{"exportable":true}"#).unwrap().exportable);
+        assert!(
+            KeyPolicy::parse(r#"{"exportable":true}"#)
+                .unwrap()
+                .exportable
+        );
     }
 
     #[test]

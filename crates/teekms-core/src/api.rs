@@ -49,3 +49,300 @@ pub struct ErrorBody {
     /// Human-readable message.
     pub message: String,
 }
+
+/// Bytes carried as standard base64 in JSON.
+#[derive(Clone, PartialEq, Eq)]
+pub struct B64(pub Vec<u8>);
+
+impl std::fmt::Debug for B64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "B64({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for B64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        teekms_attest::hexbytes::base64_bytes::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for B64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        teekms_attest::hexbytes::base64_bytes::deserialize(d).map(B64)
+    }
+}
+
+/// Secret bytes (plaintext, data keys) as base64: zeroized on drop, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretB64(pub zeroize::Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for SecretB64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretB64(..)")
+    }
+}
+
+impl Serialize for SecretB64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        teekms_attest::hexbytes::base64_bytes::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretB64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        teekms_attest::hexbytes::base64_bytes::deserialize(d)
+            .map(|v| SecretB64(zeroize::Zeroizing::new(v)))
+    }
+}
+
+/// A secret in a response to an attested workload: HPKE-sealed to the public key bound
+/// in its evidence (info `teekms/v1/response`, associated data the operation name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedSecret {
+    /// HPKE encapsulated key.
+    pub enc: B64,
+    /// HPKE ciphertext.
+    pub ciphertext: B64,
+}
+
+/// HPKE `info` of secrets sealed to workloads.
+pub const SEALED_RESPONSE_INFO: &[u8] = b"teekms/v1/response";
+
+/// `POST /v1/envelope/encrypt`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptRequest {
+    /// The key.
+    pub key_id: String,
+    /// The key's owner (fingerprint); default: the caller's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// At most 64 KiB.
+    pub plaintext: SecretB64,
+    /// Associated data, needed again to decrypt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aad: Option<B64>,
+}
+
+/// A ciphertext and the key version that made it.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiphertextResponse {
+    /// The key.
+    pub key_id: String,
+    /// The version used.
+    pub key_version: u64,
+    /// Envelope ciphertext (spec/envelope-v1.md).
+    pub ciphertext: B64,
+}
+
+/// `POST /v1/envelope/decrypt`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptRequest {
+    /// Envelope ciphertext (it names its key).
+    pub ciphertext: B64,
+    /// The associated data given at encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aad: Option<B64>,
+}
+
+/// A secret returned to the caller: in plaintext over the attested channel, or sealed to
+/// an attested workload's key.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretResponse {
+    /// The key.
+    pub key_id: String,
+    /// The version used.
+    pub key_version: u64,
+    /// For `generate-data-key`: the new data key wrapped under the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ciphertext: Option<B64>,
+    /// The secret, for callers that are not attested workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext: Option<SecretB64>,
+    /// The secret, HPKE-sealed to an attested workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedSecret>,
+}
+
+/// `POST /v1/envelope/generate-data-key`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateDataKeyRequest {
+    /// The wrapping key.
+    pub key_id: String,
+    /// The key's owner (fingerprint); default: the caller's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Associated data bound to the wrapped copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aad: Option<B64>,
+}
+
+/// `POST /v1/envelope/re-encrypt`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReEncryptRequest {
+    /// The ciphertext to move.
+    pub ciphertext: B64,
+    /// Its associated data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aad: Option<B64>,
+    /// Destination key [default: the same key, latest version].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_key_id: Option<String>,
+    /// Destination key's owner [default: the source key's owner].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_owner: Option<String>,
+    /// Associated data of the new ciphertext [default: the same].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_aad: Option<B64>,
+}
+
+/// `GET /v1/keys/{id}`: a key's metadata. Never material.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDescription {
+    /// The key.
+    pub key_id: String,
+    /// Owner fingerprint.
+    pub owner: String,
+    /// Version used for new encryptions.
+    pub current_version: u64,
+    /// Oldest version that still decrypts.
+    pub min_decryption_version: u64,
+    /// Disabled keys refuse data operations.
+    pub enabled: bool,
+    /// Pending deletion at this time (Unix seconds), if scheduled.
+    pub deletion_at: Option<u64>,
+    /// Whether the key policy allows export to the owner.
+    pub exportable: bool,
+    /// Every version, with its key check value.
+    pub versions: Vec<KeyInfo>,
+}
+
+/// `POST /v1/keys/{id}/schedule-deletion`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDeletionRequest {
+    /// Waiting period such as `"7d"` [default: 7 days; the node sets a minimum].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<String>,
+}
+
+/// `PUT /v1/keys/{id}/min-decryption-version`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinDecryptionVersionRequest {
+    /// Versions below this stop decrypting.
+    pub version: u64,
+}
+
+/// `POST /v1/keys/{id}/export`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    /// X25519 public key (32 bytes) the material is HPKE-wrapped to.
+    pub recipient: B64,
+    /// Which version [default: current].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// HPKE `info` of exported key material; the associated data is
+/// `owner fingerprint | "/" | key id | "/" | version` in ASCII.
+pub const EXPORT_INFO: &[u8] = b"teekms/v1/export";
+
+/// An exported key version, HPKE-wrapped.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportResponse {
+    /// The key.
+    pub key_id: String,
+    /// The version.
+    pub key_version: u64,
+    /// Its key check value (check it after unwrapping).
+    pub kcv: Kcv,
+    /// The wrapped material.
+    pub wrapped: SealedSecret,
+}
+
+/// `POST /v1/access-keys`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyCreateRequest {
+    /// Key ids it reaches (`*`: all of the owner's keys).
+    pub keys: Vec<String>,
+    /// Operations it may ask for.
+    pub operations: Vec<crate::access::Operation>,
+    /// Lifetime such as `"90d"` [default: no expiry].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// An access key's public description.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyInfo {
+    /// `ak-<16 hex>`.
+    pub id: String,
+    /// Key ids it reaches.
+    pub keys: Vec<String>,
+    /// Operations.
+    pub operations: Vec<crate::access::Operation>,
+    /// Free text.
+    pub description: String,
+    /// Created (Unix seconds).
+    pub created_at: u64,
+    /// Expiry, if any.
+    pub expires_at: Option<u64>,
+    /// Revoked at, if revoked.
+    pub revoked_at: Option<u64>,
+}
+
+/// The answer to a creation: the token is shown this once.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyCreated {
+    /// The key's description.
+    #[serde(flatten)]
+    pub info: AccessKeyInfo,
+    /// `<id>.<secret>`: present it as `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+/// `GET /v1/access-keys`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyList {
+    /// The caller's access keys.
+    pub access_keys: Vec<AccessKeyInfo>,
+}
+
+/// `GET /v1/audit`: recent entries concerning the caller's keys or made by the caller.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditTail {
+    /// Oldest first.
+    pub entries: Vec<crate::audit::AuditEntry>,
+}
+
+/// `GET /v1/audit/verify`: the whole chain checked inside the node.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditVerification {
+    /// Every entry verified.
+    pub ok: bool,
+    /// Entries verified.
+    pub entries: u64,
+    /// The first broken entry, if any.
+    pub broken_at: Option<u64>,
+    /// What is wrong with it.
+    pub reason: Option<String>,
+}

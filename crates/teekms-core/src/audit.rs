@@ -80,15 +80,20 @@ pub struct AuditChain {
 }
 
 impl AuditChain {
-    /// A chain continuing after `last` (the newest stored entry, if any). The entry is
-    /// trusted only as far as its MAC goes: a forged tail is refused here.
-    pub fn resume(key: Zeroizing<[u8; 32]>, last: Option<&AuditEntry>) -> Result<AuditChain, AuditBreak> {
+    /// A chain continuing after `last` (the newest stored entry, if any). If that entry's
+    /// MAC does not verify, the chain still continues from it (so the node keeps
+    /// serving) and the break is returned, to be logged; `audit verify` reports it.
+    pub fn resume(
+        key: Zeroizing<[u8; 32]>,
+        last: Option<&AuditEntry>,
+    ) -> (AuditChain, Option<AuditBreak>) {
+        let mut broken = None;
         let (next_seq, head) = match last {
             None => (1, [0u8; 32]),
             Some(e) => {
                 let c = canonical(e.seq, &e.draft, &e.prev.0);
                 if crate::hmac256(key.as_ref(), &[&c]) != e.mac.0 {
-                    return Err(AuditBreak {
+                    broken = Some(AuditBreak {
                         seq: e.seq,
                         reason: "the newest entry's MAC does not verify".into(),
                     });
@@ -96,11 +101,14 @@ impl AuditChain {
                 (e.seq + 1, chain_hash(&c, &e.mac.0))
             }
         };
-        Ok(AuditChain {
-            key,
-            next_seq,
-            head,
-        })
+        (
+            AuditChain {
+                key,
+                next_seq,
+                head,
+            },
+            broken,
+        )
     }
 
     /// Appends a draft: the entry to store.
@@ -163,7 +171,9 @@ pub fn verify_log<'a>(
         }
         let c = canonical(e.seq, &e.draft, &e.prev.0);
         if crate::hmac256(key, &[&c]) != e.mac.0 {
-            return Err(broken("its MAC does not verify (the entry was altered)".into()));
+            return Err(broken(
+                "its MAC does not verify (the entry was altered)".into(),
+            ));
         }
         if e.prev.0 != head {
             return Err(broken(
@@ -193,7 +203,7 @@ mod tests {
     }
 
     fn log(n: usize) -> Vec<Vec<u8>> {
-        let mut chain = AuditChain::resume(Zeroizing::new([5; 32]), None).unwrap();
+        let (mut chain, _) = AuditChain::resume(Zeroizing::new([5; 32]), None);
         (0..n)
             .map(|i| serde_json::to_vec(&chain.append(draft(&format!("op{i}")))).unwrap())
             .collect()
@@ -225,17 +235,30 @@ mod tests {
         let mut swapped = good.clone();
         swapped.swap(3, 4);
         assert_eq!(check(&swapped).unwrap_err().seq, 4);
-        assert!(verify_log(&[6; 32], good.iter().enumerate().map(|(i, e)| (i as u64 + 1, e.as_slice()))).is_err());
+        assert!(
+            verify_log(
+                &[6; 32],
+                good.iter()
+                    .enumerate()
+                    .map(|(i, e)| (i as u64 + 1, e.as_slice()))
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn resume_continues_the_chain() {
         let good = log(3);
         let last: AuditEntry = serde_json::from_slice(&good[2]).unwrap();
-        let mut chain = AuditChain::resume(Zeroizing::new([5; 32]), Some(&last)).unwrap();
+        let (mut chain, broken) = AuditChain::resume(Zeroizing::new([5; 32]), Some(&last));
+        assert!(broken.is_none());
         let mut all = good.clone();
         all.push(serde_json::to_vec(&chain.append(draft("more"))).unwrap());
         assert_eq!(check(&all).unwrap().0, 4);
-        assert!(AuditChain::resume(Zeroizing::new([6; 32]), Some(&last)).is_err());
+        assert!(
+            AuditChain::resume(Zeroizing::new([6; 32]), Some(&last))
+                .1
+                .is_some()
+        );
     }
 }

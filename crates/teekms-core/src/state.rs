@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::access::{AccessGrant, Operation};
-use teekms_attest::hexbytes::HexBytes;
 use crate::{CoreError, KeyId, OwnerPublicKey, SealingKey};
+use teekms_attest::hexbytes::HexBytes;
 
 /// Record kind of key states.
 pub const KEY_STATE_KIND: &str = "key-state";

@@ -8,9 +8,11 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post, put};
 use axum::{Router, body::Bytes};
 use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use teekms_attest::AttestationDocument;
 use teekms_attest::statement::MAX_NONCE_LEN;
 use teekms_core::api::{ErrorBody, KeyList};
@@ -19,6 +21,7 @@ use teekms_core::{Bundle, OwnerPublicKey, Receipt};
 use teekms_platform::Platform;
 use teekms_store::SqliteStore;
 
+use crate::ops::{ConnState, OpError};
 use crate::writer::Writer;
 use crate::{DeployError, KeyService, now_unix};
 
@@ -29,11 +32,9 @@ pub struct AppState {
     pub cached_attestation: AttestationDocument,
     pub reader: Mutex<SqliteStore>,
     pub writer: Writer,
+    /// Shortest waiting period of a scheduled deletion (seconds).
+    pub min_deletion_wait: u64,
 }
-
-/// Who is calling, from the TLS client certificate of the connection.
-#[derive(Clone, Debug)]
-pub struct Caller(pub Option<OwnerPublicKey>);
 
 /// An authenticated owner (route guard).
 pub struct Owner(pub OwnerPublicKey);
@@ -42,9 +43,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Owner {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        match parts.extensions.get::<Caller>() {
-            Some(Caller(Some(owner))) => Ok(Owner(*owner)),
-            _ => Err(ApiError::new(
+        match parts
+            .extensions
+            .get::<Arc<ConnState>>()
+            .and_then(|c| c.owner)
+        {
+            Some(owner) => Ok(Owner(owner)),
+            None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 "this request needs an owner's TLS client certificate",
@@ -118,15 +123,70 @@ impl From<DeployError> for ApiError {
     }
 }
 
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        use StatusCode as S;
+        match e {
+            OpError::BadRequest(m) => ApiError::new(S::BAD_REQUEST, "bad_request", m),
+            OpError::Unauthenticated(m) => ApiError::new(S::UNAUTHORIZED, "unauthenticated", m),
+            OpError::Forbidden(m) => ApiError::new(S::FORBIDDEN, "forbidden", m),
+            OpError::NotFound(m) => ApiError::new(S::NOT_FOUND, "not_found", m),
+            OpError::KeyState(m) => ApiError::new(S::CONFLICT, "key_state", m),
+            OpError::Conflict(m) => ApiError::new(S::CONFLICT, "retry", m),
+            OpError::Damaged(m) => ApiError::new(S::CONFLICT, "record_damaged", m),
+            OpError::Decrypt(m) => ApiError::new(S::BAD_REQUEST, "decrypt_failed", m),
+            OpError::Unavailable => ApiError::new(
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the node is shutting down or cannot commit",
+            ),
+            OpError::Internal(m) => ApiError::internal("operation", &m),
+        }
+    }
+}
+
+/// Largest JSON request body (a 64 KiB envelope payload in base64, with room).
+const MAX_REQUEST: usize = 128 * 1024;
+
 /// The router of API v1.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/attestation", get(attestation))
-        .route("/v1/keys", get(list_keys).post(deploy))
+        .route(
+            "/v1/keys",
+            get(list_keys)
+                .post(deploy)
+                .layer(DefaultBodyLimit::max(MAX_BUNDLE_LEN)),
+        )
+        .route("/v1/keys/{id}", get(describe))
+        .route("/v1/keys/{id}/rotate", post(rotate))
+        .route("/v1/keys/{id}/enable", post(enable))
+        .route("/v1/keys/{id}/disable", post(disable))
+        .route("/v1/keys/{id}/schedule-deletion", post(schedule_deletion))
+        .route("/v1/keys/{id}/cancel-deletion", post(cancel_deletion))
+        .route(
+            "/v1/keys/{id}/min-decryption-version",
+            put(min_decryption_version),
+        )
+        .route("/v1/keys/{id}/policy", get(get_policy).put(set_policy))
+        .route("/v1/keys/{id}/export", post(export))
+        .route("/v1/envelope/encrypt", post(encrypt))
+        .route("/v1/envelope/decrypt", post(decrypt))
+        .route("/v1/envelope/generate-data-key", post(generate_data_key))
+        .route("/v1/envelope/re-encrypt", post(re_encrypt))
+        .route(
+            "/v1/access-keys",
+            get(list_access_keys).post(create_access_key),
+        )
+        .route("/v1/access-keys/{id}", delete(revoke_access_key))
+        .route("/v1/workload/attest", post(attest_workload))
+        .route("/v1/audit", get(audit_tail))
+        .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/ping", get(ping))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
-        .layer(DefaultBodyLimit::max(MAX_BUNDLE_LEN))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST))
         .with_state(state)
 }
 
@@ -164,9 +224,10 @@ async fn attestation(
 
 async fn deploy(
     State(app): State<Arc<AppState>>,
-    axum::Extension(Caller(caller)): axum::Extension<Caller>,
+    axum::Extension(conn): axum::Extension<Arc<ConnState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = conn.owner;
     let body = body.map_err(|e| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -180,18 +241,13 @@ async fn deploy(
     let bundle = Bundle::from_json(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_bundle", e.to_string()))?;
     let deployed = tokio::task::spawn_blocking(move || {
-        let app2 = app.clone();
-        app.service.deploy(
+        crate::ops::deploy(
+            &app.service,
+            &app.reader,
+            &app.writer,
             &bundle,
             caller.as_ref(),
             now_unix(),
-            |owner, key_id| {
-                app2.reader
-                    .lock()
-                    .expect("reader lock")
-                    .get_key(owner, key_id)
-            },
-            |row| app2.writer.insert(row),
         )
     })
     .await
@@ -219,4 +275,306 @@ async fn list_keys(
     .await
     .map_err(|e| ApiError::internal("list task", &e))?
     .map_err(|e| ApiError::internal("store", &e))
+}
+
+// ---- using the keys (ops.rs) ---------------------------------------------------------
+
+fn token(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Some(t.trim().to_owned()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "Authorization must be `Bearer <access key token>`",
+            )
+        })
+}
+
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body rejected ({})", e.body_text()),
+        )
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))
+}
+
+/// Runs an operation on the blocking pool with the request's caller.
+async fn op<T: Serialize + Send + 'static>(
+    app: Arc<AppState>,
+    conn: Arc<ConnState>,
+    headers: &axum::http::HeaderMap,
+    f: impl FnOnce(&AppState, &teekms_core::access::Caller, u64) -> Result<T, OpError> + Send + 'static,
+) -> Result<Json<T>, ApiError> {
+    let token = token(headers)?;
+    tokio::task::spawn_blocking(move || {
+        let now = now_unix();
+        let caller = app.caller(&conn, token.as_deref(), now)?;
+        f(&app, &caller, now)
+    })
+    .await
+    .map_err(|e| ApiError::internal("operation task", &e))?
+    .map(Json)
+    .map_err(ApiError::from)
+}
+
+type Conn = axum::Extension<Arc<ConnState>>;
+type Headers = axum::http::HeaderMap;
+type Id = axum::extract::Path<String>;
+type Body = Result<Bytes, BytesRejection>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnerQuery {
+    owner: Option<String>,
+}
+
+async fn describe(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    axum::extract::Path(id): Id,
+    q: Result<Query<OwnerQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<teekms_core::api::KeyDescription>, ApiError> {
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    op(app, conn, &headers, move |a, c, now| {
+        a.describe(c, &id, q.owner.as_deref(), now)
+    })
+    .await
+}
+
+macro_rules! owner_op {
+    ($name:ident, |$a:ident, $c:ident, $id:ident, $now:ident| $body:expr) => {
+        async fn $name(
+            State(app): State<Arc<AppState>>,
+            axum::Extension(conn): Conn,
+            headers: Headers,
+            axum::extract::Path($id): Id,
+        ) -> Result<Json<teekms_core::api::KeyDescription>, ApiError> {
+            op(app, conn, &headers, move |$a, $c, $now| $body).await
+        }
+    };
+}
+
+owner_op!(rotate, |a, c, id, now| a.rotate(c, &id, now));
+owner_op!(enable, |a, c, id, now| a.set_enabled(c, &id, true, now));
+owner_op!(disable, |a, c, id, now| a.set_enabled(c, &id, false, now));
+owner_op!(cancel_deletion, |a, c, id, now| a
+    .cancel_deletion(c, &id, now));
+
+async fn schedule_deletion(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    axum::extract::Path(id): Id,
+    body: Body,
+) -> Result<Json<teekms_core::api::KeyDescription>, ApiError> {
+    let req: teekms_core::api::ScheduleDeletionRequest = match &body {
+        Ok(b) if b.is_empty() => Default::default(),
+        _ => parse(body)?,
+    };
+    op(app, conn, &headers, move |a, c, now| {
+        a.schedule_deletion(c, &id, req.wait.as_deref(), now)
+    })
+    .await
+}
+
+async fn min_decryption_version(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    axum::extract::Path(id): Id,
+    body: Body,
+) -> Result<Json<teekms_core::api::KeyDescription>, ApiError> {
+    let req: teekms_core::api::MinDecryptionVersionRequest = parse(body)?;
+    op(app, conn, &headers, move |a, c, now| {
+        a.set_min_decryption_version(c, &id, req.version, now)
+    })
+    .await
+}
+
+async fn get_policy(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    axum::extract::Path(id): Id,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    op(app, conn, &headers, move |a, c, now| {
+        let text = a.get_policy(c, &id, now)?;
+        serde_json::from_str(&text).map_err(|e| OpError::Internal(e.to_string()))
+    })
+    .await
+}
+
+async fn set_policy(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    axum::extract::Path(id): Id,
+    body: Body,
+) -> Result<Json<teekms_core::api::KeyDescription>, ApiError> {
+    let body =
+        body.map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text()))?;
+    let text = String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "policy is not UTF-8",
+        )
+    })?;
+    op(app, conn, &headers, move |a, c, now| {
+        a.set_policy(c, &id, text, now)
+    })
+    .await
+}
+
+async fn export(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    axum::extract::Path(id): Id,
+    body: Body,
+) -> Result<Json<teekms_core::api::ExportResponse>, ApiError> {
+    let req = parse(body)?;
+    op(app, conn, &headers, move |a, c, now| {
+        a.export(c, &id, req, now)
+    })
+    .await
+}
+
+async fn encrypt(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    body: Body,
+) -> Result<Json<teekms_core::api::CiphertextResponse>, ApiError> {
+    let req = parse(body)?;
+    op(app, conn, &headers, move |a, c, now| a.encrypt(c, req, now)).await
+}
+
+async fn decrypt(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    body: Body,
+) -> Result<Json<teekms_core::api::SecretResponse>, ApiError> {
+    let req = parse(body)?;
+    op(app, conn, &headers, move |a, c, now| a.decrypt(c, req, now)).await
+}
+
+async fn generate_data_key(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    body: Body,
+) -> Result<Json<teekms_core::api::SecretResponse>, ApiError> {
+    let req = parse(body)?;
+    op(app, conn, &headers, move |a, c, now| {
+        a.generate_data_key(c, req, now)
+    })
+    .await
+}
+
+async fn re_encrypt(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    body: Body,
+) -> Result<Json<teekms_core::api::CiphertextResponse>, ApiError> {
+    let req = parse(body)?;
+    op(app, conn, &headers, move |a, c, now| {
+        a.re_encrypt(c, req, now)
+    })
+    .await
+}
+
+async fn create_access_key(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req = parse(body)?;
+    let created = op(app, conn, &headers, move |a, c, now| {
+        a.create_access_key(c, req, now)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, created).into_response())
+}
+
+async fn list_access_keys(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+) -> Result<Json<teekms_core::api::AccessKeyList>, ApiError> {
+    op(app, conn, &headers, move |a, c, _| a.list_access_keys(c)).await
+}
+
+async fn revoke_access_key(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    axum::extract::Path(id): Id,
+) -> Result<Json<teekms_core::api::AccessKeyInfo>, ApiError> {
+    op(app, conn, &headers, move |a, c, now| {
+        a.revoke_access_key(c, &id, now)
+    })
+    .await
+}
+
+async fn attest_workload(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body =
+        body.map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text()))?;
+    let doc = AttestationDocument::from_json(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    tokio::task::spawn_blocking(move || app.attest_workload(&conn, doc, now_unix()))
+        .await
+        .map_err(|e| ApiError::internal("attest task", &e))?
+        .map(|digest| Json(serde_json::json!({ "claims_digest": digest })))
+        .map_err(ApiError::from)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TailQuery {
+    n: Option<usize>,
+}
+
+async fn audit_tail(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    q: Result<Query<TailQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<teekms_core::api::AuditTail>, ApiError> {
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let n = q.n.unwrap_or(20).min(10_000);
+    op(app, conn, &headers, move |a, c, _| a.audit_tail(c, n)).await
+}
+
+async fn audit_verify(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+) -> Result<Json<teekms_core::api::AuditVerification>, ApiError> {
+    op(app, conn, &headers, move |a, c, _| a.audit_verify(c)).await
+}
+
+/// An authenticated request that does nothing: the baseline of the envelope benchmark.
+async fn ping(Owner(_): Owner) -> Json<serde_json::Value> {
+    Json(serde_json::json!({}))
 }

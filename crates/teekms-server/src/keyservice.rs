@@ -75,6 +75,11 @@ impl KeyService {
         KeyService { tee, keys, cluster }
     }
 
+    /// The cluster key (seals records; subkeys for the audit MAC and access keys).
+    pub(crate) fn cluster(&self) -> &SealingKey {
+        &self.cluster
+    }
+
     /// The node's key set (private keys: stays inside the server crate).
     pub(crate) fn keys(&self) -> &NodeKeys {
         &self.keys
@@ -108,7 +113,7 @@ impl KeyService {
         caller: Option<&OwnerPublicKey>,
         now: u64,
         read: impl Fn(&str, &str) -> Result<Option<KeyRow>, StoreError>,
-        insert: impl FnOnce(KeyRow) -> Result<Inserted, DeployError>,
+        insert: impl FnOnce(&OwnerPublicKey, KeyRow) -> Result<Inserted, DeployError>,
     ) -> Result<Deployed, DeployError> {
         if let Some(caller) = caller
             && *caller != bundle.claimed_owner()
@@ -137,7 +142,7 @@ impl KeyService {
             key_version: FIRST_VERSION,
             record: record.seal(&self.cluster),
         };
-        match insert(row)? {
+        match insert(&record.owner, row)? {
             Inserted::New => Ok(Deployed {
                 receipt: self.receipt(&record, opened.statement_hash),
                 created: true,

@@ -11,13 +11,14 @@ mod api;
 mod error;
 mod keyservice;
 mod node;
+mod ops;
 mod server;
 mod tls;
 mod writer;
 
 pub use error::ServerError;
 pub use keyservice::{DeployError, Deployed, KeyService};
-pub use node::{NodeHandle, open_node};
+pub use node::{NodeHandle, audit_tail_offline, audit_verify_offline, import_offline, open_node};
 pub use server::{RunningServer, ServeConfig, serve};
 pub use tls::owner_from_certificate;
 

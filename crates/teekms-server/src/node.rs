@@ -71,3 +71,47 @@ pub fn open_node(platform: Arc<dyn Platform>, data_dir: &Path) -> Result<NodeHan
         }
     }
 }
+
+/// Imports a bundle into a stopped node (run inside its TEE): the same checks, the same
+/// durable job (row, owner, audit entry) as an online deployment.
+pub fn import_offline(
+    node: NodeHandle,
+    data_dir: &Path,
+    bundle: &teekms_core::Bundle,
+    now: u64,
+) -> Result<crate::Deployed, crate::DeployError> {
+    let reader = std::sync::Mutex::new(SqliteStore::open(data_dir)?);
+    let audit_key = node
+        .service
+        .cluster()
+        .derive(teekms_core::audit::AUDIT_KEY_LABEL);
+    let writer = crate::writer::Writer::start(node.store, audit_key)?;
+    let result = crate::ops::deploy(&node.service, &reader, &writer, bundle, None, now);
+    writer.close();
+    result
+}
+
+/// Checks a stopped node's whole audit log (run inside its TEE: the MAC key is derived
+/// from the cluster key).
+pub fn audit_verify_offline(
+    node: &NodeHandle,
+) -> Result<teekms_core::api::AuditVerification, ServerError> {
+    let key = node
+        .service
+        .cluster()
+        .derive(teekms_core::audit::AUDIT_KEY_LABEL);
+    let all = node.store.audit_entries(1, u64::MAX)?;
+    Ok(crate::ops::verification(&key, &all))
+}
+
+/// The last `n` stored audit entries of a stopped node, as stored (raw JSON lines).
+pub fn audit_tail_offline(node: &NodeHandle, n: u64) -> Result<Vec<Vec<u8>>, ServerError> {
+    let last = node.store.audit_last()?.map(|(seq, _)| seq).unwrap_or(0);
+    let from = last.saturating_sub(n.saturating_sub(1)).max(1);
+    Ok(node
+        .store
+        .audit_entries(from, n)?
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect())
+}

@@ -14,8 +14,9 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::api::{AppState, Caller, router};
-use crate::tls::{owner_from_certificate, server_config};
+use crate::api::{AppState, router};
+use crate::ops::ConnState;
+use crate::tls::{client_spki_sha256, owner_from_certificate, server_config};
 use crate::writer::Writer;
 use crate::{ServerError, open_node};
 
@@ -32,6 +33,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// The TEE it runs in.
     pub platform: Arc<dyn Platform>,
+    /// Shortest waiting period of a scheduled deletion, seconds (7 days by default).
+    pub min_deletion_wait: u64,
 }
 
 /// A node that is serving.
@@ -81,13 +84,19 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     let cached_attestation = node.service.attestation(node.platform.as_ref(), None)?;
     tracing::debug!(elapsed = ?started.elapsed(), "evidence made");
     let node_id = node.service.keys().node_id().to_hex();
+    let audit_key = node
+        .service
+        .cluster()
+        .derive(teekms_core::audit::AUDIT_KEY_LABEL);
     let state = Arc::new(AppState {
         service: node.service,
         platform: node.platform,
         cached_attestation,
         reader: Mutex::new(reader),
-        writer: Writer::start(node.store),
+        writer: Writer::start(node.store, audit_key)?,
+        min_deletion_wait: config.min_deletion_wait,
     });
+    tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Io {
@@ -155,16 +164,19 @@ async fn serve_connection(
         }
         Err(_) => return,
     };
-    let caller = tls
+    let cert = tls
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|certs| certs.first())
-        .and_then(|c| owner_from_certificate(c).ok());
-    let caller = Caller(caller);
+        .and_then(|certs| certs.first());
+    let conn_state = Arc::new(ConnState {
+        owner: cert.and_then(|c| owner_from_certificate(c).ok()),
+        client_spki: cert.and_then(|c| client_spki_sha256(c)),
+        workload: Mutex::new(None),
+    });
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(caller.clone());
+            req.extensions_mut().insert(conn_state.clone());
             app.clone().oneshot(req)
         });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -173,5 +185,24 @@ async fn serve_connection(
         .serve_connection(TokioIo::new(tls), service);
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// How often due deletions are carried out.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Deletes keys whose waiting period is over, until the node stops.
+async fn sweep_deletions(state: std::sync::Weak<AppState>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(app) = state.upgrade() else { return };
+        let result =
+            tokio::task::spawn_blocking(move || app.sweep_deletions(crate::now_unix())).await;
+        match result {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(deleted = n, "scheduled deletions carried out"),
+            Ok(Err(e)) => tracing::warn!(error = ?e, "deletion sweep failed"),
+            Err(_) => return,
+        }
     }
 }

@@ -33,6 +33,17 @@ pub fn owner_from_certificate(der: &[u8]) -> Result<OwnerPublicKey, String> {
     Ok(OwnerPublicKey(key))
 }
 
+/// SHA-256 of a client certificate's SPKI (how a workload's statement names its key).
+pub fn client_spki_sha256(der: &[u8]) -> Option<[u8; 32]> {
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let spki = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .ok()?;
+    Some(teekms_attest::sha256(&spki))
+}
+
 /// The node's server config: TLS 1.3 only, certificate on the attested key, optional
 /// owner client certificates.
 pub fn server_config(keys: &NodeKeys) -> Result<ServerConfig, ServerError> {
@@ -68,8 +79,9 @@ pub fn server_config(keys: &NodeKeys) -> Result<ServerConfig, ServerError> {
         .map_err(|e| tls_err(&e))
 }
 
-/// Accepts any Ed25519 client certificate: the owner is whoever holds that key, which
-/// the handshake signature proves. No CA is involved; owners are pinned by key.
+/// Accepts any client certificate whose handshake signature verifies: an Ed25519 key is
+/// an owner (whoever holds it, which the handshake proves; no CA, owners are pinned by
+/// key); another key is a workload's, trusted only once its attestation names it.
 #[derive(Debug)]
 struct OwnerCertVerifier {
     provider: Arc<CryptoProvider>,
@@ -95,9 +107,11 @@ impl ClientCertVerifier for OwnerCertVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        owner_from_certificate(end_entity)
+        // An Ed25519 certificate is an owner; any other (a workload's TLS key) is only a
+        // key that its attestation document must name before it counts for anything.
+        client_spki_sha256(end_entity)
             .map(|_| ClientCertVerified::assertion())
-            .map_err(rustls::Error::General)
+            .ok_or_else(|| rustls::Error::General("client certificate does not parse".into()))
     }
 
     fn verify_tls12_signature(

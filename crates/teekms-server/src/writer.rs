@@ -1,63 +1,94 @@
-//! The single writer thread: group commit.
+//! The single writer thread: group commit, with the audit log.
 //!
-//! Deployments queue their rows here; the thread takes everything queued, writes it in
-//! one transaction, fsyncs once, and only then answers each caller. Many concurrent
-//! deployments thus share one fsync, and none is acknowledged before it is durable.
+//! Operations queue jobs here (their writes and the audit entry that records them); the
+//! thread takes everything queued, applies each job atomically, chains and appends its
+//! audit entry, commits the whole batch with one fsync, and only then answers each
+//! caller. Many concurrent operations share one fsync, and none is acknowledged before
+//! both its writes and its audit entry are durable.
 
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
-use teekms_store::{Inserted, KeyRow, SqliteStore};
+use teekms_core::audit::{AuditChain, AuditDraft, AuditEntry};
+use teekms_store::{Applied, SqliteStore, StoreError, Write};
+use zeroize::Zeroizing;
 
-use crate::DeployError;
-
-/// Most rows committed in one transaction.
+/// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
 
-type Reply = SyncSender<Result<Inserted, String>>;
+/// One unit of work: writes applied all-or-nothing, and the entry that records them.
+pub struct Job {
+    /// The writes (may be empty: an audit entry alone, e.g. a denial).
+    pub writes: Vec<Write>,
+    /// What the audit log records.
+    pub audit: AuditDraft,
+    /// The outcome recorded instead if the writes conflict (none were applied).
+    pub on_conflict: &'static str,
+}
+
+type Reply = SyncSender<Result<Applied, String>>;
+
+/// The writer is gone or the commit failed: the operation was not done.
+#[derive(Debug)]
+pub struct Unavailable;
 
 /// Handle to the writer thread.
 pub struct Writer {
-    tx: Mutex<Option<Sender<(KeyRow, Reply)>>>,
+    tx: Mutex<Option<Sender<(Job, Reply)>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Writer {
-    /// Starts the writer thread on `store`.
-    pub fn start(store: SqliteStore) -> Writer {
+    /// Starts the writer thread on `store`, continuing the audit chain under `audit_key`.
+    pub fn start(store: SqliteStore, audit_key: Zeroizing<[u8; 32]>) -> Result<Writer, StoreError> {
+        let last = store.audit_last()?;
+        let last_entry: Option<AuditEntry> = last
+            .as_ref()
+            .and_then(|(_, bytes)| serde_json::from_slice(bytes).ok());
+        let (mut chain, broken) = AuditChain::resume(audit_key, last_entry.as_ref());
+        if let Some(b) = broken {
+            tracing::error!(%b, "the audit log does not verify; run `teekms audit verify`");
+        }
+        if let (Some((seq, _)), None) = (&last, &last_entry) {
+            tracing::error!(
+                seq,
+                "the newest audit entry does not parse; run `teekms audit verify`"
+            );
+            chain.reset_to((*seq, [0u8; 32]));
+        }
         let (tx, rx) = channel();
         let thread = std::thread::Builder::new()
             .name("teekms-writer".into())
-            .spawn(move || run(store, rx))
+            .spawn(move || run(store, chain, rx))
             .expect("spawning the writer thread");
-        Writer {
+        Ok(Writer {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
-        }
+        })
     }
 
-    /// Inserts a row durably; blocks until committed.
-    pub fn insert(&self, row: KeyRow) -> Result<Inserted, DeployError> {
+    /// Applies a job durably; blocks until committed.
+    pub fn submit(&self, job: Job) -> Result<Applied, Unavailable> {
         let (reply_tx, reply_rx) = sync_channel(1);
         let sent = match self.tx.lock().expect("writer lock").as_ref() {
-            Some(tx) => tx.send((row, reply_tx)).is_ok(),
+            Some(tx) => tx.send((job, reply_tx)).is_ok(),
             None => false,
         };
         if !sent {
-            return Err(DeployError::Unavailable);
+            return Err(Unavailable);
         }
         match reply_rx.recv() {
-            Ok(Ok(inserted)) => Ok(inserted),
+            Ok(Ok(applied)) => Ok(applied),
             Ok(Err(msg)) => {
                 tracing::error!(error = %msg, "commit failed");
-                Err(DeployError::Unavailable)
+                Err(Unavailable)
             }
-            Err(_) => Err(DeployError::Unavailable),
+            Err(_) => Err(Unavailable),
         }
     }
 
-    /// Stops taking rows, lets queued ones commit, and waits for the thread.
+    /// Stops taking jobs, lets queued ones commit, and waits for the thread.
     pub fn close(&self) {
         self.tx.lock().expect("writer lock").take();
         if let Some(t) = self.thread.lock().expect("writer lock").take() {
@@ -66,7 +97,7 @@ impl Writer {
     }
 }
 
-fn run(mut store: SqliteStore, rx: Receiver<(KeyRow, Reply)>) {
+fn run(mut store: SqliteStore, mut chain: AuditChain, rx: Receiver<(Job, Reply)>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -75,18 +106,43 @@ fn run(mut store: SqliteStore, rx: Receiver<(KeyRow, Reply)>) {
                 Err(_) => break,
             }
         }
-        let (rows, replies): (Vec<KeyRow>, Vec<Reply>) = batch.into_iter().unzip();
-        match store.insert_keys(&rows) {
+        let before = chain.head();
+        match commit(&mut store, &mut chain, &mut batch) {
             Ok(results) => {
-                for (reply, r) in replies.into_iter().zip(results) {
+                for ((_, reply), r) in batch.into_iter().zip(results) {
                     let _ = reply.send(Ok(r));
                 }
             }
             Err(e) => {
-                for reply in replies {
+                chain.reset_to(before);
+                for (_, reply) in batch {
                     let _ = reply.send(Err(e.to_string()));
                 }
             }
         }
     }
+}
+
+fn commit(
+    store: &mut SqliteStore,
+    chain: &mut AuditChain,
+    batch: &mut [(Job, Reply)],
+) -> Result<Vec<Applied>, StoreError> {
+    let mut tx = store.batch()?;
+    let mut results = Vec::with_capacity(batch.len());
+    for (job, _) in batch.iter_mut() {
+        let applied = tx.apply(&job.writes)?;
+        let mut draft = job.audit.clone();
+        if applied == Applied::Conflict {
+            draft.outcome = job.on_conflict.to_owned();
+        }
+        let entry = chain.append(draft);
+        tx.append_audit(
+            entry.seq,
+            &serde_json::to_vec(&entry).expect("entries serialize"),
+        )?;
+        results.push(applied);
+    }
+    tx.commit()?;
+    Ok(results)
 }

@@ -24,6 +24,23 @@ const MIGRATIONS: &[&str] = &[
         record BLOB NOT NULL,
         PRIMARY KEY (owner, key_id, key_version)
      ) STRICT;",
+    // Lifecycle state, access keys, the audit log, and owners' public keys (public: a
+    // fingerprint is the SHA-256 of its key, so a row checks itself).
+    "CREATE TABLE owners (fingerprint TEXT PRIMARY KEY, public_key BLOB NOT NULL) STRICT;
+     CREATE TABLE key_state (
+        owner TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        record BLOB NOT NULL,
+        PRIMARY KEY (owner, key_id)
+     ) STRICT;
+     CREATE TABLE access_keys (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        record BLOB NOT NULL
+     ) STRICT;
+     CREATE TABLE audit (seq INTEGER PRIMARY KEY, entry BLOB NOT NULL) STRICT;",
 ];
 
 /// A storage failure.
@@ -194,6 +211,287 @@ impl SqliteStore {
              ORDER BY key_id, key_version",
         )?;
         let rows = stmt.query_map([owner], row_to_key)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// One write of a batch job. Writes that would overwrite state someone else changed
+/// meanwhile are refused ([`Applied::Conflict`]), and the whole job with them.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// Insert a key version if its place is free.
+    InsertKey(KeyRow),
+    /// Record an owner's public key (idempotent).
+    RegisterOwner {
+        /// SHA-256 of the key, hex.
+        fingerprint: String,
+        /// The Ed25519 public key.
+        public_key: Vec<u8>,
+    },
+    /// Store a key's state at `revision`, replacing the one at `expected` (0: none yet).
+    PutState {
+        /// Owner fingerprint.
+        owner: String,
+        /// Key id.
+        key_id: String,
+        /// The new revision.
+        revision: u64,
+        /// The revision it replaces (0: there must be none).
+        expected: u64,
+        /// The sealed state.
+        record: Vec<u8>,
+    },
+    /// Store an access key at `revision`, replacing the one at `expected` (0: new).
+    PutAccessKey {
+        /// `ak-...`.
+        id: String,
+        /// Owner fingerprint.
+        owner: String,
+        /// The new revision.
+        revision: u64,
+        /// The revision it replaces (0: there must be none).
+        expected: u64,
+        /// The sealed record.
+        record: Vec<u8>,
+    },
+    /// Delete every version and the state of a key (scheduled deletion, when due).
+    DeleteKey {
+        /// Owner fingerprint.
+        owner: String,
+        /// Key id.
+        key_id: String,
+    },
+}
+
+/// What a job did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// All its writes were applied.
+    Done,
+    /// A write found its place taken or changed; nothing of the job was applied.
+    Conflict,
+}
+
+/// A write transaction over several jobs: one commit, one fsync.
+pub struct Batch<'a> {
+    tx: rusqlite::Transaction<'a>,
+}
+
+impl Batch<'_> {
+    /// Applies one job's writes atomically (a savepoint): all or nothing.
+    pub fn apply(&mut self, writes: &[Write]) -> Result<Applied, StoreError> {
+        let sp = self.tx.savepoint()?;
+        for w in writes {
+            let changed = match w {
+                Write::InsertKey(row) => sp.execute(
+                    "INSERT INTO data_keys (owner, key_id, key_version, record) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    params![row.owner, row.key_id, row.key_version as i64, row.record],
+                )?,
+                Write::RegisterOwner {
+                    fingerprint,
+                    public_key,
+                } => {
+                    sp.execute(
+                        "INSERT INTO owners (fingerprint, public_key) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                        params![fingerprint, public_key],
+                    )?;
+                    1
+                }
+                Write::PutState {
+                    owner,
+                    key_id,
+                    revision,
+                    expected: 0,
+                    record,
+                } => sp.execute(
+                    "INSERT INTO key_state (owner, key_id, revision, record) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    params![owner, key_id, *revision as i64, record],
+                )?,
+                Write::PutState {
+                    owner,
+                    key_id,
+                    revision,
+                    expected,
+                    record,
+                } => sp.execute(
+                    "UPDATE key_state SET revision = ?3, record = ?4
+                     WHERE owner = ?1 AND key_id = ?2 AND revision = ?5",
+                    params![owner, key_id, *revision as i64, record, *expected as i64],
+                )?,
+                Write::PutAccessKey {
+                    id,
+                    owner,
+                    revision,
+                    expected: 0,
+                    record,
+                } => sp.execute(
+                    "INSERT INTO access_keys (id, owner, revision, record) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    params![id, owner, *revision as i64, record],
+                )?,
+                Write::PutAccessKey {
+                    id,
+                    revision,
+                    expected,
+                    record,
+                    ..
+                } => sp.execute(
+                    "UPDATE access_keys SET revision = ?2, record = ?3 WHERE id = ?1 AND revision = ?4",
+                    params![id, *revision as i64, record, *expected as i64],
+                )?,
+                Write::DeleteKey { owner, key_id } => {
+                    sp.execute(
+                        "DELETE FROM data_keys WHERE owner = ?1 AND key_id = ?2",
+                        params![owner, key_id],
+                    )?;
+                    sp.execute(
+                        "DELETE FROM key_state WHERE owner = ?1 AND key_id = ?2",
+                        params![owner, key_id],
+                    )?;
+                    1
+                }
+            };
+            if changed != 1 {
+                // Dropping the savepoint rolls the job back.
+                return Ok(Applied::Conflict);
+            }
+        }
+        sp.commit()?;
+        Ok(Applied::Done)
+    }
+
+    /// Appends an audit entry at `seq`.
+    pub fn append_audit(&mut self, seq: u64, entry: &[u8]) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO audit (seq, entry) VALUES (?1, ?2)",
+            params![seq as i64, entry],
+        )?;
+        Ok(())
+    }
+
+    /// Commits (and fsyncs) everything.
+    pub fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit()?)
+    }
+}
+
+impl SqliteStore {
+    /// Starts a write transaction.
+    pub fn batch(&mut self) -> Result<Batch<'_>, StoreError> {
+        Ok(Batch {
+            tx: self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
+        })
+    }
+
+    /// One version of a key.
+    pub fn get_key_version(
+        &self,
+        owner: &str,
+        key_id: &str,
+        version: u64,
+    ) -> Result<Option<KeyRow>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT owner, key_id, key_version, record FROM data_keys
+                 WHERE owner = ?1 AND key_id = ?2 AND key_version = ?3",
+            )?
+            .query_row(params![owner, key_id, version as i64], row_to_key)
+            .optional()?)
+    }
+
+    /// Every version of a key, oldest first.
+    pub fn key_versions(&self, owner: &str, key_id: &str) -> Result<Vec<KeyRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT owner, key_id, key_version, record FROM data_keys
+             WHERE owner = ?1 AND key_id = ?2 ORDER BY key_version",
+        )?;
+        let rows = stmt.query_map(params![owner, key_id], row_to_key)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A key's stored state: `(revision, sealed record)`.
+    pub fn get_state(
+        &self,
+        owner: &str,
+        key_id: &str,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT revision, record FROM key_state WHERE owner = ?1 AND key_id = ?2",
+            )?
+            .query_row(params![owner, key_id], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// Every stored key state: `(owner, key_id, revision, sealed record)`.
+    pub fn all_states(&self) -> Result<Vec<(String, String, u64, Vec<u8>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT owner, key_id, revision, record FROM key_state")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// An owner's public key by fingerprint (unchecked: the caller checks the hash).
+    pub fn owner_key(&self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT public_key FROM owners WHERE fingerprint = ?1")?
+            .query_row([fingerprint], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// An access key: `(revision, sealed record)`.
+    pub fn get_access_key(&self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT revision, record FROM access_keys WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// An owner's access keys: `(id, revision, sealed record)`.
+    pub fn list_access_keys(&self, owner: &str) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, revision, record FROM access_keys WHERE owner = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([owner], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest audit entry.
+    pub fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Audit entries in stored order, from position `from` on, at most `limit`.
+    pub fn audit_entries(&self, from: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, entry FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(
+            params![from as i64, limit.min(i64::MAX as u64) as i64],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

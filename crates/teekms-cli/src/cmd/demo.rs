@@ -29,6 +29,7 @@ async fn start(root: &Path, data_dir: &Path) -> Result<RunningServer, Failure> {
         listen: "127.0.0.1:0".parse().expect("address"),
         data_dir: data_dir.to_owned(),
         platform,
+        min_deletion_wait: teekms_core::state::DEFAULT_DELETION_WAIT,
     })
     .await
     .map_err(fail)

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use teekms_attest::{Freshness, VerifiedNode, verify_document};
 use teekms_core::{Bundle, DataKey, KeyId, Receipt};
-use teekms_server::{DeployError, Deployed, open_node};
+use teekms_server::{DeployError, open_node};
 
 use crate::cli::{CollateralArg, DeployArgs, KeyCmd, OwnerArg, PlatformArgs, TeeArg, WrapArgs};
 use crate::cmd::{now, parse_url, warn_if_sim};
@@ -245,17 +245,10 @@ fn import_offline(
         );
     }
     let platform = super::serve::platform(tee, platform_args, dir)?;
-    let mut node = open_node(platform, dir)
+    let node = open_node(platform, dir)
         .map_err(|e| Failure::usage(format!("cannot open the node: {e}")))?;
-    let store = std::cell::RefCell::new(&mut node.store);
-    let result: Result<Deployed, DeployError> = node.service.deploy(
-        bundle,
-        None,
-        now(),
-        |owner, key_id| store.borrow().get_key(owner, key_id),
-        |row| Ok(store.borrow_mut().insert_keys(&[row])?[0]),
-    );
-    let deployed = result.map_err(deploy_failure)?;
+    let deployed =
+        teekms_server::import_offline(node, dir, bundle, now()).map_err(deploy_failure)?;
     report_import(&deployed.receipt, deployed.created, receipt_path)
 }
 

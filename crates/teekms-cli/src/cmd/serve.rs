@@ -95,10 +95,13 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         platform_args.collateral = Some(dir);
     }
     let platform = platform(args.tee, &platform_args, &args.data_dir)?;
+    let min_deletion_wait = teekms_attest::policy::parse_duration(&args.min_deletion_wait)
+        .map_err(|e| Failure::usage(format!("--min-deletion-wait: {e}")))?;
     let server = serve(ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         platform,
+        min_deletion_wait,
     })
     .await
     .map_err(|e| {

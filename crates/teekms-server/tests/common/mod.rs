@@ -46,6 +46,7 @@ impl Node {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 data_dir: self.data_dir.clone(),
                 platform,
+                min_deletion_wait: teekms_core::state::DEFAULT_DELETION_WAIT,
             })
             .await
             .unwrap(),
