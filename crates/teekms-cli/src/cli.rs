@@ -35,10 +35,21 @@ pub enum Command {
     /// Generate, wrap, deploy, import and list data keys.
     #[command(subcommand)]
     Key(KeyCmd),
-    /// Encrypt a file or stream under a data key (spec/stream-v1.md).
+    /// Encrypt a file or stream under a data key (spec/stream-v1.md): with your copy
+    /// (--dek) or through a node that holds the key (--node).
     Encrypt(EncryptArgs),
-    /// Decrypt a file or stream made by `teekms encrypt`.
+    /// Decrypt a file or stream made by `teekms encrypt` (--dek or --node).
     Decrypt(DecryptArgs),
+    /// Small payloads (at most 64 KiB) under a key a node holds: encrypt, decrypt,
+    /// generate-data-key, re-encrypt (spec/envelope-v1.md).
+    #[command(subcommand)]
+    Envelope(EnvelopeCmd),
+    /// Access keys: credentials an owner creates for others, scoped to keys and operations.
+    #[command(subcommand)]
+    Access(AccessCmd),
+    /// The node's audit log: verify the hash chain, show recent entries.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Run the whole flow in a temporary directory and narrate it.
     Demo,
 }
@@ -220,6 +231,57 @@ pub enum KeyCmd {
         #[command(flatten)]
         collateral: CollateralArg,
     },
+    /// A key's metadata: versions with their check values, state, deletion.
+    Describe {
+        /// The key id.
+        key_id: String,
+        /// The key's owner (fingerprint) when it is not your own.
+        #[arg(long)]
+        key_owner: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// A new version for new encryptions; older versions still decrypt.
+    Rotate(KeyAdmin),
+    /// Let the key be used again.
+    Enable(KeyAdmin),
+    /// Refuse every use of the key until it is enabled.
+    Disable(KeyAdmin),
+    /// Delete the key after a waiting period (cancellable until then).
+    ScheduleDeletion {
+        #[command(flatten)]
+        key: KeyAdmin,
+        /// Waiting period such as 7d or 30d [default: 7d; the node sets a minimum].
+        #[arg(long, value_name = "DURATION")]
+        wait: Option<String>,
+    },
+    /// Cancel a scheduled deletion.
+    CancelDeletion(KeyAdmin),
+    /// Versions below VERSION stop decrypting.
+    MinDecryptionVersion {
+        #[command(flatten)]
+        key: KeyAdmin,
+        /// The oldest version that still decrypts.
+        version: u64,
+    },
+    /// Export a version's material (only if the key policy says "exportable": true),
+    /// HPKE-wrapped to a key made here, checked by its KCV, written as a data key file.
+    Export {
+        #[command(flatten)]
+        key: KeyAdmin,
+        /// Which version [default: current].
+        #[arg(long)]
+        version: Option<u64>,
+        /// Data key file to write (must not exist; mode 0600).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Read or replace a key's policy (spec/key-policy-v1.md).
+    #[command(subcommand)]
+    Policy(KeyPolicyCmd),
     /// List your keys on a node (id, created, key check value; never material).
     List {
         /// The node, https://HOST:PORT.
@@ -235,6 +297,227 @@ pub enum KeyCmd {
         owner: OwnerArg,
         #[command(flatten)]
         collateral: CollateralArg,
+    },
+}
+
+/// A verified node, and who to be on it.
+#[derive(Args, Clone)]
+pub struct NodeArgs {
+    /// The node, https://HOST:PORT.
+    #[arg(long)]
+    pub node: String,
+    /// Verification policy (TOML) the node must satisfy before anything is sent.
+    #[arg(long, value_name = "POLICY")]
+    pub policy: PathBuf,
+    /// Act with this access key (its token, in a file) instead of as an owner.
+    #[arg(long, value_name = "FILE", env = "TEEKMS_ACCESS_KEY_FILE")]
+    pub access_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub owner: OwnerArg,
+    #[command(flatten)]
+    pub collateral: CollateralArg,
+}
+
+/// An owner's administrative action on one of their keys.
+#[derive(Args, Clone)]
+pub struct KeyAdmin {
+    /// The key id.
+    pub key_id: String,
+    /// Print one JSON object (the key's description afterwards).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Subcommand)]
+pub enum KeyPolicyCmd {
+    /// Print the key policy (JSON).
+    Get {
+        /// The key id.
+        key_id: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Replace the key policy with the JSON object in FILE (checked by the node).
+    Set {
+        /// The key id.
+        key_id: String,
+        /// The policy file.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EnvelopeCmd {
+    /// Encrypt at most 64 KiB under a key's current version; the ciphertext names it.
+    Encrypt {
+        /// The key id.
+        #[arg(long)]
+        key_id: String,
+        /// The key's owner (fingerprint) when it is not your own namespace.
+        #[arg(long)]
+        key_owner: Option<String>,
+        /// Associated data (needed again to decrypt).
+        #[arg(long)]
+        aad: Option<String>,
+        #[command(flatten)]
+        io: InOut,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Decrypt an envelope ciphertext.
+    Decrypt {
+        /// Associated data given at encryption.
+        #[arg(long)]
+        aad: Option<String>,
+        #[command(flatten)]
+        io: InOut,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// A fresh data key: written in plaintext to -o (mode 0600), wrapped under the key
+    /// to --wrapped.
+    GenerateDataKey {
+        /// The wrapping key.
+        #[arg(long)]
+        key_id: String,
+        /// The key's owner (fingerprint) when it is not your own namespace.
+        #[arg(long)]
+        key_owner: Option<String>,
+        /// Data key file to write (must not exist).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Where the wrapped copy goes.
+        #[arg(long, value_name = "FILE")]
+        wrapped: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Move a ciphertext to the key's latest version, or to another key, inside the node.
+    ReEncrypt {
+        /// Associated data of the input.
+        #[arg(long)]
+        aad: Option<String>,
+        /// Destination key [default: the same key].
+        #[arg(long)]
+        to_key_id: Option<String>,
+        /// Destination associated data [default: the same].
+        #[arg(long)]
+        to_aad: Option<String>,
+        #[command(flatten)]
+        io: InOut,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+/// Input and output files (stdin and stdout by default).
+#[derive(Args, Clone)]
+pub struct InOut {
+    /// Input [default: stdin].
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Output [default: stdout].
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum AccessCmd {
+    /// Create an access key; its token is written to -o (mode 0600) and shown nowhere else.
+    Create {
+        /// Key ids it reaches, comma-separated (`*`: all of yours).
+        #[arg(long, value_delimiter = ',', required = true)]
+        keys: Vec<String>,
+        /// Operations: encrypt, decrypt, generate-data-key, re-encrypt, describe.
+        #[arg(long, value_delimiter = ',', required = true)]
+        operations: Vec<String>,
+        /// Lifetime such as 90d [default: no expiry].
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Token file to write (must not exist).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// List your access keys (never their secrets).
+    List {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Revoke an access key (final).
+    Revoke {
+        /// Its id, ak-...
+        id: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+/// Where the audit log is read: through a verified node, or a stopped node's data dir
+/// (inside its TEE).
+#[derive(Args, Clone)]
+pub struct AuditSource {
+    /// A running node, https://HOST:PORT (with --policy).
+    #[arg(
+        long,
+        requires = "policy",
+        conflicts_with = "data_dir",
+        required_unless_present = "data_dir"
+    )]
+    pub node: Option<String>,
+    /// Verification policy for --node.
+    #[arg(long, value_name = "POLICY")]
+    pub policy: Option<PathBuf>,
+    /// A stopped node's data dir (run inside its TEE; with --tee).
+    #[arg(long, value_name = "DIR", requires = "tee")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Check the whole hash chain and every entry's MAC; report the first broken entry
+    /// (exit 1).
+    Verify {
+        #[command(flatten)]
+        source: AuditSource,
+        /// With --data-dir: the node's TEE.
+        #[arg(long, value_enum)]
+        tee: Option<TeeArg>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        owner: OwnerArg,
+        #[command(flatten)]
+        platform: PlatformArgs,
+    },
+    /// Show the most recent entries, one JSON object per line (through a node: those
+    /// about your keys or made by you).
+    Tail {
+        #[command(flatten)]
+        source: AuditSource,
+        /// With --data-dir: the node's TEE.
+        #[arg(long, value_enum)]
+        tee: Option<TeeArg>,
+        /// How many.
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        #[command(flatten)]
+        owner: OwnerArg,
+        #[command(flatten)]
+        platform: PlatformArgs,
     },
 }
 
@@ -385,16 +668,22 @@ pub struct WrapArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("keysource").required(true).args(["dek", "node"])))]
 pub struct EncryptArgs {
     /// Key id written into the header.
     #[arg(long)]
     pub key_id: String,
-    /// Key version written into the header.
+    /// Key version written into the header (with --dek; a node uses the current one).
     #[arg(long, default_value_t = 1)]
     pub key_version: u64,
-    /// Data key file.
+    /// Your copy of the data key (a data key file).
     #[arg(long, value_name = "FILE")]
-    pub dek: PathBuf,
+    pub dek: Option<PathBuf>,
+    /// Encrypt through this node instead, which holds the key (https://HOST:PORT).
+    #[arg(long, requires = "policy")]
+    pub node: Option<String>,
+    #[command(flatten)]
+    pub via: ViaNode,
     /// Input [default: stdin].
     #[arg(short = 'i', long = "input", value_name = "FILE")]
     pub input: Option<PathBuf>,
@@ -407,14 +696,36 @@ pub struct EncryptArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("keysource").required(true).args(["dek", "node"])))]
 pub struct DecryptArgs {
-    /// Data key file.
+    /// Your copy of the data key (a data key file).
     #[arg(long, value_name = "FILE")]
-    pub dek: PathBuf,
+    pub dek: Option<PathBuf>,
+    /// Decrypt through this node instead, which holds the key (https://HOST:PORT).
+    #[arg(long, requires = "policy")]
+    pub node: Option<String>,
+    #[command(flatten)]
+    pub via: ViaNode,
     /// Input [default: stdin].
     #[arg(short = 'i', long = "input", value_name = "FILE")]
     pub input: Option<PathBuf>,
     /// Output [default: stdout]. A regular file appears only once every chunk authenticated.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+/// With --node: how to verify it and who to be.
+#[derive(Args, Clone)]
+pub struct ViaNode {
+    /// Verification policy (TOML) for --node.
+    #[arg(long, value_name = "POLICY")]
+    pub policy: Option<PathBuf>,
+    /// With --node: the key's owner (fingerprint) when it is not your own namespace.
+    #[arg(long)]
+    pub key_owner: Option<String>,
+    /// With --node: act with this access key (its token, in a file).
+    #[arg(long, value_name = "FILE", env = "TEEKMS_ACCESS_KEY_FILE")]
+    pub access_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub owner: OwnerArg,
 }

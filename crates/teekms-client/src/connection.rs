@@ -14,7 +14,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use teekms_attest::collateral::CollateralFiles;
 use teekms_attest::{AttestationDocument, Freshness, Policy, VerifiedNode, verify_document};
 use teekms_core::api::{ErrorBody, KeyList};
-use teekms_core::{Bundle, DataKey, KeyId, OwnerKey, Receipt};
+use teekms_core::{Bundle, DataKey, KeyId, NodeKeys, OwnerKey, Receipt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -28,19 +28,48 @@ const MAX_RESPONSE: usize = 2 * 1024 * 1024;
 /// One TLS connection to a node, not yet verified.
 pub struct Connection {
     url: NodeUrl,
-    sender: SendRequest<Full<Bytes>>,
+    sender: SendRequest<RequestBody>,
     server_spki_sha256: [u8; 32],
+    /// An access key sent with every request (set only on a verified connection).
+    pub(crate) access_token: Option<zeroize::Zeroizing<String>>,
+}
+
+/// Request bodies: whole (JSON) or streamed.
+pub(crate) type RequestBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A whole request body.
+pub(crate) fn full(bytes: Vec<u8>) -> RequestBody {
+    Full::new(Bytes::from(bytes))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Who a connection authenticates as (by its TLS client certificate).
+#[derive(Clone, Copy)]
+pub enum Identity<'a> {
+    /// No client certificate (access keys, attestation only).
+    Anonymous,
+    /// An owner: a certificate made from the owner key.
+    Owner(&'a OwnerKey),
+    /// A workload in a TEE: a certificate on its TLS key, which its attestation
+    /// document names ([`VerifiedConnection::attest_workload`]).
+    Workload(&'a NodeKeys),
 }
 
 /// Connects to a node. With `owner`, the connection authenticates as that owner (TLS
 /// client certificate made from the owner key).
 pub async fn connect(url: &NodeUrl, owner: Option<&OwnerKey>) -> Result<Connection, ClientError> {
+    connect_as(url, owner.map_or(Identity::Anonymous, Identity::Owner)).await
+}
+
+/// Connects to a node as `identity`.
+pub async fn connect_as(url: &NodeUrl, identity: Identity<'_>) -> Result<Connection, ClientError> {
     let connect_err = |reason: String| ClientError::Connect {
         url: url.to_string(),
         reason,
     };
     let seen = Arc::new(Mutex::new(None));
-    let config = client_config(owner, seen.clone()).map_err(ClientError::Transport)?;
+    let config = client_config(identity, seen.clone()).map_err(ClientError::Transport)?;
     let tcp = tokio::time::timeout(
         CONNECT_TIMEOUT,
         TcpStream::connect((url.host(), url.port())),
@@ -72,6 +101,7 @@ pub async fn connect(url: &NodeUrl, owner: Option<&OwnerKey>) -> Result<Connecti
         url: url.clone(),
         sender,
         server_spki_sha256,
+        access_token: None,
     })
 }
 
@@ -95,7 +125,25 @@ pub async fn connect_verified_with_collateral(
     now_unix: u64,
     collateral: Option<&CollateralFiles>,
 ) -> Result<VerifiedConnection, ClientError> {
-    let mut conn = connect(url, owner).await?;
+    connect_verified_as(
+        url,
+        policy,
+        owner.map_or(Identity::Anonymous, Identity::Owner),
+        now_unix,
+        collateral,
+    )
+    .await
+}
+
+/// [`connect_verified_with_collateral`] for any [`Identity`].
+pub async fn connect_verified_as(
+    url: &NodeUrl,
+    policy: &Policy,
+    identity: Identity<'_>,
+    now_unix: u64,
+    collateral: Option<&CollateralFiles>,
+) -> Result<VerifiedConnection, ClientError> {
+    let mut conn = connect_as(url, identity).await?;
     let mut nonce = [0u8; 32];
     teekms_core::random_bytes(&mut nonce);
     let mut doc = conn.attestation(Some(&nonce)).await?;
@@ -169,7 +217,7 @@ impl Connection {
         }
     }
 
-    async fn request(
+    pub(crate) async fn request(
         &mut self,
         method: Method,
         path: &str,
@@ -183,8 +231,14 @@ impl Connection {
         if body.is_some() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
+        if let Some(token) = &self.access_token {
+            req = req.header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", token.as_str()),
+            );
+        }
         let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(full(body.unwrap_or_default()))
             .map_err(|e| transport(&e))?;
         let fut = async {
             self.sender.ready().await.map_err(|e| transport(&e))?;
@@ -207,24 +261,13 @@ impl Connection {
         if status.is_success() {
             return Ok((status, body));
         }
-        Err(match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => ClientError::Api {
-                status: status.as_u16(),
-                code: e.code,
-                message: e.message,
-            },
-            Err(_) => ClientError::Api {
-                status: status.as_u16(),
-                code: "unknown".into(),
-                message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-            },
-        })
+        Err(api_error(status, &body))
     }
 }
 
 /// A connection whose far end proved, by fresh evidence, to be an admitted node.
 pub struct VerifiedConnection {
-    conn: Connection,
+    pub(crate) conn: Connection,
     node: VerifiedNode,
 }
 
@@ -270,7 +313,7 @@ impl VerifiedConnection {
 }
 
 fn client_config(
-    owner: Option<&OwnerKey>,
+    identity: Identity<'_>,
     seen: Arc<Mutex<Option<[u8; 32]>>>,
 ) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -279,23 +322,28 @@ fn client_config(
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(RecordingVerifier { provider, seen }));
-    match owner {
-        None => Ok(builder.with_no_client_auth()),
-        Some(owner) => {
-            let pkcs8 = PrivatePkcs8KeyDer::from(owner.pkcs8_der().to_vec());
-            let key = rcgen::KeyPair::try_from(&pkcs8).map_err(|e| e.to_string())?;
-            let mut params =
-                rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
-            params.distinguished_name.push(
-                rcgen::DnType::CommonName,
-                format!("teekms owner {}", owner.public_key().fingerprint()),
-            );
-            let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-            builder
-                .with_client_auth_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(pkcs8))
-                .map_err(|e| e.to_string())
-        }
-    }
+    let (pkcs8, name) = match identity {
+        Identity::Anonymous => return Ok(builder.with_no_client_auth()),
+        Identity::Owner(owner) => (
+            owner.pkcs8_der().to_vec(),
+            format!("teekms owner {}", owner.public_key().fingerprint()),
+        ),
+        Identity::Workload(keys) => (
+            keys.tls_pkcs8_der().to_vec(),
+            format!("teekms workload {}", keys.node_id()),
+        ),
+    };
+    let pkcs8 = PrivatePkcs8KeyDer::from(pkcs8);
+    let key = rcgen::KeyPair::try_from(&pkcs8).map_err(|e| e.to_string())?;
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    builder
+        .with_client_auth_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(pkcs8))
+        .map_err(|e| e.to_string())
 }
 
 /// Records the server's SPKI hash and accepts the certificate *for now*: trust comes
@@ -355,5 +403,140 @@ impl ServerCertVerifier for RecordingVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// Chunks in flight each way while streaming.
+const STREAM_DEPTH: usize = 8;
+/// Size of the reads from the input while streaming.
+const STREAM_READ: usize = 256 * 1024;
+
+type Chunk = Result<Bytes, std::io::Error>;
+
+/// A request body fed by a channel.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Chunk>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(hyper::body::Frame::data)))
+    }
+}
+
+impl Connection {
+    /// Streams `input` to `path` and the response body to `output`, both on their own
+    /// threads so that reading, the network and writing overlap. A response that ends
+    /// abnormally (the node found a chunk that does not authenticate) is an error.
+    pub(crate) async fn stream(
+        &mut self,
+        path: &str,
+        mut input: Box<dyn std::io::Read + Send>,
+        mut output: Box<dyn std::io::Write + Send>,
+    ) -> Result<(), ClientError> {
+        let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
+        let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Chunk>(STREAM_DEPTH);
+        let reader = std::thread::spawn(move || {
+            loop {
+                let mut buf = vec![0u8; STREAM_READ];
+                match input.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if in_tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = in_tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(hyper::header::HOST, self.url.authority())
+            .header(hyper::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(token) = &self.access_token {
+            req = req.header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", token.as_str()),
+            );
+        }
+        let req = req
+            .body(BodyExt::boxed(ChannelBody(in_rx)))
+            .map_err(|e| transport(&e))?;
+        self.sender.ready().await.map_err(|e| transport(&e))?;
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.sender.send_request(req))
+            .await
+            .map_err(|_| ClientError::Transport("the node did not answer in time".into()))?
+            .map_err(|e| transport(&e))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = Limited::new(body, MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| transport(&e))?
+                .to_bytes();
+            let _ = reader.join();
+            return Err(api_error(status, &bytes));
+        }
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_DEPTH);
+        let writer = std::thread::spawn(move || {
+            while let Some(b) = out_rx.blocking_recv() {
+                output.write_all(&b)?;
+            }
+            output.flush()
+        });
+        let mut failure = None;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(data) = f.into_data()
+                        && out_tx.send(data).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(ClientError::Transport(format!(
+                        "the node ended the stream abnormally (a chunk did not authenticate, or the node failed): {e}"
+                    )));
+                    break;
+                }
+            }
+        }
+        drop(out_tx);
+        let written = writer.join().expect("writer thread");
+        let _ = reader.join();
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        written.map_err(|e| ClientError::Transport(format!("writing the output: {e}")))
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Api {
+            status: status.as_u16(),
+            code: e.code,
+            message: e.message,
+        },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            code: "unknown".into(),
+            message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        },
     }
 }

@@ -10,12 +10,15 @@
 mod connection;
 mod error;
 pub mod fetch;
+mod ops;
 mod url;
 
 pub use connection::{
-    Connection, VerifiedConnection, connect, connect_verified, connect_verified_with_collateral,
+    Connection, Identity, VerifiedConnection, connect, connect_as, connect_verified,
+    connect_verified_as, connect_verified_with_collateral,
 };
 pub use error::ClientError;
 /// HTTP methods, for [`Connection::raw_request`].
 pub use hyper::Method;
+pub use ops::secret_of;
 pub use url::NodeUrl;

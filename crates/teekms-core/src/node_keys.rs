@@ -57,6 +57,18 @@ impl NodeKeys {
         })
     }
 
+    /// Opens an HPKE message sealed to this key set's public key (responses sealed to an
+    /// attested workload; see [`crate::api::SealedSecret`]).
+    pub fn open_sealed(
+        &self,
+        info: &[u8],
+        aad: &[u8],
+        enc: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, crate::hpke::HpkeError> {
+        crate::hpke::open(&self.hpke_private, enc, info, aad, ciphertext)
+    }
+
     /// Serializes the private keys for sealing (spec/sealed-record-v1.md).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut w = Writer::with_label(ENCODING_LABEL);

@@ -183,6 +183,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/audit", get(audit_tail))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/ping", get(ping))
+        .merge(crate::stream::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -279,7 +280,7 @@ async fn list_keys(
 
 // ---- using the keys (ops.rs) ---------------------------------------------------------
 
-fn token(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn token(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Ok(None);
     };

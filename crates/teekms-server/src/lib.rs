@@ -13,6 +13,7 @@ mod keyservice;
 mod node;
 mod ops;
 mod server;
+mod stream;
 mod tls;
 mod writer;
 

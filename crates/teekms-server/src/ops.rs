@@ -612,17 +612,16 @@ impl AppState {
         Ok((l.owner, l.key_id, rec))
     }
 
-    /// Records the end of a stream through the node.
+    /// Records the end of a stream through the node (its start was authorized, and
+    /// refusals audited, by [`AppState::stream_key`]).
     pub fn stream_done(
         &self,
         caller: &Caller,
         op: &str,
-        owner: &OwnerPublicKey,
-        key_id: &KeyId,
-        version: u64,
+        (owner, key_id, version): (&OwnerPublicKey, &KeyId, u64),
         outcome: String,
-        now: u64,
     ) -> Result<(), OpError> {
+        let now = crate::now_unix();
         self.audit(draft(
             op,
             caller,

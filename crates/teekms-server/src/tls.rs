@@ -138,6 +138,10 @@ impl ClientCertVerifier for OwnerCertVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        // Owners sign with Ed25519, workloads with their attested P-256 TLS key.
+        vec![
+            SignatureScheme::ED25519,
+            SignatureScheme::ECDSA_NISTP256_SHA256,
+        ]
     }
 }

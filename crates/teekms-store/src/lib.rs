@@ -263,6 +263,9 @@ pub enum Write {
     },
 }
 
+/// A stored key state: `(owner, key_id, revision, sealed record)`.
+pub type StateRow = (String, String, u64, Vec<u8>);
+
 /// What a job did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -432,7 +435,7 @@ impl SqliteStore {
     }
 
     /// Every stored key state: `(owner, key_id, revision, sealed record)`.
-    pub fn all_states(&self) -> Result<Vec<(String, String, u64, Vec<u8>)>, StoreError> {
+    pub fn all_states(&self) -> Result<Vec<StateRow>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT owner, key_id, revision, record FROM key_state")?;

@@ -10,13 +10,29 @@ use std::time::Duration;
 use teekms_core::KeyId;
 use teekms_core::stream::{self, Header, StreamError};
 
-use crate::cli::{DecryptArgs, EncryptArgs};
+use crate::cli::{DecryptArgs, EncryptArgs, NodeArgs, ViaNode};
 use crate::failure::{CmdResult, Failure};
 use crate::paths;
 
-pub fn encrypt(a: EncryptArgs) -> CmdResult {
-    let dek = paths::load_dek(&a.dek)?;
+pub async fn encrypt(a: EncryptArgs) -> CmdResult {
     let key_id = KeyId::new(&a.key_id).map_err(|e| Failure::usage(e.to_string()))?;
+    if let Some(node) = &a.node {
+        let mut conn = connect(node, &a.via).await?;
+        let (owner, chunk_log2) = (a.via.key_owner.clone(), a.chunk_log2);
+        return run(a.input.as_deref(), a.output.as_deref(), move |input, w| {
+            through_node(move || async move {
+                conn.stream_encrypt(
+                    key_id.as_str(),
+                    owner.as_deref(),
+                    Some(chunk_log2),
+                    input.into_reader(),
+                    w,
+                )
+                .await
+            })
+        });
+    }
+    let dek = paths::load_dek(a.dek.as_deref().expect("clap requires --dek or --node"))?;
     let header = Header::new(key_id, a.key_version, a.chunk_log2);
     run(
         a.input.as_deref(),
@@ -28,8 +44,18 @@ pub fn encrypt(a: EncryptArgs) -> CmdResult {
     )
 }
 
-pub fn decrypt(a: DecryptArgs) -> CmdResult {
-    let dek = paths::load_dek(&a.dek)?;
+pub async fn decrypt(a: DecryptArgs) -> CmdResult {
+    if let Some(node) = &a.node {
+        let mut conn = connect(node, &a.via).await?;
+        let owner = a.via.key_owner.clone();
+        return run(a.input.as_deref(), a.output.as_deref(), move |input, w| {
+            through_node(move || async move {
+                conn.stream_decrypt(owner.as_deref(), input.into_reader(), w)
+                    .await
+            })
+        });
+    }
+    let dek = paths::load_dek(a.dek.as_deref().expect("clap requires --dek or --node"))?;
     run(
         a.input.as_deref(),
         a.output.as_deref(),
@@ -40,10 +66,46 @@ pub fn decrypt(a: DecryptArgs) -> CmdResult {
     )
 }
 
+/// A verified node for streaming, as the owner or with an access key.
+async fn connect(node: &str, via: &ViaNode) -> Result<teekms_client::VerifiedConnection, Failure> {
+    let policy = via
+        .policy
+        .clone()
+        .ok_or_else(|| Failure::usage("--node needs --policy"))?;
+    super::use_keys::connect(&NodeArgs {
+        node: node.to_owned(),
+        policy,
+        access_key: via.access_key.clone(),
+        owner: via.owner.clone(),
+        collateral: crate::cli::CollateralArg { collateral: None },
+    })
+    .await
+}
+
+/// Runs a streaming exchange with a node from the synchronous pipeline below. Errors become stream errors so that a regular
+/// output file is removed, as for local decryption.
+fn through_node<F, Fut>(f: F) -> Result<(), StreamError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), teekms_client::ClientError>>,
+{
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f()))
+        .map_err(|e| StreamError::Malformed(e.to_string()))
+}
+
 /// A regular file (positional reads on all cores; its size is known) or a stream.
 enum Input {
     File(File),
     Stream(Box<dyn Read + Send>),
+}
+
+impl Input {
+    fn into_reader(self) -> Box<dyn Read + Send> {
+        match self {
+            Input::File(f) => Box::new(f),
+            Input::Stream(r) => r,
+        }
+    }
 }
 
 /// Counts bytes written, for the progress line.

@@ -22,6 +22,15 @@ pub async fn run(cmd: KeyCmd) -> CmdResult {
             Ok(())
         }
         KeyCmd::Deploy(args) => deploy(args).await,
+        cmd @ (KeyCmd::Describe { .. }
+        | KeyCmd::Rotate(_)
+        | KeyCmd::Enable(_)
+        | KeyCmd::Disable(_)
+        | KeyCmd::ScheduleDeletion { .. }
+        | KeyCmd::CancelDeletion(_)
+        | KeyCmd::MinDecryptionVersion { .. }
+        | KeyCmd::Export { .. }
+        | KeyCmd::Policy(_)) => super::use_keys::admin(cmd).await,
         KeyCmd::Wrap(args) => wrap(args),
         KeyCmd::Import {
             bundle,
@@ -95,7 +104,7 @@ fn load_bundle(path: &Path) -> Result<Bundle, Failure> {
     })
 }
 
-async fn connect_verified(
+pub(super) async fn connect_verified(
     node: &str,
     policy: &Path,
     owner: Option<&teekms_core::OwnerKey>,

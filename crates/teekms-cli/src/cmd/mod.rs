@@ -8,6 +8,7 @@ mod evidence;
 mod key;
 mod owner;
 mod serve;
+mod use_keys;
 
 use crate::cli::{Command, SimCmd};
 use crate::failure::CmdResult;
@@ -21,8 +22,11 @@ pub async fn run(command: Command) -> CmdResult {
         Command::Evidence(c) => evidence::run(c),
         Command::Collateral(c) => collateral::run(c).await,
         Command::Key(c) => key::run(c).await,
-        Command::Encrypt(a) => crypt::encrypt(a),
-        Command::Decrypt(a) => crypt::decrypt(a),
+        Command::Encrypt(a) => crypt::encrypt(a).await,
+        Command::Decrypt(a) => crypt::decrypt(a).await,
+        Command::Envelope(c) => use_keys::envelope(c).await,
+        Command::Access(c) => use_keys::access(c).await,
+        Command::Audit(c) => use_keys::audit(c).await,
         Command::Demo => demo::run().await,
     }
 }

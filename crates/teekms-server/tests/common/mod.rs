@@ -46,7 +46,8 @@ impl Node {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 data_dir: self.data_dir.clone(),
                 platform,
-                min_deletion_wait: teekms_core::state::DEFAULT_DELETION_WAIT,
+                // Tests schedule deletions seconds ahead.
+                min_deletion_wait: 0,
             })
             .await
             .unwrap(),

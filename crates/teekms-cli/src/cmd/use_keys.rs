@@ -1,0 +1,469 @@
+//! Using keys a node holds: lifecycle and policy (`teekms key ...`), envelope
+//! operations, access keys and the audit log.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use teekms_client::{VerifiedConnection, secret_of};
+use teekms_core::access::Operation;
+use teekms_core::api::{B64, KeyDescription, ReEncryptRequest};
+
+use crate::cli::{
+    AccessCmd, AuditCmd, AuditSource, EnvelopeCmd, InOut, KeyAdmin, KeyPolicyCmd, NodeArgs,
+};
+use crate::failure::{CmdResult, EXIT_REJECTED, Failure};
+use crate::paths;
+
+use super::key::format_time;
+
+/// Largest envelope input read (the node takes 64 KiB of plaintext; ciphertexts are a
+/// little larger).
+const MAX_ENVELOPE_INPUT: u64 = 128 * 1024;
+
+/// Connects to a verified node as the owner, or with an access key (then anonymously:
+/// the token is the credential, sent only after the node verified).
+pub async fn connect(node: &NodeArgs) -> Result<VerifiedConnection, Failure> {
+    let token = match &node.access_key {
+        Some(path) => Some(read_token(path)?),
+        None => None,
+    };
+    let owner = match token {
+        Some(_) => None,
+        None => Some(paths::load_owner(&node.owner.owner)?),
+    };
+    let mut conn =
+        super::key::connect_verified(&node.node, &node.policy, owner.as_ref(), &node.collateral)
+            .await?;
+    if let Some(t) = token {
+        conn.use_access_key(&t);
+    }
+    Ok(conn)
+}
+
+fn read_token(path: &Path) -> Result<zeroize::Zeroizing<String>, Failure> {
+    let bytes = zeroize::Zeroizing::new(paths::read(path, "access key file", 1024)?);
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Failure::usage(format!("{} is not an access key token", path.display())))?;
+    Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
+}
+
+fn print_description(d: &KeyDescription, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(d).expect("descriptions serialize")
+        );
+        return;
+    }
+    let state = match (d.enabled, d.deletion_at) {
+        (_, Some(at)) => format!("pending deletion at {}", format_time(at)),
+        (true, None) => "enabled".into(),
+        (false, None) => "disabled".into(),
+    };
+    println!("key {} (owner {})", d.key_id, d.owner);
+    println!("  state: {state}");
+    println!(
+        "  current version: {}, decrypts from version {}, exportable: {}",
+        d.current_version, d.min_decryption_version, d.exportable
+    );
+    for v in &d.versions {
+        println!(
+            "  version {:>3}  created {}  kcv {}",
+            v.key_version,
+            format_time(v.created_at),
+            v.kcv
+        );
+    }
+}
+
+/// The key lifecycle verbs of `teekms key`.
+pub async fn admin(cmd: crate::cli::KeyCmd) -> CmdResult {
+    use crate::cli::KeyCmd as K;
+    let (key, desc) = match cmd {
+        K::Describe {
+            key_id,
+            key_owner,
+            json,
+            node,
+        } => {
+            let d = connect(&node)
+                .await?
+                .describe(&key_id, key_owner.as_deref())
+                .await?;
+            print_description(&d, json);
+            return Ok(());
+        }
+        K::Rotate(k) => {
+            let d = connect(&k.node).await?.rotate(&k.key_id).await?;
+            (k, d)
+        }
+        K::Enable(k) => {
+            let d = connect(&k.node).await?.set_enabled(&k.key_id, true).await?;
+            (k, d)
+        }
+        K::Disable(k) => {
+            let d = connect(&k.node)
+                .await?
+                .set_enabled(&k.key_id, false)
+                .await?;
+            (k, d)
+        }
+        K::ScheduleDeletion { key, wait } => {
+            let d = connect(&key.node)
+                .await?
+                .schedule_deletion(&key.key_id, wait.as_deref())
+                .await?;
+            (key, d)
+        }
+        K::CancelDeletion(k) => {
+            let d = connect(&k.node).await?.cancel_deletion(&k.key_id).await?;
+            (k, d)
+        }
+        K::MinDecryptionVersion { key, version } => {
+            let d = connect(&key.node)
+                .await?
+                .set_min_decryption_version(&key.key_id, version)
+                .await?;
+            (key, d)
+        }
+        K::Export {
+            key,
+            version,
+            output,
+        } => return export(key, version, &output).await,
+        K::Policy(p) => return policy(p).await,
+        _ => unreachable!("routed by key::run"),
+    };
+    print_description(&desc, key.json);
+    Ok(())
+}
+
+async fn export(key: KeyAdmin, version: Option<u64>, output: &Path) -> CmdResult {
+    let mut conn = connect(&key.node).await?;
+    let (v, dek) = conn.export(&key.key_id, version).await?;
+    paths::write_new_secret(output, dek.to_file_text().as_bytes(), "data key")?;
+    eprintln!(
+        "exported version {v} of key {} (kcv {}) to {}",
+        key.key_id,
+        dek.kcv(),
+        output.display()
+    );
+    Ok(())
+}
+
+async fn policy(cmd: KeyPolicyCmd) -> CmdResult {
+    match cmd {
+        KeyPolicyCmd::Get { key_id, node } => {
+            let p = connect(&node).await?.get_policy(&key_id).await?;
+            println!("{}", serde_json::to_string_pretty(&p).expect("JSON"));
+        }
+        KeyPolicyCmd::Set { key_id, file, node } => {
+            let text = paths::load_key_policy(&Some(file))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Failure::usage(e.to_string()))?;
+            let d = connect(&node).await?.set_policy(&key_id, &value).await?;
+            eprintln!("policy of key {} replaced", d.key_id);
+        }
+    }
+    Ok(())
+}
+
+fn read_input(io: &InOut) -> Result<Vec<u8>, Failure> {
+    match &io.input {
+        Some(p) => paths::read(p, "input", MAX_ENVELOPE_INPUT),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .take(MAX_ENVELOPE_INPUT + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| Failure::usage(format!("reading stdin: {e}")))?;
+            if buf.len() as u64 > MAX_ENVELOPE_INPUT {
+                return Err(Failure::usage(
+                    "the input is larger than an envelope takes (64 KiB); use `teekms encrypt --node`",
+                ));
+            }
+            Ok(buf)
+        }
+    }
+}
+
+fn write_output(io: &InOut, bytes: &[u8], mode: u32) -> CmdResult {
+    match &io.output {
+        Some(p) => paths::write_atomic(p, bytes, mode),
+        None => std::io::stdout()
+            .write_all(bytes)
+            .and_then(|_| std::io::stdout().flush())
+            .map_err(|e| Failure::usage(format!("writing stdout: {e}"))),
+    }
+}
+
+/// `teekms envelope ...`.
+pub async fn envelope(cmd: EnvelopeCmd) -> CmdResult {
+    match cmd {
+        EnvelopeCmd::Encrypt {
+            key_id,
+            key_owner,
+            aad,
+            io,
+            node,
+        } => {
+            let pt = zeroize::Zeroizing::new(read_input(&io)?);
+            let ct = connect(&node)
+                .await?
+                .encrypt(
+                    &key_id,
+                    key_owner.as_deref(),
+                    &pt,
+                    aad.as_deref().map(str::as_bytes),
+                )
+                .await?;
+            write_output(&io, &ct.ciphertext.0, 0o644)?;
+            eprintln!(
+                "encrypted under key {} version {}",
+                ct.key_id, ct.key_version
+            );
+        }
+        EnvelopeCmd::Decrypt { aad, io, node } => {
+            let ct = read_input(&io)?;
+            let resp = connect(&node)
+                .await?
+                .decrypt(&ct, aad.as_deref().map(str::as_bytes))
+                .await?;
+            let pt = secret_of(&resp, "decrypt", None)?;
+            write_output(&io, &pt, 0o600)?;
+        }
+        EnvelopeCmd::GenerateDataKey {
+            key_id,
+            key_owner,
+            output,
+            wrapped,
+            node,
+        } => {
+            let resp = connect(&node)
+                .await?
+                .generate_data_key(&key_id, key_owner.as_deref(), None)
+                .await?;
+            let key = secret_of(&resp, "generate-data-key", None)?;
+            let dek = teekms_core::DataKey::from_bytes(&key)
+                .ok_or_else(|| Failure::rejected("the node returned a key of the wrong size"))?;
+            let Some(B64(wrapped_bytes)) = resp.ciphertext else {
+                return Err(Failure::rejected("the node returned no wrapped copy"));
+            };
+            paths::write_atomic(&wrapped, &wrapped_bytes, 0o644)?;
+            paths::write_new_secret(&output, dek.to_file_text().as_bytes(), "data key")?;
+            eprintln!(
+                "data key (kcv {}) in {}, wrapped under key {} version {} in {}",
+                dek.kcv(),
+                output.display(),
+                resp.key_id,
+                resp.key_version,
+                wrapped.display()
+            );
+        }
+        EnvelopeCmd::ReEncrypt {
+            aad,
+            to_key_id,
+            to_aad,
+            io,
+            node,
+        } => {
+            let ct = read_input(&io)?;
+            let req = ReEncryptRequest {
+                ciphertext: B64(ct),
+                aad: aad.map(|a| B64(a.into_bytes())),
+                destination_key_id: to_key_id,
+                destination_owner: None,
+                destination_aad: to_aad.map(|a| B64(a.into_bytes())),
+            };
+            let out = connect(&node).await?.re_encrypt(&req).await?;
+            write_output(&io, &out.ciphertext.0, 0o644)?;
+            eprintln!(
+                "re-encrypted under key {} version {}",
+                out.key_id, out.key_version
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `teekms access ...`.
+pub async fn access(cmd: AccessCmd) -> CmdResult {
+    match cmd {
+        AccessCmd::Create {
+            keys,
+            operations,
+            expires_in,
+            description,
+            output,
+            node,
+        } => {
+            let ops = operations
+                .iter()
+                .map(|o| {
+                    serde_json::from_value::<Operation>(serde_json::Value::String(o.clone()))
+                        .map_err(|_| {
+                            Failure::usage(format!(
+                                "unknown operation {o:?}: encrypt, decrypt, generate-data-key, re-encrypt, describe"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if output.exists() {
+                return Err(Failure::usage(format!(
+                    "{} exists; access key tokens are never overwritten",
+                    output.display()
+                )));
+            }
+            let created = connect(&node)
+                .await?
+                .create_access_key(keys, ops, expires_in.as_deref(), &description)
+                .await?;
+            let token = zeroize::Zeroizing::new(format!("{}\n", created.token));
+            paths::write_new_secret(&output, token.as_bytes(), "access key")?;
+            println!("{}", created.info.id);
+            eprintln!(
+                "access key {} created; its token is in {} (shown nowhere else). Name it in a key policy to grant it operations.",
+                created.info.id,
+                output.display()
+            );
+        }
+        AccessCmd::List { json, node } => {
+            let list = connect(&node).await?.list_access_keys().await?;
+            if json {
+                println!("{}", serde_json::to_string(&list).expect("JSON"));
+            } else {
+                for k in &list.access_keys {
+                    let state = match (k.revoked_at, k.expires_at) {
+                        (Some(t), _) => format!("revoked {}", format_time(t)),
+                        (None, Some(t)) => format!("expires {}", format_time(t)),
+                        (None, None) => "no expiry".into(),
+                    };
+                    let ops: Vec<&str> = k.operations.iter().map(|o| o.as_str()).collect();
+                    println!(
+                        "{}  keys {}  ops {}  {}  {}",
+                        k.id,
+                        k.keys.join(","),
+                        ops.join(","),
+                        state,
+                        k.description
+                    );
+                }
+                if list.access_keys.is_empty() {
+                    println!("(no access keys)");
+                }
+            }
+        }
+        AccessCmd::Revoke { id, node } => {
+            let info = connect(&node).await?.revoke_access_key(&id).await?;
+            eprintln!("access key {} revoked", info.id);
+        }
+    }
+    Ok(())
+}
+
+/// `teekms audit ...`.
+pub async fn audit(cmd: AuditCmd) -> CmdResult {
+    match cmd {
+        AuditCmd::Verify {
+            source,
+            tee,
+            json,
+            owner,
+            platform,
+        } => {
+            let report = match open_source(&source, tee, &owner, &platform).await? {
+                Source::Node(mut conn) => conn.audit_verify().await?,
+                Source::Dir(handle) => teekms_server::audit_verify_offline(&handle)
+                    .map_err(|e| Failure::usage(e.to_string()))?,
+            };
+            if json {
+                println!("{}", serde_json::to_string(&report).expect("JSON"));
+            } else if report.ok {
+                println!("audit log verified: {} entries", report.entries);
+            } else {
+                println!(
+                    "audit log BROKEN at entry {}: {}",
+                    report.broken_at.unwrap_or(0),
+                    report.reason.as_deref().unwrap_or("")
+                );
+            }
+            if report.ok {
+                Ok(())
+            } else {
+                Err(Failure {
+                    code: EXIT_REJECTED,
+                    message: format!(
+                        "the audit log is broken at entry {}",
+                        report.broken_at.unwrap_or(0)
+                    ),
+                    hint: Some(
+                        "the node's storage was altered; entries before that one still verify"
+                            .into(),
+                    ),
+                })
+            }
+        }
+        AuditCmd::Tail {
+            source,
+            tee,
+            n,
+            owner,
+            platform,
+        } => {
+            match open_source(&source, tee, &owner, &platform).await? {
+                Source::Node(mut conn) => {
+                    for e in conn.audit_tail(n).await?.entries {
+                        println!("{}", serde_json::to_string(&e).expect("JSON"));
+                    }
+                }
+                Source::Dir(handle) => {
+                    for e in teekms_server::audit_tail_offline(&handle, n as u64)
+                        .map_err(|e| Failure::usage(e.to_string()))?
+                    {
+                        println!("{}", String::from_utf8_lossy(&e));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+enum Source {
+    Node(Box<VerifiedConnection>),
+    Dir(teekms_server::NodeHandle),
+}
+
+async fn open_source(
+    source: &AuditSource,
+    tee: Option<crate::cli::TeeArg>,
+    owner: &crate::cli::OwnerArg,
+    platform: &crate::cli::PlatformArgs,
+) -> Result<Source, Failure> {
+    if let (Some(node), Some(policy)) = (&source.node, &source.policy) {
+        let owner = paths::load_owner(&owner.owner)?;
+        let conn = super::key::connect_verified(
+            node,
+            policy,
+            Some(&owner),
+            &crate::cli::CollateralArg { collateral: None },
+        )
+        .await?;
+        return Ok(Source::Node(Box::new(conn)));
+    }
+    let dir = source
+        .data_dir
+        .as_ref()
+        .ok_or_else(|| Failure::usage("give --node with --policy, or --data-dir with --tee"))?;
+    let tee = tee.ok_or_else(|| Failure::usage("--data-dir needs --tee (the node's TEE)"))?;
+    if !dir.join(teekms_store::DB_FILE).exists() {
+        return Err(Failure::usage(format!(
+            "{} holds no teekms node",
+            dir.display()
+        )));
+    }
+    let platform = super::serve::platform(tee, platform, dir)?;
+    let handle = teekms_server::open_node(platform, dir)
+        .map_err(|e| Failure::usage(format!("cannot open the node: {e}")))?;
+    Ok(Source::Dir(handle))
+}

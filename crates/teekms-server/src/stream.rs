@@ -1,0 +1,294 @@
+//! Streaming encryption through the node (spec/stream-v1.md, spec/api-v1.md): the same
+//! format as the owner's `teekms encrypt`, with the key held by the node; the plaintext
+//! key never leaves the TEE. The request body is read and the response written as the
+//! chunks go; a chunk that does not authenticate ends the response abnormally (the
+//! status was already sent), so a client never mistakes a cut stream for a whole one.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Router};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use teekms_core::access::Operation;
+use teekms_core::stream::{self, Header};
+use tokio::sync::mpsc;
+
+use crate::api::{ApiError, AppState};
+use crate::now_unix;
+use crate::ops::{ConnState, OpError};
+
+/// Chunks in flight each way.
+const DEPTH: usize = 8;
+
+type Chunk = Result<Bytes, std::io::Error>;
+
+/// The routes, without a body limit (they stream).
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/stream/encrypt", post(encrypt))
+        .route("/v1/stream/decrypt", post(decrypt))
+        .layer(DefaultBodyLimit::disable())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptQuery {
+    key_id: String,
+    owner: Option<String>,
+    chunk_log2: Option<u8>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecryptQuery {
+    owner: Option<String>,
+}
+
+/// The request body as a blocking reader, fed by a task.
+struct BodyReader {
+    rx: mpsc::Receiver<Chunk>,
+    buf: Bytes,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.buf = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf.split_to(n));
+        Ok(n)
+    }
+}
+
+fn body_reader(body: Body) -> BodyReader {
+    let (tx, rx) = mpsc::channel(DEPTH);
+    tokio::spawn(async move {
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let chunk = match frame {
+                Ok(f) => match f.into_data() {
+                    Ok(d) => Ok(d),
+                    Err(_) => continue,
+                },
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    BodyReader {
+        rx,
+        buf: Bytes::new(),
+    }
+}
+
+/// A blocking writer whose bytes become the response body.
+struct BodyWriter {
+    tx: mpsc::Sender<Chunk>,
+}
+
+impl Write for BodyWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChannelBody(mpsc::Receiver<Chunk>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(hyper::body::Frame::data)))
+    }
+}
+
+fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::from(OpError::BadRequest(e.body_text()))
+}
+
+async fn encrypt(
+    State(app): State<Arc<AppState>>,
+    Extension(conn): Extension<Arc<ConnState>>,
+    headers: axum::http::HeaderMap,
+    q: Result<Query<EncryptQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
+    let chunk_log2 = q.chunk_log2.unwrap_or(stream::DEFAULT_CHUNK_LOG2);
+    if !(12..=24).contains(&chunk_log2) {
+        return Err(OpError::BadRequest("chunk_log2 must be 12 to 24".into()).into());
+    }
+    let token = crate::api::token(&headers)?;
+    run(
+        app,
+        conn,
+        token,
+        body,
+        "stream-encrypt",
+        move |app, caller, now, input, output| {
+            let (owner, key_id, rec) = app.stream_key(
+                caller,
+                q.owner.as_deref(),
+                &q.key_id,
+                None,
+                Operation::Encrypt,
+                now,
+            )?;
+            let header = Header::new(key_id.clone(), rec.key_version, chunk_log2);
+            let started = Started {
+                owner,
+                key_id,
+                version: rec.key_version,
+            };
+            Ok((
+                started,
+                Box::new(move || stream::encrypt(&rec.dek, &header, input, output)),
+            ))
+        },
+    )
+    .await
+}
+
+async fn decrypt(
+    State(app): State<Arc<AppState>>,
+    Extension(conn): Extension<Arc<ConnState>>,
+    headers: axum::http::HeaderMap,
+    q: Result<Query<DecryptQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
+    let token = crate::api::token(&headers)?;
+    run(
+        app,
+        conn,
+        token,
+        body,
+        "stream-decrypt",
+        move |app, caller, now, mut input, output| {
+            // The header names the key and version; it is authenticated with the first chunk.
+            let (header, header_bytes) =
+                Header::read_from(&mut input).map_err(|e| OpError::BadRequest(e.to_string()))?;
+            let (owner, key_id, rec) = app.stream_key(
+                caller,
+                q.owner.as_deref(),
+                header.key_id.as_str(),
+                Some(header.key_version),
+                Operation::Decrypt,
+                now,
+            )?;
+            let started = Started {
+                owner,
+                key_id,
+                version: rec.key_version,
+            };
+            let replayed = std::io::Cursor::new(header_bytes).chain(input);
+            Ok((
+                started,
+                Box::new(move || stream::decrypt(&rec.dek, replayed, output).map(|_| ())),
+            ))
+        },
+    )
+    .await
+}
+
+/// What a stream is about, for its closing audit entry.
+struct Started {
+    owner: teekms_core::OwnerPublicKey,
+    key_id: teekms_core::KeyId,
+    version: u64,
+}
+
+type Work = Box<dyn FnOnce() -> Result<(), stream::StreamError> + Send>;
+
+/// Authorizes (and audits) on the blocking pool, then answers 200 and streams: the work
+/// runs on its own thread between the request body and the response body.
+async fn run(
+    app: Arc<AppState>,
+    conn: Arc<ConnState>,
+    token: Option<String>,
+    body: Body,
+    op: &'static str,
+    prepare: impl FnOnce(
+        &AppState,
+        &teekms_core::access::Caller,
+        u64,
+        BodyReader,
+        BodyWriter,
+    ) -> Result<(Started, Work), OpError>
+    + Send
+    + 'static,
+) -> Result<Response, ApiError> {
+    let input = body_reader(body);
+    let (tx, rx) = mpsc::channel(DEPTH);
+    let output = BodyWriter { tx: tx.clone() };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("teekms-stream".into())
+        .spawn(move || {
+            let now = now_unix();
+            let prepared = app
+                .caller(&conn, token.as_deref(), now)
+                .and_then(|caller| prepare(&app, &caller, now, input, output).map(|p| (caller, p)));
+            let (caller, (started, work)) = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            let outcome = match work() {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    format!("error: {e}")
+                }
+            };
+            // The response ends (and so the stream is acknowledged) only once its audit
+            // entry is durable; if it cannot be written, the response is cut instead.
+            let key = (&started.owner, &started.key_id, started.version);
+            if let Err(e) = app.stream_done(&caller, op, key, outcome) {
+                tracing::warn!(error = ?e, "the end of a stream could not be audited");
+                let _ = tx.blocking_send(Err(std::io::Error::other("audit failed")));
+            }
+            drop(tx);
+        })
+        .map_err(|e| ApiError::from(OpError::Internal(e.to_string())))?;
+    match ready_rx.await {
+        Ok(Ok(())) => Ok((
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            Body::new(ChannelBody(rx)),
+        )
+            .into_response()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(OpError::Internal("stream thread ended early".into()).into()),
+    }
+}

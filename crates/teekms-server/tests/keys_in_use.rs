@@ -1,0 +1,468 @@
+//! Using deployed keys on a real node (port 0, real TLS, real SQLite): envelope
+//! operations, lifecycle, access control (owners, access keys, attested workloads) and the
+//! audit log, through the client library.
+
+mod common;
+
+use common::Node;
+use serde_json::json;
+use teekms_attest::{AttestationDocument, TeeKind};
+use teekms_client::{ClientError, Identity, secret_of};
+use teekms_core::access::Operation;
+use teekms_core::api::ReEncryptRequest;
+use teekms_core::{DataKey, KeyId, NodeKeys, OwnerKey};
+use teekms_platform::{Platform, SimPlatform, SimRoot};
+use teekms_server::now_unix;
+
+fn api_status(e: &ClientError) -> (u16, String) {
+    match e {
+        ClientError::Api { status, code, .. } => (*status, code.clone()),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+async fn deploy(node: &Node, owner: &OwnerKey, id: &str, policy: &str) -> DataKey {
+    let dek = DataKey::generate();
+    node.verified(Some(owner))
+        .await
+        .deploy(owner, &KeyId::new(id).unwrap(), policy, &dek)
+        .await
+        .unwrap();
+    dek
+}
+
+#[tokio::test]
+async fn envelope_operations_and_lifecycle_for_the_owner() {
+    let node = Node::start().await;
+    let owner = OwnerKey::generate();
+    let dek = deploy(&node, &owner, "db", "{}").await;
+    let mut c = node.verified(Some(&owner)).await;
+
+    // encrypt / decrypt with associated data; the ciphertext names key and version, and
+    // opens offline with the owner's copy of the key.
+    let ct = c
+        .encrypt("db", None, b"card 4111", Some(b"row 7"))
+        .await
+        .unwrap();
+    assert_eq!((ct.key_id.as_str(), ct.key_version), ("db", 1));
+    let env = teekms_core::envelope::Envelope::parse(&ct.ciphertext.0).unwrap();
+    assert_eq!(&env.open(&dek, b"row 7").unwrap()[..], b"card 4111");
+    let pt = c.decrypt(&ct.ciphertext.0, Some(b"row 7")).await.unwrap();
+    assert_eq!(&secret_of(&pt, "decrypt", None).unwrap()[..], b"card 4111");
+    let e = c
+        .decrypt(&ct.ciphertext.0, Some(b"row 8"))
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&e), (400, "decrypt_failed".into()));
+    let mut altered = ct.ciphertext.0.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    assert!(c.decrypt(&altered, Some(b"row 7")).await.is_err());
+    let e = c
+        .encrypt("db", None, &vec![0; 64 * 1024 + 1], None)
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&e).0, 400);
+
+    // generate-data-key: the wrapped copy decrypts to the same key.
+    let g = c.generate_data_key("db", None, None).await.unwrap();
+    let fresh = secret_of(&g, "generate-data-key", None).unwrap();
+    let back = c
+        .decrypt(&g.ciphertext.as_ref().unwrap().0, None)
+        .await
+        .unwrap();
+    assert_eq!(secret_of(&back, "decrypt", None).unwrap(), fresh);
+
+    // Rotation: new encryptions use v2, v1 still decrypts until min_decryption_version.
+    let d = c.rotate("db").await.unwrap();
+    assert_eq!((d.current_version, d.versions.len()), (2, 2));
+    assert_eq!(d.versions[0].kcv, dek.kcv());
+    assert_ne!(
+        d.versions[1].kcv,
+        dek.kcv(),
+        "a new version has new material"
+    );
+    let ct2 = c.encrypt("db", None, b"new", None).await.unwrap();
+    assert_eq!(ct2.key_version, 2);
+    assert!(c.decrypt(&ct.ciphertext.0, Some(b"row 7")).await.is_ok());
+    // re-encrypt moves the old ciphertext to the latest version without exposing it.
+    let moved = c
+        .re_encrypt(&ReEncryptRequest {
+            ciphertext: ct.ciphertext.clone(),
+            aad: Some(teekms_core::api::B64(b"row 7".to_vec())),
+            destination_key_id: None,
+            destination_owner: None,
+            destination_aad: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved.key_version, 2);
+    c.set_min_decryption_version("db", 2).await.unwrap();
+    let e = c
+        .decrypt(&ct.ciphertext.0, Some(b"row 7"))
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&e).0, 403);
+    let pt = c
+        .decrypt(&moved.ciphertext.0, Some(b"row 7"))
+        .await
+        .unwrap();
+    assert_eq!(&secret_of(&pt, "decrypt", None).unwrap()[..], b"card 4111");
+    assert_eq!(
+        api_status(&c.set_min_decryption_version("db", 3).await.unwrap_err()).0,
+        400
+    );
+
+    // Disable / enable.
+    assert!(!c.set_enabled("db", false).await.unwrap().enabled);
+    let e = c.encrypt("db", None, b"x", None).await.unwrap_err();
+    assert_eq!(api_status(&e), (409, "key_state".into()));
+    assert!(c.set_enabled("db", true).await.unwrap().enabled);
+    assert!(c.encrypt("db", None, b"x", None).await.is_ok());
+
+    // Export: refused unless the key policy says exportable; then HPKE-wrapped to a key
+    // the owner's client names, checked by its KCV.
+    let e = c.export("db", None).await.unwrap_err();
+    assert_eq!(api_status(&e).0, 403);
+    let xdek = deploy(&node, &owner, "exp", r#"{"exportable":true}"#).await;
+    let (v, got) = c.export("exp", None).await.unwrap();
+    assert_eq!(v, 1);
+    assert!(got.ct_eq(&xdek));
+
+    // Scheduled deletion: the minimum is enforced by the node (0 in tests), cancel works,
+    // a due deletion removes the key.
+    let d = c.schedule_deletion("exp", Some("1h")).await.unwrap();
+    assert!(d.deletion_at.unwrap() >= now_unix() + 3500);
+    let e = c.encrypt("exp", None, b"x", None).await.unwrap_err();
+    assert_eq!(api_status(&e), (409, "key_state".into()));
+    assert!(
+        c.cancel_deletion("exp")
+            .await
+            .unwrap()
+            .deletion_at
+            .is_none()
+    );
+    assert!(c.encrypt("exp", None, b"x", None).await.is_ok());
+    c.schedule_deletion("exp", Some("1s")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let e = c.encrypt("exp", None, b"x", None).await.unwrap_err();
+    assert_eq!(api_status(&e).0, 404);
+    let e = c.describe("exp", None).await.unwrap_err();
+    assert_eq!(api_status(&e).0, 404, "deleted keys are gone");
+    let list = c.list().await.unwrap();
+    assert!(list.keys.iter().all(|k| k.key_id != "exp"));
+
+    // Another owner gets nothing (default deny), not even metadata.
+    let stranger = OwnerKey::generate();
+    let mut s = node.verified(Some(&stranger)).await;
+    let fp = owner.public_key().fingerprint();
+    let e = s.encrypt("db", Some(&fp), b"x", None).await.unwrap_err();
+    assert_eq!(api_status(&e).0, 403);
+    let e = s
+        .decrypt(&moved.ciphertext.0, Some(b"row 7"))
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&e).0, 403);
+    assert_eq!(
+        api_status(&s.rotate("db").await.unwrap_err()).0,
+        404,
+        "own namespace"
+    );
+    assert_eq!(
+        api_status(&s.describe("db", Some(&fp)).await.unwrap_err()).0,
+        403
+    );
+
+    // The audit log has it all, and verifies.
+    let tail = c.audit_tail(200).await.unwrap();
+    let ops: Vec<&str> = tail
+        .entries
+        .iter()
+        .map(|e| e.draft.operation.as_str())
+        .collect();
+    for op in [
+        "deploy",
+        "encrypt",
+        "decrypt",
+        "generate-data-key",
+        "rotate",
+        "re-encrypt",
+        "disable",
+        "export",
+        "schedule-deletion",
+        "delete",
+    ] {
+        assert!(ops.contains(&op), "audit lacks {op}: {ops:?}");
+    }
+    assert!(
+        tail.entries
+            .iter()
+            .any(|e| e.draft.outcome.starts_with("denied")
+                && e.draft
+                    .caller
+                    .contains(&stranger.public_key().fingerprint())),
+        "the stranger's denials are audited"
+    );
+    let v = c.audit_verify().await.unwrap();
+    assert!(v.ok && v.entries as usize >= tail.entries.len(), "{v:?}");
+}
+
+#[tokio::test]
+async fn access_keys_are_scoped_by_themselves_and_by_the_key_policy() {
+    let node = Node::start().await;
+    let owner = OwnerKey::generate();
+    deploy(&node, &owner, "logs", "{}").await;
+    let mut c = node.verified(Some(&owner)).await;
+    let created = c
+        .create_access_key(
+            vec!["logs".into()],
+            vec![Operation::Encrypt],
+            Some("1d"),
+            "shipper",
+        )
+        .await
+        .unwrap();
+    assert!(created.token.starts_with(&created.info.id));
+    let listed = c.list_access_keys().await.unwrap();
+    assert_eq!(listed.access_keys, vec![created.info.clone()]);
+
+    // An anonymous verified connection with the token.
+    let mut a = node.verified(None).await;
+    a.use_access_key(&created.token);
+    // The key policy does not name the access key yet: default deny.
+    let e = a.encrypt("logs", None, b"line", None).await.unwrap_err();
+    assert_eq!(api_status(&e).0, 403);
+    let policy = json!({"rules": [{"principals": [{"access_key": created.info.id}], "operations": ["encrypt", "decrypt"]}]});
+    c.set_policy("logs", &policy).await.unwrap();
+    assert_eq!(c.get_policy("logs").await.unwrap(), policy);
+    let ct = a.encrypt("logs", None, b"line", None).await.unwrap();
+    // The policy allows decrypt, but the access key's own scope does not.
+    let e = a.decrypt(&ct.ciphertext.0, None).await.unwrap_err();
+    assert_eq!(api_status(&e).0, 403);
+    // Admin is for the owner only.
+    assert_eq!(api_status(&a.rotate("logs").await.unwrap_err()).0, 401);
+    // A bad policy is refused and the old one kept.
+    let e = c
+        .set_policy(
+            "logs",
+            &json!({"rules": [{"principals": [{}], "operations": ["encrypt"]}]}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&e).0, 400);
+    assert_eq!(c.get_policy("logs").await.unwrap(), policy);
+
+    // A wrong secret, then revocation.
+    let mut bad = node.verified(None).await;
+    let mut forged = created.token.clone();
+    forged.pop();
+    forged.push(if created.token.ends_with('0') {
+        '1'
+    } else {
+        '0'
+    });
+    bad.use_access_key(&forged);
+    assert_eq!(
+        api_status(&bad.encrypt("logs", None, b"x", None).await.unwrap_err()).0,
+        401
+    );
+    let revoked = c.revoke_access_key(&created.info.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(
+        api_status(&a.encrypt("logs", None, b"x", None).await.unwrap_err()).0,
+        401
+    );
+
+    // The audit names the access key, and the secret is nowhere in the data dir.
+    let tail = c.audit_tail(100).await.unwrap();
+    assert!(tail.entries.iter().any(|e| e.draft.caller
+        == format!("access-key:{}", created.info.id)
+        && e.draft.outcome == "ok"));
+    let secret = created.token.split('.').nth(1).unwrap().to_owned();
+    for entry in std::fs::read_dir(&node.data_dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains(&secret));
+        let raw = hex::decode(&secret).unwrap();
+        assert!(!bytes.windows(raw.len()).any(|w| w == raw.as_slice()));
+    }
+}
+
+/// A workload in a (sim) TEE: a TLS client certificate on its attested key, its
+/// attestation document presented on that connection, and secrets sealed to it.
+#[tokio::test]
+async fn attested_workloads_get_secrets_sealed_to_their_key() {
+    let node = Node::start().await;
+    let owner = OwnerKey::generate();
+    let fp = owner.public_key().fingerprint();
+    deploy(&node, &owner, "model", "{}").await;
+    let mut c = node.verified(Some(&owner)).await;
+    let ct = c
+        .encrypt("model", None, b"weights key", None)
+        .await
+        .unwrap();
+
+    // The workload's own TEE: here the same sim root as the node (the one simulation).
+    let wdir = tempfile::tempdir().unwrap();
+    let platform = SimPlatform::open(&node.root, wdir.path()).unwrap();
+    let keys = NodeKeys::generate();
+    let statement = keys.statement(TeeKind::Sim, None);
+    let doc = AttestationDocument {
+        version: teekms_attest::document::DOCUMENT_VERSION,
+        tee: TeeKind::Sim,
+        evidence: platform.evidence(&statement.hash()).unwrap(),
+        statement,
+        collateral: None,
+    };
+    let sim_root = hex::encode(SimRoot::load_or_create(&node.root).unwrap().public_key());
+    let policy = json!({"rules": [{"principals": [{"workload": {"tee": "sim", "sim_root": sim_root}}], "operations": ["decrypt", "generate-data-key"]}]});
+    c.set_policy("model", &policy).await.unwrap();
+
+    let connect = || async {
+        teekms_client::connect_verified_as(
+            &node.url(),
+            &node.policy,
+            Identity::Workload(&keys),
+            now_unix(),
+            None,
+        )
+        .await
+        .unwrap()
+    };
+    // Before attesting, the workload is nobody.
+    let mut w = connect().await;
+    let e = w.decrypt(&ct.ciphertext.0, None).await.unwrap_err();
+    assert_eq!(api_status(&e).0, 403);
+    let digest = w.attest_workload(&doc).await.unwrap();
+    assert_eq!(digest.len(), 64);
+    let resp = w.decrypt(&ct.ciphertext.0, None).await.unwrap();
+    assert!(
+        resp.plaintext.is_none(),
+        "secrets to workloads are sealed, never in clear"
+    );
+    assert_eq!(
+        &secret_of(&resp, "decrypt", Some(&keys)).unwrap()[..],
+        b"weights key"
+    );
+    assert!(secret_of(&resp, "decrypt", Some(&NodeKeys::generate())).is_err());
+    let g = w.generate_data_key("model", Some(&fp), None).await.unwrap();
+    assert!(g.plaintext.is_none() && g.sealed.is_some());
+    // Not granted: encrypt.
+    assert_eq!(
+        api_status(&w.encrypt("model", Some(&fp), b"x", None).await.unwrap_err()).0,
+        403
+    );
+
+    // Another workload's document on this connection: refused (its statement names
+    // another TLS key).
+    let other = NodeKeys::generate();
+    let st = other.statement(TeeKind::Sim, None);
+    let other_doc = AttestationDocument {
+        version: teekms_attest::document::DOCUMENT_VERSION,
+        tee: TeeKind::Sim,
+        evidence: platform.evidence(&st.hash()).unwrap(),
+        statement: st,
+        collateral: None,
+    };
+    let mut w2 = connect().await;
+    let e = w2.attest_workload(&other_doc).await.unwrap_err();
+    assert_eq!(api_status(&e).0, 403);
+
+    // A workload from another sim root is not admitted by the policy.
+    let odir = tempfile::tempdir().unwrap();
+    let oplatform = SimPlatform::open(&odir.path().join("root.key"), odir.path()).unwrap();
+    let okeys = NodeKeys::generate();
+    let ost = okeys.statement(TeeKind::Sim, None);
+    let odoc = AttestationDocument {
+        version: teekms_attest::document::DOCUMENT_VERSION,
+        tee: TeeKind::Sim,
+        evidence: oplatform.evidence(&ost.hash()).unwrap(),
+        statement: ost,
+        collateral: None,
+    };
+    let mut w3 = teekms_client::connect_verified_as(
+        &node.url(),
+        &node.policy,
+        Identity::Workload(&okeys),
+        now_unix(),
+        None,
+    )
+    .await
+    .unwrap();
+    w3.attest_workload(&odoc).await.unwrap();
+    assert_eq!(
+        api_status(&w3.decrypt(&ct.ciphertext.0, None).await.unwrap_err()).0,
+        403
+    );
+
+    let tail = c.audit_tail(50).await.unwrap();
+    assert!(
+        tail.entries
+            .iter()
+            .any(|e| e.draft.caller == format!("workload:{digest}")
+                && e.draft.operation == "decrypt"
+                && e.draft.outcome == "ok")
+    );
+}
+
+/// The audit log in the store: altered, deleted and reordered entries are each caught
+/// at the first broken entry; the node keeps serving and keeps chaining.
+#[tokio::test]
+async fn tampered_audit_logs_are_caught() {
+    let mut node = Node::start().await;
+    let owner = OwnerKey::generate();
+    deploy(&node, &owner, "a", "{}").await;
+    let mut c = node.verified(Some(&owner)).await;
+    for i in 0..6 {
+        c.encrypt("a", None, format!("m{i}").as_bytes(), None)
+            .await
+            .unwrap();
+    }
+    assert!(c.audit_verify().await.unwrap().ok);
+    drop(c);
+    node.stop().await;
+    let db = node.data_dir.join(teekms_store::DB_FILE);
+    let copy = node.dir.path().join("pristine.sqlite3");
+    std::fs::copy(&db, &copy).unwrap();
+
+    let check = |sql: &str| -> teekms_core::api::AuditVerification {
+        std::fs::copy(&copy, &db).unwrap();
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(sql).unwrap();
+        drop(conn);
+        let platform: std::sync::Arc<dyn Platform> =
+            std::sync::Arc::new(SimPlatform::open(&node.root, &node.data_dir).unwrap());
+        let handle = teekms_server::open_node(platform, &node.data_dir).unwrap();
+        teekms_server::audit_verify_offline(&handle).unwrap()
+    };
+    assert!(check("").ok);
+    let altered = check(
+        "UPDATE audit SET entry = CAST(replace(CAST(entry AS TEXT), '\"encrypt\"', '\"decrypt\"') AS BLOB) WHERE seq = 4;",
+    );
+    assert_eq!(
+        (altered.ok, altered.broken_at),
+        (false, Some(4)),
+        "{altered:?}"
+    );
+    assert!(altered.reason.unwrap().contains("MAC"));
+    let deleted = check("DELETE FROM audit WHERE seq = 3;");
+    assert_eq!(deleted.broken_at, Some(4), "{deleted:?}");
+    let reordered = check(
+        "UPDATE audit SET seq = -1 WHERE seq = 5; UPDATE audit SET seq = 5 WHERE seq = 6; UPDATE audit SET seq = 6 WHERE seq = -1;",
+    );
+    assert_eq!(reordered.broken_at, Some(5), "{reordered:?}");
+    let truncated_middle = check("DELETE FROM audit WHERE seq = 1;");
+    assert_eq!(truncated_middle.broken_at, Some(2));
+
+    // The node still starts on a tampered log, keeps chaining, and the break stays visible.
+    check(
+        "UPDATE audit SET entry = CAST(replace(CAST(entry AS TEXT), '\"ok\"', '\"no\"') AS BLOB) WHERE seq = 2;",
+    );
+    node.restart().await;
+    let mut c = node.verified(Some(&owner)).await;
+    c.encrypt("a", None, b"after", None).await.unwrap();
+    let v = c.audit_verify().await.unwrap();
+    assert_eq!((v.ok, v.broken_at), (false, Some(2)));
+}
