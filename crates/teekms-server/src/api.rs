@@ -24,6 +24,7 @@ use teekms_store::SqliteStore;
 use crate::ops::{ConnState, OpError};
 use crate::writer::Writer;
 use crate::{DeployError, KeyService, now_unix};
+use teekms_core::audit::AuditDraft;
 
 /// Shared state of a running node.
 pub struct AppState {
@@ -34,6 +35,8 @@ pub struct AppState {
     pub writer: Writer,
     /// Shortest waiting period of a scheduled deletion (seconds).
     pub min_deletion_wait: u64,
+    /// Opened keys.
+    pub cache: crate::ops::KeyCache,
 }
 
 /// An authenticated owner (route guard).
@@ -328,6 +331,30 @@ async fn op<T: Serialize + Send + 'static>(
     .map_err(ApiError::from)
 }
 
+/// Runs a data operation (encrypt, decrypt, ...) on this task: with the key opened in
+/// the cache it needs no I/O but its audit entry, which is awaited without holding a
+/// thread. The response goes out only once that entry is durable.
+async fn data_op<T: Serialize>(
+    app: Arc<AppState>,
+    conn: Arc<ConnState>,
+    headers: &axum::http::HeaderMap,
+    f: impl FnOnce(&AppState, &teekms_core::access::Caller, u64) -> Result<(T, AuditDraft), OpError>,
+) -> Result<Json<T>, ApiError> {
+    let token = token(headers)?;
+    let now = now_unix();
+    let caller = app.caller(&conn, token.as_deref(), now)?;
+    let (resp, audit) = f(&app, &caller, now)?;
+    app.writer
+        .submit_async(crate::writer::Job {
+            writes: Vec::new(),
+            audit,
+            on_conflict: "error",
+        })
+        .await
+        .map_err(|_| ApiError::from(OpError::Unavailable))?;
+    Ok(Json(resp))
+}
+
 type Conn = axum::Extension<Arc<ConnState>>;
 type Headers = axum::http::HeaderMap;
 type Id = axum::extract::Path<String>;
@@ -460,7 +487,7 @@ async fn encrypt(
     body: Body,
 ) -> Result<Json<teekms_core::api::CiphertextResponse>, ApiError> {
     let req = parse(body)?;
-    op(app, conn, &headers, move |a, c, now| a.encrypt(c, req, now)).await
+    data_op(app, conn, &headers, move |a, c, now| a.encrypt(c, req, now)).await
 }
 
 async fn decrypt(
@@ -470,7 +497,7 @@ async fn decrypt(
     body: Body,
 ) -> Result<Json<teekms_core::api::SecretResponse>, ApiError> {
     let req = parse(body)?;
-    op(app, conn, &headers, move |a, c, now| a.decrypt(c, req, now)).await
+    data_op(app, conn, &headers, move |a, c, now| a.decrypt(c, req, now)).await
 }
 
 async fn generate_data_key(
@@ -480,7 +507,7 @@ async fn generate_data_key(
     body: Body,
 ) -> Result<Json<teekms_core::api::SecretResponse>, ApiError> {
     let req = parse(body)?;
-    op(app, conn, &headers, move |a, c, now| {
+    data_op(app, conn, &headers, move |a, c, now| {
         a.generate_data_key(c, req, now)
     })
     .await
@@ -493,7 +520,7 @@ async fn re_encrypt(
     body: Body,
 ) -> Result<Json<teekms_core::api::CiphertextResponse>, ApiError> {
     let req = parse(body)?;
-    op(app, conn, &headers, move |a, c, now| {
+    data_op(app, conn, &headers, move |a, c, now| {
         a.re_encrypt(c, req, now)
     })
     .await

@@ -4,7 +4,8 @@
 //! Every function here blocks (store reads, the writer's commit) and runs on the
 //! blocking pool. Nothing is acknowledged before its audit entry is durable.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use teekms_attest::policy::parse_duration;
 use teekms_attest::{Freshness, Policy, TeeKind, verify_document};
@@ -77,12 +78,50 @@ impl From<crate::writer::Unavailable> for OpError {
     }
 }
 
-/// A key as loaded for an operation: its state (stored, or the initial one).
-struct Loaded {
+/// A key as loaded for an operation: its state (stored, or the initial one), and the
+/// versions opened so far.
+pub struct LoadedKey {
     owner: OwnerPublicKey,
     key_id: KeyId,
     state: KeyState,
     policy: KeyPolicy,
+    versions: Mutex<HashMap<u64, Arc<DataKeyRecord>>>,
+}
+
+type Loaded = Arc<LoadedKey>;
+
+/// Most keys kept opened in memory.
+const CACHE_MAX: usize = 10_000;
+
+/// Opened keys, so that a data operation on a hot key touches neither the store nor the
+/// record decryption. This node's own changes invalidate their entry (a node is the only
+/// writer of its store; several nodes sharing one store is the cluster's business).
+#[derive(Default)]
+pub struct KeyCache(Mutex<HashMap<(String, String), Loaded>>);
+
+impl KeyCache {
+    fn get(&self, fp: &str, key_id: &str) -> Option<Loaded> {
+        self.0
+            .lock()
+            .expect("cache lock")
+            .get(&(fp.to_owned(), key_id.to_owned()))
+            .cloned()
+    }
+
+    fn put(&self, fp: String, key_id: String, key: Loaded) {
+        let mut map = self.0.lock().expect("cache lock");
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        map.insert((fp, key_id), key);
+    }
+
+    fn forget(&self, fp: &str, key_id: &str) {
+        self.0
+            .lock()
+            .expect("cache lock")
+            .remove(&(fp.to_owned(), key_id.to_owned()));
+    }
 }
 
 fn bad(msg: impl Into<String>) -> OpError {
@@ -227,6 +266,9 @@ impl AppState {
 
     fn load(&self, owner: &OwnerPublicKey, key_id: &KeyId) -> Result<Loaded, OpError> {
         let fp = owner.fingerprint();
+        if let Some(hit) = self.cache.get(&fp, key_id.as_str()) {
+            return Ok(hit);
+        }
         let (stored, latest) = {
             let r = self.reader();
             (
@@ -252,12 +294,15 @@ impl AppState {
             tracing::warn!(key = %key_id, error = %e, "key policy does not parse; default deny");
             KeyPolicy::parse("{}").expect("the empty policy parses")
         });
-        Ok(Loaded {
+        let loaded = Arc::new(LoadedKey {
             owner: *owner,
             key_id: key_id.clone(),
             state,
             policy,
-        })
+            versions: Mutex::new(HashMap::new()),
+        });
+        self.cache.put(fp, key_id.to_string(), loaded.clone());
+        Ok(loaded)
     }
 
     fn open_row(
@@ -276,14 +321,22 @@ impl AppState {
         .map_err(|e| OpError::Damaged(e.to_string()))
     }
 
-    fn version(&self, l: &Loaded, version: u64) -> Result<DataKeyRecord, OpError> {
+    fn version(&self, l: &Loaded, version: u64) -> Result<Arc<DataKeyRecord>, OpError> {
+        if let Some(rec) = l.versions.lock().expect("versions lock").get(&version) {
+            return Ok(rec.clone());
+        }
         let row = self
             .reader()
             .get_key_version(&l.owner.fingerprint(), l.key_id.as_str(), version)?
             .ok_or_else(|| {
                 OpError::NotFound(format!("key {:?} has no version {version}", l.key_id))
             })?;
-        self.open_row(&l.owner, &l.key_id, &row)
+        let rec = Arc::new(self.open_row(&l.owner, &l.key_id, &row)?);
+        l.versions
+            .lock()
+            .expect("versions lock")
+            .insert(version, rec.clone());
+        Ok(rec)
     }
 
     /// Checks the key's state and the caller's right to `op`; refusals are audited.
@@ -383,7 +436,7 @@ impl AppState {
         caller: &Caller,
         req: EncryptRequest,
         now: u64,
-    ) -> Result<CiphertextResponse, OpError> {
+    ) -> Result<(CiphertextResponse, AuditDraft), OpError> {
         let owner = self.owner_for(caller, req.owner.as_deref())?;
         let l = self.load(&owner, &key_id(&req.key_id)?)?;
         self.gate("encrypt", caller, &l, Operation::Encrypt, now)?;
@@ -398,12 +451,20 @@ impl AppState {
             &aad,
         )
         .map_err(|e| bad(e.to_string()))?;
-        self.done("encrypt", caller, &l, Some(rec.key_version), now)?;
-        Ok(CiphertextResponse {
+        let audit = draft(
+            "encrypt",
+            caller,
+            Some((&l.owner, &l.key_id)),
+            Some(rec.key_version),
+            "ok",
+            now,
+        );
+        let resp = CiphertextResponse {
             key_id: l.key_id.to_string(),
             key_version: rec.key_version,
             ciphertext: B64(ct),
-        })
+        };
+        Ok((resp, audit))
     }
 
     /// Opens a ciphertext for `op` (decrypt or re-encrypt), with every check.
@@ -461,7 +522,7 @@ impl AppState {
         caller: &Caller,
         req: DecryptRequest,
         now: u64,
-    ) -> Result<SecretResponse, OpError> {
+    ) -> Result<(SecretResponse, AuditDraft), OpError> {
         let aad = req.aad.map(|a| a.0).unwrap_or_default();
         let (l, version, pt) = self.open_envelope(
             "decrypt",
@@ -471,15 +532,23 @@ impl AppState {
             &aad,
             now,
         )?;
-        self.done("decrypt", caller, &l, Some(version), now)?;
+        let audit = draft(
+            "decrypt",
+            caller,
+            Some((&l.owner, &l.key_id)),
+            Some(version),
+            "ok",
+            now,
+        );
         let (plaintext, sealed) = seal_for(caller, "decrypt", &pt);
-        Ok(SecretResponse {
+        let resp = SecretResponse {
             key_id: l.key_id.to_string(),
             key_version: version,
             ciphertext: None,
             plaintext,
             sealed,
-        })
+        };
+        Ok((resp, audit))
     }
 
     /// `generate-data-key`: a fresh 256-bit key, returned and wrapped under the key.
@@ -488,7 +557,7 @@ impl AppState {
         caller: &Caller,
         req: GenerateDataKeyRequest,
         now: u64,
-    ) -> Result<SecretResponse, OpError> {
+    ) -> Result<(SecretResponse, AuditDraft), OpError> {
         let owner = self.owner_for(caller, req.owner.as_deref())?;
         let l = self.load(&owner, &key_id(&req.key_id)?)?;
         self.gate(
@@ -510,15 +579,23 @@ impl AppState {
             &aad,
         )
         .map_err(|e| bad(e.to_string()))?;
-        self.done("generate-data-key", caller, &l, Some(rec.key_version), now)?;
+        let audit = draft(
+            "generate-data-key",
+            caller,
+            Some((&l.owner, &l.key_id)),
+            Some(rec.key_version),
+            "ok",
+            now,
+        );
         let (plaintext, sealed) = seal_for(caller, "generate-data-key", fresh.expose());
-        Ok(SecretResponse {
+        let resp = SecretResponse {
             key_id: l.key_id.to_string(),
             key_version: rec.key_version,
             ciphertext: Some(B64(wrapped)),
             plaintext,
             sealed,
-        })
+        };
+        Ok((resp, audit))
     }
 
     /// `re-encrypt`: opened and sealed again inside the node; the plaintext never leaves.
@@ -527,7 +604,7 @@ impl AppState {
         caller: &Caller,
         req: ReEncryptRequest,
         now: u64,
-    ) -> Result<CiphertextResponse, OpError> {
+    ) -> Result<(CiphertextResponse, AuditDraft), OpError> {
         let aad = req.aad.map(|a| a.0).unwrap_or_default();
         let (src, src_version, pt) = self.open_envelope(
             "re-encrypt",
@@ -559,19 +636,20 @@ impl AppState {
         )
         .map_err(|e| bad(e.to_string()))?;
         let outcome = format!("ok (from {:?} version {src_version})", src.key_id.as_str());
-        self.audit(draft(
+        let audit = draft(
             "re-encrypt",
             caller,
             Some((&dst.owner, &dst.key_id)),
             Some(rec.key_version),
             outcome,
             now,
-        ))?;
-        Ok(CiphertextResponse {
+        );
+        let resp = CiphertextResponse {
             key_id: dst.key_id.to_string(),
             key_version: rec.key_version,
             ciphertext: B64(ct),
-        })
+        };
+        Ok((resp, audit))
     }
 
     /// The data key of one version, for streaming through the node (checked like
@@ -584,7 +662,7 @@ impl AppState {
         version: Option<u64>,
         op: Operation,
         now: u64,
-    ) -> Result<(OwnerPublicKey, KeyId, DataKeyRecord), OpError> {
+    ) -> Result<(OwnerPublicKey, KeyId, Arc<DataKeyRecord>), OpError> {
         let owner = self.owner_for(caller, owner)?;
         let l = self.load(&owner, &key_id(key)?)?;
         let name = if op == Operation::Encrypt {
@@ -609,7 +687,7 @@ impl AppState {
             ));
         }
         let rec = self.version(&l, v)?;
-        Ok((l.owner, l.key_id, rec))
+        Ok((l.owner, l.key_id.clone(), rec))
     }
 
     /// Records the end of a stream through the node (its start was authorized, and
@@ -732,6 +810,8 @@ impl AppState {
             expected: l.state.revision,
             record: next.seal(self.service.cluster(), &l.owner, &l.key_id),
         });
+        // Whatever the outcome, the next use reads the stored state again.
+        self.cache.forget(&l.owner.fingerprint(), l.key_id.as_str());
         let applied = self.writer.submit(Job {
             writes,
             audit: draft(
@@ -856,7 +936,7 @@ impl AppState {
         Ok(if l.state.policy.is_empty() {
             "{}".into()
         } else {
-            l.state.policy
+            l.state.policy.clone()
         })
     }
 
@@ -956,6 +1036,7 @@ impl AppState {
 
     /// Deletes every version and the state of a key whose waiting period is over.
     fn delete_due(&self, fp: &str, id: &str, now: u64) -> Result<bool, OpError> {
+        self.cache.forget(fp, id);
         let job = Job {
             writes: vec![Write::DeleteKey {
                 owner: fp.into(),

@@ -95,6 +95,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         reader: Mutex::new(reader),
         writer: Writer::start(node.store, audit_key)?,
         min_deletion_wait: config.min_deletion_wait,
+        cache: Default::default(),
     });
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
     let listener = TcpListener::bind(config.listen)

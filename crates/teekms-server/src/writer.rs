@@ -27,7 +27,35 @@ pub struct Job {
     pub on_conflict: &'static str,
 }
 
-type Reply = SyncSender<Result<Applied, String>>;
+/// Where the outcome goes: a blocked thread, or an awaiting task.
+enum Reply {
+    Blocking(SyncSender<Result<Applied, String>>),
+    Async(tokio::sync::oneshot::Sender<Result<Applied, String>>),
+}
+
+impl Reply {
+    fn send(self, r: Result<Applied, String>) {
+        match self {
+            Reply::Blocking(tx) => {
+                let _ = tx.send(r);
+            }
+            Reply::Async(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+fn outcome(r: Option<Result<Applied, String>>) -> Result<Applied, Unavailable> {
+    match r {
+        Some(Ok(applied)) => Ok(applied),
+        Some(Err(msg)) => {
+            tracing::error!(error = %msg, "commit failed");
+            Err(Unavailable)
+        }
+        None => Err(Unavailable),
+    }
+}
 
 /// The writer is gone or the commit failed: the operation was not done.
 #[derive(Debug)]
@@ -68,24 +96,29 @@ impl Writer {
         })
     }
 
+    fn enqueue(&self, job: Job, reply: Reply) -> bool {
+        match self.tx.lock().expect("writer lock").as_ref() {
+            Some(tx) => tx.send((job, reply)).is_ok(),
+            None => false,
+        }
+    }
+
     /// Applies a job durably; blocks until committed.
     pub fn submit(&self, job: Job) -> Result<Applied, Unavailable> {
         let (reply_tx, reply_rx) = sync_channel(1);
-        let sent = match self.tx.lock().expect("writer lock").as_ref() {
-            Some(tx) => tx.send((job, reply_tx)).is_ok(),
-            None => false,
-        };
-        if !sent {
+        if !self.enqueue(job, Reply::Blocking(reply_tx)) {
             return Err(Unavailable);
         }
-        match reply_rx.recv() {
-            Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(msg)) => {
-                tracing::error!(error = %msg, "commit failed");
-                Err(Unavailable)
-            }
-            Err(_) => Err(Unavailable),
+        outcome(reply_rx.recv().ok())
+    }
+
+    /// Applies a job durably; resolves once committed (no thread waits meanwhile).
+    pub async fn submit_async(&self, job: Job) -> Result<Applied, Unavailable> {
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        if !self.enqueue(job, Reply::Async(reply_tx)) {
+            return Err(Unavailable);
         }
+        outcome(reply_rx.await.ok())
     }
 
     /// Stops taking jobs, lets queued ones commit, and waits for the thread.
@@ -110,13 +143,13 @@ fn run(mut store: SqliteStore, mut chain: AuditChain, rx: Receiver<(Job, Reply)>
         match commit(&mut store, &mut chain, &mut batch) {
             Ok(results) => {
                 for ((_, reply), r) in batch.into_iter().zip(results) {
-                    let _ = reply.send(Ok(r));
+                    reply.send(Ok(r));
                 }
             }
             Err(e) => {
                 chain.reset_to(before);
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(e.to_string()));
+                    reply.send(Err(e.to_string()));
                 }
             }
         }

@@ -283,6 +283,9 @@ pub struct Batch<'a> {
 impl Batch<'_> {
     /// Applies one job's writes atomically (a savepoint): all or nothing.
     pub fn apply(&mut self, writes: &[Write]) -> Result<Applied, StoreError> {
+        if writes.is_empty() {
+            return Ok(Applied::Done);
+        }
         let sp = self.tx.savepoint()?;
         for w in writes {
             let changed = match w {
@@ -367,10 +370,9 @@ impl Batch<'_> {
 
     /// Appends an audit entry at `seq`.
     pub fn append_audit(&mut self, seq: u64, entry: &[u8]) -> Result<(), StoreError> {
-        self.tx.execute(
-            "INSERT INTO audit (seq, entry) VALUES (?1, ?2)",
-            params![seq as i64, entry],
-        )?;
+        self.tx
+            .prepare_cached("INSERT INTO audit (seq, entry) VALUES (?1, ?2)")?
+            .execute(params![seq as i64, entry])?;
         Ok(())
     }
 
