@@ -403,8 +403,8 @@ fn time_cmd(cmd: &mut Command) -> Duration {
 }
 
 /// Best of three runs (the page cache and the machine's noise favour no one this way).
-fn best_of_3(mut f: impl FnMut() -> Duration) -> Duration {
-    (0..3).map(|_| f()).min().unwrap()
+fn best_of_5(mut f: impl FnMut() -> Duration) -> Duration {
+    (0..5).map(|_| f()).min().unwrap()
 }
 
 fn stream_bench(teekms: &Path) {
@@ -466,8 +466,8 @@ fn stream_bench(teekms: &Path) {
     );
 
     let gib = |d: Duration| SIZE as f64 / d.as_secs_f64() / (1u64 << 30) as f64;
-    let cat = best_of_3(|| time_cmd(Command::new("cat").arg(&plain)));
-    let enc = best_of_3(|| {
+    let cat = best_of_5(|| time_cmd(Command::new("cat").arg(&plain)));
+    let enc = best_of_5(|| {
         time_cmd(
             Command::new(teekms)
                 .args(["encrypt", "--key-id", "bench", "--dek"])
@@ -477,7 +477,7 @@ fn stream_bench(teekms: &Path) {
                 .args(["-o", "/dev/null"]),
         )
     });
-    let dec = best_of_3(|| {
+    let dec = best_of_5(|| {
         time_cmd(
             Command::new(teekms)
                 .args(["decrypt", "--dek"])
@@ -487,14 +487,14 @@ fn stream_bench(teekms: &Path) {
                 .args(["-o", "/dev/null"]),
         )
     });
-    let age_enc = best_of_3(|| {
+    let age_enc = best_of_5(|| {
         time_cmd(
             Command::new("age")
                 .args(["-r", &recipient, "-o", "/dev/null"])
                 .arg(&plain),
         )
     });
-    let age_dec = best_of_3(|| {
+    let age_dec = best_of_5(|| {
         time_cmd(
             Command::new("age")
                 .args(["-d", "-i"])
@@ -517,7 +517,7 @@ fn stream_bench(teekms: &Path) {
         });
         buf.len() as f64 / per.as_secs_f64() / (1u64 << 30) as f64
     };
-    println!("\n## Streaming encryption, 1 GiB in /dev/shm to /dev/null (best of 3, GiB/s)");
+    println!("\n## Streaming encryption, 1 GiB in /dev/shm to /dev/null (best of 5, GiB/s)");
     println!("cat FILE > /dev/null (I/O floor):  {:>6.2}", gib(cat));
     println!("age -r (encrypt):                  {:>6.2}", gib(age_enc));
     println!("age -d (decrypt):                  {:>6.2}", gib(age_dec));

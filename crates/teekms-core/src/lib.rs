@@ -41,12 +41,11 @@ pub fn warm_up_rng() {
     std::thread::spawn(|| random_bytes(&mut [0u8; 1]));
 }
 
-/// Fills `out` with random bytes from the operating system's CSPRNG.
+/// Fills `out` with random bytes from the operating system's CSPRNG (`getrandom(2)`):
+/// no user-space generator to seed first, so a short-lived command such as `teekms
+/// encrypt` does not spend tens of milliseconds gathering entropy for one salt.
 pub fn random_bytes(out: &mut [u8]) {
-    use aws_lc_rs::rand::SecureRandom;
-    aws_lc_rs::rand::SystemRandom::new()
-        .fill(out)
-        .expect("the system RNG does not fail");
+    getrandom::getrandom(out).expect("the system RNG does not fail");
 }
 
 /// HKDF-SHA256 to 32 bytes: extract with `salt`, expand with the concatenated `info`.
