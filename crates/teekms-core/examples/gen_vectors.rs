@@ -1,8 +1,11 @@
 //! Generates the test vectors in spec/vectors/ (run from the workspace root):
 //!
 //! ```text
-//! cargo run -p teekms-core --example gen_vectors -- spec/vectors
+//! cargo run -p teekms-core --example gen_vectors -- spec/vectors [NAME.json ...]
 //! ```
+//!
+//! With names, only those files are written (the others are random-keyed: regenerating
+//! them changes every byte for nothing).
 //!
 //! One coherent world: a sim root, a node key set, its attestation document and a policy,
 //! an owner, a data key, a bundle, a receipt and sealed records. Secrets in here are test
@@ -104,6 +107,8 @@ fn main() {
     );
 
     stream_vector(&out);
+    envelope_vector(&out);
+    audit_vector(&out);
 
     let sealing = SealingKey::from_bytes([0x53; 32]);
     let record = DataKeyRecord {
@@ -165,7 +170,70 @@ fn stream_vector(out: &str) {
     );
 }
 
+fn envelope_vector(out: &str) {
+    use teekms_core::envelope::{Envelope, seal_with_salt};
+    let dek = DataKey::from_bytes(&[0x45; 32]).unwrap();
+    let owner = teekms_core::OwnerPublicKey([0x0e; 32]);
+    let key_id = KeyId::new("vector-key").unwrap();
+    let (pt, aad, salt) = (b"card 4111 1111 1111 1111", b"row=7", [0x73u8; 16]);
+    let ct = seal_with_salt(&owner, &key_id, 3, &dek, pt, aad, salt).unwrap();
+    assert_eq!(&Envelope::parse(&ct).unwrap().open(&dek, aad).unwrap()[..], pt);
+    write(
+        out,
+        "envelope-v1.json",
+        json!({
+            "description": "An envelope ciphertext (spec/envelope-v1.md) under version 3 of key `vector-key` of the owner whose Ed25519 public key is `owner_public_key_hex`. Deterministic given the salt: sealing again with it must give exactly `ciphertext_hex`.",
+            "dek_hex": hex::encode(dek.expose()),
+            "owner_public_key_hex": hex::encode(owner.0),
+            "key_id": key_id.as_str(),
+            "key_version": 3,
+            "salt_hex": hex::encode(salt),
+            "aad_hex": hex::encode(aad),
+            "plaintext_hex": hex::encode(pt),
+            "ciphertext_hex": hex::encode(&ct),
+        }),
+    );
+}
+
+fn audit_vector(out: &str) {
+    use teekms_core::audit::{AuditChain, AuditDraft};
+    let cluster = SealingKey::from_bytes([0x41; 32]);
+    let key = cluster.derive(teekms_core::audit::AUDIT_KEY_LABEL);
+    let (mut chain, _) = AuditChain::resume(key.clone(), None);
+    let entries: Vec<serde_json::Value> = ["deploy", "encrypt", "decrypt"]
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            let e = chain.append(AuditDraft {
+                time: 1_790_000_000 + i as u64,
+                operation: (*op).into(),
+                owner: Some("ab".repeat(32)),
+                key_id: Some("vector-key".into()),
+                key_version: Some(1),
+                outcome: "ok".into(),
+                caller: format!("owner:{}", "ab".repeat(32)),
+            });
+            serde_json::to_value(&e).unwrap()
+        })
+        .collect();
+    write(
+        out,
+        "audit-v1.json",
+        json!({
+            "description": "Three chained audit entries (spec/audit-v1.md). The audit MAC key is HKDF-derived from `cluster_key_hex` with the label `teekms/v1/audit-mac`; `audit_key_hex` is the result. Verifying the entries in order must succeed and end at `head_hex`.",
+            "cluster_key_hex": hex::encode(cluster.expose()),
+            "audit_key_hex": hex::encode(key.as_ref()),
+            "entries": entries,
+            "head_hex": hex::encode(chain.head().1),
+        }),
+    );
+}
+
 fn write(dir: &str, name: &str, value: serde_json::Value) {
+    let only: Vec<String> = std::env::args().skip(2).collect();
+    if !only.is_empty() && !only.iter().any(|n| n == name) {
+        return;
+    }
     let path = std::path::Path::new(dir).join(name);
     std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap() + "\n").unwrap();
     println!("wrote {}", path.display());

@@ -96,6 +96,24 @@ pub fn seal(
     }
     let mut salt = [0u8; SALT_LEN];
     crate::random_bytes(&mut salt);
+    seal_with_salt(owner, key_id, key_version, dek, plaintext, caller_aad, salt)
+}
+
+/// [`seal`] with a given salt: deterministic, for test vectors only. A salt must never
+/// repeat under one data key.
+#[doc(hidden)]
+pub fn seal_with_salt(
+    owner: &OwnerPublicKey,
+    key_id: &KeyId,
+    key_version: u64,
+    dek: &DataKey,
+    plaintext: &[u8],
+    caller_aad: &[u8],
+    salt: [u8; SALT_LEN],
+) -> Result<Vec<u8>, CoreError> {
+    if plaintext.len() > MAX_PLAINTEXT || caller_aad.len() > MAX_AAD {
+        return Err(malformed("plaintext or associated data too large"));
+    }
     let header = EnvelopeHeader {
         owner: *owner,
         key_id: key_id.clone(),
