@@ -177,7 +177,10 @@ fn envelope_vector(out: &str) {
     let key_id = KeyId::new("vector-key").unwrap();
     let (pt, aad, salt) = (b"card 4111 1111 1111 1111", b"row=7", [0x73u8; 16]);
     let ct = seal_with_salt(&owner, &key_id, 3, &dek, pt, aad, salt).unwrap();
-    assert_eq!(&Envelope::parse(&ct).unwrap().open(&dek, aad).unwrap()[..], pt);
+    assert_eq!(
+        &Envelope::parse(&ct).unwrap().open(&dek, aad).unwrap()[..],
+        pt
+    );
     write(
         out,
         "envelope-v1.json",

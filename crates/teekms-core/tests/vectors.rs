@@ -163,11 +163,17 @@ fn envelope_vector() {
     let dek = DataKey::from_bytes(&unhex(&v["dek_hex"])).unwrap();
     let ct = unhex(&v["ciphertext_hex"]);
     let env = Envelope::parse(&ct).unwrap();
-    assert_eq!(hex::encode(env.header.owner.0), v["owner_public_key_hex"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(env.header.owner.0),
+        v["owner_public_key_hex"].as_str().unwrap()
+    );
     assert_eq!(env.header.key_id.as_str(), v["key_id"].as_str().unwrap());
     assert_eq!(env.header.key_version, v["key_version"].as_u64().unwrap());
     let aad = unhex(&v["aad_hex"]);
-    assert_eq!(&env.open(&dek, &aad).unwrap()[..], &unhex(&v["plaintext_hex"])[..]);
+    assert_eq!(
+        &env.open(&dek, &aad).unwrap()[..],
+        &unhex(&v["plaintext_hex"])[..]
+    );
     let again = seal_with_salt(
         &env.header.owner,
         &env.header.key_id,
@@ -184,9 +190,13 @@ fn envelope_vector() {
 #[test]
 fn audit_vector() {
     let v = load("audit-v1.json");
-    let cluster = teekms_core::SealingKey::from_bytes(unhex(&v["cluster_key_hex"]).try_into().unwrap());
+    let cluster =
+        teekms_core::SealingKey::from_bytes(unhex(&v["cluster_key_hex"]).try_into().unwrap());
     let key = cluster.derive(teekms_core::audit::AUDIT_KEY_LABEL);
-    assert_eq!(hex::encode(key.as_ref()), v["audit_key_hex"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(key.as_ref()),
+        v["audit_key_hex"].as_str().unwrap()
+    );
     let entries: Vec<Vec<u8>> = v["entries"]
         .as_array()
         .unwrap()
@@ -195,8 +205,14 @@ fn audit_vector() {
         .collect();
     let (n, head) = teekms_core::audit::verify_log(
         &key,
-        entries.iter().enumerate().map(|(i, e)| (i as u64 + 1, e.as_slice())),
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i as u64 + 1, e.as_slice())),
     )
     .unwrap();
-    assert_eq!((n, hex::encode(head)), (3, v["head_hex"].as_str().unwrap().to_owned()));
+    assert_eq!(
+        (n, hex::encode(head)),
+        (3, v["head_hex"].as_str().unwrap().to_owned())
+    );
 }

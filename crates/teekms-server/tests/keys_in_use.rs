@@ -402,6 +402,33 @@ async fn attested_workloads_get_secrets_sealed_to_their_key() {
                 && e.draft.operation == "decrypt"
                 && e.draft.outcome == "ok")
     );
+
+    // Attestation combined with an access key: the principal needs both.
+    let ak = c
+        .create_access_key(
+            vec!["model".into()],
+            vec![Operation::Decrypt],
+            None,
+            "paired",
+        )
+        .await
+        .unwrap();
+    let both = json!({"rules": [{"principals": [{"access_key": ak.info.id, "workload": {"tee": "sim", "sim_root": sim_root}}], "operations": ["decrypt"]}]});
+    c.set_policy("model", &both).await.unwrap();
+    let mut w4 = connect().await;
+    w4.attest_workload(&doc).await.unwrap();
+    let e = w4.decrypt(&ct.ciphertext.0, None).await.unwrap_err();
+    assert_eq!(api_status(&e).0, 403, "attestation alone");
+    let mut k = node.verified(None).await;
+    k.use_access_key(&ak.token);
+    let e = k.decrypt(&ct.ciphertext.0, None).await.unwrap_err();
+    assert_eq!(api_status(&e).0, 403, "access key alone");
+    w4.use_access_key(&ak.token);
+    let resp = w4.decrypt(&ct.ciphertext.0, None).await.unwrap();
+    assert_eq!(
+        &secret_of(&resp, "decrypt", Some(&keys)).unwrap()[..],
+        b"weights key"
+    );
 }
 
 /// The audit log in the store: altered, deleted and reordered entries are each caught
