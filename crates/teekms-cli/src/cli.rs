@@ -50,6 +50,9 @@ pub enum Command {
     /// The node's audit log: verify the hash chain, show recent entries.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// For programs inside a TEE: obtain keys by attestation.
+    #[command(subcommand)]
+    Workload(WorkloadCmd),
     /// Run the whole flow in a temporary directory and narrate it.
     Demo,
 }
@@ -143,6 +146,12 @@ pub enum SealToArg {
 pub enum SimCmd {
     /// Print the sim root public key (hex), creating the root if absent.
     Root(SimRootArg),
+    /// Print the sim measurement of a program (SHA-384 of the file, hex): what a policy
+    /// pins for a node or workload binary on the sim TEE.
+    Measure {
+        /// The executable.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -728,4 +737,44 @@ pub struct ViaNode {
     pub access_key: Option<PathBuf>,
     #[command(flatten)]
     pub owner: OwnerArg,
+}
+
+#[derive(Subcommand)]
+pub enum WorkloadCmd {
+    /// Attest this program's TEE to a node (mutually: the node is verified first) and
+    /// fetch a key that the key's policy admits for this workload; the node seals it to
+    /// the key bound in this program's evidence.
+    #[command(group(clap::ArgGroup::new("dest").required(true).args(["output", "gramine_key"])))]
+    Fetch {
+        /// The node, https://HOST:PORT.
+        #[arg(long)]
+        node: String,
+        /// Verification policy (TOML) for the node.
+        #[arg(long, value_name = "POLICY")]
+        policy: PathBuf,
+        /// The key id.
+        #[arg(long)]
+        key_id: String,
+        /// The key's owner (fingerprint).
+        #[arg(long)]
+        key_owner: Option<String>,
+        /// Which version [default: current].
+        #[arg(long)]
+        version: Option<u64>,
+        /// The TEE this program runs in.
+        #[arg(long, value_enum)]
+        tee: TeeArg,
+        /// Write the key as a data key file (mode 0600; must not exist).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Write it where Gramine reads provisioned keys for encrypted files: 16 bytes
+        /// derived from the data key (spec/api-v1.md) in GRAMINE_KEYS_DIR/NAME.
+        #[arg(long, value_name = "NAME")]
+        gramine_key: Option<String>,
+        /// Gramine's key directory.
+        #[arg(long, value_name = "DIR", default_value = "/dev/attestation/keys")]
+        gramine_keys_dir: PathBuf,
+        #[command(flatten)]
+        platform: PlatformArgs,
+    },
 }

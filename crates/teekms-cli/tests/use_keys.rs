@@ -446,3 +446,126 @@ fn streaming_envelopes_lifecycle_access_and_audit_through_the_binary() {
     assert_eq!(code, 1);
     assert!(out.contains("BROKEN at entry 6"), "{out}");
 }
+
+/// `teekms workload fetch` as a (sim) workload: admitted by the key policy's workload
+/// entry, the key arrives sealed to this process's attested key; written as a data key
+/// file or as a Gramine provisioned key.
+#[test]
+fn workload_fetch_writes_the_key_or_a_gramine_key() {
+    let env = Env::new();
+    let data_dir = env.path("node");
+    let node = env.serve_tee("sim", &data_dir, &[], "warn");
+    let url = node.url.clone();
+    let policy = env.sim_policy();
+    let p = s(&policy);
+    let out = env.ok(&["owner", "init"]);
+    let fp = out
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .unwrap()
+        .to_owned();
+    let sim_root = env.ok(&["sim", "root"]).trim().to_owned();
+    let kp = env.path("kp.json");
+    std::fs::write(&kp, format!(r#"{{"rules":[{{"principals":[{{"workload":{{"tee":"sim","sim_root":"{sim_root}"}}}}],"operations":["fetch"]}}]}}"#)).unwrap();
+    let dek = env.path("model.key");
+    env.ok(&["key", "generate", "-o", s(&dek)]);
+    env.ok(&[
+        "key",
+        "deploy",
+        "--node",
+        &url,
+        "--policy",
+        p,
+        "--key-id",
+        "model",
+        "--dek",
+        s(&dek),
+        "--key-policy",
+        s(&kp),
+    ]);
+
+    let fetched = env.path("fetched.key");
+    env.ok(&[
+        "workload",
+        "fetch",
+        "--node",
+        &url,
+        "--policy",
+        p,
+        "--tee",
+        "sim",
+        "--key-id",
+        "model",
+        "--key-owner",
+        &fp,
+        "-o",
+        s(&fetched),
+    ]);
+    assert_eq!(
+        std::fs::read(&fetched).unwrap(),
+        std::fs::read(&dek).unwrap()
+    );
+    let keys_dir = env.path("attestation-keys");
+    std::fs::create_dir(&keys_dir).unwrap();
+    env.ok(&[
+        "workload",
+        "fetch",
+        "--node",
+        &url,
+        "--policy",
+        p,
+        "--tee",
+        "sim",
+        "--key-id",
+        "model",
+        "--key-owner",
+        &fp,
+        "--gramine-key",
+        "model",
+        "--gramine-keys-dir",
+        s(&keys_dir),
+    ]);
+    let gramine = std::fs::read(keys_dir.join("model")).unwrap();
+    let dek_bytes = hex::decode(std::fs::read_to_string(&dek).unwrap().trim()).unwrap();
+    assert_eq!(gramine.len(), 16);
+    assert_ne!(
+        gramine[..],
+        dek_bytes[..16],
+        "derived, not a prefix of the data key"
+    );
+    // Not admitted for another key, and never for a second fetch over an existing file.
+    let (code, _, err) = env.run(&[
+        "workload",
+        "fetch",
+        "--node",
+        &url,
+        "--policy",
+        p,
+        "--tee",
+        "sim",
+        "--key-id",
+        "other",
+        "--key-owner",
+        &fp,
+        "-o",
+        s(&env.path("x.key")),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, _) = env.run(&[
+        "workload",
+        "fetch",
+        "--node",
+        &url,
+        "--policy",
+        p,
+        "--tee",
+        "sim",
+        "--key-id",
+        "model",
+        "--key-owner",
+        &fp,
+        "-o",
+        s(&fetched),
+    ]);
+    assert_eq!(code, 2);
+}

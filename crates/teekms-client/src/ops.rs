@@ -10,9 +10,9 @@ use teekms_core::access::Operation;
 use teekms_core::api::{
     AccessKeyCreateRequest, AccessKeyCreated, AccessKeyInfo, AccessKeyList, AuditTail,
     AuditVerification, B64, CiphertextResponse, DecryptRequest, EXPORT_INFO, EncryptRequest,
-    ExportRequest, ExportResponse, GenerateDataKeyRequest, KeyDescription,
-    MinDecryptionVersionRequest, ReEncryptRequest, SEALED_RESPONSE_INFO, ScheduleDeletionRequest,
-    SealedSecret, SecretB64, SecretResponse,
+    ExportRequest, ExportResponse, FetchRequest, FetchResponse, GenerateDataKeyRequest,
+    KeyDescription, MinDecryptionVersionRequest, ReEncryptRequest, SEALED_RESPONSE_INFO,
+    ScheduleDeletionRequest, SealedSecret, SecretB64, SecretResponse,
 };
 use teekms_core::hpke::HpkePrivateKey;
 use teekms_core::{DataKey, NodeKeys};
@@ -305,6 +305,39 @@ impl VerifiedConnection {
             None => "/v1/stream/decrypt".into(),
         };
         self.conn.stream(&path, input, output).await
+    }
+
+    /// A workload fetches a key version's material (after [`Self::attest_workload`]):
+    /// sealed to its attested key by the node, opened here with `keys`, checked by KCV.
+    pub async fn fetch_key(
+        &mut self,
+        key_id: &str,
+        owner: Option<&str>,
+        version: Option<u64>,
+        keys: &NodeKeys,
+    ) -> Result<(u64, DataKey), ClientError> {
+        let req = FetchRequest {
+            owner: owner.map(Into::into),
+            version,
+        };
+        let path = format!("/v1/keys/{}/fetch", path_segment(key_id));
+        let resp: FetchResponse = self.call(Method::POST, &path, Some(&req)).await?;
+        let material = keys
+            .open_sealed(
+                SEALED_RESPONSE_INFO,
+                b"fetch",
+                &resp.sealed.enc.0,
+                &resp.sealed.ciphertext.0,
+            )
+            .map_err(|_| ClientError::Response("the fetched key did not open".into()))?;
+        let dek = DataKey::from_bytes(&material)
+            .ok_or_else(|| ClientError::Response("the fetched key is not 32 bytes".into()))?;
+        if dek.kcv() != resp.kcv {
+            return Err(ClientError::Response(
+                "the fetched key's check value does not match".into(),
+            ));
+        }
+        Ok((resp.key_version, dek))
     }
 
     /// A workload presents its attestation document (whose statement names the TLS key

@@ -28,6 +28,9 @@ pub enum Operation {
     ReEncrypt,
     /// Read the key's metadata (versions, state, KCVs).
     Describe,
+    /// Obtain the key's material, sealed to the attested workload that asks (for
+    /// programs in other TEEs, such as Gramine applications with encrypted files).
+    Fetch,
 }
 
 impl Operation {
@@ -39,6 +42,7 @@ impl Operation {
             Operation::GenerateDataKey => "generate-data-key",
             Operation::ReEncrypt => "re-encrypt",
             Operation::Describe => "describe",
+            Operation::Fetch => "fetch",
         }
     }
 }

@@ -346,3 +346,30 @@ pub struct AuditVerification {
     /// What is wrong with it.
     pub reason: Option<String>,
 }
+
+/// `POST /v1/keys/{id}/fetch` (attested workloads).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchRequest {
+    /// The key's owner (fingerprint); default: the caller's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Which version [default: current].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// A key version's material, sealed to the workload that fetched it (associated data
+/// `fetch`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchResponse {
+    /// The key.
+    pub key_id: String,
+    /// The version.
+    pub key_version: u64,
+    /// Its key check value (check it after opening).
+    pub kcv: Kcv,
+    /// The material, HPKE-sealed to the workload's attested key.
+    pub sealed: SealedSecret,
+}

@@ -8,8 +8,15 @@ use crate::CoreError;
 pub const MAX_KEY_ID_LEN: usize = 128;
 
 /// A validated key id: 1–128 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(String);
+
+/// Quoted, as a string would be: messages say `key "db"`, not `key KeyId("db")`.
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 impl KeyId {
     /// Validates a key id.

@@ -52,6 +52,15 @@ impl DataKey {
         s
     }
 
+    /// The 16-byte key Gramine's encrypted files take (`/dev/attestation/keys/NAME`):
+    /// HKDF-SHA256 of this key (salt `teekms/v1/gramine-key`), first 16 bytes.
+    pub fn gramine_key(&self) -> Zeroizing<[u8; 16]> {
+        let full = crate::hkdf32(b"teekms/v1/gramine-key", self.expose(), &[]);
+        let mut out = Zeroizing::new([0u8; 16]);
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
     /// The key check value: identifies the key without revealing it.
     pub fn kcv(&self) -> Kcv {
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.0.as_ref());

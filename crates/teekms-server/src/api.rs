@@ -173,6 +173,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/keys/{id}/policy", get(get_policy).put(set_policy))
         .route("/v1/keys/{id}/export", post(export))
+        .route("/v1/keys/{id}/fetch", post(fetch))
         .route("/v1/envelope/encrypt", post(encrypt))
         .route("/v1/envelope/decrypt", post(decrypt))
         .route("/v1/envelope/generate-data-key", post(generate_data_key))
@@ -476,6 +477,23 @@ async fn export(
     let req = parse(body)?;
     op(app, conn, &headers, move |a, c, now| {
         a.export(c, &id, req, now)
+    })
+    .await
+}
+
+async fn fetch(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    axum::extract::Path(id): Id,
+    body: Body,
+) -> Result<Json<teekms_core::api::FetchResponse>, ApiError> {
+    let req: teekms_core::api::FetchRequest = match &body {
+        Ok(b) if b.is_empty() => Default::default(),
+        _ => parse(body)?,
+    };
+    data_op(app, conn, &headers, move |a, c, now| {
+        a.fetch(c, &id, req, now)
     })
     .await
 }

@@ -13,8 +13,9 @@ use teekms_core::access::{self, AttestedWorkload, Caller, KeyPolicy, Operation};
 use teekms_core::api::{
     AccessKeyCreateRequest, AccessKeyCreated, AccessKeyInfo, AccessKeyList, AuditTail,
     AuditVerification, B64, CiphertextResponse, DecryptRequest, EXPORT_INFO, EncryptRequest,
-    ExportRequest, ExportResponse, GenerateDataKeyRequest, KeyDescription, KeyInfo,
-    ReEncryptRequest, SEALED_RESPONSE_INFO, SealedSecret, SecretB64, SecretResponse,
+    ExportRequest, ExportResponse, FetchRequest, FetchResponse, GenerateDataKeyRequest,
+    KeyDescription, KeyInfo, ReEncryptRequest, SEALED_RESPONSE_INFO, SealedSecret, SecretB64,
+    SecretResponse,
 };
 use teekms_core::audit::{AuditDraft, AuditEntry};
 use teekms_core::envelope::{self, Envelope};
@@ -650,6 +651,66 @@ impl AppState {
             ciphertext: B64(ct),
         };
         Ok((resp, audit))
+    }
+
+    /// `fetch`: a key version's material for an attested workload, sealed to its key.
+    pub fn fetch(
+        &self,
+        caller: &Caller,
+        key: &str,
+        req: FetchRequest,
+        now: u64,
+    ) -> Result<(FetchResponse, AuditDraft), OpError> {
+        let Some(pk) = caller.workload_hpke_key() else {
+            return Err(OpError::Forbidden(
+                "fetch is for attested workloads (the key is sealed to their attested key); owners use export".into(),
+            ));
+        };
+        let owner = self.owner_for(caller, req.owner.as_deref())?;
+        let l = self.load(&owner, &key_id(key)?)?;
+        self.gate("fetch", caller, &l, Operation::Fetch, now)?;
+        let v = req.version.unwrap_or(l.state.current_version);
+        if v < l.state.min_decryption_version {
+            let why = format!(
+                "version {v} of key {:?} is below its min_decryption_version",
+                l.key_id
+            );
+            return Err(self.refuse(
+                draft(
+                    "fetch",
+                    caller,
+                    Some((&l.owner, &l.key_id)),
+                    Some(v),
+                    format!("denied: {why}"),
+                    now,
+                ),
+                OpError::Forbidden(why),
+            ));
+        }
+        let rec = self.version(&l, v)?;
+        let (enc, ct) =
+            teekms_core::hpke::seal(&pk, SEALED_RESPONSE_INFO, b"fetch", rec.dek.expose())
+                .expect("sealing to a verified X25519 key does not fail");
+        let audit = draft(
+            "fetch",
+            caller,
+            Some((&l.owner, &l.key_id)),
+            Some(v),
+            "ok",
+            now,
+        );
+        Ok((
+            FetchResponse {
+                key_id: l.key_id.to_string(),
+                key_version: v,
+                kcv: rec.kcv(),
+                sealed: SealedSecret {
+                    enc: B64(enc.to_vec()),
+                    ciphertext: B64(ct),
+                },
+            },
+            audit,
+        ))
     }
 
     /// The data key of one version, for streaming through the node (checked like

@@ -9,6 +9,7 @@ mod key;
 mod owner;
 mod serve;
 mod use_keys;
+mod workload;
 
 use crate::cli::{Command, SimCmd};
 use crate::failure::CmdResult;
@@ -18,6 +19,13 @@ pub async fn run(command: Command) -> CmdResult {
         Command::Owner(c) => owner::run(c),
         Command::Serve(a) => serve::run(a).await,
         Command::Sim(SimCmd::Root(a)) => serve::sim_root(a),
+        Command::Sim(SimCmd::Measure { file }) => {
+            let m = teekms_platform::sim::measure_file(&file)
+                .map_err(|e| crate::failure::Failure::usage(e.to_string()))?;
+            println!("{}", hex::encode(m));
+            Ok(())
+        }
+        Command::Workload(c) => workload::run(c).await,
         Command::Attest(c) => attest::run(c).await,
         Command::Evidence(c) => evidence::run(c),
         Command::Collateral(c) => collateral::run(c).await,
