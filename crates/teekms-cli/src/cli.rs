@@ -53,6 +53,9 @@ pub enum Command {
     /// For programs inside a TEE: obtain keys by attestation.
     #[command(subcommand)]
     Workload(WorkloadCmd),
+    /// Restore a cluster from its officers' shares when every node is gone.
+    #[command(subcommand)]
+    Recovery(RecoveryCmd),
     /// Run the whole flow in a temporary directory and narrate it.
     Demo,
 }
@@ -105,6 +108,19 @@ pub struct ServeArgs {
     /// Shortest waiting period owners may give a scheduled key deletion (e.g. 7d, 1h).
     #[arg(long, value_name = "DURATION", default_value = "7d")]
     pub min_deletion_wait: String,
+    /// Recovery officers' public key files (from `teekms recovery officer-init`),
+    /// comma-separated: the cluster key is split among them once, shares written to
+    /// DATA_DIR/recovery/.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FILE",
+        requires = "recovery_threshold"
+    )]
+    pub recovery_officers: Vec<PathBuf>,
+    /// How many officers' shares restore the cluster.
+    #[arg(long, value_name = "K", requires = "recovery_officers")]
+    pub recovery_threshold: Option<u8>,
     #[command(flatten)]
     pub platform: PlatformArgs,
 }
@@ -774,6 +790,43 @@ pub enum WorkloadCmd {
         /// Gramine's key directory.
         #[arg(long, value_name = "DIR", default_value = "/dev/attestation/keys")]
         gramine_keys_dir: PathBuf,
+        #[command(flatten)]
+        platform: PlatformArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RecoveryCmd {
+    /// Make a recovery officer's key pair: FILE (secret, mode 0600) and FILE.pub.
+    OfficerInit {
+        /// The private key file to write (must not exist).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// An officer opens their share (on their own machine); the result is secret.
+    Open {
+        /// The sealed share (DATA_DIR/recovery/share-<i>.json).
+        #[arg(long, value_name = "FILE")]
+        share: PathBuf,
+        /// The officer's private key file.
+        #[arg(long, value_name = "FILE")]
+        officer: PathBuf,
+        /// The opened share to write (mode 0600; must not exist).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Restore a node on new hardware from the data dir's store and K opened shares
+    /// (run inside the new node's TEE, with the node stopped).
+    Restore {
+        /// The data dir holding the store (copied from the lost node or its backup).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The TEE of the new node.
+        #[arg(long, value_enum)]
+        tee: TeeArg,
+        /// Opened shares (at least the threshold).
+        #[arg(long = "share", value_name = "FILE", required = true)]
+        shares: Vec<PathBuf>,
         #[command(flatten)]
         platform: PlatformArgs,
     },

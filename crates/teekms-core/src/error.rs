@@ -78,6 +78,9 @@ pub enum CoreError {
         "envelope ciphertext did not decrypt: it was altered, the associated data differs, or it was made with another key"
     )]
     EnvelopeDecrypt,
+    /// Recovery shares that do not give the cluster key back.
+    #[error("recovery failed: {0}")]
+    Recovery(String),
     /// An access key token of the wrong shape.
     #[error("access key is malformed: expected ak-<16 hex>.<64 hex>")]
     AccessKeyMalformed,

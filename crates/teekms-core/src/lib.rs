@@ -21,6 +21,7 @@ pub mod node_keys;
 pub mod owner;
 pub mod receipt;
 pub mod record;
+pub mod recovery;
 pub mod secret;
 pub mod state;
 pub mod stream;

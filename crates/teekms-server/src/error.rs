@@ -30,4 +30,7 @@ pub enum ServerError {
     /// Certificate or TLS configuration failed.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// Recovery could not be set up or carried out.
+    #[error(transparent)]
+    Recovery(CoreError),
 }

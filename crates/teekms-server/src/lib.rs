@@ -19,7 +19,10 @@ mod writer;
 
 pub use error::ServerError;
 pub use keyservice::{DeployError, Deployed, KeyService};
-pub use node::{NodeHandle, audit_tail_offline, audit_verify_offline, import_offline, open_node};
+pub use node::{
+    NodeHandle, RecoverySetup, audit_tail_offline, audit_verify_offline, ensure_recovery,
+    import_offline, open_node, restore_node,
+};
 pub use server::{RunningServer, ServeConfig, serve};
 pub use tls::owner_from_certificate;
 

@@ -13,6 +13,8 @@ use crate::keyservice::KeyService;
 const NODE_KEYS: &str = "node-keys";
 const CLUSTER_KEY: &str = "cluster-key";
 const RECORD_ID: &str = "node";
+/// The sealed recovery shares (public: each is sealed to its officer).
+const RECOVERY: &str = "recovery-shares";
 
 /// A node's opened state, before it serves.
 pub struct NodeHandle {
@@ -114,4 +116,81 @@ pub fn audit_tail_offline(node: &NodeHandle, n: u64) -> Result<Vec<Vec<u8>>, Ser
         .into_iter()
         .map(|(_, e)| e)
         .collect())
+}
+
+/// Recovery of the cluster: the officers' public keys and how many shares restore it.
+#[derive(Clone, Debug)]
+pub struct RecoverySetup {
+    /// Shares needed (k).
+    pub threshold: u8,
+    /// One X25519 public key per officer (n).
+    pub officers: Vec<[u8; 32]>,
+}
+
+/// Splits the cluster key for recovery, once: the sealed shares are stored with the
+/// node's state and written to `DATA_DIR/recovery/share-<i>.json` for the officers.
+/// Returns false if recovery was already set up (it is never replaced silently).
+pub fn ensure_recovery(
+    node: &mut NodeHandle,
+    data_dir: &Path,
+    setup: &RecoverySetup,
+) -> Result<bool, ServerError> {
+    if node.store.get_meta(RECOVERY)?.is_some() {
+        return Ok(false);
+    }
+    let shares = teekms_core::recovery::seal_shares(
+        node.service.cluster(),
+        setup.threshold,
+        &setup.officers,
+    )
+    .map_err(ServerError::Recovery)?;
+    let json = serde_json::to_vec(&shares).expect("shares serialize");
+    if !node.store.init_meta(&[(RECOVERY, &json)])? {
+        return Ok(false);
+    }
+    let dir = data_dir.join("recovery");
+    std::fs::create_dir_all(&dir).map_err(|source| ServerError::Io {
+        what: format!("creating {}", dir.display()),
+        source,
+    })?;
+    for s in &shares {
+        let path = dir.join(format!("share-{}.json", s.index));
+        let text = serde_json::to_string_pretty(s).expect("shares serialize") + "\n";
+        std::fs::write(&path, text).map_err(|source| ServerError::Io {
+            what: format!("writing {}", path.display()),
+            source,
+        })?;
+    }
+    Ok(true)
+}
+
+/// Restores a node whose hardware sealing key is gone (every original node lost) from
+/// the store in `data_dir` and k opened recovery shares: the cluster key is recovered
+/// and, with a new node key set, sealed under *this* TEE's sealing key. Every record
+/// sealed under the cluster key (keys, states, access keys, the audit log) is usable
+/// again. Returns the new node id.
+pub fn restore_node(
+    platform: Arc<dyn Platform>,
+    data_dir: &Path,
+    shares: &[teekms_core::recovery::OpenShare],
+) -> Result<String, ServerError> {
+    let mut store = SqliteStore::open(data_dir)?;
+    let stored = store
+        .get_meta(RECOVERY)?
+        .ok_or_else(|| ServerError::Inconsistent("this data dir has no recovery set up".into()))?;
+    let stored: Vec<teekms_core::recovery::SealedShare> = serde_json::from_slice(&stored)
+        .map_err(|e| ServerError::Inconsistent(format!("the stored recovery shares: {e}")))?;
+    let cluster = teekms_core::recovery::recover(shares).map_err(ServerError::Recovery)?;
+    let check = teekms_core::recovery::cluster_check(&cluster);
+    if stored.first().map(|s| &s.cluster_check) != Some(&check) {
+        return Err(ServerError::Recovery(teekms_core::CoreError::Recovery(
+            "these shares restore another cluster than the one in this data dir".into(),
+        )));
+    }
+    let hw = platform.sealing_key()?;
+    let keys = NodeKeys::generate();
+    let sealed_keys = hw.seal(NODE_KEYS, RECORD_ID, 1, &keys.to_bytes());
+    let sealed_cluster = hw.seal(CLUSTER_KEY, RECORD_ID, 1, cluster.expose());
+    store.replace_meta(&[(NODE_KEYS, &sealed_keys), (CLUSTER_KEY, &sealed_cluster)])?;
+    Ok(keys.node_id().to_hex())
 }

@@ -35,6 +35,8 @@ pub struct ServeConfig {
     pub platform: Arc<dyn Platform>,
     /// Shortest waiting period of a scheduled deletion, seconds (7 days by default).
     pub min_deletion_wait: u64,
+    /// Split the cluster key for recovery officers (done once, when first given).
+    pub recovery: Option<crate::RecoverySetup>,
 }
 
 /// A node that is serving.
@@ -71,8 +73,18 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     let started = std::time::Instant::now();
     let platform = config.platform.clone();
     let data_dir = config.data_dir.clone();
+    let recovery = config.recovery.clone();
     let (node, reader) = tokio::task::spawn_blocking(move || {
-        let node = open_node(platform, &data_dir)?;
+        let mut node = open_node(platform, &data_dir)?;
+        if let Some(setup) = &recovery
+            && crate::ensure_recovery(&mut node, &data_dir, setup)?
+        {
+            tracing::info!(
+                threshold = setup.threshold,
+                officers = setup.officers.len(),
+                "recovery shares written to DATA_DIR/recovery/"
+            );
+        }
         let reader = SqliteStore::open(&data_dir)?;
         Ok::<_, ServerError>((node, reader))
     })

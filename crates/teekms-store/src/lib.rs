@@ -135,6 +135,23 @@ impl SqliteStore {
             .optional()?)
     }
 
+    /// Replaces meta records in one transaction (recovery re-seals the node's own
+    /// records under new hardware).
+    pub fn replace_meta(&mut self, records: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (name, record) in records {
+            tx.execute(
+                "INSERT INTO meta (name, record) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+                params![name, record],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Writes several meta records in one durable transaction, only if none exists yet.
     /// Returns false (writing nothing) if any of them already exists.
     pub fn init_meta(&mut self, records: &[(&str, &[u8])]) -> Result<bool, StoreError> {

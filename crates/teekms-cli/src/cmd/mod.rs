@@ -7,6 +7,7 @@ mod demo;
 mod evidence;
 mod key;
 mod owner;
+mod recovery;
 mod serve;
 mod use_keys;
 mod workload;
@@ -26,6 +27,7 @@ pub async fn run(command: Command) -> CmdResult {
             Ok(())
         }
         Command::Workload(c) => workload::run(c).await,
+        Command::Recovery(c) => recovery::run(c),
         Command::Attest(c) => attest::run(c).await,
         Command::Evidence(c) => evidence::run(c),
         Command::Collateral(c) => collateral::run(c).await,

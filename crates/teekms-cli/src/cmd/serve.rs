@@ -97,16 +97,28 @@ pub async fn run(args: ServeArgs) -> CmdResult {
     let platform = platform(args.tee, &platform_args, &args.data_dir)?;
     let min_deletion_wait = teekms_attest::policy::parse_duration(&args.min_deletion_wait)
         .map_err(|e| Failure::usage(format!("--min-deletion-wait: {e}")))?;
+    let recovery = match args.recovery_threshold {
+        Some(threshold) => Some(teekms_server::RecoverySetup {
+            threshold,
+            officers: args
+                .recovery_officers
+                .iter()
+                .map(|p| super::recovery::load_officer_public(p))
+                .collect::<Result<_, _>>()?,
+        }),
+        None => None,
+    };
     let server = serve(ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         platform,
         min_deletion_wait,
+        recovery,
     })
     .await
     .map_err(|e| {
         Failure::usage(format!("cannot start the node: {e}")).hint(
-            "check --data-dir and --listen; a damaged data dir must be restored from a backup",
+            "check --data-dir and --listen; a damaged data dir must be restored from a backup; a node whose hardware changed (its sealed records no longer open) is restored with `teekms recovery restore`",
         )
     })?;
     println!(

@@ -48,6 +48,7 @@ impl Node {
                 platform,
                 // Tests schedule deletions seconds ahead.
                 min_deletion_wait: 0,
+                recovery: None,
             })
             .await
             .unwrap(),
