@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cbor;
 pub mod codec;
 pub mod collateral;
 pub mod dcap;
@@ -20,6 +21,7 @@ pub mod evidence;
 pub mod hexbytes;
 mod pem;
 pub mod policy;
+pub mod ratls;
 pub mod sim;
 pub mod snp;
 pub mod statement;

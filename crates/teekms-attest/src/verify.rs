@@ -103,6 +103,19 @@ pub fn verify_document(
     freshness: Freshness<'_>,
     now_unix: u64,
 ) -> Verdict {
+    verify_with_binding(doc, policy, freshness, now_unix, doc.statement.hash())
+}
+
+/// [`verify_document`] where the evidence's report data is `expected` rather than the
+/// statement's hash: RA-TLS certificates bind the hash of their claims, which carry the
+/// statement (spec/ratls-v1.md).
+pub(crate) fn verify_with_binding(
+    doc: &AttestationDocument,
+    policy: &Policy,
+    freshness: Freshness<'_>,
+    now_unix: u64,
+    expected: [u8; 64],
+) -> Verdict {
     let statement_hash = doc.statement.hash();
     let mut verdict = Verdict {
         verified: false,
@@ -122,12 +135,12 @@ pub fn verify_document(
             policy,
             freshness,
             now_unix,
-            statement_hash,
+            (statement_hash, expected),
             &mut verdict,
         );
         return verdict;
     }
-    let evidence = match check_evidence(doc, &statement_hash, freshness) {
+    let evidence = match check_evidence(doc, &expected, freshness) {
         Ok(ev) => ev,
         Err((claims, e)) => {
             verdict.claims = claims;
@@ -162,7 +175,7 @@ fn verify_real(
     policy: &Policy,
     freshness: Freshness<'_>,
     now_unix: u64,
-    statement_hash: [u8; 64],
+    (statement_hash, expected): ([u8; 64], [u8; 64]),
     verdict: &mut Verdict,
 ) {
     if let Err(e) = doc.statement.validate() {
@@ -190,7 +203,7 @@ fn verify_real(
         return;
     }
     // Compare in full; never pad or truncate report data.
-    if ev.report_data != Some(statement_hash) {
+    if ev.report_data != Some(expected) {
         verdict
             .reasons
             .push(EvidenceError::BindingMismatch.to_string());
@@ -225,7 +238,7 @@ type Failure = (Option<serde_json::Value>, EvidenceError);
 
 fn check_evidence(
     doc: &AttestationDocument,
-    statement_hash: &[u8; 64],
+    expected_report_data: &[u8; 64],
     freshness: Freshness<'_>,
 ) -> Result<CheckedEvidence, Failure> {
     doc.statement.validate().map_err(|e| (None, e))?;
@@ -238,7 +251,7 @@ fn check_evidence(
         other => return Err((None, EvidenceError::Unsupported(other.as_str()))),
     };
     // Compare in full; never pad or truncate report data.
-    if report_data != *statement_hash {
+    if report_data != *expected_report_data {
         return Err((Some(evidence.claims()), EvidenceError::BindingMismatch));
     }
     if let Freshness::Nonce(expected) = freshness {

@@ -54,6 +54,10 @@ pub enum Identity<'a> {
     /// A workload in a TEE: a certificate on its TLS key, which its attestation
     /// document names ([`VerifiedConnection::attest_workload`]).
     Workload(&'a NodeKeys),
+    /// A workload whose certificate is an RA-TLS certificate: its TLS key, and the
+    /// evidence extension (spec/ratls-v1.md) that binds it. The node takes it as an
+    /// attested workload from the handshake on.
+    RaTlsWorkload(&'a NodeKeys, &'a [u8]),
 }
 
 /// Connects to a node. With `owner`, the connection authenticates as that owner (TLS
@@ -322,8 +326,16 @@ fn client_config(
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(RecordingVerifier { provider, seen }));
+    let mut extension = None;
     let (pkcs8, name) = match identity {
         Identity::Anonymous => return Ok(builder.with_no_client_auth()),
+        Identity::RaTlsWorkload(keys, ext) => {
+            extension = Some(ext.to_vec());
+            (
+                keys.tls_pkcs8_der().to_vec(),
+                format!("teekms workload {}", keys.node_id()),
+            )
+        }
         Identity::Owner(owner) => (
             owner.pkcs8_der().to_vec(),
             format!("teekms owner {}", owner.public_key().fingerprint()),
@@ -340,6 +352,14 @@ fn client_config(
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, name);
+    if let Some(value) = extension {
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[2, 23, 133, 5, 4, 9],
+                value,
+            ));
+    }
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     builder
         .with_client_auth_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(pkcs8))

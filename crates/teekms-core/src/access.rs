@@ -171,6 +171,9 @@ pub struct AccessGrant {
 pub struct AttestedWorkload {
     /// The workload's attestation document.
     pub document: AttestationDocument,
+    /// The report data its evidence binds, when not the statement's hash (a document
+    /// taken from an RA-TLS certificate binds the certificate's claims).
+    pub report_data: Option<[u8; 64]>,
     /// SHA-256 of its verified claims (how audit entries name it).
     pub claims_digest: String,
 }
@@ -265,9 +268,12 @@ fn principal_matches(p: &Principal, caller: &Caller, now: u64) -> bool {
     };
     let workload_ok = match (&p.workload, &caller.workload) {
         (None, _) => true,
-        (Some(policy), Some(w)) => {
-            verify_document(&w.document, policy, Freshness::Offline, now).accepted
-        }
+        (Some(policy), Some(w)) => match w.report_data {
+            None => verify_document(&w.document, policy, Freshness::Offline, now).accepted,
+            Some(rd) => {
+                teekms_attest::ratls::verify_document_bound(&w.document, rd, policy, now).accepted
+            }
+        },
         (Some(_), None) => false,
     };
     key_ok && workload_ok

@@ -1285,6 +1285,7 @@ impl AppState {
         let digest = hex::encode(teekms_attest::sha256(&claims));
         let workload = AttestedWorkload {
             document: doc,
+            report_data: None,
             claims_digest: digest.clone(),
         };
         let caller = Caller {
@@ -1295,6 +1296,36 @@ impl AppState {
         self.audit(draft("workload-attest", &caller, None, None, "ok", now))?;
         *conn.workload.lock().expect("conn lock") = Some(workload);
         Ok(digest)
+    }
+
+    /// A workload whose TLS client certificate is an RA-TLS certificate (spec/ratls-v1.md):
+    /// its evidence was checked for authenticity in the handshake; here it becomes the
+    /// connection's workload, appraised per key policy on each request.
+    pub fn ratls_workload(
+        ev: &teekms_attest::ratls::RaTlsEvidence,
+        now: u64,
+    ) -> Result<AttestedWorkload, String> {
+        let (document, report_data) = ev
+            .document()
+            .ok_or("the RA-TLS certificate carries no teekms statement")?;
+        let any = match document.tee {
+            TeeKind::Sim => Policy::sim([0; 32], None),
+            tee => Policy::default_for(tee).expect("real TEEs have a default policy"),
+        };
+        let verdict =
+            teekms_attest::ratls::verify_document_bound(&document, report_data, &any, now);
+        if !verdict.verified {
+            return Err(format!(
+                "the RA-TLS evidence does not verify: {}",
+                verdict.reasons.join("; ")
+            ));
+        }
+        let claims = serde_json::to_vec(&verdict.claims).expect("claims serialize");
+        Ok(AttestedWorkload {
+            document,
+            report_data: Some(report_data),
+            claims_digest: hex::encode(teekms_attest::sha256(&claims)),
+        })
     }
 
     // ---- audit -----------------------------------------------------------------------

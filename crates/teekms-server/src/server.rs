@@ -182,10 +182,30 @@ async fn serve_connection(
         .1
         .peer_certificates()
         .and_then(|certs| certs.first());
+    // An RA-TLS client certificate makes the connection an attested workload at once.
+    let workload = match cert.map(|c| teekms_attest::ratls::extract(c)) {
+        Some(Ok(ev))
+            if ev.statement.as_ref().map(|s| s.tls_spki_sha256.0)
+                == cert.and_then(|c| client_spki_sha256(c)) =>
+        {
+            match AppState::ratls_workload(&ev, crate::now_unix()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "RA-TLS client evidence refused");
+                    return;
+                }
+            }
+        }
+        Some(Ok(_)) => {
+            tracing::debug!(%peer, "RA-TLS client statement names another key");
+            return;
+        }
+        _ => None,
+    };
     let conn_state = Arc::new(ConnState {
         owner: cert.and_then(|c| owner_from_certificate(c).ok()),
         client_spki: cert.and_then(|c| client_spki_sha256(c)),
-        workload: Mutex::new(None),
+        workload: Mutex::new(workload),
     });
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {

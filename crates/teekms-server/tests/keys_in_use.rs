@@ -493,3 +493,65 @@ async fn tampered_audit_logs_are_caught() {
     let v = c.audit_verify().await.unwrap();
     assert_eq!((v.ok, v.broken_at), (false, Some(2)));
 }
+
+/// Mutual RA-TLS for a workload: its client certificate carries its evidence (the node
+/// is verified by the client as always); no attest request is needed, and a forged or
+/// mismatched certificate ends the handshake.
+#[tokio::test]
+async fn ra_tls_workloads_are_attested_in_the_handshake() {
+    let node = Node::start().await;
+    let owner = OwnerKey::generate();
+    let fp = owner.public_key().fingerprint();
+    deploy(&node, &owner, "model", "{}").await;
+    let mut c = node.verified(Some(&owner)).await;
+    let ct = c
+        .encrypt("model", None, b"weights key", None)
+        .await
+        .unwrap();
+    let sim_root = hex::encode(SimRoot::load_or_create(&node.root).unwrap().public_key());
+    let policy = json!({"rules": [{"principals": [{"workload": {"tee": "sim", "sim_root": sim_root}}], "operations": ["decrypt", "fetch"]}]});
+    c.set_policy("model", &policy).await.unwrap();
+
+    let wdir = tempfile::tempdir().unwrap();
+    let platform = SimPlatform::open(&node.root, wdir.path()).unwrap();
+    let keys = NodeKeys::generate();
+    let statement = keys.statement(TeeKind::Sim, None);
+    let claims =
+        teekms_attest::ratls::claims_buffer(keys.tls_spki_der(), TeeKind::Sim, &statement, None);
+    let evidence = platform
+        .evidence(&teekms_attest::ratls::report_data_for_claims(&claims))
+        .unwrap();
+    let ext = teekms_attest::ratls::evidence_extension(&evidence, &claims);
+    let mut w = teekms_client::connect_verified_as(
+        &node.url(),
+        &node.policy,
+        Identity::RaTlsWorkload(&keys, &ext),
+        now_unix(),
+        None,
+    )
+    .await
+    .unwrap();
+    let resp = w.decrypt(&ct.ciphertext.0, None).await.unwrap();
+    assert_eq!(
+        &secret_of(&resp, "decrypt", Some(&keys)).unwrap()[..],
+        b"weights key"
+    );
+    let (_, dek) = w.fetch_key("model", Some(&fp), None, &keys).await.unwrap();
+    assert_eq!(
+        dek.kcv(),
+        c.describe("model", None).await.unwrap().versions[0].kcv
+    );
+
+    // Evidence that binds other claims: the node ends the handshake's connection.
+    let stale = platform.evidence(&[3; 64]).unwrap();
+    let forged = teekms_attest::ratls::evidence_extension(&stale, &claims);
+    let r = teekms_client::connect_verified_as(
+        &node.url(),
+        &node.policy,
+        Identity::RaTlsWorkload(&keys, &forged),
+        now_unix(),
+        None,
+    )
+    .await;
+    assert!(r.is_err(), "a forged RA-TLS certificate got a connection");
+}
