@@ -498,51 +498,45 @@ async fn fetch(
     .await
 }
 
-async fn encrypt(
-    State(app): State<Arc<AppState>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    body: Body,
-) -> Result<Json<teekms_core::api::CiphertextResponse>, ApiError> {
-    let req = parse(body)?;
-    data_op(app, conn, &headers, move |a, c, now| a.encrypt(c, req, now)).await
+/// A handler taking a JSON body and answering with an operation's result.
+macro_rules! body_op {
+    ($name:ident, $resp:ty, $run:ident, |$a:ident, $c:ident, $req:ident, $now:ident| $body:expr) => {
+        async fn $name(
+            State(app): State<Arc<AppState>>,
+            axum::Extension(conn): Conn,
+            headers: Headers,
+            body: Body,
+        ) -> Result<Json<$resp>, ApiError> {
+            let $req = parse(body)?;
+            $run(app, conn, &headers, move |$a, $c, $now| $body).await
+        }
+    };
 }
 
-async fn decrypt(
-    State(app): State<Arc<AppState>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    body: Body,
-) -> Result<Json<teekms_core::api::SecretResponse>, ApiError> {
-    let req = parse(body)?;
-    data_op(app, conn, &headers, move |a, c, now| a.decrypt(c, req, now)).await
-}
-
-async fn generate_data_key(
-    State(app): State<Arc<AppState>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    body: Body,
-) -> Result<Json<teekms_core::api::SecretResponse>, ApiError> {
-    let req = parse(body)?;
-    data_op(app, conn, &headers, move |a, c, now| {
-        a.generate_data_key(c, req, now)
-    })
-    .await
-}
-
-async fn re_encrypt(
-    State(app): State<Arc<AppState>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    body: Body,
-) -> Result<Json<teekms_core::api::CiphertextResponse>, ApiError> {
-    let req = parse(body)?;
-    data_op(app, conn, &headers, move |a, c, now| {
-        a.re_encrypt(c, req, now)
-    })
-    .await
-}
+body_op!(
+    encrypt,
+    teekms_core::api::CiphertextResponse,
+    data_op,
+    |a, c, req, now| a.encrypt(c, req, now)
+);
+body_op!(
+    decrypt,
+    teekms_core::api::SecretResponse,
+    data_op,
+    |a, c, req, now| a.decrypt(c, req, now)
+);
+body_op!(
+    generate_data_key,
+    teekms_core::api::SecretResponse,
+    data_op,
+    |a, c, req, now| { a.generate_data_key(c, req, now) }
+);
+body_op!(
+    re_encrypt,
+    teekms_core::api::CiphertextResponse,
+    data_op,
+    |a, c, req, now| { a.re_encrypt(c, req, now) }
+);
 
 async fn create_access_key(
     State(app): State<Arc<AppState>>,
