@@ -1,0 +1,146 @@
+//! Access keys.
+
+use super::*;
+
+impl AppState {
+    /// `POST /v1/access-keys` (owners).
+    pub fn create_access_key(
+        &self,
+        caller: &Caller,
+        req: AccessKeyCreateRequest,
+        now: u64,
+    ) -> Result<AccessKeyCreated, OpError> {
+        let owner = caller.owner.ok_or_else(|| {
+            OpError::Unauthenticated(
+                "creating access keys needs an owner's TLS client certificate".into(),
+            )
+        })?;
+        if req.keys.is_empty() || req.operations.is_empty() {
+            return Err(bad(
+                "an access key needs at least one key id (or \"*\") and one operation",
+            ));
+        }
+        for k in &req.keys {
+            if k != "*" {
+                key_id(k)?;
+            }
+        }
+        if req.description.len() > 1024 {
+            return Err(bad("description is longer than 1024 bytes"));
+        }
+        let expires_at = req
+            .expires_in
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(bad)?
+            .map(|d| now + d);
+        let new = access::new_access_key(&self.service.cluster().derive(ACCESS_KEY_HASH_LABEL));
+        let rec = AccessKeyRecord {
+            id: new.id.clone(),
+            owner: teekms_attest::hexbytes::HexBytes(owner.0),
+            secret_hash: teekms_attest::hexbytes::HexBytes(new.secret_hash),
+            keys: req.keys,
+            operations: req.operations,
+            description: req.description,
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        let applied = self.writer.submit(Job {
+            writes: vec![
+                register_owner(&owner),
+                Write::PutAccessKey {
+                    id: rec.id.clone(),
+                    owner: owner.fingerprint(),
+                    revision: rec.revision(),
+                    expected: 0,
+                    record: rec.seal(self.service.cluster()),
+                },
+            ],
+            audit: AuditDraft {
+                outcome: format!("ok ({})", rec.id),
+                ..draft("access-create", caller, None, None, "", now)
+            },
+            on_conflict: "error: access key id collision",
+        })?;
+        if applied == Applied::Conflict {
+            return Err(OpError::Conflict("access key id collision; retry".into()));
+        }
+        Ok(AccessKeyCreated {
+            info: info(&rec),
+            token: new.token.to_string(),
+        })
+    }
+
+    /// `GET /v1/access-keys`.
+    pub fn list_access_keys(&self, caller: &Caller) -> Result<AccessKeyList, OpError> {
+        let owner = caller.owner.ok_or_else(|| {
+            OpError::Unauthenticated("needs an owner's TLS client certificate".into())
+        })?;
+        let rows = self.reader().list_access_keys(&owner.fingerprint())?;
+        let mut access_keys = Vec::new();
+        for (id, revision, record) in rows {
+            let rec = AccessKeyRecord::open(self.service.cluster(), &id, revision, &record)
+                .map_err(|e| OpError::Damaged(e.to_string()))?;
+            if rec.owner.0 == owner.0 {
+                access_keys.push(info(&rec));
+            }
+        }
+        Ok(AccessKeyList { access_keys })
+    }
+
+    /// `DELETE /v1/access-keys/{id}`: revocation is final.
+    pub fn revoke_access_key(
+        &self,
+        caller: &Caller,
+        id: &str,
+        now: u64,
+    ) -> Result<AccessKeyInfo, OpError> {
+        let owner = caller.owner.ok_or_else(|| {
+            OpError::Unauthenticated("needs an owner's TLS client certificate".into())
+        })?;
+        let not_found = || OpError::NotFound(format!("no access key {id} of yours"));
+        let (revision, record) = self.reader().get_access_key(id)?.ok_or_else(not_found)?;
+        let mut rec = AccessKeyRecord::open(self.service.cluster(), id, revision, &record)
+            .map_err(|e| OpError::Damaged(e.to_string()))?;
+        if rec.owner.0 != owner.0 {
+            return Err(not_found());
+        }
+        if rec.revoked_at.is_none() {
+            rec.revoked_at = Some(now);
+            let applied = self.writer.submit(Job {
+                writes: vec![Write::PutAccessKey {
+                    id: id.into(),
+                    owner: owner.fingerprint(),
+                    revision: rec.revision(),
+                    expected: revision,
+                    record: rec.seal(self.service.cluster()),
+                }],
+                audit: AuditDraft {
+                    outcome: format!("ok ({id})"),
+                    ..draft("access-revoke", caller, None, None, "", now)
+                },
+                on_conflict: "error: concurrent change",
+            })?;
+            if applied == Applied::Conflict {
+                return Err(OpError::Conflict(
+                    "the access key changed concurrently; retry".into(),
+                ));
+            }
+        }
+        Ok(info(&rec))
+    }
+}
+
+fn info(rec: &AccessKeyRecord) -> AccessKeyInfo {
+    AccessKeyInfo {
+        id: rec.id.clone(),
+        keys: rec.keys.clone(),
+        operations: rec.operations.clone(),
+        description: rec.description.clone(),
+        created_at: rec.created_at,
+        expires_at: rec.expires_at,
+        revoked_at: rec.revoked_at,
+    }
+}

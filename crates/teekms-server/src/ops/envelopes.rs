@@ -1,0 +1,345 @@
+//! Envelope operations, workload fetch, and streams' keys.
+
+use super::*;
+
+impl AppState {
+    /// `encrypt`: a small payload under the key's current version.
+    pub fn encrypt(
+        &self,
+        caller: &Caller,
+        req: EncryptRequest,
+        now: u64,
+    ) -> Result<(CiphertextResponse, AuditDraft), OpError> {
+        let owner = self.owner_for(caller, req.owner.as_deref())?;
+        let l = self.load(&owner, &key_id(&req.key_id)?)?;
+        self.gate("encrypt", caller, &l, Operation::Encrypt, now)?;
+        let rec = self.version(&l, l.state.current_version)?;
+        let aad = req.aad.map(|a| a.0).unwrap_or_default();
+        let ct = envelope::seal(
+            &l.owner,
+            &l.key_id,
+            rec.key_version,
+            &rec.dek,
+            &req.plaintext.0,
+            &aad,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let audit = draft(
+            "encrypt",
+            caller,
+            Some((&l.owner, &l.key_id)),
+            Some(rec.key_version),
+            "ok",
+            now,
+        );
+        let resp = CiphertextResponse {
+            key_id: l.key_id.to_string(),
+            key_version: rec.key_version,
+            ciphertext: B64(ct),
+        };
+        Ok((resp, audit))
+    }
+
+    /// Opens a ciphertext for `op` (decrypt or re-encrypt), with every check.
+    fn open_envelope(
+        &self,
+        op_name: &str,
+        op: Operation,
+        caller: &Caller,
+        ciphertext: &[u8],
+        aad: &[u8],
+        now: u64,
+    ) -> Result<(Loaded, u64, Zeroizing<Vec<u8>>), OpError> {
+        let env = Envelope::parse(ciphertext).map_err(|e| bad(e.to_string()))?;
+        let h = &env.header;
+        let l = self.load(&h.owner, &h.key_id)?;
+        self.gate(op_name, caller, &l, op, now)?;
+        let key = Some((&l.owner, &l.key_id));
+        if h.key_version < l.state.min_decryption_version {
+            let why = format!(
+                "version {} of key {:?} is below its min_decryption_version {}",
+                h.key_version, l.key_id, l.state.min_decryption_version
+            );
+            return Err(self.refuse(
+                draft(
+                    op_name,
+                    caller,
+                    key,
+                    Some(h.key_version),
+                    format!("denied: {why}"),
+                    now,
+                ),
+                OpError::Forbidden(why),
+            ));
+        }
+        let rec = self.version(&l, h.key_version)?;
+        match env.open(&rec.dek, aad) {
+            Ok(pt) => Ok((l, h.key_version, pt)),
+            Err(e) => Err(self.refuse(
+                draft(
+                    op_name,
+                    caller,
+                    key,
+                    Some(h.key_version),
+                    "error: ciphertext did not decrypt",
+                    now,
+                ),
+                OpError::Decrypt(e.to_string()),
+            )),
+        }
+    }
+
+    /// `decrypt`.
+    pub fn decrypt(
+        &self,
+        caller: &Caller,
+        req: DecryptRequest,
+        now: u64,
+    ) -> Result<(SecretResponse, AuditDraft), OpError> {
+        let aad = req.aad.map(|a| a.0).unwrap_or_default();
+        let (l, version, pt) = self.open_envelope(
+            "decrypt",
+            Operation::Decrypt,
+            caller,
+            &req.ciphertext.0,
+            &aad,
+            now,
+        )?;
+        let audit = draft(
+            "decrypt",
+            caller,
+            Some((&l.owner, &l.key_id)),
+            Some(version),
+            "ok",
+            now,
+        );
+        let (plaintext, sealed) = seal_for(caller, "decrypt", &pt);
+        let resp = SecretResponse {
+            key_id: l.key_id.to_string(),
+            key_version: version,
+            ciphertext: None,
+            plaintext,
+            sealed,
+        };
+        Ok((resp, audit))
+    }
+
+    /// `generate-data-key`: a fresh 256-bit key, returned and wrapped under the key.
+    pub fn generate_data_key(
+        &self,
+        caller: &Caller,
+        req: GenerateDataKeyRequest,
+        now: u64,
+    ) -> Result<(SecretResponse, AuditDraft), OpError> {
+        let owner = self.owner_for(caller, req.owner.as_deref())?;
+        let l = self.load(&owner, &key_id(&req.key_id)?)?;
+        self.gate(
+            "generate-data-key",
+            caller,
+            &l,
+            Operation::GenerateDataKey,
+            now,
+        )?;
+        let rec = self.version(&l, l.state.current_version)?;
+        let fresh = DataKey::generate();
+        let aad = req.aad.map(|a| a.0).unwrap_or_default();
+        let wrapped = envelope::seal(
+            &l.owner,
+            &l.key_id,
+            rec.key_version,
+            &rec.dek,
+            fresh.expose(),
+            &aad,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let audit = draft(
+            "generate-data-key",
+            caller,
+            Some((&l.owner, &l.key_id)),
+            Some(rec.key_version),
+            "ok",
+            now,
+        );
+        let (plaintext, sealed) = seal_for(caller, "generate-data-key", fresh.expose());
+        let resp = SecretResponse {
+            key_id: l.key_id.to_string(),
+            key_version: rec.key_version,
+            ciphertext: Some(B64(wrapped)),
+            plaintext,
+            sealed,
+        };
+        Ok((resp, audit))
+    }
+
+    /// `re-encrypt`: opened and sealed again inside the node; the plaintext never leaves.
+    pub fn re_encrypt(
+        &self,
+        caller: &Caller,
+        req: ReEncryptRequest,
+        now: u64,
+    ) -> Result<(CiphertextResponse, AuditDraft), OpError> {
+        let aad = req.aad.map(|a| a.0).unwrap_or_default();
+        let (src, src_version, pt) = self.open_envelope(
+            "re-encrypt",
+            Operation::ReEncrypt,
+            caller,
+            &req.ciphertext.0,
+            &aad,
+            now,
+        )?;
+        let dst_owner = match &req.destination_owner {
+            Some(fp) => self.owner_for(caller, Some(fp))?,
+            None => src.owner,
+        };
+        let dst_id = match &req.destination_key_id {
+            Some(id) => key_id(id)?,
+            None => src.key_id.clone(),
+        };
+        let dst = self.load(&dst_owner, &dst_id)?;
+        self.gate("re-encrypt", caller, &dst, Operation::Encrypt, now)?;
+        let rec = self.version(&dst, dst.state.current_version)?;
+        let dst_aad = req.destination_aad.map(|a| a.0).unwrap_or(aad);
+        let ct = envelope::seal(
+            &dst.owner,
+            &dst.key_id,
+            rec.key_version,
+            &rec.dek,
+            &pt,
+            &dst_aad,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let outcome = format!("ok (from {:?} version {src_version})", src.key_id.as_str());
+        let audit = draft(
+            "re-encrypt",
+            caller,
+            Some((&dst.owner, &dst.key_id)),
+            Some(rec.key_version),
+            outcome,
+            now,
+        );
+        let resp = CiphertextResponse {
+            key_id: dst.key_id.to_string(),
+            key_version: rec.key_version,
+            ciphertext: B64(ct),
+        };
+        Ok((resp, audit))
+    }
+
+    /// `fetch`: a key version's material for an attested workload, sealed to its key.
+    pub fn fetch(
+        &self,
+        caller: &Caller,
+        key: &str,
+        req: FetchRequest,
+        now: u64,
+    ) -> Result<(FetchResponse, AuditDraft), OpError> {
+        let Some(pk) = caller.workload_hpke_key() else {
+            return Err(OpError::Forbidden(
+                "fetch is for attested workloads (the key is sealed to their attested key); owners use export".into(),
+            ));
+        };
+        let owner = self.owner_for(caller, req.owner.as_deref())?;
+        let l = self.load(&owner, &key_id(key)?)?;
+        self.gate("fetch", caller, &l, Operation::Fetch, now)?;
+        let v = req.version.unwrap_or(l.state.current_version);
+        if v < l.state.min_decryption_version {
+            let why = format!(
+                "version {v} of key {:?} is below its min_decryption_version",
+                l.key_id
+            );
+            return Err(self.refuse(
+                draft(
+                    "fetch",
+                    caller,
+                    Some((&l.owner, &l.key_id)),
+                    Some(v),
+                    format!("denied: {why}"),
+                    now,
+                ),
+                OpError::Forbidden(why),
+            ));
+        }
+        let rec = self.version(&l, v)?;
+        let (enc, ct) =
+            teekms_core::hpke::seal(&pk, SEALED_RESPONSE_INFO, b"fetch", rec.dek.expose())
+                .expect("sealing to a verified X25519 key does not fail");
+        let audit = draft(
+            "fetch",
+            caller,
+            Some((&l.owner, &l.key_id)),
+            Some(v),
+            "ok",
+            now,
+        );
+        Ok((
+            FetchResponse {
+                key_id: l.key_id.to_string(),
+                key_version: v,
+                kcv: rec.kcv(),
+                sealed: SealedSecret {
+                    enc: B64(enc.to_vec()),
+                    ciphertext: B64(ct),
+                },
+            },
+            audit,
+        ))
+    }
+
+    /// The data key of one version, for streaming through the node (checked like
+    /// `encrypt` or `decrypt`; audited by the caller once the stream is done).
+    pub fn stream_key(
+        &self,
+        caller: &Caller,
+        owner: Option<&str>,
+        key: &str,
+        version: Option<u64>,
+        op: Operation,
+        now: u64,
+    ) -> Result<(OwnerPublicKey, KeyId, Arc<DataKeyRecord>), OpError> {
+        let owner = self.owner_for(caller, owner)?;
+        let l = self.load(&owner, &key_id(key)?)?;
+        let name = if op == Operation::Encrypt {
+            "stream-encrypt"
+        } else {
+            "stream-decrypt"
+        };
+        self.gate(name, caller, &l, op, now)?;
+        let v = version.unwrap_or(l.state.current_version);
+        if v < l.state.min_decryption_version || v > l.state.current_version {
+            let why = format!("version {v} of key {:?} is not usable", l.key_id);
+            return Err(self.refuse(
+                draft(
+                    name,
+                    caller,
+                    Some((&l.owner, &l.key_id)),
+                    Some(v),
+                    format!("denied: {why}"),
+                    now,
+                ),
+                OpError::Forbidden(why),
+            ));
+        }
+        let rec = self.version(&l, v)?;
+        Ok((l.owner, l.key_id.clone(), rec))
+    }
+
+    /// Records the end of a stream through the node (its start was authorized, and
+    /// refusals audited, by [`AppState::stream_key`]).
+    pub fn stream_done(
+        &self,
+        caller: &Caller,
+        op: &str,
+        (owner, key_id, version): (&OwnerPublicKey, &KeyId, u64),
+        outcome: String,
+    ) -> Result<(), OpError> {
+        let now = crate::now_unix();
+        self.audit(draft(
+            op,
+            caller,
+            Some((owner, key_id)),
+            Some(version),
+            outcome,
+            now,
+        ))
+    }
+}

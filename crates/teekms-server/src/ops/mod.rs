@@ -1,0 +1,491 @@
+//! Using the keys: envelope operations, lifecycle, access keys and the audit log, with
+//! default-deny authorization and an audit entry for every operation and every denial.
+//!
+//! Every function here blocks (store reads, the writer's commit) and runs on the
+//! blocking pool. Nothing is acknowledged before its audit entry is durable.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use teekms_attest::policy::parse_duration;
+use teekms_attest::{Freshness, Policy, TeeKind, verify_document};
+use teekms_core::access::{self, AttestedWorkload, Caller, KeyPolicy, Operation};
+use teekms_core::api::{
+    AccessKeyCreateRequest, AccessKeyCreated, AccessKeyInfo, AccessKeyList, AuditTail,
+    AuditVerification, B64, CiphertextResponse, DecryptRequest, EXPORT_INFO, EncryptRequest,
+    ExportRequest, ExportResponse, FetchRequest, FetchResponse, GenerateDataKeyRequest,
+    KeyDescription, KeyInfo, ReEncryptRequest, SEALED_RESPONSE_INFO, SealedSecret, SecretB64,
+    SecretResponse,
+};
+use teekms_core::audit::{AuditDraft, AuditEntry};
+use teekms_core::envelope::{self, Envelope};
+use teekms_core::record::DataKeyRecord;
+use teekms_core::state::{AccessKeyRecord, DEFAULT_DELETION_WAIT, KeyState};
+use teekms_core::{DataKey, KeyId, OwnerPublicKey};
+use teekms_store::{Applied, KeyRow, Write};
+use zeroize::Zeroizing;
+
+use crate::api::AppState;
+use crate::writer::Job;
+
+/// Label of the subkey that hashes access-key secrets.
+pub const ACCESS_KEY_HASH_LABEL: &str = "teekms/v1/access-key-hash";
+
+/// What a connection proved about its client.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// The owner of an Ed25519 client certificate.
+    pub owner: Option<OwnerPublicKey>,
+    /// SHA-256 of the client certificate's SPKI, if one was presented.
+    pub client_spki: Option<[u8; 32]>,
+    /// A workload that attested on this connection.
+    pub workload: Mutex<Option<AttestedWorkload>>,
+}
+
+/// Why an operation was refused or failed. Messages are safe to return to the caller.
+#[derive(Debug)]
+pub enum OpError {
+    /// The request is malformed.
+    BadRequest(String),
+    /// No credentials where some are needed.
+    Unauthenticated(String),
+    /// Not allowed (default deny).
+    Forbidden(String),
+    /// No such key (or it was deleted).
+    NotFound(String),
+    /// The key is disabled or pending deletion.
+    KeyState(String),
+    /// A concurrent change won; retrying settles it.
+    Conflict(String),
+    /// A stored record failed authentication.
+    Damaged(String),
+    /// The ciphertext does not decrypt.
+    Decrypt(String),
+    /// The node is shutting down or its store failed.
+    Unavailable,
+    /// Something that must not happen; logged.
+    Internal(String),
+}
+
+impl From<teekms_store::StoreError> for OpError {
+    fn from(e: teekms_store::StoreError) -> Self {
+        OpError::Internal(format!("store: {e}"))
+    }
+}
+
+impl From<crate::writer::Unavailable> for OpError {
+    fn from(_: crate::writer::Unavailable) -> Self {
+        OpError::Unavailable
+    }
+}
+
+/// A key as loaded for an operation: its state (stored, or the initial one), and the
+/// versions opened so far.
+pub struct LoadedKey {
+    owner: OwnerPublicKey,
+    key_id: KeyId,
+    state: KeyState,
+    policy: KeyPolicy,
+    versions: Mutex<HashMap<u64, Arc<DataKeyRecord>>>,
+}
+
+type Loaded = Arc<LoadedKey>;
+
+/// Most keys kept opened in memory.
+const CACHE_MAX: usize = 10_000;
+
+/// Opened keys, so that a data operation on a hot key touches neither the store nor the
+/// record decryption. This node's own changes invalidate their entry (a node is the only
+/// writer of its store; several nodes sharing one store is the cluster's business).
+#[derive(Default)]
+pub struct KeyCache(Mutex<HashMap<(String, String), Loaded>>);
+
+impl KeyCache {
+    fn get(&self, fp: &str, key_id: &str) -> Option<Loaded> {
+        self.0
+            .lock()
+            .expect("cache lock")
+            .get(&(fp.to_owned(), key_id.to_owned()))
+            .cloned()
+    }
+
+    fn put(&self, fp: String, key_id: String, key: Loaded) {
+        let mut map = self.0.lock().expect("cache lock");
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        map.insert((fp, key_id), key);
+    }
+
+    fn forget(&self, fp: &str, key_id: &str) {
+        self.0
+            .lock()
+            .expect("cache lock")
+            .remove(&(fp.to_owned(), key_id.to_owned()));
+    }
+}
+
+fn bad(msg: impl Into<String>) -> OpError {
+    OpError::BadRequest(msg.into())
+}
+
+fn key_id(s: &str) -> Result<KeyId, OpError> {
+    KeyId::new(s).map_err(|e| bad(e.to_string()))
+}
+
+fn draft(
+    op: &str,
+    caller: &Caller,
+    key: Option<(&OwnerPublicKey, &KeyId)>,
+    version: Option<u64>,
+    outcome: impl Into<String>,
+    now: u64,
+) -> AuditDraft {
+    AuditDraft {
+        time: now,
+        operation: op.into(),
+        owner: key.map(|(o, _)| o.fingerprint()),
+        key_id: key.map(|(_, k)| k.to_string()),
+        key_version: version,
+        outcome: outcome.into(),
+        caller: caller.describe(),
+    }
+}
+
+fn seal_for(caller: &Caller, op: &str, secret: &[u8]) -> (Option<SecretB64>, Option<SealedSecret>) {
+    match caller.workload_hpke_key() {
+        Some(pk) => {
+            let (enc, ct) =
+                teekms_core::hpke::seal(&pk, SEALED_RESPONSE_INFO, op.as_bytes(), secret)
+                    .expect("sealing to a verified X25519 key does not fail");
+            (
+                None,
+                Some(SealedSecret {
+                    enc: B64(enc.to_vec()),
+                    ciphertext: B64(ct),
+                }),
+            )
+        }
+        None => (Some(SecretB64(Zeroizing::new(secret.to_vec()))), None),
+    }
+}
+
+impl AppState {
+    fn reader(&self) -> std::sync::MutexGuard<'_, teekms_store::SqliteStore> {
+        self.reader.lock().expect("reader lock")
+    }
+
+    /// Records `draft` durably (an audit entry with no other write).
+    fn audit(&self, draft: AuditDraft) -> Result<(), OpError> {
+        self.writer.submit(Job {
+            writes: Vec::new(),
+            audit: draft,
+            on_conflict: "error",
+        })?;
+        Ok(())
+    }
+
+    /// Records a refusal, then returns it.
+    fn refuse(&self, d: AuditDraft, err: OpError) -> OpError {
+        match self.audit(d) {
+            Ok(()) => err,
+            Err(e) => e,
+        }
+    }
+
+    /// The caller of one request: the connection's identities and an access key, if
+    /// the request presents one (a token that does not verify is refused outright).
+    pub fn caller(
+        &self,
+        conn: &ConnState,
+        token: Option<&str>,
+        now: u64,
+    ) -> Result<Caller, OpError> {
+        let mut caller = Caller {
+            owner: conn.owner,
+            access_key: None,
+            workload: conn.workload.lock().expect("conn lock").clone(),
+        };
+        let Some(token) = token else {
+            return Ok(caller);
+        };
+        let hash_key = self.service.cluster().derive(ACCESS_KEY_HASH_LABEL);
+        let refused = |caller: &Caller, why: String| {
+            self.refuse(
+                draft(
+                    "authenticate",
+                    caller,
+                    None,
+                    None,
+                    format!("denied: {why}"),
+                    now,
+                ),
+                OpError::Unauthenticated(why),
+            )
+        };
+        let (id, hash) = match access::parse_access_token(&hash_key, token) {
+            Ok(x) => x,
+            Err(e) => return Err(refused(&caller, e.to_string())),
+        };
+        let stored = self.reader().get_access_key(&id)?;
+        let Some((revision, record)) = stored else {
+            return Err(refused(&caller, format!("unknown access key {id}")));
+        };
+        let rec = AccessKeyRecord::open(self.service.cluster(), &id, revision, &record)
+            .map_err(|e| OpError::Damaged(e.to_string()))?;
+        match rec.grant(&hash, now) {
+            Ok(grant) => {
+                caller.access_key = Some(grant);
+                Ok(caller)
+            }
+            Err(why) => Err(refused(&caller, why)),
+        }
+    }
+
+    /// The owner whose key a request names: `owner` (a fingerprint) if given, else the
+    /// caller's own namespace (its owner certificate, or its access key's creator).
+    fn owner_for(&self, caller: &Caller, owner: Option<&str>) -> Result<OwnerPublicKey, OpError> {
+        match owner {
+            Some(fp) => {
+                let pk = self
+                    .reader()
+                    .owner_key(fp)?
+                    .and_then(|pk| <[u8; 32]>::try_from(pk.as_slice()).ok())
+                    .map(OwnerPublicKey)
+                    // The row checks itself: a fingerprint is the hash of its key.
+                    .filter(|pk| pk.fingerprint() == fp);
+                pk.ok_or_else(|| OpError::NotFound(format!("no owner {fp} on this node")))
+            }
+            None => caller
+                .owner
+                .or_else(|| caller.access_key.as_ref().map(|a| a.owner))
+                .ok_or_else(|| {
+                    bad("name the key's owner (\"owner\": its fingerprint); this caller has no namespace of its own")
+                }),
+        }
+    }
+
+    fn load(&self, owner: &OwnerPublicKey, key_id: &KeyId) -> Result<Loaded, OpError> {
+        let fp = owner.fingerprint();
+        if let Some(hit) = self.cache.get(&fp, key_id.as_str()) {
+            return Ok(hit);
+        }
+        let (stored, latest) = {
+            let r = self.reader();
+            (
+                r.get_state(&fp, key_id.as_str())?,
+                r.get_key(&fp, key_id.as_str())?,
+            )
+        };
+        let Some(latest) = latest else {
+            return Err(OpError::NotFound(format!("no key {key_id:?}")));
+        };
+        let state = match stored {
+            Some((revision, record)) => {
+                KeyState::open(self.service.cluster(), owner, key_id, revision, &record)
+                    .map_err(|e| OpError::Damaged(e.to_string()))?
+            }
+            None => {
+                let rec = self.open_row(owner, key_id, &latest)?;
+                KeyState::initial(rec.key_policy.clone())
+            }
+        };
+        // A stored policy that no longer parses admits nobody but the owner.
+        let policy = KeyPolicy::parse(&state.policy).unwrap_or_else(|e| {
+            tracing::warn!(key = %key_id, error = %e, "key policy does not parse; default deny");
+            KeyPolicy::parse("{}").expect("the empty policy parses")
+        });
+        let loaded = Arc::new(LoadedKey {
+            owner: *owner,
+            key_id: key_id.clone(),
+            state,
+            policy,
+            versions: Mutex::new(HashMap::new()),
+        });
+        self.cache.put(fp, key_id.to_string(), loaded.clone());
+        Ok(loaded)
+    }
+
+    fn open_row(
+        &self,
+        owner: &OwnerPublicKey,
+        key_id: &KeyId,
+        row: &KeyRow,
+    ) -> Result<DataKeyRecord, OpError> {
+        DataKeyRecord::open(
+            self.service.cluster(),
+            owner,
+            key_id,
+            row.key_version,
+            &row.record,
+        )
+        .map_err(|e| OpError::Damaged(e.to_string()))
+    }
+
+    fn version(&self, l: &Loaded, version: u64) -> Result<Arc<DataKeyRecord>, OpError> {
+        if let Some(rec) = l.versions.lock().expect("versions lock").get(&version) {
+            return Ok(rec.clone());
+        }
+        let row = self
+            .reader()
+            .get_key_version(&l.owner.fingerprint(), l.key_id.as_str(), version)?
+            .ok_or_else(|| {
+                OpError::NotFound(format!("key {:?} has no version {version}", l.key_id))
+            })?;
+        let rec = Arc::new(self.open_row(&l.owner, &l.key_id, &row)?);
+        l.versions
+            .lock()
+            .expect("versions lock")
+            .insert(version, rec.clone());
+        Ok(rec)
+    }
+
+    /// Checks the key's state and the caller's right to `op`; refusals are audited.
+    fn gate(
+        &self,
+        op_name: &str,
+        caller: &Caller,
+        l: &Loaded,
+        op: Operation,
+        now: u64,
+    ) -> Result<(), OpError> {
+        let key = Some((&l.owner, &l.key_id));
+        let refuse = |err: OpError| {
+            let why = match &err {
+                OpError::Forbidden(m) | OpError::KeyState(m) | OpError::NotFound(m) => m.clone(),
+                _ => String::new(),
+            };
+            self.refuse(
+                draft(op_name, caller, key, None, format!("denied: {why}"), now),
+                err,
+            )
+        };
+        if let Err(why) = access::authorize(&l.policy, &l.owner, &l.key_id, caller, op, now) {
+            return Err(refuse(OpError::Forbidden(why)));
+        }
+        if op == Operation::Describe {
+            return Ok(());
+        }
+        if let Some(at) = l.state.deletion_at {
+            if at <= now {
+                // Due: carry the deletion out now rather than at the next sweep.
+                self.delete_due(&l.owner.fingerprint(), l.key_id.as_str(), now)?;
+                return Err(OpError::NotFound(format!("key {:?} was deleted", l.key_id)));
+            }
+            return Err(refuse(OpError::KeyState(format!(
+                "key {:?} is pending deletion (at {at}); the owner can cancel it",
+                l.key_id
+            ))));
+        }
+        if !l.state.enabled {
+            return Err(refuse(OpError::KeyState(format!(
+                "key {:?} is disabled",
+                l.key_id
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Owner-only administration.
+    fn gate_owner(
+        &self,
+        op_name: &str,
+        caller: &Caller,
+        l: &Loaded,
+        now: u64,
+    ) -> Result<(), OpError> {
+        if caller.owner.as_ref() == Some(&l.owner) {
+            return Ok(());
+        }
+        let why = format!("{op_name} is for the key's owner only");
+        Err(self.refuse(
+            draft(
+                op_name,
+                caller,
+                Some((&l.owner, &l.key_id)),
+                None,
+                format!("denied: {why}"),
+                now,
+            ),
+            OpError::Forbidden(why),
+        ))
+    }
+
+    fn done(
+        &self,
+        op: &str,
+        caller: &Caller,
+        l: &Loaded,
+        version: Option<u64>,
+        now: u64,
+    ) -> Result<(), OpError> {
+        self.audit(draft(
+            op,
+            caller,
+            Some((&l.owner, &l.key_id)),
+            version,
+            "ok",
+            now,
+        ))
+    }
+}
+
+/// Deploys a bundle (online, or offline into a stopped node's data dir): the row, the
+/// owner's public key and the audit entry in one durable job.
+pub fn deploy(
+    service: &crate::KeyService,
+    reader: &Mutex<teekms_store::SqliteStore>,
+    writer: &crate::writer::Writer,
+    bundle: &teekms_core::Bundle,
+    caller: Option<&OwnerPublicKey>,
+    now: u64,
+) -> Result<crate::Deployed, crate::DeployError> {
+    use crate::DeployError;
+    service.deploy(
+        bundle,
+        caller,
+        now,
+        |owner, key_id| reader.lock().expect("reader lock").get_key(owner, key_id),
+        |owner, row| {
+            let audit = AuditDraft {
+                time: now,
+                operation: "deploy".into(),
+                owner: Some(row.owner.clone()),
+                key_id: Some(row.key_id.clone()),
+                key_version: Some(row.key_version),
+                outcome: "ok".into(),
+                caller: match caller {
+                    Some(c) => format!("owner:{}", c.fingerprint()),
+                    None => format!("bundle:{}", owner.fingerprint()),
+                },
+            };
+            let applied = writer
+                .submit(Job {
+                    writes: vec![register_owner(owner), Write::InsertKey(row)],
+                    audit,
+                    on_conflict: "ok (already present; compared)",
+                })
+                .map_err(|_| DeployError::Unavailable)?;
+            Ok(match applied {
+                Applied::Done => teekms_store::Inserted::New,
+                Applied::Conflict => teekms_store::Inserted::AlreadyExists,
+            })
+        },
+    )
+}
+
+/// The write that records an owner's public key (so others can name it).
+pub fn register_owner(owner: &OwnerPublicKey) -> Write {
+    Write::RegisterOwner {
+        fingerprint: owner.fingerprint(),
+        public_key: owner.0.to_vec(),
+    }
+}
+
+mod access_keys;
+mod audit;
+mod envelopes;
+mod lifecycle;
+mod workload;
+
+pub use audit::verification;

@@ -1,0 +1,83 @@
+//! Attested workloads on a connection.
+
+use super::*;
+
+impl AppState {
+    /// A workload presents its attestation document on this connection: its statement
+    /// must name the connection's client key, and its evidence must verify. Which keys
+    /// it may use is then decided per key, by the key policies' workload entries.
+    pub fn attest_workload(
+        &self,
+        conn: &ConnState,
+        doc: teekms_attest::AttestationDocument,
+        now: u64,
+    ) -> Result<String, OpError> {
+        let Some(spki) = conn.client_spki else {
+            return Err(OpError::Unauthenticated(
+                "a workload attests over a connection with its TLS client certificate".into(),
+            ));
+        };
+        if doc.statement.tls_spki_sha256.0 != spki {
+            return Err(OpError::Forbidden(
+                "the attestation names another TLS key than this connection's client certificate"
+                    .into(),
+            ));
+        }
+        let any = match doc.tee {
+            TeeKind::Sim => Policy::sim([0; 32], None),
+            tee => Policy::default_for(tee).expect("real TEEs have a default policy"),
+        };
+        let verdict = verify_document(&doc, &any, Freshness::Offline, now);
+        if !verdict.verified {
+            return Err(OpError::Forbidden(format!(
+                "the workload's evidence does not verify: {}",
+                verdict.reasons.join("; ")
+            )));
+        }
+        let claims = serde_json::to_vec(&verdict.claims).expect("claims serialize");
+        let digest = hex::encode(teekms_attest::sha256(&claims));
+        let workload = AttestedWorkload {
+            document: doc,
+            report_data: None,
+            claims_digest: digest.clone(),
+        };
+        let caller = Caller {
+            owner: conn.owner,
+            access_key: None,
+            workload: Some(workload.clone()),
+        };
+        self.audit(draft("workload-attest", &caller, None, None, "ok", now))?;
+        *conn.workload.lock().expect("conn lock") = Some(workload);
+        Ok(digest)
+    }
+
+    /// A workload whose TLS client certificate is an RA-TLS certificate (spec/ratls-v1.md):
+    /// its evidence was checked for authenticity in the handshake; here it becomes the
+    /// connection's workload, appraised per key policy on each request.
+    pub fn ratls_workload(
+        ev: &teekms_attest::ratls::RaTlsEvidence,
+        now: u64,
+    ) -> Result<AttestedWorkload, String> {
+        let (document, report_data) = ev
+            .document()
+            .ok_or("the RA-TLS certificate carries no teekms statement")?;
+        let any = match document.tee {
+            TeeKind::Sim => Policy::sim([0; 32], None),
+            tee => Policy::default_for(tee).expect("real TEEs have a default policy"),
+        };
+        let verdict =
+            teekms_attest::ratls::verify_document_bound(&document, report_data, &any, now);
+        if !verdict.verified {
+            return Err(format!(
+                "the RA-TLS evidence does not verify: {}",
+                verdict.reasons.join("; ")
+            ));
+        }
+        let claims = serde_json::to_vec(&verdict.claims).expect("claims serialize");
+        Ok(AttestedWorkload {
+            document,
+            report_data: Some(report_data),
+            claims_digest: hex::encode(teekms_attest::sha256(&claims)),
+        })
+    }
+}
