@@ -555,3 +555,75 @@ async fn ra_tls_workloads_are_attested_in_the_handshake() {
     .await;
     assert!(r.is_err(), "a forged RA-TLS certificate got a connection");
 }
+
+/// Bad requests to the data plane get a clear 4xx and change nothing.
+#[tokio::test]
+async fn malformed_data_plane_requests_are_refused_clearly() {
+    let node = Node::start().await;
+    let owner = OwnerKey::generate();
+    deploy(&node, &owner, "db", "{}").await;
+    let mut c = node.verified(Some(&owner)).await;
+    let conn = c.connection();
+    for (path, body, want) in [
+        ("/v1/envelope/encrypt", b"{".to_vec(), 400),
+        (
+            "/v1/envelope/encrypt",
+            br#"{"key_id":"db","plaintext":"AA==","extra":1}"#.to_vec(),
+            400,
+        ),
+        (
+            "/v1/envelope/encrypt",
+            br#"{"key_id":"db","plaintext":"not base64!"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/v1/envelope/encrypt",
+            br#"{"key_id":"../db","plaintext":"AA=="}"#.to_vec(),
+            400,
+        ),
+        (
+            "/v1/envelope/decrypt",
+            br#"{"ciphertext":"AAAA"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/v1/keys/db/export",
+            br#"{"recipient":"AAAA"}"#.to_vec(),
+            403,
+        ),
+        (
+            "/v1/access-keys",
+            br#"{"keys":[],"operations":["encrypt"]}"#.to_vec(),
+            400,
+        ),
+        (
+            "/v1/access-keys",
+            br#"{"keys":["db"],"operations":["fly"]}"#.to_vec(),
+            400,
+        ),
+        ("/v1/workload/attest", b"{}".to_vec(), 400),
+    ] {
+        let (status, _) = conn
+            .raw_request(teekms_client::Method::POST, path, Some(body))
+            .await;
+        assert_eq!(status, want, "{path}");
+    }
+    let (status, _) = conn
+        .raw_request(teekms_client::Method::GET, "/v1/audit?n=x", None)
+        .await;
+    assert_eq!(status, 400);
+    // Oversized: refused before it is read (the node then closes that connection).
+    let (status, _) = conn
+        .raw_request(
+            teekms_client::Method::POST,
+            "/v1/envelope/encrypt",
+            Some(vec![b' '; 200 * 1024]),
+        )
+        .await;
+    assert_eq!(status, 413);
+    let mut c = node.verified(Some(&owner)).await;
+    // Nothing changed: one version, enabled, the audit chain whole.
+    let d = c.describe("db", None).await.unwrap();
+    assert_eq!((d.current_version, d.enabled), (1, true));
+    assert!(c.audit_verify().await.unwrap().ok);
+}
