@@ -148,42 +148,71 @@ pub struct AuditBreak {
     pub reason: String,
 }
 
-/// Verifies a whole log in stored order: `(stored position, entry bytes)` pairs. Returns
-/// the number of entries and the final chain hash.
-pub fn verify_log<'a>(
-    key: &[u8; 32],
-    entries: impl IntoIterator<Item = (u64, &'a [u8])>,
-) -> Result<(u64, [u8; 32]), AuditBreak> {
-    let mut expected_seq = 1u64;
-    let mut head = [0u8; 32];
-    for (position, bytes) in entries {
+/// Verifies a log entry by entry in stored order, so that a long log needs no more
+/// memory than a page of it.
+pub struct LogVerifier<'k> {
+    key: &'k [u8; 32],
+    expected_seq: u64,
+    head: [u8; 32],
+}
+
+impl<'k> LogVerifier<'k> {
+    /// A verifier for a log written under `key`, from its first entry.
+    pub fn new(key: &'k [u8; 32]) -> LogVerifier<'k> {
+        LogVerifier {
+            key,
+            expected_seq: 1,
+            head: [0u8; 32],
+        }
+    }
+
+    /// Checks the entry stored at `position`.
+    pub fn push(&mut self, position: u64, bytes: &[u8]) -> Result<(), AuditBreak> {
         let broken = |reason: String| AuditBreak {
             seq: position,
             reason,
         };
         let e: AuditEntry = serde_json::from_slice(bytes)
             .map_err(|err| broken(format!("the entry does not parse: {err}")))?;
-        if e.seq != position || position != expected_seq {
+        if e.seq != position || position != self.expected_seq {
             return Err(broken(format!(
-                "expected entry {expected_seq} here, found entry {} stored at {position} (entries deleted or reordered)",
-                e.seq
+                "expected entry {} here, found entry {} stored at {position} (entries deleted or reordered)",
+                self.expected_seq, e.seq
             )));
         }
         let c = canonical(e.seq, &e.draft, &e.prev.0);
-        if crate::hmac256(key, &[&c]) != e.mac.0 {
+        if crate::hmac256(self.key, &[&c]) != e.mac.0 {
             return Err(broken(
                 "its MAC does not verify (the entry was altered)".into(),
             ));
         }
-        if e.prev.0 != head {
+        if e.prev.0 != self.head {
             return Err(broken(
                 "it does not chain from the entry before it (entries deleted, replaced or reordered)".into(),
             ));
         }
-        head = chain_hash(&c, &e.mac.0);
-        expected_seq += 1;
+        self.head = chain_hash(&c, &e.mac.0);
+        self.expected_seq += 1;
+        Ok(())
     }
-    Ok((expected_seq - 1, head))
+
+    /// The number of entries verified and the chain hash after the last one.
+    pub fn finish(self) -> (u64, [u8; 32]) {
+        (self.expected_seq - 1, self.head)
+    }
+}
+
+/// Verifies a whole log in stored order: `(stored position, entry bytes)` pairs. Returns
+/// the number of entries and the final chain hash.
+pub fn verify_log<'a>(
+    key: &[u8; 32],
+    entries: impl IntoIterator<Item = (u64, &'a [u8])>,
+) -> Result<(u64, [u8; 32]), AuditBreak> {
+    let mut v = LogVerifier::new(key);
+    for (position, bytes) in entries {
+        v.push(position, bytes)?;
+    }
+    Ok(v.finish())
 }
 
 #[cfg(test)]

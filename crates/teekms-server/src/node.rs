@@ -102,8 +102,9 @@ pub fn audit_verify_offline(
         .service
         .cluster()
         .derive(teekms_core::audit::AUDIT_KEY_LABEL);
-    let all = node.store.audit_entries(1, u64::MAX)?;
-    Ok(crate::ops::verification(&key, &all))
+    Ok(crate::ops::verification(&key, |from| {
+        node.store.audit_entries(from, 4096)
+    })?)
 }
 
 /// The last `n` stored audit entries of a stopped node, as stored (raw JSON lines).

@@ -505,6 +505,22 @@ impl SqliteStore {
             .optional()?)
     }
 
+    /// Audit entries stored before position `before`, newest first, at most `limit`.
+    pub fn audit_entries_before(
+        &self,
+        before: u64,
+        limit: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, entry FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let before = before.min(i64::MAX as u64) as i64;
+        let rows = stmt.query_map(params![before, limit.min(i64::MAX as u64) as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Audit entries in stored order, from position `from` on, at most `limit`.
     pub fn audit_entries(&self, from: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut stmt = self

@@ -3,30 +3,32 @@
 use super::*;
 
 impl AppState {
-    /// Recent entries about the caller's keys or by the caller (owners).
+    /// Recent entries about the caller's keys or by the caller (owners), read from the
+    /// newest backwards a page at a time.
     pub fn audit_tail(&self, caller: &Caller, n: usize) -> Result<AuditTail, OpError> {
         let owner = caller.owner.ok_or_else(|| {
             OpError::Unauthenticated("needs an owner's TLS client certificate".into())
         })?;
         let fp = owner.fingerprint();
         let mut entries = Vec::new();
-        let mut from = 1;
-        loop {
-            let page = self.reader().audit_entries(from, 4096)?;
-            let Some((last, _)) = page.last() else { break };
-            from = last + 1;
+        let mut before = u64::MAX;
+        while entries.len() < n {
+            let page = self.reader().audit_entries_before(before, PAGE)?;
+            let Some((oldest, _)) = page.last() else {
+                break;
+            };
+            before = *oldest;
             for (_, bytes) in &page {
                 if let Ok(e) = serde_json::from_slice::<AuditEntry>(bytes)
                     && (e.draft.owner.as_deref() == Some(&fp) || e.draft.caller.contains(&fp))
+                    && entries.len() < n
                 {
                     entries.push(e);
                 }
             }
         }
-        let skip = entries.len().saturating_sub(n);
-        Ok(AuditTail {
-            entries: entries.split_off(skip),
-        })
+        entries.reverse();
+        Ok(AuditTail { entries })
     }
 
     /// The whole chain, checked with the audit key (any owner may ask; the answer
@@ -41,25 +43,43 @@ impl AppState {
             .service
             .cluster()
             .derive(teekms_core::audit::AUDIT_KEY_LABEL);
-        let all = self.reader().audit_entries(1, u64::MAX)?;
-        Ok(verification(&key, &all))
+        Ok(verification(&key, |from| {
+            self.reader().audit_entries(from, PAGE)
+        })?)
     }
 }
 
-/// Checks stored audit entries: the report `teekms audit verify` prints.
-pub fn verification(key: &[u8; 32], all: &[(u64, Vec<u8>)]) -> AuditVerification {
-    match teekms_core::audit::verify_log(key, all.iter().map(|(s, e)| (*s, e.as_slice()))) {
-        Ok((n, _)) => AuditVerification {
-            ok: true,
-            entries: n,
-            broken_at: None,
-            reason: None,
-        },
-        Err(b) => AuditVerification {
-            ok: false,
-            entries: b.seq.saturating_sub(1),
-            broken_at: Some(b.seq),
-            reason: Some(b.reason),
-        },
+/// Entries read per page.
+const PAGE: u64 = 4096;
+
+/// Checks a stored audit log, a page at a time (`read(from)` gives the entries stored at
+/// positions `from` and after): the report `teekms audit verify` prints.
+pub fn verification(
+    key: &[u8; 32],
+    mut read: impl FnMut(u64) -> Result<Vec<(u64, Vec<u8>)>, teekms_store::StoreError>,
+) -> Result<AuditVerification, teekms_store::StoreError> {
+    let mut v = teekms_core::audit::LogVerifier::new(key);
+    let mut from = 1;
+    loop {
+        let page = read(from)?;
+        let Some((last, _)) = page.last() else { break };
+        from = last + 1;
+        for (position, bytes) in &page {
+            if let Err(b) = v.push(*position, bytes) {
+                return Ok(AuditVerification {
+                    ok: false,
+                    entries: b.seq.saturating_sub(1),
+                    broken_at: Some(b.seq),
+                    reason: Some(b.reason),
+                });
+            }
+        }
     }
+    let (n, _) = v.finish();
+    Ok(AuditVerification {
+        ok: true,
+        entries: n,
+        broken_at: None,
+        reason: None,
+    })
 }
