@@ -88,7 +88,8 @@ struct Rule {
 #[derive(Debug)]
 struct Principal {
     access_key: Option<String>,
-    workload: Option<Policy>,
+    /// The entry, and SHA-256 of its JSON (how appraisals of it are cached).
+    workload: Option<(Policy, [u8; 32])>,
 }
 
 impl KeyPolicy {
@@ -132,7 +133,10 @@ impl KeyPolicy {
                 let workload = p
                     .workload
                     .as_ref()
-                    .map(Policy::from_json_entry)
+                    .map(|w| {
+                        let id = teekms_attest::sha256(&serde_json::to_vec(w).expect("JSON"));
+                        Policy::from_json_entry(w).map(|policy| (policy, id))
+                    })
                     .transpose()
                     .map_err(|e| bad(format!("rules[{i}].principals[{j}].workload: {e}")))?;
                 principals.push(Principal {
@@ -176,6 +180,54 @@ pub struct AttestedWorkload {
     pub report_data: Option<[u8; 64]>,
     /// SHA-256 of its verified claims (how audit entries name it).
     pub claims_digest: String,
+    /// Appraisals already made on this connection: workload entry id → (admitted, until).
+    /// Real-TEE evidence costs hundreds of microseconds to verify; a verdict is reused
+    /// for [`APPRAISAL_TTL`] seconds, then made again (collateral can expire).
+    pub appraisals: Appraisals,
+}
+
+/// Appraisals made on a connection: workload entry id → (admitted, until).
+pub type Appraisals =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], (bool, u64)>>>;
+
+/// How long an appraisal of a workload's evidence is reused on its connection (seconds).
+pub const APPRAISAL_TTL: u64 = 60;
+
+impl AttestedWorkload {
+    /// A workload with no appraisal made yet.
+    pub fn new(
+        document: AttestationDocument,
+        report_data: Option<[u8; 64]>,
+        claims_digest: String,
+    ) -> AttestedWorkload {
+        AttestedWorkload {
+            document,
+            report_data,
+            claims_digest,
+            appraisals: Default::default(),
+        }
+    }
+
+    /// Whether its evidence satisfies `entry` at `now` (cached per entry id).
+    fn admitted_by(&self, entry: &Policy, id: &[u8; 32], now: u64) -> bool {
+        if let Some(&(ok, until)) = self.appraisals.lock().expect("appraisals lock").get(id)
+            && now < until
+        {
+            return ok;
+        }
+        let ok = match self.report_data {
+            None => verify_document(&self.document, entry, Freshness::Offline, now).accepted,
+            Some(rd) => {
+                teekms_attest::ratls::verify_document_bound(&self.document, rd, entry, now).accepted
+            }
+        };
+        let mut cache = self.appraisals.lock().expect("appraisals lock");
+        if cache.len() >= 256 {
+            cache.clear();
+        }
+        cache.insert(*id, (ok, now + APPRAISAL_TTL));
+        ok
+    }
 }
 
 /// Who is calling, as proven on this request.
@@ -268,12 +320,7 @@ fn principal_matches(p: &Principal, caller: &Caller, now: u64) -> bool {
     };
     let workload_ok = match (&p.workload, &caller.workload) {
         (None, _) => true,
-        (Some(policy), Some(w)) => match w.report_data {
-            None => verify_document(&w.document, policy, Freshness::Offline, now).accepted,
-            Some(rd) => {
-                teekms_attest::ratls::verify_document_bound(&w.document, rd, policy, now).accepted
-            }
-        },
+        (Some((policy, id)), Some(w)) => w.admitted_by(policy, id, now),
         (Some(_), None) => false,
     };
     key_ok && workload_ok

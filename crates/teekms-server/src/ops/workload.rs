@@ -36,11 +36,7 @@ impl AppState {
         }
         let claims = serde_json::to_vec(&verdict.claims).expect("claims serialize");
         let digest = hex::encode(teekms_attest::sha256(&claims));
-        let workload = AttestedWorkload {
-            document: doc,
-            report_data: None,
-            claims_digest: digest.clone(),
-        };
+        let workload = AttestedWorkload::new(doc, None, digest.clone());
         let caller = Caller {
             owner: conn.owner,
             access_key: None,
@@ -74,10 +70,10 @@ impl AppState {
             ));
         }
         let claims = serde_json::to_vec(&verdict.claims).expect("claims serialize");
-        Ok(AttestedWorkload {
+        Ok(AttestedWorkload::new(
             document,
-            report_data: Some(report_data),
-            claims_digest: hex::encode(teekms_attest::sha256(&claims)),
-        })
+            Some(report_data),
+            hex::encode(teekms_attest::sha256(&claims)),
+        ))
     }
 }
