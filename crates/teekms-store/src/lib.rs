@@ -3,8 +3,13 @@
 //! The store sees only ciphertext: every value is a sealed record (spec/sealed-record-v1.md)
 //! and the store is untrusted. It gives durability (WAL, fsync on every commit) and
 //! atomic batches; authenticity is checked above it when records are opened.
+//!
+//! Two backends with one interface ([`Store`]): SQLite for one node, PostgreSQL
+//! ([`pg::PgStore`]) for records shared by a cluster. One test suite runs on both.
 
 #![deny(missing_docs)]
+
+pub mod pg;
 
 use std::path::Path;
 use std::time::Duration;
@@ -50,6 +55,9 @@ pub enum StoreError {
     /// SQLite reported an error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error.
+    #[error("PostgreSQL error: {0}")]
+    Postgres(String),
     /// The database was written by a newer teekms.
     #[error("database schema version {found} is newer than this build understands ({known})")]
     TooNew {
@@ -541,6 +549,164 @@ fn row_to_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
         key_version: r.get::<_, i64>(2)? as u64,
         record: r.get(3)?,
     })
+}
+
+/// What the node needs of a store, whichever the backend. Reads take `&mut self` because
+/// a database connection is used by one caller at a time.
+pub trait Store: Send {
+    /// A meta record.
+    fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes meta records only if none exists yet (false, writing nothing, otherwise).
+    fn init_meta(&mut self, records: &[(&str, &[u8])]) -> Result<bool, StoreError>;
+    /// Replaces meta records.
+    fn replace_meta(&mut self, records: &[(&str, &[u8])]) -> Result<(), StoreError>;
+    /// Inserts key rows where their places are free.
+    fn insert_keys(&mut self, rows: &[KeyRow]) -> Result<Vec<Inserted>, StoreError>;
+    /// The newest version of a key.
+    fn get_key(&mut self, owner: &str, key_id: &str) -> Result<Option<KeyRow>, StoreError>;
+    /// An owner's keys, every version.
+    fn list_keys(&mut self, owner: &str) -> Result<Vec<KeyRow>, StoreError>;
+    /// One version of a key.
+    fn get_key_version(
+        &mut self,
+        owner: &str,
+        key_id: &str,
+        version: u64,
+    ) -> Result<Option<KeyRow>, StoreError>;
+    /// Every version of a key, oldest first.
+    fn key_versions(&mut self, owner: &str, key_id: &str) -> Result<Vec<KeyRow>, StoreError>;
+    /// A key's state.
+    fn get_state(
+        &mut self,
+        owner: &str,
+        key_id: &str,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    /// Every key state.
+    fn all_states(&mut self) -> Result<Vec<StateRow>, StoreError>;
+    /// An owner's public key.
+    fn owner_key(&mut self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// An access key.
+    fn get_access_key(&mut self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    /// An owner's access keys.
+    fn list_access_keys(&mut self, owner: &str) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError>;
+    /// The newest audit entry.
+    fn audit_last(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    /// Audit entries from position `from` on.
+    fn audit_entries(&mut self, from: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Audit entries before position `before`, newest first.
+    fn audit_entries_before(
+        &mut self,
+        before: u64,
+        limit: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Starts a write transaction.
+    fn write_batch(&mut self) -> Result<Box<dyn BatchOps + '_>, StoreError>;
+}
+
+/// A write transaction over several jobs.
+pub trait BatchOps {
+    /// Applies one job's writes atomically.
+    fn apply(&mut self, writes: &[Write]) -> Result<Applied, StoreError>;
+    /// The newest audit entry, read inside this transaction after taking the append lock
+    /// (so appends from several writers serialize and the chain never forks).
+    fn audit_head(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    /// Appends an audit entry at `seq`.
+    fn append_audit(&mut self, seq: u64, entry: &[u8]) -> Result<(), StoreError>;
+    /// Commits everything durably.
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+impl BatchOps for Batch<'_> {
+    fn apply(&mut self, writes: &[Write]) -> Result<Applied, StoreError> {
+        Batch::apply(self, writes)
+    }
+
+    fn audit_head(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        // The write transaction (BEGIN IMMEDIATE) already excludes other writers.
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    fn append_audit(&mut self, seq: u64, entry: &[u8]) -> Result<(), StoreError> {
+        Batch::append_audit(self, seq, entry)
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        Batch::commit(*self)
+    }
+}
+
+impl Store for SqliteStore {
+    fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        SqliteStore::get_meta(self, name)
+    }
+    fn init_meta(&mut self, records: &[(&str, &[u8])]) -> Result<bool, StoreError> {
+        SqliteStore::init_meta(self, records)
+    }
+    fn replace_meta(&mut self, records: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        SqliteStore::replace_meta(self, records)
+    }
+    fn insert_keys(&mut self, rows: &[KeyRow]) -> Result<Vec<Inserted>, StoreError> {
+        SqliteStore::insert_keys(self, rows)
+    }
+    fn get_key(&mut self, owner: &str, key_id: &str) -> Result<Option<KeyRow>, StoreError> {
+        SqliteStore::get_key(self, owner, key_id)
+    }
+    fn list_keys(&mut self, owner: &str) -> Result<Vec<KeyRow>, StoreError> {
+        SqliteStore::list_keys(self, owner)
+    }
+    fn get_key_version(
+        &mut self,
+        owner: &str,
+        key_id: &str,
+        version: u64,
+    ) -> Result<Option<KeyRow>, StoreError> {
+        SqliteStore::get_key_version(self, owner, key_id, version)
+    }
+    fn key_versions(&mut self, owner: &str, key_id: &str) -> Result<Vec<KeyRow>, StoreError> {
+        SqliteStore::key_versions(self, owner, key_id)
+    }
+    fn get_state(
+        &mut self,
+        owner: &str,
+        key_id: &str,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        SqliteStore::get_state(self, owner, key_id)
+    }
+    fn all_states(&mut self) -> Result<Vec<StateRow>, StoreError> {
+        SqliteStore::all_states(self)
+    }
+    fn owner_key(&mut self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        SqliteStore::owner_key(self, fingerprint)
+    }
+    fn get_access_key(&mut self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        SqliteStore::get_access_key(self, id)
+    }
+    fn list_access_keys(&mut self, owner: &str) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError> {
+        SqliteStore::list_access_keys(self, owner)
+    }
+    fn audit_last(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        SqliteStore::audit_last(self)
+    }
+    fn audit_entries(&mut self, from: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        SqliteStore::audit_entries(self, from, limit)
+    }
+    fn audit_entries_before(
+        &mut self,
+        before: u64,
+        limit: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        SqliteStore::audit_entries_before(self, before, limit)
+    }
+    fn write_batch(&mut self) -> Result<Box<dyn BatchOps + '_>, StoreError> {
+        Ok(Box::new(self.batch()?))
+    }
 }
 
 #[cfg(test)]

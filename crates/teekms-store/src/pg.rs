@@ -1,0 +1,448 @@
+//! The PostgreSQL store: the same tables and semantics as the SQLite store, for records
+//! shared by several nodes. Schema migrations run under an advisory lock, so nodes
+//! starting together migrate once; audit appends take a transaction-scoped advisory lock,
+//! so one chain grows however many nodes write.
+
+use postgres::{Client, NoTls, Transaction};
+
+use crate::{Applied, Inserted, KeyRow, StateRow, StoreError, Write};
+
+/// Advisory lock ids (arbitrary, fixed): migrations, audit appends.
+const MIGRATION_LOCK: i64 = 0x7465_656b_6d73_0001;
+const AUDIT_LOCK: i64 = 0x7465_656b_6d73_0002;
+
+const MIGRATIONS: &[&str] = &[
+    // v1
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, record BYTEA NOT NULL);
+     CREATE TABLE data_keys (
+        owner TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        key_version BIGINT NOT NULL,
+        record BYTEA NOT NULL,
+        PRIMARY KEY (owner, key_id, key_version)
+     );",
+    // v2
+    "CREATE TABLE owners (fingerprint TEXT PRIMARY KEY, public_key BYTEA NOT NULL);
+     CREATE TABLE key_state (
+        owner TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        revision BIGINT NOT NULL,
+        record BYTEA NOT NULL,
+        PRIMARY KEY (owner, key_id)
+     );
+     CREATE TABLE access_keys (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        revision BIGINT NOT NULL,
+        record BYTEA NOT NULL
+     );
+     CREATE TABLE audit (seq BIGINT PRIMARY KEY, entry BYTEA NOT NULL);",
+];
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError::Postgres(e.to_string())
+    }
+}
+
+/// A PostgreSQL store (one connection).
+pub struct PgStore {
+    client: Client,
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl PgStore {
+    /// Connects (`postgres://...` or `host=... user=...`) and migrates the schema.
+    /// TLS to the database is not used: every value is sealed before it leaves the TEE,
+    /// and the database is untrusted like the rest of the host.
+    pub fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let client = Client::connect(url, NoTls)?;
+        let mut store = PgStore { client };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let mut tx = self.client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY)")?;
+        let current: i32 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )?
+            .get(0);
+        let known = MIGRATIONS.len() as i64;
+        if i64::from(current) > known {
+            return Err(StoreError::TooNew {
+                found: i64::from(current),
+                known,
+            });
+        }
+        for (n, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.batch_execute(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[&(n as i32 + 1)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Starts a write transaction.
+    pub fn batch(&mut self) -> Result<PgBatch<'_>, StoreError> {
+        Ok(PgBatch {
+            tx: self.client.transaction()?,
+        })
+    }
+}
+
+fn row_to_key(r: &postgres::Row) -> KeyRow {
+    KeyRow {
+        owner: r.get(0),
+        key_id: r.get(1),
+        key_version: u(r.get(2)),
+        record: r.get(3),
+    }
+}
+
+impl crate::Store for PgStore {
+    fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .client
+            .query_opt("SELECT record FROM meta WHERE name = $1", &[&name])?
+            .map(|r| r.get(0)))
+    }
+
+    fn init_meta(&mut self, records: &[(&str, &[u8])]) -> Result<bool, StoreError> {
+        let mut tx = self.client.transaction()?;
+        for (name, _) in records {
+            if tx
+                .query_opt("SELECT 1 FROM meta WHERE name = $1 FOR UPDATE", &[name])?
+                .is_some()
+            {
+                return Ok(false);
+            }
+        }
+        for (name, record) in records {
+            let n = tx.execute(
+                "INSERT INTO meta (name, record) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[name, record],
+            )?;
+            if n != 1 {
+                return Ok(false);
+            }
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn replace_meta(&mut self, records: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        let mut tx = self.client.transaction()?;
+        for (name, record) in records {
+            tx.execute(
+                "INSERT INTO meta (name, record) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+                &[name, record],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_keys(&mut self, rows: &[KeyRow]) -> Result<Vec<Inserted>, StoreError> {
+        let mut b = self.batch()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(match b.apply(&[Write::InsertKey(row.clone())])? {
+                Applied::Done => Inserted::New,
+                Applied::Conflict => Inserted::AlreadyExists,
+            });
+        }
+        b.tx.commit()?;
+        Ok(out)
+    }
+
+    fn get_key(&mut self, owner: &str, key_id: &str) -> Result<Option<KeyRow>, StoreError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT owner, key_id, key_version, record FROM data_keys
+                 WHERE owner = $1 AND key_id = $2 ORDER BY key_version DESC LIMIT 1",
+                &[&owner, &key_id],
+            )?
+            .map(|r| row_to_key(&r)))
+    }
+
+    fn list_keys(&mut self, owner: &str) -> Result<Vec<KeyRow>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT owner, key_id, key_version, record FROM data_keys WHERE owner = $1
+                 ORDER BY key_id, key_version",
+                &[&owner],
+            )?
+            .iter()
+            .map(row_to_key)
+            .collect())
+    }
+
+    fn get_key_version(
+        &mut self,
+        owner: &str,
+        key_id: &str,
+        version: u64,
+    ) -> Result<Option<KeyRow>, StoreError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT owner, key_id, key_version, record FROM data_keys
+                 WHERE owner = $1 AND key_id = $2 AND key_version = $3",
+                &[&owner, &key_id, &i(version)],
+            )?
+            .map(|r| row_to_key(&r)))
+    }
+
+    fn key_versions(&mut self, owner: &str, key_id: &str) -> Result<Vec<KeyRow>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT owner, key_id, key_version, record FROM data_keys
+                 WHERE owner = $1 AND key_id = $2 ORDER BY key_version",
+                &[&owner, &key_id],
+            )?
+            .iter()
+            .map(row_to_key)
+            .collect())
+    }
+
+    fn get_state(
+        &mut self,
+        owner: &str,
+        key_id: &str,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT revision, record FROM key_state WHERE owner = $1 AND key_id = $2",
+                &[&owner, &key_id],
+            )?
+            .map(|r| (u(r.get(0)), r.get(1))))
+    }
+
+    fn all_states(&mut self) -> Result<Vec<StateRow>, StoreError> {
+        Ok(self
+            .client
+            .query("SELECT owner, key_id, revision, record FROM key_state", &[])?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), u(r.get(2)), r.get(3)))
+            .collect())
+    }
+
+    fn owner_key(&mut self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT public_key FROM owners WHERE fingerprint = $1",
+                &[&fingerprint],
+            )?
+            .map(|r| r.get(0)))
+    }
+
+    fn get_access_key(&mut self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT revision, record FROM access_keys WHERE id = $1",
+                &[&id],
+            )?
+            .map(|r| (u(r.get(0)), r.get(1))))
+    }
+
+    fn list_access_keys(&mut self, owner: &str) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT id, revision, record FROM access_keys WHERE owner = $1 ORDER BY id",
+                &[&owner],
+            )?
+            .iter()
+            .map(|r| (r.get(0), u(r.get(1)), r.get(2)))
+            .collect())
+    }
+
+    fn audit_last(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
+                &[],
+            )?
+            .map(|r| (u(r.get(0)), r.get(1))))
+    }
+
+    fn audit_entries(&mut self, from: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT seq, entry FROM audit WHERE seq >= $1 ORDER BY seq LIMIT $2",
+                &[&i(from), &i(limit)],
+            )?
+            .iter()
+            .map(|r| (u(r.get(0)), r.get(1)))
+            .collect())
+    }
+
+    fn audit_entries_before(
+        &mut self,
+        before: u64,
+        limit: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT seq, entry FROM audit WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+                &[&i(before), &i(limit)],
+            )?
+            .iter()
+            .map(|r| (u(r.get(0)), r.get(1)))
+            .collect())
+    }
+
+    fn write_batch(&mut self) -> Result<Box<dyn crate::BatchOps + '_>, StoreError> {
+        Ok(Box::new(self.batch()?))
+    }
+}
+
+/// A write transaction on PostgreSQL.
+pub struct PgBatch<'a> {
+    tx: Transaction<'a>,
+}
+
+impl PgBatch<'_> {
+    /// Applies one job's writes atomically (a savepoint): all or nothing.
+    pub fn apply(&mut self, writes: &[Write]) -> Result<Applied, StoreError> {
+        if writes.is_empty() {
+            return Ok(Applied::Done);
+        }
+        let mut sp = self.tx.transaction()?;
+        for w in writes {
+            let changed = match w {
+                Write::InsertKey(row) => sp.execute(
+                    "INSERT INTO data_keys (owner, key_id, key_version, record) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&row.owner, &row.key_id, &i(row.key_version), &row.record],
+                )?,
+                Write::RegisterOwner {
+                    fingerprint,
+                    public_key,
+                } => {
+                    sp.execute(
+                        "INSERT INTO owners (fingerprint, public_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        &[fingerprint, public_key],
+                    )?;
+                    1
+                }
+                Write::PutState {
+                    owner,
+                    key_id,
+                    revision,
+                    expected: 0,
+                    record,
+                } => sp.execute(
+                    "INSERT INTO key_state (owner, key_id, revision, record) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[owner, key_id, &i(*revision), record],
+                )?,
+                Write::PutState {
+                    owner,
+                    key_id,
+                    revision,
+                    expected,
+                    record,
+                } => sp.execute(
+                    "UPDATE key_state SET revision = $3, record = $4
+                     WHERE owner = $1 AND key_id = $2 AND revision = $5",
+                    &[owner, key_id, &i(*revision), record, &i(*expected)],
+                )?,
+                Write::PutAccessKey {
+                    id,
+                    owner,
+                    revision,
+                    expected: 0,
+                    record,
+                } => sp.execute(
+                    "INSERT INTO access_keys (id, owner, revision, record) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[id, owner, &i(*revision), record],
+                )?,
+                Write::PutAccessKey {
+                    id,
+                    revision,
+                    expected,
+                    record,
+                    ..
+                } => sp.execute(
+                    "UPDATE access_keys SET revision = $2, record = $3 WHERE id = $1 AND revision = $4",
+                    &[id, &i(*revision), record, &i(*expected)],
+                )?,
+                Write::DeleteKey { owner, key_id } => {
+                    sp.execute(
+                        "DELETE FROM data_keys WHERE owner = $1 AND key_id = $2",
+                        &[owner, key_id],
+                    )?;
+                    sp.execute(
+                        "DELETE FROM key_state WHERE owner = $1 AND key_id = $2",
+                        &[owner, key_id],
+                    )?;
+                    1
+                }
+            };
+            if changed != 1 {
+                // Dropping the savepoint rolls the job back.
+                return Ok(Applied::Conflict);
+            }
+        }
+        sp.commit()?;
+        Ok(Applied::Done)
+    }
+}
+
+impl crate::BatchOps for PgBatch<'_> {
+    fn apply(&mut self, writes: &[Write]) -> Result<Applied, StoreError> {
+        PgBatch::apply(self, writes)
+    }
+
+    fn audit_head(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        // Appends from every node serialize here, so the chain never forks.
+        self.tx
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
+        Ok(self
+            .tx
+            .query_opt(
+                "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
+                &[],
+            )?
+            .map(|r| (u(r.get(0)), r.get(1))))
+    }
+
+    fn append_audit(&mut self, seq: u64, entry: &[u8]) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO audit (seq, entry) VALUES ($1, $2)",
+            &[&i(seq), &entry],
+        )?;
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(self.tx.commit()?)
+    }
+}
