@@ -121,6 +121,10 @@ pub struct ServeArgs {
     /// How many officers' shares restore the cluster.
     #[arg(long, value_name = "K", requires = "recovery_officers")]
     pub recovery_threshold: Option<u8>,
+    /// Keep the cluster's records in PostgreSQL (postgres://USER@HOST:PORT/DB or
+    /// "host=... user=..."); the node's own sealed records stay in --data-dir.
+    #[arg(long, value_name = "URL", env = "TEEKMS_STORE")]
+    pub store: Option<String>,
     #[command(flatten)]
     pub platform: PlatformArgs,
 }

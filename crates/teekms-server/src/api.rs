@@ -19,7 +19,6 @@ use teekms_core::api::{ErrorBody, KeyList};
 use teekms_core::bundle::MAX_BUNDLE_LEN;
 use teekms_core::{Bundle, OwnerPublicKey, Receipt};
 use teekms_platform::Platform;
-use teekms_store::SqliteStore;
 
 use crate::ops::{ConnState, OpError};
 use crate::writer::Writer;
@@ -31,7 +30,7 @@ pub struct AppState {
     pub service: Arc<KeyService>,
     pub platform: Arc<dyn Platform>,
     pub cached_attestation: AttestationDocument,
-    pub reader: Mutex<SqliteStore>,
+    pub reader: Mutex<Box<dyn teekms_store::Store>>,
     pub writer: Writer,
     /// Shortest waiting period of a scheduled deletion (seconds).
     pub min_deletion_wait: u64,
@@ -335,16 +334,29 @@ async fn op<T: Serialize + Send + 'static>(
 /// Runs a data operation (encrypt, decrypt, ...) on this task: with the key opened in
 /// the cache it needs no I/O but its audit entry, which is awaited without holding a
 /// thread. The response goes out only once that entry is durable.
-async fn data_op<T: Serialize>(
+async fn data_op<T: Serialize + Send + 'static>(
     app: Arc<AppState>,
     conn: Arc<ConnState>,
     headers: &axum::http::HeaderMap,
-    f: impl FnOnce(&AppState, &teekms_core::access::Caller, u64) -> Result<(T, AuditDraft), OpError>,
+    f: impl FnOnce(&AppState, &teekms_core::access::Caller, u64) -> Result<(T, AuditDraft), OpError>
+    + Send
+    + 'static,
 ) -> Result<Json<T>, ApiError> {
     let token = token(headers)?;
     let now = now_unix();
-    let caller = app.caller(&conn, token.as_deref(), now)?;
-    let (resp, audit) = f(&app, &caller, now)?;
+    let (resp, audit) = if app.cache.enabled() {
+        let caller = app.caller(&conn, token.as_deref(), now)?;
+        f(&app, &caller, now)?
+    } else {
+        // A shared (PostgreSQL) store: every operation reads it, with a blocking client.
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || {
+            let caller = app.caller(&conn, token.as_deref(), now)?;
+            f(&app, &caller, now)
+        })
+        .await
+        .map_err(|e| ApiError::internal("operation task", &e))??
+    };
     app.writer
         .submit_async(crate::writer::Job {
             writes: Vec::new(),

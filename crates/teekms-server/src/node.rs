@@ -82,12 +82,13 @@ pub fn import_offline(
     bundle: &teekms_core::Bundle,
     now: u64,
 ) -> Result<crate::Deployed, crate::DeployError> {
-    let reader = std::sync::Mutex::new(SqliteStore::open(data_dir)?);
+    let reader: std::sync::Mutex<Box<dyn teekms_store::Store>> =
+        std::sync::Mutex::new(Box::new(SqliteStore::open(data_dir)?));
     let audit_key = node
         .service
         .cluster()
         .derive(teekms_core::audit::AUDIT_KEY_LABEL);
-    let writer = crate::writer::Writer::start(node.store, audit_key)?;
+    let writer = crate::writer::Writer::start(Box::new(node.store), audit_key)?;
     let result = crate::ops::deploy(&node.service, &reader, &writer, bundle, None, now);
     writer.close();
     result
@@ -194,4 +195,29 @@ pub fn restore_node(
     let sealed_cluster = hw.seal(CLUSTER_KEY, RECORD_ID, 1, cluster.expose());
     store.replace_meta(&[(NODE_KEYS, &sealed_keys), (CLUSTER_KEY, &sealed_cluster)])?;
     Ok(keys.node_id().to_hex())
+}
+
+/// Meta record of a cluster's shared store: the check value of its cluster key.
+const CLUSTER_CHECK: &str = "cluster-check";
+
+/// Connects to the cluster's PostgreSQL store and makes sure it belongs to this node's
+/// cluster: the first node records its cluster key's check value; a node with another
+/// cluster key is refused (its records would not open, and it would write records no
+/// other node could open).
+pub fn cluster_store(
+    service: &KeyService,
+    url: &str,
+) -> Result<Box<dyn teekms_store::Store>, ServerError> {
+    let mut store = teekms_store::pg::PgStore::connect(url)?;
+    let check = teekms_core::recovery::cluster_check(service.cluster());
+    use teekms_store::Store;
+    if !store.init_meta(&[(CLUSTER_CHECK, &check.0)])? {
+        let stored = store.get_meta(CLUSTER_CHECK)?.unwrap_or_default();
+        if stored != check.0 {
+            return Err(ServerError::Inconsistent(
+                "the database at --store belongs to another cluster (its cluster key differs from this node's); a node shares a cluster's database only with that cluster's key".into(),
+            ));
+        }
+    }
+    Ok(Box::new(store))
 }

@@ -37,6 +37,9 @@ pub struct ServeConfig {
     pub min_deletion_wait: u64,
     /// Split the cluster key for recovery officers (done once, when first given).
     pub recovery: Option<crate::RecoverySetup>,
+    /// Keep the cluster's records in this PostgreSQL database instead of the data dir's
+    /// SQLite file (the node's own sealed records stay in the data dir).
+    pub store: Option<String>,
 }
 
 /// A node that is serving.
@@ -74,7 +77,11 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     let platform = config.platform.clone();
     let data_dir = config.data_dir.clone();
     let recovery = config.recovery.clone();
-    let (node, reader) = tokio::task::spawn_blocking(move || {
+    let store_url = config.store.clone();
+    let shared = store_url.is_some();
+    // Everything that touches the store happens here, off the runtime: a database client
+    // that blocks must not run on an async thread.
+    let (node, reader, writer) = tokio::task::spawn_blocking(move || {
         let mut node = open_node(platform, &data_dir)?;
         if let Some(setup) = &recovery
             && crate::ensure_recovery(&mut node, &data_dir, setup)?
@@ -85,29 +92,42 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
                 "recovery shares written to DATA_DIR/recovery/"
             );
         }
-        let reader = SqliteStore::open(&data_dir)?;
-        Ok::<_, ServerError>((node, reader))
+        let audit_key = node
+            .service
+            .cluster()
+            .derive(teekms_core::audit::AUDIT_KEY_LABEL);
+        // The reader's store, and the writer's own connection to it.
+        let (reader, writer): (Box<dyn teekms_store::Store>, _) = match &store_url {
+            None => (
+                Box::new(SqliteStore::open(&data_dir)?),
+                Writer::start(Box::new(node.store), audit_key)?,
+            ),
+            Some(url) => (
+                crate::node::cluster_store(&node.service, url)?,
+                Writer::start(crate::node::cluster_store(&node.service, url)?, audit_key)?,
+            ),
+        };
+        let node = (node.service, node.platform);
+        Ok::<_, ServerError>((node, reader, writer))
     })
     .await
     .expect("node start task")?;
+    let (service, platform) = node;
     tracing::debug!(elapsed = ?started.elapsed(), "node state opened");
-    let tls = server_config(node.service.keys())?;
+    let tls = server_config(service.keys())?;
     tracing::debug!(elapsed = ?started.elapsed(), "TLS configured");
-    let cached_attestation = node.service.attestation(node.platform.as_ref(), None)?;
+    let cached_attestation = service.attestation(platform.as_ref(), None)?;
     tracing::debug!(elapsed = ?started.elapsed(), "evidence made");
-    let node_id = node.service.keys().node_id().to_hex();
-    let audit_key = node
-        .service
-        .cluster()
-        .derive(teekms_core::audit::AUDIT_KEY_LABEL);
+    let node_id = service.keys().node_id().to_hex();
     let state = Arc::new(AppState {
-        service: node.service,
-        platform: node.platform,
+        service,
+        platform,
         cached_attestation,
         reader: Mutex::new(reader),
-        writer: Writer::start(node.store, audit_key)?,
+        writer,
         min_deletion_wait: config.min_deletion_wait,
-        cache: Default::default(),
+        // Other nodes of the cluster may change keys in a shared store: no cache then.
+        cache: crate::ops::KeyCache::new(!shared),
     });
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
     let listener = TcpListener::bind(config.listen)
@@ -157,10 +177,14 @@ async fn accept_loop(
     drop(listener);
     connections.shutdown().await;
     drop(app);
-    let writer_state = state;
-    tokio::task::spawn_blocking(move || writer_state.writer.close())
-        .await
-        .expect("writer close task");
+    // The state (its store connections among it) is dropped off the runtime: a blocking
+    // database client must not be closed from an async thread.
+    tokio::task::spawn_blocking(move || {
+        state.writer.close();
+        drop(state);
+    })
+    .await
+    .expect("writer close task");
 }
 
 async fn serve_connection(

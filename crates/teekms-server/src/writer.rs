@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
 use teekms_core::audit::{AuditChain, AuditDraft, AuditEntry};
-use teekms_store::{Applied, SqliteStore, StoreError, Write};
+use teekms_store::{Applied, Store, StoreError, Write};
 use zeroize::Zeroizing;
 
 /// Most jobs committed in one transaction.
@@ -69,26 +69,18 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `store`, continuing the audit chain under `audit_key`.
-    pub fn start(store: SqliteStore, audit_key: Zeroizing<[u8; 32]>) -> Result<Writer, StoreError> {
+    pub fn start(
+        mut store: Box<dyn Store>,
+        audit_key: Zeroizing<[u8; 32]>,
+    ) -> Result<Writer, StoreError> {
         let last = store.audit_last()?;
-        let last_entry: Option<AuditEntry> = last
-            .as_ref()
-            .and_then(|(_, bytes)| serde_json::from_slice(bytes).ok());
-        let (mut chain, broken) = AuditChain::resume(audit_key, last_entry.as_ref());
-        if let Some(b) = broken {
-            tracing::error!(%b, "the audit log does not verify; run `teekms audit verify`");
-        }
-        if let (Some((seq, _)), None) = (&last, &last_entry) {
-            tracing::error!(
-                seq,
-                "the newest audit entry does not parse; run `teekms audit verify`"
-            );
-            chain.reset_to((*seq, [0u8; 32]));
+        if let (_, Some(broken)) = chain_after(&audit_key, last.as_ref()) {
+            tracing::error!(%broken, "the audit log does not verify; run `teekms audit verify`");
         }
         let (tx, rx) = channel();
         let thread = std::thread::Builder::new()
             .name("teekms-writer".into())
-            .spawn(move || run(store, chain, rx))
+            .spawn(move || run(store, audit_key, rx))
             .expect("spawning the writer thread");
         Ok(Writer {
             tx: Mutex::new(Some(tx)),
@@ -130,7 +122,23 @@ impl Writer {
     }
 }
 
-fn run(mut store: SqliteStore, mut chain: AuditChain, rx: Receiver<(Job, Reply)>) {
+/// The chain continuing after the newest stored entry (`last`), and whether that entry
+/// fails to verify (the chain continues from it anyway; `audit verify` reports it).
+fn chain_after(
+    key: &Zeroizing<[u8; 32]>,
+    last: Option<&(u64, Vec<u8>)>,
+) -> (AuditChain, Option<String>) {
+    let entry: Option<AuditEntry> = last.and_then(|(_, bytes)| serde_json::from_slice(bytes).ok());
+    let (mut chain, broken) = AuditChain::resume(key.clone(), entry.as_ref());
+    let mut broken = broken.map(|b| b.to_string());
+    if let (Some((seq, _)), None) = (last, &entry) {
+        broken = Some(format!("the newest audit entry ({seq}) does not parse"));
+        chain.reset_to((*seq, [0u8; 32]));
+    }
+    (chain, broken)
+}
+
+fn run(mut store: Box<dyn Store>, key: Zeroizing<[u8; 32]>, rx: Receiver<(Job, Reply)>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -139,15 +147,13 @@ fn run(mut store: SqliteStore, mut chain: AuditChain, rx: Receiver<(Job, Reply)>
                 Err(_) => break,
             }
         }
-        let before = chain.head();
-        match commit(&mut store, &mut chain, &mut batch) {
+        match commit(store.as_mut(), &key, &mut batch) {
             Ok(results) => {
                 for ((_, reply), r) in batch.into_iter().zip(results) {
                     reply.send(Ok(r));
                 }
             }
             Err(e) => {
-                chain.reset_to(before);
                 for (_, reply) in batch {
                     reply.send(Err(e.to_string()));
                 }
@@ -157,11 +163,14 @@ fn run(mut store: SqliteStore, mut chain: AuditChain, rx: Receiver<(Job, Reply)>
 }
 
 fn commit(
-    store: &mut SqliteStore,
-    chain: &mut AuditChain,
+    store: &mut dyn Store,
+    key: &Zeroizing<[u8; 32]>,
     batch: &mut [(Job, Reply)],
 ) -> Result<Vec<Applied>, StoreError> {
-    let mut tx = store.batch()?;
+    let mut tx = store.write_batch()?;
+    // The chain continues from the newest stored entry, read inside this transaction:
+    // with a store shared by several nodes, another node may have appended meanwhile.
+    let (mut chain, _) = chain_after(key, tx.audit_head()?.as_ref());
     let mut results = Vec::with_capacity(batch.len());
     for (job, _) in batch.iter_mut() {
         let applied = tx.apply(&job.writes)?;

@@ -31,6 +31,7 @@ async fn start(root: &Path, data_dir: &Path) -> Result<RunningServer, Failure> {
         platform,
         min_deletion_wait: teekms_core::state::DEFAULT_DELETION_WAIT,
         recovery: None,
+        store: None,
     })
     .await
     .map_err(fail)

@@ -114,6 +114,7 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         platform,
         min_deletion_wait,
         recovery,
+        store: args.store.clone(),
     })
     .await
     .map_err(|e| {

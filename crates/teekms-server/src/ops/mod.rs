@@ -97,12 +97,31 @@ const CACHE_MAX: usize = 10_000;
 /// Opened keys, so that a data operation on a hot key touches neither the store nor the
 /// record decryption. This node's own changes invalidate their entry (a node is the only
 /// writer of its store; several nodes sharing one store is the cluster's business).
-#[derive(Default)]
-pub struct KeyCache(Mutex<HashMap<(String, String), Loaded>>);
+pub struct KeyCache {
+    enabled: bool,
+    keys: Mutex<HashMap<(String, String), Loaded>>,
+}
 
 impl KeyCache {
+    /// A cache, or (`enabled` false: a store shared with other nodes, whose changes this
+    /// node would not see) none.
+    pub fn new(enabled: bool) -> KeyCache {
+        KeyCache {
+            enabled,
+            keys: Mutex::default(),
+        }
+    }
+
+    /// Whether keys are kept opened (the store is this node's alone).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     fn get(&self, fp: &str, key_id: &str) -> Option<Loaded> {
-        self.0
+        if !self.enabled {
+            return None;
+        }
+        self.keys
             .lock()
             .expect("cache lock")
             .get(&(fp.to_owned(), key_id.to_owned()))
@@ -110,7 +129,10 @@ impl KeyCache {
     }
 
     fn put(&self, fp: String, key_id: String, key: Loaded) {
-        let mut map = self.0.lock().expect("cache lock");
+        if !self.enabled {
+            return;
+        }
+        let mut map = self.keys.lock().expect("cache lock");
         if map.len() >= CACHE_MAX {
             map.clear();
         }
@@ -118,7 +140,7 @@ impl KeyCache {
     }
 
     fn forget(&self, fp: &str, key_id: &str) {
-        self.0
+        self.keys
             .lock()
             .expect("cache lock")
             .remove(&(fp.to_owned(), key_id.to_owned()));
@@ -171,7 +193,7 @@ fn seal_for(caller: &Caller, op: &str, secret: &[u8]) -> (Option<SecretB64>, Opt
 }
 
 impl AppState {
-    fn reader(&self) -> std::sync::MutexGuard<'_, teekms_store::SqliteStore> {
+    fn reader(&self) -> std::sync::MutexGuard<'_, Box<dyn teekms_store::Store>> {
         self.reader.lock().expect("reader lock")
     }
 
@@ -271,7 +293,7 @@ impl AppState {
             return Ok(hit);
         }
         let (stored, latest) = {
-            let r = self.reader();
+            let mut r = self.reader();
             (
                 r.get_state(&fp, key_id.as_str())?,
                 r.get_key(&fp, key_id.as_str())?,
@@ -434,7 +456,7 @@ impl AppState {
 /// owner's public key and the audit entry in one durable job.
 pub fn deploy(
     service: &crate::KeyService,
-    reader: &Mutex<teekms_store::SqliteStore>,
+    reader: &Mutex<Box<dyn teekms_store::Store>>,
     writer: &crate::writer::Writer,
     bundle: &teekms_core::Bundle,
     caller: Option<&OwnerPublicKey>,

@@ -16,10 +16,41 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub server: Option<RunningServer>,
     pub policy: Policy,
+    /// A PostgreSQL store for the cluster's records (None: the data dir's SQLite).
+    pub store: Option<String>,
 }
 
 impl Node {
     pub async fn start() -> Node {
+        Node::start_with(None).await
+    }
+
+    /// Another node on the same sim root, with its own copy of `data_dir`'s files (in
+    /// sim, the same "hardware" and so the same keys), and `store`.
+    pub async fn sibling(&self, store: Option<String>) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("node");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        for e in std::fs::read_dir(&self.data_dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), data_dir.join(e.file_name())).unwrap();
+            }
+        }
+        let mut node = Node {
+            dir,
+            root: self.root.clone(),
+            data_dir,
+            server: None,
+            policy: self.policy.clone(),
+            store,
+        };
+        node.restart().await;
+        node
+    }
+
+    /// A node whose cluster records live in `store` (PostgreSQL).
+    pub async fn start_with(store: Option<String>) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("sim-root.key");
         let data_dir = dir.path().join("node");
@@ -30,6 +61,7 @@ impl Node {
             data_dir,
             server: None,
             policy: Policy::sim(sim_root, None),
+            store,
         };
         node.restart().await;
         node
@@ -49,6 +81,7 @@ impl Node {
                 // Tests schedule deletions seconds ahead.
                 min_deletion_wait: 0,
                 recovery: None,
+                store: self.store.clone(),
             })
             .await
             .unwrap(),

@@ -1,0 +1,130 @@
+//! A node whose cluster records live in PostgreSQL (the throwaway server `./test`
+//! starts; its address in `TEEKMS_TEST_PG`): keys, states, access keys and the audit log
+//! in the database, the node's own sealed records in its data dir. Two nodes holding the
+//! same cluster key share it (here: a copy of a sim node's data dir, which in sim is the
+//! same "hardware"); a node of another cluster is refused the database.
+
+mod common;
+
+use common::Node;
+use teekms_client::secret_of;
+use teekms_core::{DataKey, KeyId, OwnerKey};
+
+/// Runs `f` on a blocking thread with a client of `url` (the synchronous client cannot
+/// run inside the test's async runtime).
+async fn with_pg<T: Send + 'static>(
+    url: &str,
+    f: impl FnOnce(&mut postgres::Client) -> T + Send + 'static,
+) -> T {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        f(&mut c)
+    })
+    .await
+    .unwrap()
+}
+
+fn database() -> String {
+    let base = std::env::var("TEEKMS_TEST_PG").expect(
+        "TEEKMS_TEST_PG is not set: run the suite with ./test, which starts a throwaway PostgreSQL",
+    );
+    let mut b = [0u8; 8];
+    teekms_core::random_bytes(&mut b);
+    let name = format!("n{}", hex::encode(b));
+    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    format!("{base} dbname={name}")
+}
+
+#[tokio::test]
+async fn nodes_share_a_postgres_store() {
+    let url = tokio::task::spawn_blocking(database).await.unwrap();
+    let mut n1 = Node::start_with(Some(url.clone())).await;
+    let owner = OwnerKey::generate();
+    let dek = DataKey::generate();
+    n1.verified(Some(&owner))
+        .await
+        .deploy(&owner, &KeyId::new("shared").unwrap(), "{}", &dek)
+        .await
+        .unwrap();
+    let mut c1 = n1.verified(Some(&owner)).await;
+    let ct = c1
+        .encrypt("shared", None, b"in the database", None)
+        .await
+        .unwrap();
+
+    // The records are in PostgreSQL, not in the data dir's SQLite file.
+    let (n, audit): (i64, i64) = with_pg(&url, |pg| {
+        (
+            pg.query_one("SELECT COUNT(*) FROM data_keys", &[])
+                .unwrap()
+                .get(0),
+            pg.query_one("SELECT COUNT(*) FROM audit", &[])
+                .unwrap()
+                .get(0),
+        )
+    })
+    .await;
+    assert_eq!(n, 1);
+    assert!(audit >= 2);
+
+    // A second node with the same cluster key (sim: a copy of the data dir) on the same
+    // database: the key deployed through node 1 works through node 2, and a change made
+    // on one node is seen by the other.
+    n1.stop().await;
+    let n2 = n1.sibling(Some(url.clone())).await;
+    n1.restart().await;
+    let mut c2 = n2.verified(Some(&owner)).await;
+    let pt = c2.decrypt(&ct.ciphertext.0, None).await.unwrap();
+    assert_eq!(
+        &secret_of(&pt, "decrypt", None).unwrap()[..],
+        b"in the database"
+    );
+    c2.rotate("shared").await.unwrap();
+    let mut c1 = n1.verified(Some(&owner)).await;
+    assert_eq!(
+        c1.encrypt("shared", None, b"x", None)
+            .await
+            .unwrap()
+            .key_version,
+        2
+    );
+    c1.set_enabled("shared", false).await.unwrap();
+    assert!(
+        c2.encrypt("shared", None, b"x", None).await.is_err(),
+        "disabled on node 1, refused on node 2"
+    );
+    // One audit chain across both nodes.
+    assert!(c2.audit_verify().await.unwrap().ok);
+    let seqs: Vec<i64> = with_pg(&url, |pg| {
+        pg.query("SELECT seq FROM audit ORDER BY seq", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    })
+    .await;
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+
+    // A node of another cluster (its own fresh cluster key) is refused the database.
+    let dir = tempfile::tempdir().unwrap();
+    let platform: std::sync::Arc<dyn teekms_platform::Platform> =
+        std::sync::Arc::new(teekms_platform::SimPlatform::open(&n1.root, dir.path()).unwrap());
+    let r = teekms_server::serve(teekms_server::ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("node"),
+        platform,
+        min_deletion_wait: 0,
+        recovery: None,
+        store: Some(url.clone()),
+    })
+    .await;
+    let err = r
+        .err()
+        .expect("a node of another cluster must be refused")
+        .to_string();
+    assert!(err.contains("another cluster"), "{err}");
+}
