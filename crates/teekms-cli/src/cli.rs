@@ -125,6 +125,14 @@ pub struct ServeArgs {
     /// "host=... user=..."); the node's own sealed records stay in --data-dir.
     #[arg(long, value_name = "URL", env = "TEEKMS_STORE")]
     pub store: Option<String>,
+    /// On first start, join the cluster of this node (https://HOST:PORT) over mutual
+    /// RA-TLS instead of creating a cluster (with --store: the cluster's database).
+    #[arg(long, value_name = "URL", requires = "store")]
+    pub join: Option<String>,
+    /// Cluster policy (TOML, as owners' policies): who may join; for a joiner, what the
+    /// node it joins must be [default: the same TEE and measurement, and sim root].
+    #[arg(long, value_name = "FILE")]
+    pub cluster_policy: Option<PathBuf>,
     #[command(flatten)]
     pub platform: PlatformArgs,
 }

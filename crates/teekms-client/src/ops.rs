@@ -340,6 +340,36 @@ impl VerifiedConnection {
         Ok((resp.key_version, dek))
     }
 
+    /// A new node asks to join the cluster (over an RA-TLS connection whose evidence the
+    /// node checks against the cluster policy); the cluster key is sealed to `keys`.
+    pub async fn cluster_join(
+        &mut self,
+        keys: &NodeKeys,
+    ) -> Result<teekms_core::SealingKey, ClientError> {
+        let resp: teekms_core::api::JoinResponse = self
+            .call(Method::POST, "/v1/cluster/join", None::<&()>)
+            .await?;
+        let key = keys
+            .open_sealed(
+                teekms_core::api::CLUSTER_JOIN_INFO,
+                &resp.cluster_check.0,
+                &resp.sealed.enc.0,
+                &resp.sealed.ciphertext.0,
+            )
+            .map_err(|_| ClientError::Response("the cluster key did not open".into()))?;
+        let key: [u8; 32] = key
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::Response("the cluster key is not 32 bytes".into()))?;
+        let key = teekms_core::SealingKey::from_bytes(key);
+        if teekms_core::recovery::cluster_check(&key).0[..] != resp.cluster_check.0[..] {
+            return Err(ClientError::Response(
+                "the cluster key does not match its check value".into(),
+            ));
+        }
+        Ok(key)
+    }
+
     /// A workload presents its attestation document (whose statement names the TLS key
     /// this connection was made with, [`crate::Identity::Workload`]).
     pub async fn attest_workload(

@@ -373,3 +373,17 @@ pub struct FetchResponse {
     /// The material, HPKE-sealed to the workload's attested key.
     pub sealed: SealedSecret,
 }
+
+/// HPKE `info` of the cluster key handed to a joining node.
+pub const CLUSTER_JOIN_INFO: &[u8] = b"teekms/v1/cluster-join";
+
+/// `POST /v1/cluster/join`: the cluster key, sealed to the joiner's attested key
+/// (associated data: the cluster check value).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinResponse {
+    /// The cluster key's check value (spec/recovery-v1.md).
+    pub cluster_check: B64,
+    /// The cluster key, HPKE-sealed to the joiner's statement key.
+    pub sealed: SealedSecret,
+}

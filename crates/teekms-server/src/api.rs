@@ -36,6 +36,8 @@ pub struct AppState {
     pub min_deletion_wait: u64,
     /// Opened keys.
     pub cache: crate::ops::KeyCache,
+    /// Who may join this node's cluster (nodes with a shared store only).
+    pub cluster_policy: Option<teekms_attest::Policy>,
 }
 
 /// An authenticated owner (route guard).
@@ -183,6 +185,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/access-keys/{id}", delete(revoke_access_key))
         .route("/v1/workload/attest", post(attest_workload))
+        .route("/v1/cluster/join", post(cluster_join))
         .route("/v1/audit", get(audit_tail))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/ping", get(ping))
@@ -598,6 +601,14 @@ async fn attest_workload(
         .map_err(|e| ApiError::internal("attest task", &e))?
         .map(|digest| Json(serde_json::json!({ "claims_digest": digest })))
         .map_err(ApiError::from)
+}
+
+async fn cluster_join(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+) -> Result<Json<teekms_core::api::JoinResponse>, ApiError> {
+    op(app, conn, &headers, move |a, c, now| a.cluster_join(c, now)).await
 }
 
 #[derive(Deserialize)]

@@ -30,6 +30,24 @@ pub struct NodeHandle {
 /// the cluster key, each sealed under the hardware sealing key and written in one durable
 /// transaction, so a crash during the first start leaves nothing half-made.
 pub fn open_node(platform: Arc<dyn Platform>, data_dir: &Path) -> Result<NodeHandle, ServerError> {
+    open_node_with(platform, data_dir, None)
+}
+
+/// Whether `data_dir` already holds a node (its sealed key records).
+pub fn has_node(data_dir: &Path) -> Result<bool, ServerError> {
+    if !data_dir.join(teekms_store::DB_FILE).exists() {
+        return Ok(false);
+    }
+    Ok(SqliteStore::open(data_dir)?.get_meta(NODE_KEYS)?.is_some())
+}
+
+/// [`open_node`]; on first start with `joined` (a key set and the cluster key obtained by
+/// joining a cluster), those are sealed instead of a new cluster being created.
+pub fn open_node_with(
+    platform: Arc<dyn Platform>,
+    data_dir: &Path,
+    mut joined: Option<(NodeKeys, SealingKey)>,
+) -> Result<NodeHandle, ServerError> {
     std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
         what: format!("creating data dir {}", data_dir.display()),
         source,
@@ -58,8 +76,9 @@ pub fn open_node(platform: Arc<dyn Platform>, data_dir: &Path) -> Result<NodeHan
                 });
             }
             (None, None) => {
-                let keys = NodeKeys::generate();
-                let cluster = SealingKey::generate();
+                let (keys, cluster) = joined
+                    .take()
+                    .unwrap_or_else(|| (NodeKeys::generate(), SealingKey::generate()));
                 let sealed_keys = hw.seal(NODE_KEYS, RECORD_ID, 1, &keys.to_bytes());
                 let sealed_cluster = hw.seal(CLUSTER_KEY, RECORD_ID, 1, cluster.expose());
                 // If another process initialised first, loop and open theirs.
@@ -220,4 +239,47 @@ pub fn cluster_store(
         }
     }
     Ok(Box::new(store))
+}
+
+/// Meta record of a cluster's shared store: the cluster policy (TOML), sealed under the
+/// cluster key so that the database cannot change who may join.
+const CLUSTER_POLICY: &str = "cluster-policy";
+
+/// The default cluster policy: the same TEE and measurement as this node, and on sim the
+/// same sim root. Real TEEs need an explicit `--cluster-policy`.
+pub fn default_cluster_policy(
+    platform: &dyn Platform,
+    keys: &NodeKeys,
+) -> Result<String, ServerError> {
+    if platform.tee() != teekms_attest::TeeKind::Sim {
+        return Err(ServerError::Inconsistent(
+            "give --cluster-policy: on real TEEs it names the measurements of the nodes that may join".into(),
+        ));
+    }
+    let statement = keys.statement(platform.tee(), None);
+    let evidence = platform.evidence(&statement.hash())?;
+    let ev = teekms_attest::sim::parse_and_verify(&evidence)
+        .map_err(|e| ServerError::Inconsistent(format!("this node's own evidence: {e}")))?;
+    Ok(teekms_attest::Policy::sim(ev.root_public_key, Some(ev.measurement)).to_toml())
+}
+
+/// The cluster policy of a shared store: the stored one, or (first node) `given` stored.
+pub fn cluster_policy(
+    service: &KeyService,
+    store: &mut dyn teekms_store::Store,
+    given: &str,
+) -> Result<teekms_attest::Policy, ServerError> {
+    let cluster = service.cluster();
+    let sealed = cluster.seal(CLUSTER_POLICY, "cluster", 1, given.as_bytes());
+    store.init_meta(&[(CLUSTER_POLICY, &sealed)])?;
+    let stored = store
+        .get_meta(CLUSTER_POLICY)?
+        .ok_or_else(|| ServerError::Inconsistent("the cluster policy record vanished".into()))?;
+    let text = cluster
+        .open(CLUSTER_POLICY, "cluster", 1, &stored)
+        .map_err(ServerError::Damaged)?;
+    let text = String::from_utf8(text.to_vec())
+        .map_err(|_| ServerError::Inconsistent("the cluster policy is not UTF-8".into()))?;
+    teekms_attest::Policy::from_toml(&text)
+        .map_err(|e| ServerError::Inconsistent(format!("the stored cluster policy: {e}")))
 }

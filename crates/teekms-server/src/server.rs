@@ -14,11 +14,11 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::ServerError;
 use crate::api::{AppState, router};
 use crate::ops::ConnState;
 use crate::tls::{client_spki_sha256, owner_from_certificate, server_config};
 use crate::writer::Writer;
-use crate::{ServerError, open_node};
 
 /// Time a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +40,12 @@ pub struct ServeConfig {
     /// Keep the cluster's records in this PostgreSQL database instead of the data dir's
     /// SQLite file (the node's own sealed records stay in the data dir).
     pub store: Option<String>,
+    /// On first start, join the cluster of this node (https://HOST:PORT) instead of
+    /// creating one.
+    pub join: Option<String>,
+    /// The cluster policy (TOML): who may join; for a joiner, what the node it joins
+    /// must be. Default: the same TEE and measurement as this node (and sim root).
+    pub cluster_policy: Option<String>,
 }
 
 /// A node that is serving.
@@ -81,8 +87,20 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     let shared = store_url.is_some();
     // Everything that touches the store happens here, off the runtime: a database client
     // that blocks must not run on an async thread.
-    let (node, reader, writer) = tokio::task::spawn_blocking(move || {
-        let mut node = open_node(platform, &data_dir)?;
+    let joined = match &config.join {
+        Some(url) if !crate::node::has_node(&config.data_dir)? => Some(
+            join(
+                url,
+                config.platform.as_ref(),
+                config.cluster_policy.as_deref(),
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    let given_policy = config.cluster_policy.clone();
+    let (node, reader, writer, cluster_policy) = tokio::task::spawn_blocking(move || {
+        let mut node = crate::node::open_node_with(platform, &data_dir, joined)?;
         if let Some(setup) = &recovery
             && crate::ensure_recovery(&mut node, &data_dir, setup)?
         {
@@ -97,7 +115,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
             .cluster()
             .derive(teekms_core::audit::AUDIT_KEY_LABEL);
         // The reader's store, and the writer's own connection to it.
-        let (reader, writer): (Box<dyn teekms_store::Store>, _) = match &store_url {
+        let (mut reader, writer): (Box<dyn teekms_store::Store>, _) = match &store_url {
             None => (
                 Box::new(SqliteStore::open(&data_dir)?),
                 Writer::start(Box::new(node.store), audit_key)?,
@@ -107,8 +125,25 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
                 Writer::start(crate::node::cluster_store(&node.service, url)?, audit_key)?,
             ),
         };
+        let cluster_policy = match &store_url {
+            None => None,
+            Some(_) => {
+                let given = match given_policy {
+                    Some(text) => text,
+                    None => crate::node::default_cluster_policy(
+                        node.platform.as_ref(),
+                        node.service.keys(),
+                    )?,
+                };
+                Some(crate::node::cluster_policy(
+                    &node.service,
+                    reader.as_mut(),
+                    &given,
+                )?)
+            }
+        };
         let node = (node.service, node.platform);
-        Ok::<_, ServerError>((node, reader, writer))
+        Ok::<_, ServerError>((node, reader, writer, cluster_policy))
     })
     .await
     .expect("node start task")?;
@@ -128,6 +163,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         min_deletion_wait: config.min_deletion_wait,
         // Other nodes of the cluster may change keys in a shared store: no cache then.
         cache: crate::ops::KeyCache::new(!shared),
+        cluster_policy,
     });
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
     let listener = TcpListener::bind(config.listen)
@@ -262,4 +298,45 @@ async fn sweep_deletions(state: std::sync::Weak<AppState>) {
             Err(_) => return,
         }
     }
+}
+
+/// Joins the cluster of the node at `url`: a fresh key set, an RA-TLS certificate carrying
+/// this TEE's evidence for it, the node verified against the cluster policy (given, or
+/// the default: the same TEE and measurement as this one), and the cluster key received
+/// sealed to this key set. Nothing is stored before it all succeeded.
+async fn join(
+    url: &str,
+    platform: &dyn teekms_platform::Platform,
+    given_policy: Option<&str>,
+) -> Result<(teekms_core::NodeKeys, teekms_core::SealingKey), ServerError> {
+    let refused = |what: &str, e: &dyn std::fmt::Display| {
+        ServerError::Inconsistent(format!("joining the cluster at {url}: {what}: {e}"))
+    };
+    let keys = teekms_core::NodeKeys::generate();
+    let policy_text = match given_policy {
+        Some(t) => t.to_owned(),
+        None => crate::node::default_cluster_policy(platform, &keys)?,
+    };
+    let policy = teekms_attest::Policy::from_toml(&policy_text)
+        .map_err(|e| refused("the cluster policy", &e))?;
+    let statement = keys.statement(platform.tee(), None);
+    let claims =
+        teekms_attest::ratls::claims_buffer(keys.tls_spki_der(), platform.tee(), &statement, None);
+    let evidence = platform.evidence(&teekms_attest::ratls::report_data_for_claims(&claims))?;
+    let extension = teekms_attest::ratls::evidence_extension(&evidence, &claims);
+    let node_url = teekms_client::NodeUrl::parse(url).map_err(|e| refused("the URL", &e))?;
+    let mut conn = teekms_client::connect_verified_as(
+        &node_url,
+        &policy,
+        teekms_client::Identity::RaTlsWorkload(&keys, &extension),
+        crate::now_unix(),
+        None,
+    )
+    .await
+    .map_err(|e| refused("the node did not verify", &e))?;
+    let cluster = conn
+        .cluster_join(&keys)
+        .await
+        .map_err(|e| refused("the node refused", &e))?;
+    Ok((keys, cluster))
 }

@@ -120,6 +120,8 @@ async fn nodes_share_a_postgres_store() {
         min_deletion_wait: 0,
         recovery: None,
         store: Some(url.clone()),
+        join: None,
+        cluster_policy: None,
     })
     .await;
     let err = r
@@ -127,4 +129,64 @@ async fn nodes_share_a_postgres_store() {
         .expect("a node of another cluster must be refused")
         .to_string();
     assert!(err.contains("another cluster"), "{err}");
+}
+
+/// Three nodes on one database: node 2 joins node 1 and node 3 joins node 2 over mutual
+/// RA-TLS (each new node's evidence checked against the stored cluster policy, the
+/// cluster key sealed to it); a key deployed through node 1 is used through nodes 2 and
+/// 3 at once; a node from another sim root is refused and learns nothing.
+#[tokio::test]
+async fn nodes_join_a_cluster_by_attestation() {
+    let url = tokio::task::spawn_blocking(database).await.unwrap();
+    let n1 = Node::start_with(Some(url.clone())).await;
+    let n2 = Node::joining(&n1, url.clone()).await.unwrap();
+    let n3 = Node::joining(&n2, url.clone()).await.unwrap();
+    let owner = OwnerKey::generate();
+    let dek = DataKey::generate();
+    n1.verified(Some(&owner))
+        .await
+        .deploy(&owner, &KeyId::new("k").unwrap(), "{}", &dek)
+        .await
+        .unwrap();
+    let mut c1 = n1.verified(Some(&owner)).await;
+    let ct = c1.encrypt("k", None, b"one cluster", None).await.unwrap();
+    let (a, b) = tokio::join!(
+        async {
+            let mut c = n2.verified(Some(&owner)).await;
+            c.decrypt(&ct.ciphertext.0, None).await.unwrap()
+        },
+        async {
+            let mut c = n3.verified(Some(&owner)).await;
+            c.decrypt(&ct.ciphertext.0, None).await.unwrap()
+        }
+    );
+    for r in [a, b] {
+        assert_eq!(&secret_of(&r, "decrypt", None).unwrap()[..], b"one cluster");
+    }
+    // The joiners restart on their own sealed copy of the cluster key.
+    let mut n3 = n3;
+    n3.restart().await;
+    let mut c3 = n3.verified(Some(&owner)).await;
+    assert!(c3.decrypt(&ct.ciphertext.0, None).await.is_ok());
+    let tail = c1.audit_tail(50).await;
+    assert!(tail.is_ok());
+
+    // Another sim root: the newcomer accepts node 1 (its policy names node 1's root),
+    // but the stored cluster policy (same TEE, measurement and sim root as the first
+    // node) does not admit the newcomer: refused, and nothing is stored for it.
+    let other = tempfile::tempdir().unwrap();
+    let accepts_n1 = n1.policy.to_toml();
+    let err = Node::joining_with_root(
+        &n1,
+        url.clone(),
+        &other.path().join("other-root.key"),
+        Some(accepts_n1),
+    )
+    .await
+    .err()
+    .expect("a node the cluster policy does not admit joined");
+    assert!(
+        err.contains("refused") && err.contains("does not admit"),
+        "{err}"
+    );
 }

@@ -32,6 +32,8 @@ async fn start(root: &Path, data_dir: &Path) -> Result<RunningServer, Failure> {
         min_deletion_wait: teekms_core::state::DEFAULT_DELETION_WAIT,
         recovery: None,
         store: None,
+        join: None,
+        cluster_policy: None,
     })
     .await
     .map_err(fail)

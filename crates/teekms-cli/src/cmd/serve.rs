@@ -115,6 +115,17 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         min_deletion_wait,
         recovery,
         store: args.store.clone(),
+        join: args.join.clone(),
+        cluster_policy: match &args.cluster_policy {
+            Some(p) => {
+                let text = String::from_utf8(paths::read(p, "cluster policy", 64 * 1024)?)
+                    .map_err(|_| Failure::usage(format!("{} is not UTF-8", p.display())))?;
+                teekms_attest::Policy::from_toml(&text)
+                    .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
+                Some(text)
+            }
+            None => None,
+        },
     })
     .await
     .map_err(|e| {

@@ -76,4 +76,72 @@ impl AppState {
             hex::encode(teekms_attest::sha256(&claims)),
         ))
     }
+
+    /// `POST /v1/cluster/join`: a new node, attested on this connection, admitted by the
+    /// cluster policy, gets the cluster key sealed to its attested key.
+    pub fn cluster_join(
+        &self,
+        caller: &Caller,
+        now: u64,
+    ) -> Result<teekms_core::api::JoinResponse, OpError> {
+        let Some(policy) = &self.cluster_policy else {
+            return Err(OpError::Forbidden(
+                "this node keeps no shared store: there is no cluster to join".into(),
+            ));
+        };
+        let Some(w) = &caller.workload else {
+            return Err(OpError::Unauthenticated(
+                "a joining node attests on its connection (an RA-TLS client certificate)".into(),
+            ));
+        };
+        let verdict = match w.report_data {
+            None => teekms_attest::verify_document(
+                &w.document,
+                policy,
+                teekms_attest::Freshness::Offline,
+                now,
+            ),
+            Some(rd) => teekms_attest::ratls::verify_document_bound(&w.document, rd, policy, now),
+        };
+        if !verdict.accepted {
+            let why = format!(
+                "the cluster policy does not admit this node: {}",
+                verdict.reasons.join("; ")
+            );
+            return Err(self.refuse(
+                draft(
+                    "cluster-join",
+                    caller,
+                    None,
+                    None,
+                    format!("denied: {why}"),
+                    now,
+                ),
+                OpError::Forbidden(why),
+            ));
+        }
+        let check = teekms_core::recovery::cluster_check(self.service.cluster());
+        let (enc, ct) = teekms_core::hpke::seal(
+            &w.document.statement.hpke_public_key.0,
+            teekms_core::api::CLUSTER_JOIN_INFO,
+            &check.0,
+            self.service.cluster().expose(),
+        )
+        .map_err(|_| OpError::BadRequest("the joiner's key is not a usable X25519 key".into()))?;
+        self.audit(draft(
+            "cluster-join",
+            caller,
+            None,
+            None,
+            format!("ok (node {})", w.document.statement.node_id),
+            now,
+        ))?;
+        Ok(teekms_core::api::JoinResponse {
+            cluster_check: B64(check.0.to_vec()),
+            sealed: SealedSecret {
+                enc: B64(enc.to_vec()),
+                ciphertext: B64(ct),
+            },
+        })
+    }
 }

@@ -18,6 +18,8 @@ pub struct Node {
     pub policy: Policy,
     /// A PostgreSQL store for the cluster's records (None: the data dir's SQLite).
     pub store: Option<String>,
+    /// On first start, join this node's cluster.
+    pub join: Option<String>,
 }
 
 impl Node {
@@ -44,9 +46,51 @@ impl Node {
             server: None,
             policy: self.policy.clone(),
             store,
+            join: None,
         };
         node.restart().await;
         node
+    }
+
+    /// A new node (its own data dir, the same sim root) that joins `peer`'s cluster and
+    /// shares its `store`.
+    pub async fn joining(peer: &Node, store: String) -> Result<Node, String> {
+        Node::joining_with_root(peer, store, &peer.root, None).await
+    }
+
+    /// [`Node::joining`] on another sim root's "hardware".
+    pub async fn joining_with_root(
+        peer: &Node,
+        store: String,
+        root: &std::path::Path,
+        cluster_policy: Option<String>,
+    ) -> Result<Node, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut node = Node {
+            data_dir: dir.path().join("node"),
+            dir,
+            root: root.to_owned(),
+            server: None,
+            policy: peer.policy.clone(),
+            store: Some(store),
+            join: Some(peer.url().to_string()),
+        };
+        let platform: Arc<dyn Platform> =
+            Arc::new(SimPlatform::open(&node.root, &node.data_dir).unwrap());
+        let server = serve(ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: node.data_dir.clone(),
+            platform,
+            min_deletion_wait: 0,
+            recovery: None,
+            store: node.store.clone(),
+            join: node.join.clone(),
+            cluster_policy,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        node.server = Some(server);
+        Ok(node)
     }
 
     /// A node whose cluster records live in `store` (PostgreSQL).
@@ -62,6 +106,7 @@ impl Node {
             server: None,
             policy: Policy::sim(sim_root, None),
             store,
+            join: None,
         };
         node.restart().await;
         node
@@ -82,6 +127,8 @@ impl Node {
                 min_deletion_wait: 0,
                 recovery: None,
                 store: self.store.clone(),
+                join: self.join.clone(),
+                cluster_policy: None,
             })
             .await
             .unwrap(),
