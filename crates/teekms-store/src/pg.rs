@@ -45,9 +45,11 @@ impl From<postgres::Error> for StoreError {
     }
 }
 
-/// A PostgreSQL store (one connection).
+/// A PostgreSQL store (one connection, made again when it was lost: the operation that
+/// finds the server gone fails, the next one reconnects).
 pub struct PgStore {
     client: Client,
+    url: String,
 }
 
 fn i(v: u64) -> i64 {
@@ -64,13 +66,25 @@ impl PgStore {
     /// and the database is untrusted like the rest of the host.
     pub fn connect(url: &str) -> Result<PgStore, StoreError> {
         let client = Client::connect(url, NoTls)?;
-        let mut store = PgStore { client };
+        let mut store = PgStore {
+            client,
+            url: url.to_owned(),
+        };
         store.migrate()?;
         Ok(store)
     }
 
+    /// The connection, made again if the last one was lost (a server restart, a network
+    /// cut, a terminated backend).
+    fn live(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.is_closed() {
+            self.client = Client::connect(&self.url, NoTls)?;
+        }
+        Ok(&mut self.client)
+    }
+
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let mut tx = self.client.transaction()?;
+        let mut tx = self.live()?.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY)")?;
         let current: i32 = tx
@@ -100,7 +114,7 @@ impl PgStore {
     /// Starts a write transaction.
     pub fn batch(&mut self) -> Result<PgBatch<'_>, StoreError> {
         Ok(PgBatch {
-            tx: self.client.transaction()?,
+            tx: self.live()?.transaction()?,
         })
     }
 }
@@ -117,13 +131,13 @@ fn row_to_key(r: &postgres::Row) -> KeyRow {
 impl crate::Store for PgStore {
     fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query_opt("SELECT record FROM meta WHERE name = $1", &[&name])?
             .map(|r| r.get(0)))
     }
 
     fn init_meta(&mut self, records: &[(&str, &[u8])]) -> Result<bool, StoreError> {
-        let mut tx = self.client.transaction()?;
+        let mut tx = self.live()?.transaction()?;
         for (name, _) in records {
             if tx
                 .query_opt("SELECT 1 FROM meta WHERE name = $1 FOR UPDATE", &[name])?
@@ -146,7 +160,7 @@ impl crate::Store for PgStore {
     }
 
     fn replace_meta(&mut self, records: &[(&str, &[u8])]) -> Result<(), StoreError> {
-        let mut tx = self.client.transaction()?;
+        let mut tx = self.live()?.transaction()?;
         for (name, record) in records {
             tx.execute(
                 "INSERT INTO meta (name, record) VALUES ($1, $2)
@@ -173,7 +187,7 @@ impl crate::Store for PgStore {
 
     fn get_key(&mut self, owner: &str, key_id: &str) -> Result<Option<KeyRow>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query_opt(
                 "SELECT owner, key_id, key_version, record FROM data_keys
                  WHERE owner = $1 AND key_id = $2 ORDER BY key_version DESC LIMIT 1",
@@ -184,7 +198,7 @@ impl crate::Store for PgStore {
 
     fn list_keys(&mut self, owner: &str) -> Result<Vec<KeyRow>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query(
                 "SELECT owner, key_id, key_version, record FROM data_keys WHERE owner = $1
                  ORDER BY key_id, key_version",
@@ -202,7 +216,7 @@ impl crate::Store for PgStore {
         version: u64,
     ) -> Result<Option<KeyRow>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query_opt(
                 "SELECT owner, key_id, key_version, record FROM data_keys
                  WHERE owner = $1 AND key_id = $2 AND key_version = $3",
@@ -213,7 +227,7 @@ impl crate::Store for PgStore {
 
     fn key_versions(&mut self, owner: &str, key_id: &str) -> Result<Vec<KeyRow>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query(
                 "SELECT owner, key_id, key_version, record FROM data_keys
                  WHERE owner = $1 AND key_id = $2 ORDER BY key_version",
@@ -230,7 +244,7 @@ impl crate::Store for PgStore {
         key_id: &str,
     ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query_opt(
                 "SELECT revision, record FROM key_state WHERE owner = $1 AND key_id = $2",
                 &[&owner, &key_id],
@@ -240,7 +254,7 @@ impl crate::Store for PgStore {
 
     fn all_states(&mut self) -> Result<Vec<StateRow>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query("SELECT owner, key_id, revision, record FROM key_state", &[])?
             .iter()
             .map(|r| (r.get(0), r.get(1), u(r.get(2)), r.get(3)))
@@ -249,7 +263,7 @@ impl crate::Store for PgStore {
 
     fn owner_key(&mut self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query_opt(
                 "SELECT public_key FROM owners WHERE fingerprint = $1",
                 &[&fingerprint],
@@ -259,7 +273,7 @@ impl crate::Store for PgStore {
 
     fn get_access_key(&mut self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query_opt(
                 "SELECT revision, record FROM access_keys WHERE id = $1",
                 &[&id],
@@ -269,7 +283,7 @@ impl crate::Store for PgStore {
 
     fn list_access_keys(&mut self, owner: &str) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query(
                 "SELECT id, revision, record FROM access_keys WHERE owner = $1 ORDER BY id",
                 &[&owner],
@@ -281,7 +295,7 @@ impl crate::Store for PgStore {
 
     fn audit_last(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query_opt(
                 "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
                 &[],
@@ -291,7 +305,7 @@ impl crate::Store for PgStore {
 
     fn audit_entries(&mut self, from: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query(
                 "SELECT seq, entry FROM audit WHERE seq >= $1 ORDER BY seq LIMIT $2",
                 &[&i(from), &i(limit)],
@@ -307,7 +321,7 @@ impl crate::Store for PgStore {
         limit: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         Ok(self
-            .client
+            .live()?
             .query(
                 "SELECT seq, entry FROM audit WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
                 &[&i(before), &i(limit)],
