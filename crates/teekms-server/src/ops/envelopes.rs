@@ -55,24 +55,7 @@ impl AppState {
         let l = self.load(&h.owner, &h.key_id)?;
         self.gate(op_name, caller, &l, op, now)?;
         let key = Some((&l.owner, &l.key_id));
-        if h.key_version < l.state.min_decryption_version {
-            let why = format!(
-                "version {} of key {:?} is below its min_decryption_version {}",
-                h.key_version, l.key_id, l.state.min_decryption_version
-            );
-            return Err(self.refuse(
-                draft(
-                    op_name,
-                    caller,
-                    key,
-                    Some(h.key_version),
-                    format!("denied: {why}"),
-                    now,
-                ),
-                OpError::Forbidden(why),
-            ));
-        }
-        let rec = self.version(&l, h.key_version)?;
+        let rec = self.usable_version(op_name, caller, &l, h.key_version, now)?;
         match env.open(&rec.dek, aad) {
             Ok(pt) => Ok((l, h.key_version, pt)),
             Err(e) => Err(self.refuse(
@@ -242,24 +225,7 @@ impl AppState {
         let l = self.load(&owner, &key_id(key)?)?;
         self.gate("fetch", caller, &l, Operation::Fetch, now)?;
         let v = req.version.unwrap_or(l.state.current_version);
-        if v < l.state.min_decryption_version {
-            let why = format!(
-                "version {v} of key {:?} is below its min_decryption_version",
-                l.key_id
-            );
-            return Err(self.refuse(
-                draft(
-                    "fetch",
-                    caller,
-                    Some((&l.owner, &l.key_id)),
-                    Some(v),
-                    format!("denied: {why}"),
-                    now,
-                ),
-                OpError::Forbidden(why),
-            ));
-        }
-        let rec = self.version(&l, v)?;
+        let rec = self.usable_version("fetch", caller, &l, v, now)?;
         let (enc, ct) =
             teekms_core::hpke::seal(&pk, SEALED_RESPONSE_INFO, b"fetch", rec.dek.expose())
                 .expect("sealing to a verified X25519 key does not fail");
@@ -305,21 +271,7 @@ impl AppState {
         };
         self.gate(name, caller, &l, op, now)?;
         let v = version.unwrap_or(l.state.current_version);
-        if v < l.state.min_decryption_version || v > l.state.current_version {
-            let why = format!("version {v} of key {:?} is not usable", l.key_id);
-            return Err(self.refuse(
-                draft(
-                    name,
-                    caller,
-                    Some((&l.owner, &l.key_id)),
-                    Some(v),
-                    format!("denied: {why}"),
-                    now,
-                ),
-                OpError::Forbidden(why),
-            ));
-        }
-        let rec = self.version(&l, v)?;
+        let rec = self.usable_version(name, caller, &l, v, now)?;
         Ok((l.owner, l.key_id.clone(), rec))
     }
 

@@ -362,6 +362,36 @@ impl AppState {
         Ok(rec)
     }
 
+    /// Version `v` of a key, if it may still be used (from `min_decryption_version` to
+    /// the current version); a refusal is audited.
+    fn usable_version(
+        &self,
+        op_name: &str,
+        caller: &Caller,
+        l: &Loaded,
+        v: u64,
+        now: u64,
+    ) -> Result<Arc<DataKeyRecord>, OpError> {
+        if v < l.state.min_decryption_version || v > l.state.current_version {
+            let why = format!(
+                "version {v} of key {:?} is not usable (versions {} to {} are)",
+                l.key_id, l.state.min_decryption_version, l.state.current_version
+            );
+            return Err(self.refuse(
+                draft(
+                    op_name,
+                    caller,
+                    Some((&l.owner, &l.key_id)),
+                    Some(v),
+                    format!("denied: {why}"),
+                    now,
+                ),
+                OpError::Forbidden(why),
+            ));
+        }
+        self.version(l, v)
+    }
+
     /// Checks the key's state and the caller's right to `op`; refusals are audited.
     fn gate(
         &self,
