@@ -827,12 +827,17 @@ pub enum RecoveryCmd {
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
     },
-    /// Restore a node on new hardware from the data dir's store and K opened shares
+    /// Restore a node on new hardware from the cluster's stored state and K opened shares
     /// (run inside the new node's TEE, with the node stopped).
     Restore {
-        /// The data dir holding the store (copied from the lost node or its backup).
+        /// The new node's data dir. Without --store it must hold the SQLite store
+        /// (copied from the lost node or its backup); with --store it may be new.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
+        /// The cluster's PostgreSQL database (as given to `serve --store`), whose state
+        /// outlives every node.
+        #[arg(long, value_name = "URL", env = "TEEKMS_STORE")]
+        store: Option<String>,
         /// The TEE of the new node.
         #[arg(long, value_enum)]
         tee: TeeArg,

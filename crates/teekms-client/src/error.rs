@@ -49,6 +49,17 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// True if the attempt got no answer: the node could not be reached, the connection
+    /// broke, or the node is shutting down or cannot reach its store (503). Another
+    /// node of the cluster, or the same one later, may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Transport(_) => true,
+            ClientError::Api { status, .. } => *status == 503,
+            _ => false,
+        }
+    }
+
     /// True if the failure is a refusal (verification, policy, the node saying no)
     /// rather than a usage or transport problem.
     pub fn is_rejection(&self) -> bool {

@@ -9,6 +9,7 @@
 
 mod connection;
 mod error;
+mod failover;
 pub mod fetch;
 mod ops;
 mod url;
@@ -18,6 +19,7 @@ pub use connection::{
     connect_verified_as, connect_verified_with_collateral,
 };
 pub use error::ClientError;
+pub use failover::Failover;
 /// HTTP methods, for [`Connection::raw_request`].
 pub use hyper::Method;
 pub use ops::secret_of;

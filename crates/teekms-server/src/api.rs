@@ -119,7 +119,14 @@ impl From<DeployError> for ApiError {
             DeployError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
             DeployError::Damaged(_) => ApiError::new(StatusCode::CONFLICT, "record_damaged", msg),
             DeployError::Concurrent => ApiError::new(StatusCode::CONFLICT, "retry", msg),
-            DeployError::Store(e) => ApiError::internal("store", &e),
+            DeployError::Store(e) => {
+                tracing::error!(error = %e, "store failed during a deployment");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the node cannot reach its store; retry",
+                )
+            }
             DeployError::Unavailable => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
             }
@@ -142,7 +149,7 @@ impl From<OpError> for ApiError {
             OpError::Unavailable => ApiError::new(
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",
-                "the node is shutting down or cannot commit",
+                "the node is shutting down or cannot reach its store; retry",
             ),
             OpError::Internal(m) => ApiError::internal("operation", &m),
         }
@@ -281,7 +288,7 @@ async fn list_keys(
     })
     .await
     .map_err(|e| ApiError::internal("list task", &e))?
-    .map_err(|e| ApiError::internal("store", &e))
+    .map_err(|e| ApiError::from(OpError::from(e)))
 }
 
 // ---- using the keys (ops.rs) ---------------------------------------------------------

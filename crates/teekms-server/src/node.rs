@@ -149,24 +149,24 @@ pub struct RecoverySetup {
 }
 
 /// Splits the cluster key for recovery, once: the sealed shares are stored with the
-/// node's state and written to `DATA_DIR/recovery/share-<i>.json` for the officers.
-/// Returns false if recovery was already set up (it is never replaced silently).
+/// cluster's state in `store` (the node's SQLite file, or the cluster's PostgreSQL
+/// database, so that they outlive every node) and written to
+/// `DATA_DIR/recovery/share-<i>.json` for the officers. Returns false if recovery was
+/// already set up (it is never replaced silently).
 pub fn ensure_recovery(
-    node: &mut NodeHandle,
+    service: &KeyService,
+    store: &mut dyn teekms_store::Store,
     data_dir: &Path,
     setup: &RecoverySetup,
 ) -> Result<bool, ServerError> {
-    if node.store.get_meta(RECOVERY)?.is_some() {
+    if store.get_meta(RECOVERY)?.is_some() {
         return Ok(false);
     }
-    let shares = teekms_core::recovery::seal_shares(
-        node.service.cluster(),
-        setup.threshold,
-        &setup.officers,
-    )
-    .map_err(ServerError::Recovery)?;
+    let shares =
+        teekms_core::recovery::seal_shares(service.cluster(), setup.threshold, &setup.officers)
+            .map_err(ServerError::Recovery)?;
     let json = serde_json::to_vec(&shares).expect("shares serialize");
-    if !node.store.init_meta(&[(RECOVERY, &json)])? {
+    if !store.init_meta(&[(RECOVERY, &json)])? {
         return Ok(false);
     }
     let dir = data_dir.join("recovery");
@@ -186,33 +186,57 @@ pub fn ensure_recovery(
 }
 
 /// Restores a node whose hardware sealing key is gone (every original node lost) from
-/// the store in `data_dir` and k opened recovery shares: the cluster key is recovered
-/// and, with a new node key set, sealed under *this* TEE's sealing key. Every record
-/// sealed under the cluster key (keys, states, access keys, the audit log) is usable
-/// again. Returns the new node id.
+/// the cluster's stored state and k opened recovery shares: the cluster key is recovered
+/// and, with a new node key set, sealed under *this* TEE's sealing key into `data_dir`.
+/// The state is the SQLite store in `data_dir` (copied from a lost node or a backup) or,
+/// with `store_url`, the cluster's PostgreSQL database (then `data_dir` may be new).
+/// Every record sealed under the cluster key (keys, states, access keys, the audit log)
+/// is usable again. Returns the new node id.
 pub fn restore_node(
     platform: Arc<dyn Platform>,
     data_dir: &Path,
+    store_url: Option<&str>,
     shares: &[teekms_core::recovery::OpenShare],
 ) -> Result<String, ServerError> {
-    let mut store = SqliteStore::open(data_dir)?;
-    let stored = store
-        .get_meta(RECOVERY)?
-        .ok_or_else(|| ServerError::Inconsistent("this data dir has no recovery set up".into()))?;
+    std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
+        what: format!("creating data dir {}", data_dir.display()),
+        source,
+    })?;
+    let mut local = SqliteStore::open(data_dir)?;
+    let mut shared = match store_url {
+        Some(url) => Some(teekms_store::pg::PgStore::connect(url)?),
+        None => None,
+    };
+    let cluster_state: &mut dyn teekms_store::Store = match shared.as_mut() {
+        Some(pg) => pg,
+        None => &mut local,
+    };
+    let stored = cluster_state.get_meta(RECOVERY)?.ok_or_else(|| {
+        ServerError::Inconsistent(match store_url {
+            Some(_) => "the database at --store has no recovery set up".into(),
+            None => "this data dir has no recovery set up".into(),
+        })
+    })?;
     let stored: Vec<teekms_core::recovery::SealedShare> = serde_json::from_slice(&stored)
         .map_err(|e| ServerError::Inconsistent(format!("the stored recovery shares: {e}")))?;
     let cluster = teekms_core::recovery::recover(shares).map_err(ServerError::Recovery)?;
     let check = teekms_core::recovery::cluster_check(&cluster);
-    if stored.first().map(|s| &s.cluster_check) != Some(&check) {
+    let database_check = match store_url {
+        Some(_) => cluster_state.get_meta(CLUSTER_CHECK)?,
+        None => None,
+    };
+    if stored.first().map(|s| &s.cluster_check) != Some(&check)
+        || database_check.is_some_and(|c| c != check.0)
+    {
         return Err(ServerError::Recovery(teekms_core::CoreError::Recovery(
-            "these shares restore another cluster than the one in this data dir".into(),
+            "these shares restore another cluster than the one in this store".into(),
         )));
     }
     let hw = platform.sealing_key()?;
     let keys = NodeKeys::generate();
     let sealed_keys = hw.seal(NODE_KEYS, RECORD_ID, 1, &keys.to_bytes());
     let sealed_cluster = hw.seal(CLUSTER_KEY, RECORD_ID, 1, cluster.expose());
-    store.replace_meta(&[(NODE_KEYS, &sealed_keys), (CLUSTER_KEY, &sealed_cluster)])?;
+    local.replace_meta(&[(NODE_KEYS, &sealed_keys), (CLUSTER_KEY, &sealed_cluster)])?;
     Ok(keys.node_id().to_hex())
 }
 

@@ -100,16 +100,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     };
     let given_policy = config.cluster_policy.clone();
     let (node, reader, writer, cluster_policy) = tokio::task::spawn_blocking(move || {
-        let mut node = crate::node::open_node_with(platform, &data_dir, joined)?;
-        if let Some(setup) = &recovery
-            && crate::ensure_recovery(&mut node, &data_dir, setup)?
-        {
-            tracing::info!(
-                threshold = setup.threshold,
-                officers = setup.officers.len(),
-                "recovery shares written to DATA_DIR/recovery/"
-            );
-        }
+        let node = crate::node::open_node_with(platform, &data_dir, joined)?;
         let audit_key = node
             .service
             .cluster()
@@ -125,6 +116,15 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
                 Writer::start(crate::node::cluster_store(&node.service, url)?, audit_key)?,
             ),
         };
+        if let Some(setup) = &recovery
+            && crate::ensure_recovery(&node.service, reader.as_mut(), &data_dir, setup)?
+        {
+            tracing::info!(
+                threshold = setup.threshold,
+                officers = setup.officers.len(),
+                "recovery shares written to DATA_DIR/recovery/"
+            );
+        }
         let cluster_policy = match &store_url {
             None => None,
             Some(_) => {

@@ -3,6 +3,8 @@
 //! starting together migrate once; audit appends take a transaction-scoped advisory lock,
 //! so one chain grows however many nodes write.
 
+use std::time::{Duration, Instant};
+
 use postgres::{Client, NoTls, Transaction};
 
 use crate::{Applied, Inserted, KeyRow, StateRow, StoreError, Write};
@@ -50,7 +52,13 @@ impl From<postgres::Error> for StoreError {
 pub struct PgStore {
     client: Client,
     url: String,
+    last_used: Instant,
 }
+
+/// A connection idle this long is checked (one round trip) before its next use: a
+/// server restart while it sat idle would otherwise fail that use. A connection in
+/// steady use learns of a loss from the operation it fails, and the next one reconnects.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -69,6 +77,7 @@ impl PgStore {
         let mut store = PgStore {
             client,
             url: url.to_owned(),
+            last_used: Instant::now(),
         };
         store.migrate()?;
         Ok(store)
@@ -77,7 +86,9 @@ impl PgStore {
     /// The connection, made again if the last one was lost (a server restart, a network
     /// cut, a terminated backend).
     fn live(&mut self) -> Result<&mut Client, StoreError> {
-        if self.client.is_closed() {
+        let idle = self.last_used.elapsed() >= IDLE_CHECK;
+        self.last_used = Instant::now();
+        if self.client.is_closed() || (idle && self.client.is_valid(IDLE_CHECK).is_err()) {
             self.client = Client::connect(&self.url, NoTls)?;
         }
         Ok(&mut self.client)

@@ -55,15 +55,17 @@ pub fn run(cmd: RecoveryCmd) -> CmdResult {
         }
         RecoveryCmd::Restore {
             data_dir,
+            store,
             tee,
             shares,
             platform,
         } => {
-            if !data_dir.join(teekms_store::DB_FILE).exists() {
+            if store.is_none() && !data_dir.join(teekms_store::DB_FILE).exists() {
                 return Err(Failure::usage(format!(
                     "{} holds no teekms store",
                     data_dir.display()
-                )));
+                ))
+                .hint("give the lost node's data dir (or its backup), or --store for a PostgreSQL cluster"));
             }
             let mut open = Vec::new();
             for p in &shares {
@@ -75,11 +77,20 @@ pub fn run(cmd: RecoveryCmd) -> CmdResult {
                 open.push(share);
             }
             let platform = super::serve::platform(tee, &platform, &data_dir)?;
-            let node_id =
-                teekms_server::restore_node(platform, &data_dir, &open).map_err(|e| match e {
-                    teekms_server::ServerError::Recovery(_) => Failure::rejected(e.to_string()),
-                    other => Failure::usage(other.to_string()),
-                })?;
+            // On a thread of its own: the PostgreSQL client blocks, and must not run on
+            // the async runtime this command is called from.
+            let restored = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        teekms_server::restore_node(platform, &data_dir, store.as_deref(), &open)
+                    })
+                    .join()
+                    .expect("restore thread")
+            });
+            let node_id = restored.map_err(|e| match e {
+                teekms_server::ServerError::Recovery(_) => Failure::rejected(e.to_string()),
+                other => Failure::usage(other.to_string()),
+            })?;
             println!(
                 "restored: node {node_id} holds the cluster again; start it with `teekms serve`"
             );

@@ -61,7 +61,7 @@ pub enum OpError {
     Damaged(String),
     /// The ciphertext does not decrypt.
     Decrypt(String),
-    /// The node is shutting down or its store failed.
+    /// The node is shutting down or its store failed; a retry may succeed.
     Unavailable,
     /// Something that must not happen; logged.
     Internal(String),
@@ -69,7 +69,10 @@ pub enum OpError {
 
 impl From<teekms_store::StoreError> for OpError {
     fn from(e: teekms_store::StoreError) -> Self {
-        OpError::Internal(format!("store: {e}"))
+        // Mostly a store that cannot be reached (a PostgreSQL restart): the next attempt
+        // reconnects, so the caller is told to retry; the cause goes to the log only.
+        tracing::error!(error = %e, "store read failed");
+        OpError::Unavailable
     }
 }
 

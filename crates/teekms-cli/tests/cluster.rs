@@ -1,0 +1,425 @@
+//! Three `teekms serve` processes on loopback sharing one PostgreSQL server (a private
+//! one, so that the test can restart it): attested joins, a key deployed through node 1
+//! used through nodes 2 and 3, node 2 killed (SIGKILL) mid-traffic with no request lost
+//! after client failover, PostgreSQL restarted under traffic with the nodes recovering
+//! by themselves, a joiner of another measurement refused, and the cluster restored from
+//! 2 of 3 officers' shares after every node and its data dir is gone.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::pg::PgServer;
+use common::{Env, NodeProcess};
+use teekms_attest::Policy;
+use teekms_client::{Failover, NodeUrl, VerifiedConnection, secret_of};
+use teekms_core::OwnerKey;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// What the clients saw while they ran.
+#[derive(Default)]
+struct Traffic {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// `clients` owner clients, each on its own thread, encrypting and decrypting 300 bytes
+/// in a loop through a failover over `urls` (each starting at the first), until `stop`.
+fn run_traffic(
+    urls: Vec<String>,
+    policy: Policy,
+    owner: OwnerKey,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+    traffic: Arc<Traffic>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let urls: Vec<NodeUrl> = urls.iter().map(|u| NodeUrl::parse(u).unwrap()).collect();
+    let (policy, owner) = (Arc::new(policy), Arc::new(owner));
+    (0..clients)
+        .map(|client| {
+            let (urls, policy, owner) = (urls.clone(), policy.clone(), owner.clone());
+            let (stop, traffic) = (stop.clone(), traffic.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(client_loop(client, urls, &policy, &owner, &stop, &traffic));
+            })
+        })
+        .collect()
+}
+
+async fn client_loop(
+    client: usize,
+    urls: Vec<NodeUrl>,
+    policy: &Policy,
+    owner: &OwnerKey,
+    stop: &AtomicBool,
+    traffic: &Traffic,
+) {
+    let mut nodes: Failover<VerifiedConnection> = Failover::new(urls);
+    let connect = async |url: &NodeUrl| {
+        teekms_client::connect_verified(url, policy, Some(owner), now()).await
+    };
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let plain = format!("client {client} message {n} ").repeat(12);
+        let done = nodes
+            .call(&connect, async |c: &mut VerifiedConnection| {
+                let ct = c.encrypt("shared", None, plain.as_bytes(), None).await?;
+                let pt = c.decrypt(&ct.ciphertext.0, None).await?;
+                Ok(secret_of(&pt, "decrypt", None)?.to_vec())
+            })
+            .await;
+        match done {
+            Ok(back) => {
+                assert_eq!(back, plain.as_bytes(), "decrypted to other bytes");
+                traffic.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                eprintln!("client {client}: request failed: {e}");
+                traffic.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    traffic
+        .retries
+        .fetch_add(nodes.retries(), Ordering::Relaxed);
+}
+
+/// Runs traffic over `urls` while `during` happens, then for `after` more.
+fn traffic_while(
+    env: &Env,
+    policy: &Path,
+    urls: &[&str],
+    during: impl FnOnce(&Traffic),
+    after: Duration,
+) -> Arc<Traffic> {
+    let policy = Policy::from_toml(&std::fs::read_to_string(policy).unwrap()).unwrap();
+    let owner =
+        OwnerKey::from_pem(&std::fs::read_to_string(env.path(".config/teekms/owner.key")).unwrap())
+            .unwrap();
+    let (stop, traffic) = (Arc::new(AtomicBool::new(false)), Arc::default());
+    let load = run_traffic(
+        urls.iter().map(|u| u.to_string()).collect(),
+        policy,
+        owner,
+        4,
+        stop.clone(),
+        Arc::clone(&traffic),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    during(&traffic);
+    std::thread::sleep(after);
+    stop.store(true, Ordering::Relaxed);
+    for client in load {
+        client.join().unwrap();
+    }
+    traffic
+}
+
+fn alive(node: &mut NodeProcess) -> bool {
+    node.child.try_wait().unwrap().is_none()
+}
+
+#[test]
+fn three_nodes_on_postgres_survive_a_killed_node_a_database_restart_and_total_loss() {
+    let env = Env::new();
+    let pg = PgServer::start();
+    let store = pg.url("postgres");
+    let policy = env.sim_policy();
+    let p = s(&policy);
+    let mut officers = Vec::new();
+    for i in 1..=3 {
+        let key = env.path(&format!("officer-{i}.key"));
+        env.ok(&["recovery", "officer-init", "-o", s(&key)]);
+        officers.push(key);
+    }
+    let officer_pubs = officers
+        .iter()
+        .map(|k| format!("{}.pub", k.display()))
+        .collect::<Vec<_>>()
+        .join(",");
+
+    // Node 1 creates the cluster (default cluster policy: same sim root and measurement)
+    // with 2-of-3 recovery; nodes 2 and 3 join by attestation.
+    let dirs: Vec<_> = (1..=3).map(|i| env.path(&format!("node-{i}"))).collect();
+    let n1 = env.serve_tee(
+        "sim",
+        &dirs[0],
+        &[
+            "--store",
+            &store,
+            "--recovery-officers",
+            &officer_pubs,
+            "--recovery-threshold",
+            "2",
+        ],
+        "warn",
+    );
+    let mut n2 = env.serve_tee(
+        "sim",
+        &dirs[1],
+        &["--store", &store, "--join", &n1.url],
+        "warn",
+    );
+    let n3 = env.serve_tee(
+        "sim",
+        &dirs[2],
+        &["--store", &store, "--join", &n2.url],
+        "warn",
+    );
+    let shares: Vec<_> = (1..=3)
+        .map(|i| {
+            let kept = env.path(&format!("share-{i}.json"));
+            std::fs::copy(dirs[0].join(format!("recovery/share-{i}.json")), &kept).unwrap();
+            kept
+        })
+        .collect();
+
+    // A joiner whose measurement differs (the same program with one byte appended, as a
+    // new build would be) is refused by the cluster even though it would accept the
+    // cluster, and it is left with nothing.
+    let other_bin = env.path("teekms-other");
+    let mut bytes = std::fs::read(common::bin()).unwrap();
+    bytes.push(0);
+    std::fs::write(&other_bin, bytes).unwrap();
+    std::fs::set_permissions(
+        &other_bin,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let outsider_dir = env.path("outsider");
+    let out = std::process::Command::new(&other_bin)
+        .env("HOME", env.dir.path())
+        .args(["serve", "--tee", "sim", "--listen", "127.0.0.1:0"])
+        .args(["--data-dir", s(&outsider_dir), "--store", &store])
+        .args(["--join", &n1.url, "--cluster-policy", p])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not admitted") || err.contains("refused"),
+        "{err}"
+    );
+    assert!(
+        !outsider_dir.join("teekms.db").exists()
+            || !rusqlite::Connection::open(outsider_dir.join("teekms.db"))
+                .unwrap()
+                .prepare("SELECT 1 FROM meta WHERE name = 'cluster-key'")
+                .unwrap()
+                .exists([])
+                .unwrap(),
+        "the refused joiner must hold no cluster key"
+    );
+
+    // A key deployed through node 1 is used through nodes 2 and 3.
+    env.ok(&["owner", "init"]);
+    let dek = env.path("shared.key");
+    env.ok(&["key", "generate", "-o", s(&dek)]);
+    env.ok(&[
+        "key",
+        "deploy",
+        "--node",
+        &n1.url,
+        "--policy",
+        p,
+        "--key-id",
+        "shared",
+        "--dek",
+        s(&dek),
+    ]);
+    let (plain, ct, back) = (env.path("plain"), env.path("ct"), env.path("back"));
+    std::fs::write(&plain, b"joint data, sealed in the cluster").unwrap();
+    env.ok(&[
+        "envelope",
+        "encrypt",
+        "--node",
+        &n2.url,
+        "--policy",
+        p,
+        "--key-id",
+        "shared",
+        "-i",
+        s(&plain),
+        "-o",
+        s(&ct),
+    ]);
+    env.ok(&[
+        "envelope",
+        "decrypt",
+        "--node",
+        &n3.url,
+        "--policy",
+        p,
+        "-i",
+        s(&ct),
+        "-o",
+        s(&back),
+    ]);
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&plain).unwrap()
+    );
+
+    // Node 2 is killed mid-traffic; clients that were on it move on: nothing fails.
+    let first_urls = [n2.url.clone(), n3.url.clone(), n1.url.clone()];
+    let traffic = traffic_while(
+        &env,
+        &policy,
+        &first_urls.iter().map(String::as_str).collect::<Vec<_>>(),
+        |t| {
+            assert!(t.ok.load(Ordering::Relaxed) > 0, "traffic is flowing");
+            n2.kill();
+        },
+        Duration::from_millis(1500),
+    );
+    let (ok, failed, retries) = (
+        traffic.ok.load(Ordering::Relaxed),
+        traffic.failed.load(Ordering::Relaxed),
+        traffic.retries.load(Ordering::Relaxed),
+    );
+    eprintln!("node 2 killed: {ok} requests answered, {failed} failed, {retries} retried");
+    assert_eq!(failed, 0);
+    assert!(retries >= 4, "every client was on node 2 when it died");
+    assert!(ok > 20);
+
+    // Node 2 comes back from its data dir (no join needed) and serves the key.
+    let n2 = env.serve_tee("sim", &dirs[1], &["--store", &store], "warn");
+    env.ok(&[
+        "envelope",
+        "decrypt",
+        "--node",
+        &n2.url,
+        "--policy",
+        p,
+        "-i",
+        s(&ct),
+        "-o",
+        s(&back),
+    ]);
+
+    // PostgreSQL restarts under traffic: the nodes are not restarted, clients retry.
+    let mut nodes = [n1, n2, n3];
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let traffic = traffic_while(
+        &env,
+        &policy,
+        &urls.iter().map(String::as_str).collect::<Vec<_>>(),
+        |_| pg.restart(),
+        Duration::from_millis(1500),
+    );
+    let (ok, failed) = (
+        traffic.ok.load(Ordering::Relaxed),
+        traffic.failed.load(Ordering::Relaxed),
+    );
+    eprintln!("PostgreSQL restarted: {ok} requests answered, {failed} failed");
+    assert_eq!(failed, 0);
+    for (i, node) in nodes.iter_mut().enumerate() {
+        assert!(alive(node), "node {} kept running", i + 1);
+        env.ok(&[
+            "envelope",
+            "decrypt",
+            "--node",
+            &node.url,
+            "--policy",
+            p,
+            "-i",
+            s(&ct),
+            "-o",
+            s(&back),
+        ]);
+    }
+    let audit = env.ok(&["audit", "verify", "--node", &urls[2], "--policy", p]);
+    assert!(audit.contains("audit log verified"), "{audit}");
+
+    // Every node and its data dir is lost. Two officers open their shares; a new node
+    // is restored from the database and decrypts what the cluster encrypted.
+    for mut node in nodes {
+        node.kill();
+    }
+    for d in &dirs {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+    let opened: Vec<_> = [0, 2]
+        .iter()
+        .map(|&i| {
+            let out = env.path(&format!("opened-{i}"));
+            env.ok(&[
+                "recovery",
+                "open",
+                "--share",
+                s(&shares[i]),
+                "--officer",
+                s(&officers[i]),
+                "-o",
+                s(&out),
+            ]);
+            out
+        })
+        .collect();
+    let fresh = env.path("restored");
+    let (code, _, err) = env.run(&[
+        "recovery",
+        "restore",
+        "--data-dir",
+        s(&fresh),
+        "--tee",
+        "sim",
+        "--store",
+        &store,
+        "--share",
+        s(&opened[0]),
+    ]);
+    assert_ne!(code, 0, "one share is not enough: {err}");
+    env.ok(&[
+        "recovery",
+        "restore",
+        "--data-dir",
+        s(&fresh),
+        "--tee",
+        "sim",
+        "--store",
+        &store,
+        "--share",
+        s(&opened[0]),
+        "--share",
+        s(&opened[1]),
+    ]);
+    let restored = env.serve_tee("sim", &fresh, &["--store", &store], "warn");
+    env.ok(&[
+        "envelope",
+        "decrypt",
+        "--node",
+        &restored.url,
+        "--policy",
+        p,
+        "-i",
+        s(&ct),
+        "-o",
+        s(&back),
+    ]);
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&plain).unwrap()
+    );
+    let audit = env.ok(&["audit", "verify", "--node", &restored.url, "--policy", p]);
+    assert!(audit.contains("audit log verified"), "{audit}");
+}
