@@ -471,9 +471,59 @@ pub fn default_entry(tee: TeeKind) -> Option<AcceptEntry> {
     }
 }
 
+/// A policy (TOML) admitting what runs on the same real TEE with the same measurement
+/// as the evidence whose `claims` are given: SGX MRENCLAVE; TDX MRTD and RTMR0-2
+/// (firmware, kernel, command line and initrd; RTMR3 is extended at run time); SNP
+/// MEASUREMENT. Everything else keeps the TEE's defaults (TCB status, debug refused).
+/// The default cluster policy of a real-TEE node. None for sim or missing claims.
+pub fn same_measurement_toml(tee: TeeKind, claims: &serde_json::Value) -> Option<String> {
+    let hex_claim = |name: &str| {
+        claims
+            .get(name)
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let mut out = format!("[[accept]]\ntee = \"{tee}\"\n");
+    match tee {
+        TeeKind::Sim => return None,
+        TeeKind::Sgx => out.push_str(&format!("mrenclave = [\"{}\"]\n", hex_claim("mrenclave")?)),
+        TeeKind::Tdx => {
+            for name in ["mrtd", "rtmr0", "rtmr1", "rtmr2"] {
+                out.push_str(&format!("{name} = \"{}\"\n", hex_claim(name)?));
+            }
+        }
+        TeeKind::Snp => out.push_str(&format!(
+            "measurement = \"{}\"\n",
+            hex_claim("measurement")?
+        )),
+    }
+    Policy::from_toml(&out).ok().map(|_| out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_measurement_policies_pin_the_measurement() {
+        let m48 = "ab".repeat(48);
+        let claims = serde_json::json!({"mrenclave": ROOT, "mrtd": m48, "rtmr0": m48, "rtmr1": m48, "rtmr2": m48, "measurement": m48});
+        for tee in [TeeKind::Sgx, TeeKind::Tdx, TeeKind::Snp] {
+            let text = same_measurement_toml(tee, &claims).unwrap();
+            let p = Policy::from_toml(&text).unwrap();
+            assert_eq!(p.entries().len(), 1);
+            assert!(text.contains(&format!("tee = \"{tee}\"")), "{text}");
+        }
+        match &Policy::from_toml(&same_measurement_toml(TeeKind::Sgx, &claims).unwrap())
+            .unwrap()
+            .entries()[0]
+        {
+            AcceptEntry::Sgx(e) => assert_eq!(e.mrenclave, vec![[0x11; 32]]),
+            other => panic!("{other:?}"),
+        }
+        assert!(same_measurement_toml(TeeKind::Sim, &claims).is_none());
+        assert!(same_measurement_toml(TeeKind::Tdx, &serde_json::json!({"mrtd": m48})).is_none());
+    }
 
     const ROOT: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::pg::PgServer;
 use common::{Env, NodeProcess};
 use teekms_attest::Policy;
 use teekms_client::{Failover, NodeUrl, VerifiedConnection, secret_of};
 use teekms_core::OwnerKey;
+use teekms_testkit::PgServer;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

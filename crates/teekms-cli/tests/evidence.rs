@@ -320,6 +320,35 @@ fn real_tee_nodes_start_or_refuse_clearly() {
         "warn",
     );
     let url = node.url.clone();
+
+    // As the first node of a PostgreSQL cluster without --cluster-policy, it pins its own
+    // MRENCLAVE (read from the captured quote) as the cluster policy.
+    let pg = teekms_testkit::PgServer::start();
+    let cluster_dir = env.path("cluster-node");
+    let mut first = env.serve_tee(
+        "sgx",
+        &cluster_dir,
+        &[
+            "--attestation-dir",
+            gramine.to_str().unwrap(),
+            "--collateral",
+            vec_dir.to_str().unwrap(),
+            "--store",
+            &pg.url("postgres"),
+        ],
+        "info",
+    );
+    first.stop();
+    let log = first.stderr();
+    // SGX quote v3: a 48-byte header, then the report body with MRENCLAVE at 64..96.
+    let quote = std::fs::read(vec_dir.join("quote.bin")).unwrap();
+    let mrenclave = hex::encode(&quote[48 + 64..48 + 96]);
+    assert!(
+        log.contains("cluster created")
+            && log.contains(&format!("mrenclave = [\"{mrenclave}\"]")),
+        "{log}"
+    );
+
     let doc = env.path("node.json");
     env.ok(&[
         "attest",

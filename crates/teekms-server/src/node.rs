@@ -269,19 +269,42 @@ pub fn cluster_store(
 /// cluster key so that the database cannot change who may join.
 const CLUSTER_POLICY: &str = "cluster-policy";
 
-/// The default cluster policy: the same TEE and measurement as this node, and on sim the
-/// same sim root. Real TEEs need an explicit `--cluster-policy`.
+/// The default cluster policy: the same TEE and measurement as this node (read from its
+/// own evidence; see `Policy::same_measurement_toml` for which registers), and on sim
+/// the same sim root.
 pub fn default_cluster_policy(
     platform: &dyn Platform,
     keys: &NodeKeys,
 ) -> Result<String, ServerError> {
-    if platform.tee() != teekms_attest::TeeKind::Sim {
-        return Err(ServerError::Inconsistent(
-            "give --cluster-policy: on real TEEs it names the measurements of the nodes that may join".into(),
-        ));
-    }
     let statement = keys.statement(platform.tee(), None);
     let evidence = platform.evidence(&statement.hash())?;
+    if platform.tee() != teekms_attest::TeeKind::Sim {
+        let doc = teekms_attest::AttestationDocument {
+            version: teekms_attest::document::DOCUMENT_VERSION,
+            tee: platform.tee(),
+            evidence,
+            statement,
+            collateral: platform.collateral(),
+        };
+        let tee = platform.tee();
+        // Only the claims are used: this is the node's own evidence, made just now.
+        let verdict = teekms_attest::verify_document(
+            &doc,
+            &teekms_attest::Policy::default_for(tee).expect("a real TEE has defaults"),
+            teekms_attest::Freshness::Offline,
+            crate::now_unix(),
+        );
+        return verdict
+            .claims
+            .as_ref()
+            .and_then(|claims| teekms_attest::policy::same_measurement_toml(tee, claims))
+            .ok_or_else(|| {
+                ServerError::Inconsistent(format!(
+                    "cannot read this node's measurement from its own evidence ({}); give --cluster-policy",
+                    verdict.reasons.join("; ")
+                ))
+            });
+    }
     let ev = teekms_attest::sim::parse_and_verify(&evidence)
         .map_err(|e| ServerError::Inconsistent(format!("this node's own evidence: {e}")))?;
     Ok(teekms_attest::Policy::sim(ev.root_public_key, Some(ev.measurement)).to_toml())
@@ -295,7 +318,9 @@ pub fn cluster_policy(
 ) -> Result<teekms_attest::Policy, ServerError> {
     let cluster = service.cluster();
     let sealed = cluster.seal(CLUSTER_POLICY, "cluster", 1, given.as_bytes());
-    store.init_meta(&[(CLUSTER_POLICY, &sealed)])?;
+    if store.init_meta(&[(CLUSTER_POLICY, &sealed)])? {
+        tracing::info!(policy = %given, "cluster created; its policy says who may join");
+    }
     let stored = store
         .get_meta(CLUSTER_POLICY)?
         .ok_or_else(|| ServerError::Inconsistent("the cluster policy record vanished".into()))?;

@@ -1,10 +1,14 @@
-//! A private PostgreSQL server for one test (one that restarts it): Debian's binaries
-//! (`./test` installs them if absent), a temp dir, a free loopback port; run as the
-//! `postgres` user when the test runs as root (initdb refuses root). Stopped on drop.
+//! Helpers for teekms's tests and benchmarks (not part of the product).
+
+#![allow(missing_docs)]
 
 use std::path::PathBuf;
 use std::process::Command;
 
+/// A private PostgreSQL server for one test or benchmark (one that restarts it, say):
+/// Debian's binaries (`./test` installs them if absent), a temp dir, a free loopback
+/// port; run as the `postgres` user when running as root (initdb refuses root). Stopped
+/// on drop.
 pub struct PgServer {
     dir: tempfile::TempDir,
     bin: PathBuf,
