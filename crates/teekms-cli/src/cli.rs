@@ -53,6 +53,9 @@ pub enum Command {
     /// For programs inside a TEE: obtain keys by attestation.
     #[command(subcommand)]
     Workload(WorkloadCmd),
+    /// The cluster: who may join it (its admin changes that, e.g. for an upgrade).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Restore a cluster from its officers' shares when every node is gone.
     #[command(subcommand)]
     Recovery(RecoveryCmd),
@@ -133,6 +136,11 @@ pub struct ServeArgs {
     /// node it joins must be [default: the same TEE and measurement, and sim root].
     #[arg(long, value_name = "FILE")]
     pub cluster_policy: Option<PathBuf>,
+    /// The owner (fingerprint, from `teekms owner init`) who may later change the cluster
+    /// policy (`teekms cluster policy set`), e.g. to admit a new teekms version; taken
+    /// only when the cluster is made.
+    #[arg(long, value_name = "FINGERPRINT", requires = "store")]
+    pub cluster_admin: Option<String>,
     #[command(flatten)]
     pub platform: PlatformArgs,
 }
@@ -804,6 +812,31 @@ pub enum WorkloadCmd {
         gramine_keys_dir: PathBuf,
         #[command(flatten)]
         platform: PlatformArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// The cluster policy, read or replaced by the cluster admin (`serve --cluster-admin`).
+    #[command(subcommand)]
+    Policy(ClusterPolicyCmd),
+}
+
+#[derive(Subcommand)]
+pub enum ClusterPolicyCmd {
+    /// Print the cluster policy (TOML).
+    Get {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Replace the cluster policy with the TOML in FILE (checked here and by the node);
+    /// nodes joining afterwards must satisfy it.
+    Set {
+        /// The policy file (TOML, as owners' policies).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
     },
 }
 

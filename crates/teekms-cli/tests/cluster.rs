@@ -3,7 +3,9 @@
 //! used through nodes 2 and 3, node 2 killed (SIGKILL) mid-traffic with no request lost
 //! after client failover, PostgreSQL restarted under traffic with the nodes recovering
 //! by themselves, a joiner of another measurement refused, and the cluster restored from
-//! 2 of 3 officers' shares after every node and its data dir is gone.
+//! 2 of 3 officers' shares after every node and its data dir is gone. And an upgrade: a
+//! new build (new measurement) admitted by the cluster admin joins, takes over, and the
+//! old build leaves.
 
 mod common;
 
@@ -196,15 +198,7 @@ fn three_nodes_on_postgres_survive_a_killed_node_a_database_restart_and_total_lo
     // A joiner whose measurement differs (the same program with one byte appended, as a
     // new build would be) is refused by the cluster even though it would accept the
     // cluster, and it is left with nothing.
-    let other_bin = env.path("teekms-other");
-    let mut bytes = std::fs::read(common::bin()).unwrap();
-    bytes.push(0);
-    std::fs::write(&other_bin, bytes).unwrap();
-    std::fs::set_permissions(
-        &other_bin,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let (other_bin, _) = env.other_build("other");
     let outsider_dir = env.path("outsider");
     let out = std::process::Command::new(&other_bin)
         .env("HOME", env.dir.path())
@@ -422,4 +416,196 @@ fn three_nodes_on_postgres_survive_a_killed_node_a_database_restart_and_total_lo
     );
     let audit = env.ok(&["audit", "verify", "--node", &restored.url, "--policy", p]);
     assert!(audit.contains("audit log verified"), "{audit}");
+}
+
+/// Refuses the join of `program` to the node at `url`; returns its stderr.
+fn join_refused(env: &Env, program: &Path, url: &str, store: &str, expects: &Path) -> String {
+    let dir = env.path(&format!("refused-{}", rand_suffix()));
+    let out = std::process::Command::new(program)
+        .env("HOME", env.dir.path())
+        .args(["serve", "--tee", "sim", "--listen", "127.0.0.1:0"])
+        .args(["--data-dir", s(&dir), "--store", store])
+        .args(["--join", url, "--cluster-policy", s(expects)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("does not admit this node"), "{err}");
+    err
+}
+
+fn rand_suffix() -> String {
+    let mut b = [0u8; 4];
+    teekms_core::random_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn sim_entries(root: &str, measurements: &[&str]) -> String {
+    measurements
+        .iter()
+        .map(|m| {
+            format!("[[accept]]\ntee = \"sim\"\nsim_root = \"{root}\"\nmeasurement = \"{m}\"\n")
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_build_admitted_by_the_cluster_admin_joins_takes_over_and_the_old_one_leaves() {
+    let env = Env::new();
+    let pg = PgServer::start();
+    let store = pg.url("postgres");
+    let policy = env.sim_policy();
+    let p = s(&policy);
+    let fingerprint = env
+        .ok(&["owner", "init"])
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let root = env.ok(&["sim", "root"]).trim().to_owned();
+    let v1 = common::bin();
+    let m1 = env.ok(&["sim", "measure", s(&v1)]).trim().to_owned();
+    let (v2, m2) = env.other_build("v2");
+    assert_ne!(m1, m2);
+
+    // The cluster of build 1, made with an admin; its default policy admits build 1 only.
+    let old = env.serve_tee(
+        "sim",
+        &env.path("old"),
+        &["--store", &store, "--cluster-admin", &fingerprint],
+        "warn",
+    );
+    let dek = env.path("k.key");
+    env.ok(&["key", "generate", "-o", s(&dek)]);
+    env.ok(&[
+        "key",
+        "deploy",
+        "--node",
+        &old.url,
+        "--policy",
+        p,
+        "--key-id",
+        "k",
+        "--dek",
+        s(&dek),
+    ]);
+    let (plain, ct, back) = (env.path("plain"), env.path("ct"), env.path("back"));
+    std::fs::write(&plain, b"sealed by build 1").unwrap();
+    env.ok(&[
+        "envelope",
+        "encrypt",
+        "--node",
+        &old.url,
+        "--policy",
+        p,
+        "--key-id",
+        "k",
+        "-i",
+        s(&plain),
+        "-o",
+        s(&ct),
+    ]);
+    let current = env.ok(&[
+        "cluster", "policy", "get", "--node", &old.url, "--policy", p,
+    ]);
+    assert!(current.contains(&m1) && !current.contains(&m2), "{current}");
+
+    // Build 2 expects a cluster of build 1 or 2, but the cluster does not admit it yet.
+    let v2_expects = env.path("v2-expects.toml");
+    std::fs::write(&v2_expects, sim_entries(&root, &[&m1, &m2])).unwrap();
+    join_refused(&env, &v2, &old.url, &store, &v2_expects);
+
+    // Only the admin may change the cluster policy.
+    let both = env.path("both.toml");
+    std::fs::write(&both, sim_entries(&root, &[&m1, &m2])).unwrap();
+    let stranger = env.path("stranger.key");
+    env.ok(&["owner", "init", "--owner", s(&stranger)]);
+    let (code, _, err) = env.run(&[
+        "cluster",
+        "policy",
+        "set",
+        "--file",
+        s(&both),
+        "--node",
+        &old.url,
+        "--policy",
+        p,
+        "--owner",
+        s(&stranger),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("only the cluster admin"), "{err}");
+    env.ok(&[
+        "cluster",
+        "policy",
+        "set",
+        "--file",
+        s(&both),
+        "--node",
+        &old.url,
+        "--policy",
+        p,
+    ]);
+
+    // Build 2 joins, serves the cluster's keys, and stays alone when build 1 leaves.
+    let new = env.serve_program(
+        &v2,
+        "sim",
+        &env.path("new"),
+        &[
+            "--store",
+            &store,
+            "--join",
+            &old.url,
+            "--cluster-policy",
+            s(&v2_expects),
+        ],
+        "warn",
+    );
+    env.ok(&[
+        "envelope",
+        "decrypt",
+        "--node",
+        &new.url,
+        "--policy",
+        p,
+        "-i",
+        s(&ct),
+        "-o",
+        s(&back),
+    ]);
+    assert_eq!(std::fs::read(&back).unwrap(), b"sealed by build 1");
+    drop(old);
+    let only_v2 = env.path("v2-only.toml");
+    std::fs::write(&only_v2, sim_entries(&root, &[&m2])).unwrap();
+    env.ok(&[
+        "cluster",
+        "policy",
+        "set",
+        "--file",
+        s(&only_v2),
+        "--node",
+        &new.url,
+        "--policy",
+        p,
+    ]);
+    env.ok(&[
+        "envelope",
+        "decrypt",
+        "--node",
+        &new.url,
+        "--policy",
+        p,
+        "-i",
+        s(&ct),
+        "-o",
+        s(&back),
+    ]);
+    let audit = env.ok(&["audit", "verify", "--node", &new.url, "--policy", p]);
+    assert!(audit.contains("audit log verified"), "{audit}");
+    // Build 1 can no longer join the cluster it came from.
+    let v1_expects = env.path("v1-expects.toml");
+    std::fs::write(&v1_expects, sim_entries(&root, &[&m1, &m2])).unwrap();
+    join_refused(&env, &v1, &new.url, &store, &v1_expects);
 }

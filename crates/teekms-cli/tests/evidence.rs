@@ -344,8 +344,7 @@ fn real_tee_nodes_start_or_refuse_clearly() {
     let quote = std::fs::read(vec_dir.join("quote.bin")).unwrap();
     let mrenclave = hex::encode(&quote[48 + 64..48 + 96]);
     assert!(
-        log.contains("cluster created")
-            && log.contains(&format!("mrenclave = [\"{mrenclave}\"]")),
+        log.contains("cluster created") && log.contains(&format!("mrenclave = [\"{mrenclave}\"]")),
         "{log}"
     );
 

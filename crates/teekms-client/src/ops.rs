@@ -9,10 +9,10 @@ use teekms_attest::AttestationDocument;
 use teekms_core::access::Operation;
 use teekms_core::api::{
     AccessKeyCreateRequest, AccessKeyCreated, AccessKeyInfo, AccessKeyList, AuditTail,
-    AuditVerification, B64, CiphertextResponse, DecryptRequest, EXPORT_INFO, EncryptRequest,
-    ExportRequest, ExportResponse, FetchRequest, FetchResponse, GenerateDataKeyRequest,
-    KeyDescription, MinDecryptionVersionRequest, ReEncryptRequest, SEALED_RESPONSE_INFO,
-    ScheduleDeletionRequest, SealedSecret, SecretB64, SecretResponse,
+    AuditVerification, B64, CiphertextResponse, ClusterPolicy, DecryptRequest, EXPORT_INFO,
+    EncryptRequest, ExportRequest, ExportResponse, FetchRequest, FetchResponse,
+    GenerateDataKeyRequest, KeyDescription, MinDecryptionVersionRequest, ReEncryptRequest,
+    SEALED_RESPONSE_INFO, ScheduleDeletionRequest, SealedSecret, SecretB64, SecretResponse,
 };
 use teekms_core::hpke::HpkePrivateKey;
 use teekms_core::{DataKey, NodeKeys};
@@ -197,6 +197,22 @@ impl VerifiedConnection {
     ) -> Result<KeyDescription, ClientError> {
         let path = format!("/v1/keys/{}/policy", path_segment(key_id));
         self.call(Method::PUT, &path, Some(policy)).await
+    }
+
+    /// The cluster policy (TOML) that joining nodes must satisfy (the cluster admin only).
+    pub async fn cluster_policy(&mut self) -> Result<ClusterPolicy, ClientError> {
+        self.call(Method::GET, "/v1/cluster/policy", None::<&()>)
+            .await
+    }
+
+    /// Replaces the cluster policy (the cluster admin only; checked by the node).
+    pub async fn set_cluster_policy(&mut self, toml: &str) -> Result<ClusterPolicy, ClientError> {
+        let req = ClusterPolicy {
+            policy: toml.to_owned(),
+            admin: None,
+        };
+        self.call(Method::PUT, "/v1/cluster/policy", Some(&req))
+            .await
     }
 
     /// Exports one version's material, HPKE-wrapped to a fresh key made here, unwraps it

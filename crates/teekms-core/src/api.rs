@@ -377,6 +377,18 @@ pub struct FetchResponse {
 /// HPKE `info` of the cluster key handed to a joining node.
 pub const CLUSTER_JOIN_INFO: &[u8] = b"teekms/v1/cluster-join";
 
+/// `GET` / `PUT /v1/cluster/policy` (the cluster admin only): the cluster policy (TOML,
+/// as owners' policies) that joining nodes must satisfy. `PUT` takes `{"policy": ...}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterPolicy {
+    /// The policy, TOML.
+    pub policy: String,
+    /// The admin's owner fingerprint (in responses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+}
+
 /// `POST /v1/cluster/join`: the cluster key, sealed to the joiner's attested key
 /// (associated data: the cluster check value).
 #[derive(Debug, Serialize, Deserialize)]

@@ -36,8 +36,9 @@ pub struct AppState {
     pub min_deletion_wait: u64,
     /// Opened keys.
     pub cache: crate::ops::KeyCache,
-    /// Who may join this node's cluster (nodes with a shared store only).
-    pub cluster_policy: Option<teekms_attest::Policy>,
+    /// Whether this node shares its store with a cluster (whose policy, in the store,
+    /// says who may join).
+    pub cluster: bool,
 }
 
 /// An authenticated owner (route guard).
@@ -193,6 +194,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/access-keys/{id}", delete(revoke_access_key))
         .route("/v1/workload/attest", post(attest_workload))
         .route("/v1/cluster/join", post(cluster_join))
+        .route(
+            "/v1/cluster/policy",
+            get(cluster_policy_get).put(cluster_policy_set),
+        )
         .route("/v1/audit", get(audit_tail))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/ping", get(ping))
@@ -616,6 +621,30 @@ async fn cluster_join(
     headers: Headers,
 ) -> Result<Json<teekms_core::api::JoinResponse>, ApiError> {
     op(app, conn, &headers, move |a, c, now| a.cluster_join(c, now)).await
+}
+
+async fn cluster_policy_get(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+) -> Result<Json<teekms_core::api::ClusterPolicy>, ApiError> {
+    op(app, conn, &headers, move |a, c, now| {
+        a.cluster_policy_get(c, now)
+    })
+    .await
+}
+
+async fn cluster_policy_set(
+    State(app): State<Arc<AppState>>,
+    axum::Extension(conn): Conn,
+    headers: Headers,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<teekms_core::api::ClusterPolicy>, ApiError> {
+    let req: teekms_core::api::ClusterPolicy = parse(body)?;
+    op(app, conn, &headers, move |a, c, now| {
+        a.cluster_policy_set(c, req.policy, now)
+    })
+    .await
 }
 
 #[derive(Deserialize)]

@@ -310,25 +310,78 @@ pub fn default_cluster_policy(
     Ok(teekms_attest::Policy::sim(ev.root_public_key, Some(ev.measurement)).to_toml())
 }
 
-/// The cluster policy of a shared store: the stored one, or (first node) `given` stored.
-pub fn cluster_policy(
+/// Meta record of a cluster's shared store: the fingerprint of the owner who may change
+/// the cluster policy, sealed under the cluster key. Set only when the cluster is made.
+const CLUSTER_ADMIN: &str = "cluster-admin";
+
+/// Seals a cluster policy (TOML) for the store: only a cluster member can make or read it.
+pub fn seal_cluster_policy(service: &KeyService, text: &str) -> teekms_store::Write {
+    teekms_store::Write::PutMeta {
+        name: CLUSTER_POLICY.into(),
+        record: service
+            .cluster()
+            .seal(CLUSTER_POLICY, "cluster", 1, text.as_bytes()),
+    }
+}
+
+/// Makes the cluster's records on first start: the cluster policy (`given`) and, if
+/// named, the cluster admin. A store that has them keeps them: they change only through
+/// the admin (`PUT /v1/cluster/policy`), never by a node's command line.
+pub fn init_cluster(
     service: &KeyService,
     store: &mut dyn teekms_store::Store,
     given: &str,
-) -> Result<teekms_attest::Policy, ServerError> {
+    admin: Option<&str>,
+) -> Result<(), ServerError> {
     let cluster = service.cluster();
-    let sealed = cluster.seal(CLUSTER_POLICY, "cluster", 1, given.as_bytes());
-    if store.init_meta(&[(CLUSTER_POLICY, &sealed)])? {
-        tracing::info!(policy = %given, "cluster created; its policy says who may join");
+    let policy = cluster.seal(CLUSTER_POLICY, "cluster", 1, given.as_bytes());
+    let admin_record = admin.map(|fp| cluster.seal(CLUSTER_ADMIN, "cluster", 1, fp.as_bytes()));
+    let mut records: Vec<(&str, &[u8])> = vec![(CLUSTER_POLICY, &policy)];
+    if let Some(a) = &admin_record {
+        records.push((CLUSTER_ADMIN, a));
     }
+    if store.init_meta(&records)? {
+        tracing::info!(policy = %given, admin = ?admin, "cluster created; its policy says who may join");
+    } else if admin.is_some() && read_cluster_admin(service, store)?.as_deref() != admin {
+        tracing::warn!(
+            "--cluster-admin is only taken when the cluster is made; the stored admin stays"
+        );
+    }
+    Ok(())
+}
+
+/// The cluster policy in a shared store: its TOML text and the parsed policy.
+pub fn read_cluster_policy(
+    service: &KeyService,
+    store: &mut dyn teekms_store::Store,
+) -> Result<(String, teekms_attest::Policy), ServerError> {
     let stored = store
         .get_meta(CLUSTER_POLICY)?
-        .ok_or_else(|| ServerError::Inconsistent("the cluster policy record vanished".into()))?;
-    let text = cluster
+        .ok_or_else(|| ServerError::Inconsistent("the store holds no cluster policy".into()))?;
+    let text = service
+        .cluster()
         .open(CLUSTER_POLICY, "cluster", 1, &stored)
         .map_err(ServerError::Damaged)?;
     let text = String::from_utf8(text.to_vec())
         .map_err(|_| ServerError::Inconsistent("the cluster policy is not UTF-8".into()))?;
-    teekms_attest::Policy::from_toml(&text)
-        .map_err(|e| ServerError::Inconsistent(format!("the stored cluster policy: {e}")))
+    let policy = teekms_attest::Policy::from_toml(&text)
+        .map_err(|e| ServerError::Inconsistent(format!("the stored cluster policy: {e}")))?;
+    Ok((text, policy))
+}
+
+/// The cluster admin's owner fingerprint, if the cluster was made with one.
+pub fn read_cluster_admin(
+    service: &KeyService,
+    store: &mut dyn teekms_store::Store,
+) -> Result<Option<String>, ServerError> {
+    let Some(stored) = store.get_meta(CLUSTER_ADMIN)? else {
+        return Ok(None);
+    };
+    let fp = service
+        .cluster()
+        .open(CLUSTER_ADMIN, "cluster", 1, &stored)
+        .map_err(ServerError::Damaged)?;
+    String::from_utf8(fp.to_vec())
+        .map(Some)
+        .map_err(|_| ServerError::Inconsistent("the cluster admin record is not UTF-8".into()))
 }

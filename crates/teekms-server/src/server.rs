@@ -46,6 +46,9 @@ pub struct ServeConfig {
     /// The cluster policy (TOML): who may join; for a joiner, what the node it joins
     /// must be. Default: the same TEE and measurement as this node (and sim root).
     pub cluster_policy: Option<String>,
+    /// The owner (fingerprint) who may change the cluster policy; taken only when the
+    /// cluster is made (first node on a new shared store).
+    pub cluster_admin: Option<String>,
 }
 
 /// A node that is serving.
@@ -99,7 +102,8 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         _ => None,
     };
     let given_policy = config.cluster_policy.clone();
-    let (node, reader, writer, cluster_policy) = tokio::task::spawn_blocking(move || {
+    let cluster_admin = config.cluster_admin.clone();
+    let (node, reader, writer) = tokio::task::spawn_blocking(move || {
         let node = crate::node::open_node_with(platform, &data_dir, joined)?;
         let audit_key = node
             .service
@@ -125,25 +129,25 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
                 "recovery shares written to DATA_DIR/recovery/"
             );
         }
-        let cluster_policy = match &store_url {
-            None => None,
-            Some(_) => {
-                let given = match given_policy {
-                    Some(text) => text,
-                    None => crate::node::default_cluster_policy(
-                        node.platform.as_ref(),
-                        node.service.keys(),
-                    )?,
-                };
-                Some(crate::node::cluster_policy(
-                    &node.service,
-                    reader.as_mut(),
-                    &given,
-                )?)
-            }
-        };
+        if store_url.is_some() {
+            let given = match given_policy {
+                Some(text) => text,
+                None => crate::node::default_cluster_policy(
+                    node.platform.as_ref(),
+                    node.service.keys(),
+                )?,
+            };
+            crate::node::init_cluster(
+                &node.service,
+                reader.as_mut(),
+                &given,
+                cluster_admin.as_deref(),
+            )?;
+            // Refuse to start on a cluster policy that does not open or parse.
+            crate::node::read_cluster_policy(&node.service, reader.as_mut())?;
+        }
         let node = (node.service, node.platform);
-        Ok::<_, ServerError>((node, reader, writer, cluster_policy))
+        Ok::<_, ServerError>((node, reader, writer))
     })
     .await
     .expect("node start task")?;
@@ -163,7 +167,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         min_deletion_wait: config.min_deletion_wait,
         // Other nodes of the cluster may change keys in a shared store: no cache then.
         cache: crate::ops::KeyCache::new(!shared),
-        cluster_policy,
+        cluster: shared,
     });
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
     let listener = TcpListener::bind(config.listen)

@@ -122,6 +122,7 @@ async fn nodes_share_a_postgres_store() {
         store: Some(url.clone()),
         join: None,
         cluster_policy: None,
+        cluster_admin: None,
     })
     .await;
     let err = r

@@ -286,6 +286,13 @@ pub enum Write {
         /// Key id.
         key_id: String,
     },
+    /// Put a meta record (a cluster record such as the cluster policy), replacing it.
+    PutMeta {
+        /// Record name.
+        name: String,
+        /// The record (sealed by the caller).
+        record: Vec<u8>,
+    },
 }
 
 /// A stored key state: `(owner, key_id, revision, sealed record)`.
@@ -380,6 +387,14 @@ impl Batch<'_> {
                     sp.execute(
                         "DELETE FROM key_state WHERE owner = ?1 AND key_id = ?2",
                         params![owner, key_id],
+                    )?;
+                    1
+                }
+                Write::PutMeta { name, record } => {
+                    sp.execute(
+                        "INSERT INTO meta (name, record) VALUES (?1, ?2)
+                         ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+                        params![name, record],
                     )?;
                     1
                 }

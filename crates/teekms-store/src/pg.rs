@@ -430,6 +430,14 @@ impl PgBatch<'_> {
                     )?;
                     1
                 }
+                Write::PutMeta { name, record } => {
+                    sp.execute(
+                        "INSERT INTO meta (name, record) VALUES ($1, $2)
+                         ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+                        &[name, record],
+                    )?;
+                    1
+                }
             };
             if changed != 1 {
                 // Dropping the savepoint rolls the job back.

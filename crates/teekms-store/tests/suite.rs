@@ -144,6 +144,18 @@ fn suite(s: &mut dyn Store) {
     assert!(s.get_key("o", "a").unwrap().is_none());
     assert!(s.get_state("o", "a").unwrap().is_none());
     assert_eq!(s.list_keys("o").unwrap().len(), 1);
+
+    // A meta record written in a batch (the cluster policy): new, then replaced.
+    for value in [b"p1", b"p2"] {
+        let mut b = s.write_batch().unwrap();
+        b.apply(&[Write::PutMeta {
+            name: "cluster-policy".into(),
+            record: value.to_vec(),
+        }])
+        .unwrap();
+        b.commit().unwrap();
+        assert_eq!(s.get_meta("cluster-policy").unwrap().unwrap(), value);
+    }
 }
 
 fn row_write(owner: &str, id: &str, version: u64) -> Write {

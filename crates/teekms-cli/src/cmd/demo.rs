@@ -34,6 +34,7 @@ async fn start(root: &Path, data_dir: &Path) -> Result<RunningServer, Failure> {
         store: None,
         join: None,
         cluster_policy: None,
+        cluster_admin: None,
     })
     .await
     .map_err(fail)

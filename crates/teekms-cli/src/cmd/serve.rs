@@ -116,6 +116,7 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         recovery,
         store: args.store.clone(),
         join: args.join.clone(),
+        cluster_admin: args.cluster_admin.clone(),
         cluster_policy: match &args.cluster_policy {
             Some(p) => {
                 let text = String::from_utf8(paths::read(p, "cluster policy", 64 * 1024)?)

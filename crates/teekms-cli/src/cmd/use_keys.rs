@@ -9,7 +9,8 @@ use teekms_core::access::Operation;
 use teekms_core::api::{B64, KeyDescription, ReEncryptRequest};
 
 use crate::cli::{
-    AccessCmd, AuditCmd, AuditSource, EnvelopeCmd, InOut, KeyAdmin, KeyPolicyCmd, NodeArgs,
+    AccessCmd, AuditCmd, AuditSource, ClusterCmd, ClusterPolicyCmd, EnvelopeCmd, InOut, KeyAdmin,
+    KeyPolicyCmd, NodeArgs,
 };
 use crate::failure::{CmdResult, EXIT_REJECTED, Failure};
 use crate::paths;
@@ -356,6 +357,26 @@ pub async fn access(cmd: AccessCmd) -> CmdResult {
         AccessCmd::Revoke { id, node } => {
             let info = connect(&node).await?.revoke_access_key(&id).await?;
             eprintln!("access key {} revoked", info.id);
+        }
+    }
+    Ok(())
+}
+
+/// `teekms cluster ...`.
+pub async fn cluster(cmd: ClusterCmd) -> CmdResult {
+    let ClusterCmd::Policy(cmd) = cmd;
+    match cmd {
+        ClusterPolicyCmd::Get { node } => {
+            let p = connect(&node).await?.cluster_policy().await?;
+            print!("{}", p.policy);
+        }
+        ClusterPolicyCmd::Set { file, node } => {
+            let text = String::from_utf8(paths::read(&file, "cluster policy", 64 * 1024)?)
+                .map_err(|_| Failure::usage(format!("{} is not UTF-8", file.display())))?;
+            teekms_attest::Policy::from_toml(&text)
+                .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+            connect(&node).await?.set_cluster_policy(&text).await?;
+            eprintln!("cluster policy replaced; nodes that join from now on must satisfy it");
         }
     }
     Ok(())

@@ -81,7 +81,19 @@ impl Env {
 
     /// Starts `teekms serve --tee TEE` on port 0 with `extra` arguments.
     pub fn serve_tee(&self, tee: &str, data_dir: &Path, extra: &[&str], log: &str) -> NodeProcess {
-        let mut c = Command::new(bin());
+        self.serve_program(&bin(), tee, data_dir, extra, log)
+    }
+
+    /// [`Env::serve_tee`] with another build of teekms (`program`).
+    pub fn serve_program(
+        &self,
+        program: &Path,
+        tee: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        log: &str,
+    ) -> NodeProcess {
+        let mut c = Command::new(program);
         self.isolate(&mut c);
         c.env("TEEKMS_LOG", log);
         c.args([
@@ -124,6 +136,23 @@ impl Env {
 }
 
 impl Env {
+    /// Another "build" of teekms: the binary with `tag` appended, so that it behaves the
+    /// same but has another sim measurement (SHA-384 of the executable), as a new version
+    /// would. Returns its path and its measurement (hex).
+    pub fn other_build(&self, tag: &str) -> (PathBuf, String) {
+        let path = self.path(&format!("teekms-{tag}"));
+        let mut bytes = std::fs::read(bin()).unwrap();
+        bytes.extend_from_slice(tag.as_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let measurement = self
+            .ok(&["sim", "measure", path.to_str().unwrap()])
+            .trim()
+            .to_owned();
+        (path, measurement)
+    }
+
     /// An imitation of Gramine's `/dev/attestation` serving a captured `quote`.
     pub fn fake_gramine(&self, quote: &Path) -> PathBuf {
         let dir = self.path("attestation");

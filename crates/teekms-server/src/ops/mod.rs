@@ -539,6 +539,7 @@ pub fn register_owner(owner: &OwnerPublicKey) -> Write {
 
 mod access_keys;
 mod audit;
+mod cluster;
 mod envelopes;
 mod lifecycle;
 mod workload;

@@ -84,11 +84,15 @@ impl AppState {
         caller: &Caller,
         now: u64,
     ) -> Result<teekms_core::api::JoinResponse, OpError> {
-        let Some(policy) = &self.cluster_policy else {
+        if !self.cluster {
             return Err(OpError::Forbidden(
                 "this node keeps no shared store: there is no cluster to join".into(),
             ));
-        };
+        }
+        // Read at each join: the cluster admin may have changed it through any node.
+        let (_, policy) = crate::node::read_cluster_policy(&self.service, self.reader().as_mut())
+            .map_err(|e| OpError::Internal(format!("the cluster policy: {e}")))?;
+        let policy = &policy;
         let Some(w) = &caller.workload else {
             return Err(OpError::Unauthenticated(
                 "a joining node attests on its connection (an RA-TLS client certificate)".into(),

@@ -86,6 +86,7 @@ impl Node {
             store: node.store.clone(),
             join: node.join.clone(),
             cluster_policy,
+            cluster_admin: None,
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -129,6 +130,7 @@ impl Node {
                 store: self.store.clone(),
                 join: self.join.clone(),
                 cluster_policy: None,
+                cluster_admin: None,
             })
             .await
             .unwrap(),

@@ -1,0 +1,76 @@
+//! The cluster policy (who may join) and its one administrator: read and replaced only
+//! by the owner named when the cluster was made. Changing it is how a new teekms version
+//! (a new measurement) is admitted to join and take over (spec/api-v1.md, "Upgrades").
+
+use teekms_core::access::Caller;
+use teekms_core::api::ClusterPolicy;
+
+use super::{OpError, draft};
+use crate::api::AppState;
+use crate::writer::Job;
+
+impl AppState {
+    /// The cluster admin's check: the caller must be the owner named at creation.
+    fn gate_cluster_admin(&self, caller: &Caller, op: &str, now: u64) -> Result<String, OpError> {
+        if !self.cluster {
+            return Err(OpError::NotFound(
+                "this node keeps no shared store: it has no cluster policy".into(),
+            ));
+        }
+        let admin = crate::node::read_cluster_admin(&self.service, self.reader().as_mut())
+            .map_err(|e| OpError::Internal(format!("the cluster admin record: {e}")))?;
+        let Some(admin) = admin else {
+            return Err(self.refuse(
+                draft(op, caller, None, None, "denied: no cluster admin", now),
+                OpError::Forbidden(
+                    "this cluster was made without --cluster-admin: its policy cannot be changed"
+                        .into(),
+                ),
+            ));
+        };
+        match &caller.owner {
+            Some(o) if o.fingerprint() == admin => Ok(admin),
+            _ => Err(self.refuse(
+                draft(op, caller, None, None, "denied: not the cluster admin", now),
+                OpError::Forbidden("only the cluster admin may do this".into()),
+            )),
+        }
+    }
+
+    /// The cluster policy, for its admin.
+    pub fn cluster_policy_get(&self, caller: &Caller, now: u64) -> Result<ClusterPolicy, OpError> {
+        let admin = self.gate_cluster_admin(caller, "cluster-policy-get", now)?;
+        let (policy, _) = crate::node::read_cluster_policy(&self.service, self.reader().as_mut())
+            .map_err(|e| OpError::Internal(format!("the cluster policy: {e}")))?;
+        self.audit(draft("cluster-policy-get", caller, None, None, "ok", now))?;
+        Ok(ClusterPolicy {
+            policy,
+            admin: Some(admin),
+        })
+    }
+
+    /// Replaces the cluster policy (checked to parse), sealed, with its audit entry in
+    /// the same transaction. Joins on every node use it from then on.
+    pub fn cluster_policy_set(
+        &self,
+        caller: &Caller,
+        policy: String,
+        now: u64,
+    ) -> Result<ClusterPolicy, OpError> {
+        let admin = self.gate_cluster_admin(caller, "cluster-policy-set", now)?;
+        if let Err(e) = teekms_attest::Policy::from_toml(&policy) {
+            return Err(OpError::BadRequest(format!(
+                "the cluster policy does not parse: {e}"
+            )));
+        }
+        self.writer.submit(Job {
+            writes: vec![crate::node::seal_cluster_policy(&self.service, &policy)],
+            audit: draft("cluster-policy-set", caller, None, None, "ok", now),
+            on_conflict: "error",
+        })?;
+        Ok(ClusterPolicy {
+            policy,
+            admin: Some(admin),
+        })
+    }
+}
