@@ -1,6 +1,6 @@
 //! HTTP API v1 (spec/api-v1.md): routes, auth extractors, error mapping.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
@@ -30,7 +30,7 @@ pub struct AppState {
     pub service: Arc<KeyService>,
     pub platform: Arc<dyn Platform>,
     pub cached_attestation: AttestationDocument,
-    pub reader: Mutex<Box<dyn teekms_store::Store>>,
+    pub readers: crate::readers::Readers,
     pub writer: Writer,
     /// Shortest waiting period of a scheduled deletion (seconds).
     pub min_deletion_wait: u64,
@@ -262,7 +262,7 @@ async fn deploy(
     let deployed = tokio::task::spawn_blocking(move || {
         crate::ops::deploy(
             &app.service,
-            &app.reader,
+            &app.readers,
             &app.writer,
             &bundle,
             caller.as_ref(),
@@ -284,11 +284,7 @@ async fn list_keys(
     Owner(owner): Owner,
 ) -> Result<Json<KeyList>, ApiError> {
     tokio::task::spawn_blocking(move || {
-        let rows = app
-            .reader
-            .lock()
-            .expect("reader lock")
-            .list_keys(&owner.fingerprint());
+        let rows = app.readers.get().list_keys(&owner.fingerprint());
         rows.map(|rows| Json(app.service.list(&owner, rows)))
     })
     .await

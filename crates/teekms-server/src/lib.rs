@@ -12,6 +12,7 @@ mod error;
 mod keyservice;
 mod node;
 mod ops;
+mod readers;
 mod server;
 mod stream;
 mod tls;

@@ -101,14 +101,13 @@ pub fn import_offline(
     bundle: &teekms_core::Bundle,
     now: u64,
 ) -> Result<crate::Deployed, crate::DeployError> {
-    let reader: std::sync::Mutex<Box<dyn teekms_store::Store>> =
-        std::sync::Mutex::new(Box::new(SqliteStore::open(data_dir)?));
+    let readers = crate::readers::Readers::new(vec![Box::new(SqliteStore::open(data_dir)?)]);
     let audit_key = node
         .service
         .cluster()
         .derive(teekms_core::audit::AUDIT_KEY_LABEL);
     let writer = crate::writer::Writer::start(Box::new(node.store), audit_key)?;
-    let result = crate::ops::deploy(&node.service, &reader, &writer, bundle, None, now);
+    let result = crate::ops::deploy(&node.service, &readers, &writer, bundle, None, now);
     writer.close();
     result
 }

@@ -80,6 +80,9 @@ impl RunningServer {
     }
 }
 
+/// Reader connections of a node on PostgreSQL (its writer has one more).
+const PG_READERS: usize = 4;
+
 /// Opens the node and starts serving. Returns once the listener is bound.
 pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     let started = std::time::Instant::now();
@@ -103,7 +106,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     };
     let given_policy = config.cluster_policy.clone();
     let cluster_admin = config.cluster_admin.clone();
-    let (node, reader, writer) = tokio::task::spawn_blocking(move || {
+    let (node, readers, writer) = tokio::task::spawn_blocking(move || {
         let node = crate::node::open_node_with(platform, &data_dir, joined)?;
         let audit_key = node
             .service
@@ -120,6 +123,13 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
                 Writer::start(crate::node::cluster_store(&node.service, url)?, audit_key)?,
             ),
         };
+        // More reader connections where each read is a network round trip.
+        let mut more_readers: Vec<Box<dyn teekms_store::Store>> = Vec::new();
+        if let Some(url) = &store_url {
+            for _ in 1..PG_READERS {
+                more_readers.push(Box::new(teekms_store::pg::PgStore::connect(url)?));
+            }
+        }
         if let Some(setup) = &recovery
             && crate::ensure_recovery(&node.service, reader.as_mut(), &data_dir, setup)?
         {
@@ -147,7 +157,9 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
             crate::node::read_cluster_policy(&node.service, reader.as_mut())?;
         }
         let node = (node.service, node.platform);
-        Ok::<_, ServerError>((node, reader, writer))
+        let readers =
+            crate::readers::Readers::new(std::iter::once(reader).chain(more_readers).collect());
+        Ok::<_, ServerError>((node, readers, writer))
     })
     .await
     .expect("node start task")?;
@@ -162,7 +174,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         service,
         platform,
         cached_attestation,
-        reader: Mutex::new(reader),
+        readers,
         writer,
         min_deletion_wait: config.min_deletion_wait,
         // Other nodes of the cluster may change keys in a shared store: no cache then.

@@ -3,9 +3,11 @@
 //! starting together migrate once; audit appends take a transaction-scoped advisory lock,
 //! so one chain grows however many nodes write.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls, Transaction};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use crate::{Applied, Inserted, KeyRow, StateRow, StoreError, Write};
 
@@ -53,6 +55,21 @@ pub struct PgStore {
     client: Client,
     url: String,
     last_used: Instant,
+    /// Statements prepared on this connection (a statement sent as text is prepared
+    /// anew on every use: one more round trip).
+    statements: HashMap<&'static str, Statement>,
+    /// An operation found the connection lost (the client may not know yet).
+    lost: bool,
+}
+
+/// Whether `e` means the connection is gone: closed, an I/O error, or the server ending
+/// the session (SQLSTATE class 57P: shutdown, restart, terminated backend; 08: connection).
+fn connection_lost(e: &postgres::Error) -> bool {
+    use std::error::Error as _;
+    e.is_closed()
+        || e.source().is_some_and(|s| s.is::<std::io::Error>())
+        || e.code()
+            .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
 }
 
 /// A connection idle this long is checked (one round trip) before its next use: a
@@ -78,6 +95,8 @@ impl PgStore {
             client,
             url: url.to_owned(),
             last_used: Instant::now(),
+            statements: HashMap::new(),
+            lost: false,
         };
         store.migrate()?;
         Ok(store)
@@ -88,10 +107,74 @@ impl PgStore {
     fn live(&mut self) -> Result<&mut Client, StoreError> {
         let idle = self.last_used.elapsed() >= IDLE_CHECK;
         self.last_used = Instant::now();
-        if self.client.is_closed() || (idle && self.client.is_valid(IDLE_CHECK).is_err()) {
+        if self.lost
+            || self.client.is_closed()
+            || (idle && self.client.is_valid(IDLE_CHECK).is_err())
+        {
+            self.statements.clear();
             self.client = Client::connect(&self.url, NoTls)?;
+            self.lost = false;
         }
         Ok(&mut self.client)
+    }
+
+    /// Converts an error, noting a lost connection so that the next use reconnects.
+    fn note(&mut self, e: postgres::Error) -> StoreError {
+        if connection_lost(&e) {
+            self.lost = true;
+        }
+        e.into()
+    }
+
+    /// `sql` prepared on the live connection (once per connection). Preparing changes
+    /// nothing, so a connection found lost is made again and the statement prepared anew.
+    fn prepared(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
+        let mut retried = false;
+        loop {
+            self.live()?;
+            if let Some(st) = self.statements.get(sql) {
+                return Ok(st.clone());
+            }
+            match self.client.prepare(sql) {
+                Ok(st) => {
+                    self.statements.insert(sql, st.clone());
+                    return Ok(st);
+                }
+                Err(e) if !retried && connection_lost(&e) => {
+                    self.lost = true;
+                    retried = true;
+                }
+                Err(e) => return Err(self.note(e)),
+            }
+        }
+    }
+
+    /// A read (which changes nothing, so it is made once more on a new connection if the
+    /// connection was found lost).
+    fn query_cached(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let st = self.prepared(sql)?;
+        match self.client.query(&st, params) {
+            Err(e) if connection_lost(&e) => {
+                self.lost = true;
+                let st = self.prepared(sql)?;
+                self.client.query(&st, params).map_err(|e| self.note(e))
+            }
+            r => r.map_err(|e| self.note(e)),
+        }
+    }
+
+    /// [`PgStore::query_cached`] for at most one row.
+    fn query_opt_cached(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        let mut rows = self.query_cached(sql, params)?;
+        Ok(rows.pop())
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -124,8 +207,24 @@ impl PgStore {
 
     /// Starts a write transaction.
     pub fn batch(&mut self) -> Result<PgBatch<'_>, StoreError> {
+        let statements = BatchStatements {
+            lock: self.prepared("SELECT pg_advisory_xact_lock($1)")?,
+            head: self.prepared("SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1")?,
+            append: self.prepared(
+                "INSERT INTO audit (seq, entry) SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[])",
+            )?,
+        };
+        let tx = match self.client.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                self.lost |= connection_lost(&e);
+                return Err(e.into());
+            }
+        };
         Ok(PgBatch {
-            tx: self.live()?.transaction()?,
+            tx,
+            audit: Vec::new(),
+            statements,
         })
     }
 }
@@ -142,8 +241,7 @@ fn row_to_key(r: &postgres::Row) -> KeyRow {
 impl crate::Store for PgStore {
     fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .live()?
-            .query_opt("SELECT record FROM meta WHERE name = $1", &[&name])?
+            .query_opt_cached("SELECT record FROM meta WHERE name = $1", &[&name])?
             .map(|r| r.get(0)))
     }
 
@@ -198,8 +296,7 @@ impl crate::Store for PgStore {
 
     fn get_key(&mut self, owner: &str, key_id: &str) -> Result<Option<KeyRow>, StoreError> {
         Ok(self
-            .live()?
-            .query_opt(
+            .query_opt_cached(
                 "SELECT owner, key_id, key_version, record FROM data_keys
                  WHERE owner = $1 AND key_id = $2 ORDER BY key_version DESC LIMIT 1",
                 &[&owner, &key_id],
@@ -209,8 +306,7 @@ impl crate::Store for PgStore {
 
     fn list_keys(&mut self, owner: &str) -> Result<Vec<KeyRow>, StoreError> {
         Ok(self
-            .live()?
-            .query(
+            .query_cached(
                 "SELECT owner, key_id, key_version, record FROM data_keys WHERE owner = $1
                  ORDER BY key_id, key_version",
                 &[&owner],
@@ -227,8 +323,7 @@ impl crate::Store for PgStore {
         version: u64,
     ) -> Result<Option<KeyRow>, StoreError> {
         Ok(self
-            .live()?
-            .query_opt(
+            .query_opt_cached(
                 "SELECT owner, key_id, key_version, record FROM data_keys
                  WHERE owner = $1 AND key_id = $2 AND key_version = $3",
                 &[&owner, &key_id, &i(version)],
@@ -238,8 +333,7 @@ impl crate::Store for PgStore {
 
     fn key_versions(&mut self, owner: &str, key_id: &str) -> Result<Vec<KeyRow>, StoreError> {
         Ok(self
-            .live()?
-            .query(
+            .query_cached(
                 "SELECT owner, key_id, key_version, record FROM data_keys
                  WHERE owner = $1 AND key_id = $2 ORDER BY key_version",
                 &[&owner, &key_id],
@@ -255,8 +349,7 @@ impl crate::Store for PgStore {
         key_id: &str,
     ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         Ok(self
-            .live()?
-            .query_opt(
+            .query_opt_cached(
                 "SELECT revision, record FROM key_state WHERE owner = $1 AND key_id = $2",
                 &[&owner, &key_id],
             )?
@@ -265,8 +358,7 @@ impl crate::Store for PgStore {
 
     fn all_states(&mut self) -> Result<Vec<StateRow>, StoreError> {
         Ok(self
-            .live()?
-            .query("SELECT owner, key_id, revision, record FROM key_state", &[])?
+            .query_cached("SELECT owner, key_id, revision, record FROM key_state", &[])?
             .iter()
             .map(|r| (r.get(0), r.get(1), u(r.get(2)), r.get(3)))
             .collect())
@@ -274,8 +366,7 @@ impl crate::Store for PgStore {
 
     fn owner_key(&mut self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .live()?
-            .query_opt(
+            .query_opt_cached(
                 "SELECT public_key FROM owners WHERE fingerprint = $1",
                 &[&fingerprint],
             )?
@@ -284,8 +375,7 @@ impl crate::Store for PgStore {
 
     fn get_access_key(&mut self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         Ok(self
-            .live()?
-            .query_opt(
+            .query_opt_cached(
                 "SELECT revision, record FROM access_keys WHERE id = $1",
                 &[&id],
             )?
@@ -294,8 +384,7 @@ impl crate::Store for PgStore {
 
     fn list_access_keys(&mut self, owner: &str) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError> {
         Ok(self
-            .live()?
-            .query(
+            .query_cached(
                 "SELECT id, revision, record FROM access_keys WHERE owner = $1 ORDER BY id",
                 &[&owner],
             )?
@@ -306,8 +395,7 @@ impl crate::Store for PgStore {
 
     fn audit_last(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         Ok(self
-            .live()?
-            .query_opt(
+            .query_opt_cached(
                 "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
                 &[],
             )?
@@ -316,8 +404,7 @@ impl crate::Store for PgStore {
 
     fn audit_entries(&mut self, from: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         Ok(self
-            .live()?
-            .query(
+            .query_cached(
                 "SELECT seq, entry FROM audit WHERE seq >= $1 ORDER BY seq LIMIT $2",
                 &[&i(from), &i(limit)],
             )?
@@ -332,8 +419,7 @@ impl crate::Store for PgStore {
         limit: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         Ok(self
-            .live()?
-            .query(
+            .query_cached(
                 "SELECT seq, entry FROM audit WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
                 &[&i(before), &i(limit)],
             )?
@@ -350,6 +436,16 @@ impl crate::Store for PgStore {
 /// A write transaction on PostgreSQL.
 pub struct PgBatch<'a> {
     tx: Transaction<'a>,
+    /// Audit entries appended, inserted together at commit (one round trip, not one each).
+    audit: Vec<(i64, Vec<u8>)>,
+    statements: BatchStatements,
+}
+
+/// The statements every write transaction runs, prepared on its connection.
+struct BatchStatements {
+    lock: Statement,
+    head: Statement,
+    append: Statement,
 }
 
 impl PgBatch<'_> {
@@ -456,26 +552,24 @@ impl crate::BatchOps for PgBatch<'_> {
 
     fn audit_head(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         // Appends from every node serialize here, so the chain never forks.
-        self.tx
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
+        self.tx.execute(&self.statements.lock, &[&AUDIT_LOCK])?;
         Ok(self
             .tx
-            .query_opt(
-                "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
-                &[],
-            )?
+            .query_opt(&self.statements.head, &[])?
             .map(|r| (u(r.get(0)), r.get(1))))
     }
 
     fn append_audit(&mut self, seq: u64, entry: &[u8]) -> Result<(), StoreError> {
-        self.tx.execute(
-            "INSERT INTO audit (seq, entry) VALUES ($1, $2)",
-            &[&i(seq), &entry],
-        )?;
+        self.audit.push((i(seq), entry.to_vec()));
         Ok(())
     }
 
-    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        if !self.audit.is_empty() {
+            let (seqs, entries): (Vec<i64>, Vec<Vec<u8>>) = self.audit.drain(..).unzip();
+            self.tx
+                .execute(&self.statements.append, &[&seqs, &entries])?;
+        }
         Ok(self.tx.commit()?)
     }
 }

@@ -197,7 +197,7 @@ fn seal_for(caller: &Caller, op: &str, secret: &[u8]) -> (Option<SecretB64>, Opt
 
 impl AppState {
     fn reader(&self) -> std::sync::MutexGuard<'_, Box<dyn teekms_store::Store>> {
-        self.reader.lock().expect("reader lock")
+        self.readers.get()
     }
 
     /// Records `draft` durably (an audit entry with no other write).
@@ -489,7 +489,7 @@ impl AppState {
 /// owner's public key and the audit entry in one durable job.
 pub fn deploy(
     service: &crate::KeyService,
-    reader: &Mutex<Box<dyn teekms_store::Store>>,
+    readers: &crate::readers::Readers,
     writer: &crate::writer::Writer,
     bundle: &teekms_core::Bundle,
     caller: Option<&OwnerPublicKey>,
@@ -500,7 +500,7 @@ pub fn deploy(
         bundle,
         caller,
         now,
-        |owner, key_id| reader.lock().expect("reader lock").get_key(owner, key_id),
+        |owner, key_id| readers.get().get_key(owner, key_id),
         |owner, row| {
             let audit = AuditDraft {
                 time: now,
