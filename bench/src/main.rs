@@ -642,9 +642,12 @@ async fn envelope_bench(teekms: &Path) {
         .unwrap();
     // Interleaved rounds: this machine's speed drifts by tens of percent over a minute,
     // so each ratio compares phases run back to back, and the median ratio is reported.
+    let pid = node.child.id();
     let mut ratios = Vec::new();
     let (mut pings, mut encs) = (Vec::new(), Vec::new());
     for _ in 0..ENVELOPE_ROUNDS {
+        let me = std::process::id();
+        let (cpu0, t0, my0) = (cpu_time(pid), Instant::now(), cpu_time(me));
         let ping = closed_loop(&url, &policy, &owner, |mut c| async move {
             let (status, _) = c
                 .connection()
@@ -654,11 +657,25 @@ async fn envelope_bench(teekms: &Path) {
             c
         })
         .await;
+        let ping_cpu = cpu_time(pid) - cpu0;
+        let ping_my = cpu_time(me) - my0;
+        let ping_n = ping.0 * t0.elapsed().as_secs_f64();
+        let (cpu0, t0, my0) = (cpu_time(pid), Instant::now(), cpu_time(me));
         let enc = closed_loop(&url, &policy, &owner, |mut c| async move {
             c.encrypt("bench", None, &[0x5a; 1024], None).await.unwrap();
             c
         })
         .await;
+        let enc_cpu = cpu_time(pid) - cpu0;
+        let enc_my = cpu_time(me) - my0;
+        let enc_n = enc.0 * t0.elapsed().as_secs_f64();
+        println!(
+            "round: CPU per request, node / clients: ping {:.1} / {:.1} us, encrypt {:.1} / {:.1} us",
+            ping_cpu.as_secs_f64() * 1e6 / ping_n,
+            ping_my.as_secs_f64() * 1e6 / ping_n,
+            enc_cpu.as_secs_f64() * 1e6 / enc_n,
+            enc_my.as_secs_f64() * 1e6 / enc_n
+        );
         ratios.push(enc.0 / ping.0);
         pings.push(ping);
         encs.push(enc);
@@ -772,9 +789,9 @@ fn cpu_time(pid: u32) -> Duration {
 }
 
 /// One workload's attested key release, as a new workload process would do it: its
-/// TLS key and sim evidence made, a new connection whose RA-TLS certificate the node
-/// verifies in the handshake, the node verified by fresh evidence, the key fetched
-/// (sealed to the workload's key) and opened.
+/// TLS key and sim evidence made, a new connection in whose handshake each side verifies
+/// the other's RA-TLS certificate (mutual attestation), the key fetched (sealed to the
+/// workload's key) and opened.
 async fn release(
     url: &NodeUrl,
     policy: &Policy,
@@ -795,7 +812,7 @@ async fn release(
         &teekms_attest::ratls::report_data_for_claims(&claims),
     );
     let ext = teekms_attest::ratls::evidence_extension(&evidence, &claims);
-    let mut conn = teekms_client::connect_verified_as(
+    let mut conn = teekms_client::connect_attested_as(
         url,
         policy,
         teekms_client::Identity::RaTlsWorkload(&keys, &ext),
@@ -846,7 +863,7 @@ async fn release_bench(teekms: &Path) {
         release(&url, &policy, &root, &fp).await;
     }
     println!(
-        "\n## Attested key release to a sim workload: new connection, RA-TLS client certificate verified in the handshake, node verified by fresh evidence, fetch sealed to the workload's key ({RELEASE_SECONDS} s per row)"
+        "\n## Attested key release to a sim workload: new connection, mutual RA-TLS (each side's certificate evidence verified in the handshake), fetch sealed to the workload's key ({RELEASE_SECONDS} s per row)"
     );
     for clients in [1usize, 4, 8] {
         let pid = node.child.id();

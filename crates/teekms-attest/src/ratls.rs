@@ -19,6 +19,8 @@ use crate::{Freshness, Policy, TeeKind, Verdict};
 
 /// TCG DICE tagged evidence.
 pub const DICE_TAGGED_EVIDENCE_OID: &str = "2.23.133.5.4.9";
+/// [`DICE_TAGGED_EVIDENCE_OID`] as arcs, for certificate builders.
+pub const TCG_DICE_TAGGED_EVIDENCE_ARCS: &[u64] = &[2, 23, 133, 5, 4, 9];
 /// Gramine's legacy SGX quote extension. Gramine writes the DER of an OID *inside* the
 /// OID field (bytes `06 09 2A 86 48 86 F8 4D 8A 39 06`), which parses as this.
 pub const GRAMINE_LEGACY_OID: &str = "0.6.9.42.840.113741.1337.6";

@@ -68,12 +68,84 @@ pub async fn connect(url: &NodeUrl, owner: Option<&OwnerKey>) -> Result<Connecti
 
 /// Connects to a node as `identity`.
 pub async fn connect_as(url: &NodeUrl, identity: Identity<'_>) -> Result<Connection, ClientError> {
+    connect_checking(url, identity, None).await
+}
+
+/// Connects and verifies the node in the TLS handshake, by the evidence its RA-TLS
+/// certificate carries (spec/ratls-v1.md): against `policy` at `now_unix`, with
+/// `collateral` in place of the certificate's own if given. No request is made before
+/// the node is verified, and none is needed for it (compare [`connect_verified_as`],
+/// which asks for fresh evidence for a nonce). A node that the policy does not admit
+/// fails the handshake ([`ClientError::Rejected`]).
+pub async fn connect_attested_as(
+    url: &NodeUrl,
+    policy: &Policy,
+    identity: Identity<'_>,
+    now_unix: u64,
+    collateral: Option<&CollateralFiles>,
+) -> Result<VerifiedConnection, ClientError> {
+    let check = Arc::new(HandshakeCheck {
+        policy: policy.clone(),
+        now_unix,
+        collateral: collateral.cloned(),
+        outcome: Mutex::new(None),
+    });
+    let connected = connect_checking(url, identity, Some(check.clone())).await;
+    let outcome = check.outcome.lock().expect("lock").take();
+    match (connected, outcome) {
+        (Ok(conn), Some(Ok(node))) => Ok(VerifiedConnection { conn, node }),
+        (_, Some(Err(refusal))) => Err(refusal),
+        (Err(e), _) => Err(e),
+        (Ok(_), None) => Err(ClientError::Transport(
+            "the handshake ended without the node's certificate checked".into(),
+        )),
+    }
+}
+
+/// What a handshake-verified connection checks the node's certificate against, and what
+/// came of it.
+struct HandshakeCheck {
+    policy: Policy,
+    now_unix: u64,
+    collateral: Option<CollateralFiles>,
+    outcome: Mutex<Option<Result<VerifiedNode, ClientError>>>,
+}
+
+impl std::fmt::Debug for HandshakeCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandshakeCheck")
+    }
+}
+
+impl HandshakeCheck {
+    /// Verifies the RA-TLS evidence of the node's certificate.
+    fn check(&self, cert_der: &[u8], spki_sha256: &[u8; 32]) -> Result<VerifiedNode, ClientError> {
+        let mut ev = teekms_attest::ratls::extract(cert_der).map_err(|e| {
+            ClientError::Response(format!(
+                "the node's certificate carries no usable evidence: {e}"
+            ))
+        })?;
+        if let Some(c) = &self.collateral {
+            ev.collateral = Some(c.clone());
+        }
+        let verdict = ev
+            .verify(spki_sha256, &self.policy, self.now_unix)
+            .map_err(|e| ClientError::Response(format!("the node's RA-TLS certificate: {e}")))?;
+        verdict.into_verified_node().map_err(ClientError::Rejected)
+    }
+}
+
+async fn connect_checking(
+    url: &NodeUrl,
+    identity: Identity<'_>,
+    check: Option<Arc<HandshakeCheck>>,
+) -> Result<Connection, ClientError> {
     let connect_err = |reason: String| ClientError::Connect {
         url: url.to_string(),
         reason,
     };
     let seen = Arc::new(Mutex::new(None));
-    let config = client_config(identity, seen.clone()).map_err(ClientError::Transport)?;
+    let config = client_config(identity, seen.clone(), check).map_err(ClientError::Transport)?;
     let tcp = tokio::time::timeout(
         CONNECT_TIMEOUT,
         TcpStream::connect((url.host(), url.port())),
@@ -269,7 +341,9 @@ impl Connection {
     }
 }
 
-/// A connection whose far end proved, by fresh evidence, to be an admitted node.
+/// A connection whose far end proved, by evidence, to be an admitted node: fresh for a
+/// nonce ([`connect_verified_as`]) or carried by its RA-TLS certificate
+/// ([`connect_attested_as`]).
 pub struct VerifiedConnection {
     pub(crate) conn: Connection,
     node: VerifiedNode,
@@ -319,13 +393,18 @@ impl VerifiedConnection {
 fn client_config(
     identity: Identity<'_>,
     seen: Arc<Mutex<Option<[u8; 32]>>>,
+    check: Option<Arc<HandshakeCheck>>,
 ) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(RecordingVerifier { provider, seen }));
+        .with_custom_certificate_verifier(Arc::new(RecordingVerifier {
+            provider,
+            seen,
+            check,
+        }));
     let mut extension = None;
     let (pkcs8, name) = match identity {
         Identity::Anonymous => return Ok(builder.with_no_client_auth()),
@@ -356,7 +435,7 @@ fn client_config(
         params
             .custom_extensions
             .push(rcgen::CustomExtension::from_oid_content(
-                &[2, 23, 133, 5, 4, 9],
+                teekms_attest::ratls::TCG_DICE_TAGGED_EVIDENCE_ARCS,
                 value,
             ));
     }
@@ -366,14 +445,17 @@ fn client_config(
         .map_err(|e| e.to_string())
 }
 
-/// Records the server's SPKI hash and accepts the certificate *for now*: trust comes
-/// only afterwards, when the attested statement names that same key (see
-/// [`connect_verified`]). The handshake signature is still checked, so the server
-/// provably holds the certificate's private key.
+/// Records the server's SPKI hash and either accepts the certificate *for now* (trust
+/// comes afterwards, when the attested statement names that same key: see
+/// [`connect_verified`]) or, with a [`HandshakeCheck`], verifies the evidence of its
+/// RA-TLS certificate and fails the handshake if it does not admit the node. The
+/// handshake signature is checked either way, so the server provably holds the
+/// certificate's private key.
 #[derive(Debug)]
 struct RecordingVerifier {
     provider: Arc<CryptoProvider>,
     seen: Arc<Mutex<Option<[u8; 32]>>>,
+    check: Option<Arc<HandshakeCheck>>,
 }
 
 impl ServerCertVerifier for RecordingVerifier {
@@ -392,7 +474,18 @@ impl ServerCertVerifier for RecordingVerifier {
             .subject_public_key_info()
             .to_der()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
-        *self.seen.lock().expect("lock") = Some(teekms_attest::sha256(&spki));
+        let spki_sha256 = teekms_attest::sha256(&spki);
+        *self.seen.lock().expect("lock") = Some(spki_sha256);
+        if let Some(check) = &self.check {
+            let outcome = check.check(end_entity, &spki_sha256);
+            let refused = outcome.is_err();
+            *check.outcome.lock().expect("lock") = Some(outcome);
+            if refused {
+                return Err(rustls::Error::General(
+                    "the node's RA-TLS certificate was not admitted".into(),
+                ));
+            }
+        }
         Ok(ServerCertVerified::assertion())
     }
 

@@ -15,8 +15,8 @@ mod ops;
 mod url;
 
 pub use connection::{
-    Connection, Identity, VerifiedConnection, connect, connect_as, connect_verified,
-    connect_verified_as, connect_verified_with_collateral,
+    Connection, Identity, VerifiedConnection, connect, connect_as, connect_attested_as,
+    connect_verified, connect_verified_as, connect_verified_with_collateral,
 };
 pub use error::ClientError;
 pub use failover::Failover;

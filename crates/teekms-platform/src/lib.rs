@@ -55,6 +55,25 @@ pub trait Platform: Send + Sync {
     }
     /// The hardware sealing key.
     fn sealing_key(&self) -> Result<SealingKey, PlatformError>;
+
+    /// The RA-TLS certificate extension for `keys` (spec/ratls-v1.md): this TEE's
+    /// evidence over claims naming their TLS key and statement, with the collateral
+    /// (if any) so that a peer can verify it offline.
+    fn ratls_extension(&self, keys: &teekms_core::NodeKeys) -> Result<Vec<u8>, PlatformError> {
+        use teekms_attest::ratls;
+        let statement = keys.statement(self.tee(), None);
+        let collateral: Option<teekms_attest::collateral::CollateralFiles> = self
+            .collateral()
+            .and_then(|c| serde_json::from_value(c).ok());
+        let claims = ratls::claims_buffer(
+            keys.tls_spki_der(),
+            self.tee(),
+            &statement,
+            collateral.as_ref(),
+        );
+        let evidence = self.evidence(&ratls::report_data_for_claims(&claims))?;
+        Ok(ratls::evidence_extension(&evidence, &claims))
+    }
 }
 
 /// Expands hardware key material into the 256-bit hardware sealing key:

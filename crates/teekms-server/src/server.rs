@@ -165,7 +165,8 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     .expect("node start task")?;
     let (service, platform) = node;
     tracing::debug!(elapsed = ?started.elapsed(), "node state opened");
-    let tls = server_config(service.keys())?;
+    let ratls = platform.ratls_extension(service.keys())?;
+    let tls = server_config(service.keys(), &ratls)?;
     tracing::debug!(elapsed = ?started.elapsed(), "TLS configured");
     let cached_attestation = service.attestation(platform.as_ref(), None)?;
     tracing::debug!(elapsed = ?started.elapsed(), "evidence made");
@@ -335,13 +336,10 @@ async fn join(
     };
     let policy = teekms_attest::Policy::from_toml(&policy_text)
         .map_err(|e| refused("the cluster policy", &e))?;
-    let statement = keys.statement(platform.tee(), None);
-    let claims =
-        teekms_attest::ratls::claims_buffer(keys.tls_spki_der(), platform.tee(), &statement, None);
-    let evidence = platform.evidence(&teekms_attest::ratls::report_data_for_claims(&claims))?;
-    let extension = teekms_attest::ratls::evidence_extension(&evidence, &claims);
+    let extension = platform.ratls_extension(&keys)?;
     let node_url = teekms_client::NodeUrl::parse(url).map_err(|e| refused("the URL", &e))?;
-    let mut conn = teekms_client::connect_verified_as(
+    // Mutual RA-TLS: each side verifies the other's certificate in the handshake.
+    let mut conn = teekms_client::connect_attested_as(
         &node_url,
         &policy,
         teekms_client::Identity::RaTlsWorkload(&keys, &extension),

@@ -46,7 +46,7 @@ pub fn client_spki_sha256(der: &[u8]) -> Option<[u8; 32]> {
 
 /// The node's server config: TLS 1.3 only, certificate on the attested key, optional
 /// owner client certificates.
-pub fn server_config(keys: &NodeKeys) -> Result<ServerConfig, ServerError> {
+pub fn server_config(keys: &NodeKeys, ratls_extension: &[u8]) -> Result<ServerConfig, ServerError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls_err = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
     let pkcs8 = PrivatePkcs8KeyDer::from(keys.tls_pkcs8_der().to_vec());
@@ -57,6 +57,14 @@ pub fn server_config(keys: &NodeKeys) -> Result<ServerConfig, ServerError> {
         rcgen::DnType::CommonName,
         format!("teekms node {}", keys.node_id()),
     );
+    // The node's evidence, bound to this key (spec/ratls-v1.md): peers that verify in
+    // the handshake (workloads, joining nodes) need no further request.
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            teekms_attest::ratls::TCG_DICE_TAGGED_EVIDENCE_ARCS,
+            ratls_extension.to_vec(),
+        ));
     let cert = params.self_signed(&key_pair).map_err(|e| tls_err(&e))?;
     // The statement names the key by its SPKI hash; make sure the certificate carries
     // exactly that SPKI, or clients would (rightly) refuse every connection.

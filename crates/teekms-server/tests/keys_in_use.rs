@@ -627,3 +627,41 @@ async fn malformed_data_plane_requests_are_refused_clearly() {
     assert_eq!((d.current_version, d.enabled), (1, true));
     assert!(c.audit_verify().await.unwrap().ok);
 }
+
+/// A node's own TLS certificate is an RA-TLS certificate: a client verifies the node in
+/// the handshake, before any request; a policy that does not admit the node fails the
+/// handshake with a refusal (not a retryable transport error).
+#[tokio::test]
+async fn nodes_are_verified_in_the_handshake_by_their_ra_tls_certificate() {
+    let node = Node::start().await;
+    let mut conn = teekms_client::connect_attested_as(
+        &node.url(),
+        &node.policy,
+        Identity::Anonymous,
+        now_unix(),
+        None,
+    )
+    .await
+    .unwrap();
+    let named = conn.node().statement().tls_spki_sha256.0;
+    assert_eq!(&named, conn.connection().server_spki_sha256());
+    let (status, _) = conn
+        .connection()
+        .raw_request(teekms_client::Method::GET, "/v1/attestation", None)
+        .await;
+    assert_eq!(status, 200, "the connection serves requests");
+
+    let other_root = teekms_attest::Policy::sim([9; 32], None);
+    let err = teekms_client::connect_attested_as(
+        &node.url(),
+        &other_root,
+        Identity::Anonymous,
+        now_unix(),
+        None,
+    )
+    .await
+    .err()
+    .expect("a node of another sim root must not be admitted");
+    assert!(matches!(err, ClientError::Rejected(_)), "{err}");
+    assert!(!err.is_retryable());
+}

@@ -18,8 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use teekms_attest::document::DOCUMENT_VERSION;
-use teekms_attest::{AttestationDocument, Policy};
+use teekms_attest::Policy;
 use teekms_client::{Identity, NodeUrl};
 use teekms_core::stream::{self, Header};
 use teekms_core::{DataKey, KeyId, NodeKeys};
@@ -127,18 +126,10 @@ async fn run(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
     let platform = SimPlatform::open(&args.sim_root, &scratch).map_err(|e| e.to_string())?;
     let keys = NodeKeys::generate();
-    let statement = keys.statement(platform.tee(), None);
-    let evidence = platform
-        .evidence(&statement.hash())
-        .map_err(|e| e.to_string())?;
+    // Its RA-TLS certificate carries its evidence: the node sees a workload of this
+    // measurement from the handshake on.
+    let extension = platform.ratls_extension(&keys).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&scratch);
-    let doc = AttestationDocument {
-        version: DOCUMENT_VERSION,
-        tee: platform.tee(),
-        evidence,
-        statement,
-        collateral: None,
-    };
     let policy_text = std::fs::read_to_string(&args.policy).map_err(|e| e.to_string())?;
     let policy = Policy::from_toml(&policy_text).map_err(|e| e.to_string())?;
     let url = NodeUrl::parse(&args.node).map_err(|e| e.to_string())?;
@@ -146,13 +137,17 @@ async fn run(args: Args) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| e.to_string())?
         .as_secs();
-    let mut conn =
-        teekms_client::connect_verified_as(&url, &policy, Identity::Workload(&keys), now, None)
-            .await
-            .map_err(|e| format!("the node did not verify: {e}"))?;
-    conn.attest_workload(&doc)
-        .await
-        .map_err(|e| format!("attesting to the node: {e}"))?;
+    // Mutual RA-TLS: the node's certificate is verified against the policy in the same
+    // handshake.
+    let mut conn = teekms_client::connect_attested_as(
+        &url,
+        &policy,
+        Identity::RaTlsWorkload(&keys, &extension),
+        now,
+        None,
+    )
+    .await
+    .map_err(|e| format!("the node did not verify: {e}"))?;
     let mut tables = Vec::new();
     let mut owner_keys: Vec<(KeyId, u64, DataKey)> = Vec::new();
     for input in &args.inputs {

@@ -1,7 +1,5 @@
 //! `teekms workload fetch`: a program inside a TEE obtains a key by attestation.
 
-use teekms_attest::AttestationDocument;
-use teekms_attest::document::DOCUMENT_VERSION;
 use teekms_client::Identity;
 use teekms_core::NodeKeys;
 
@@ -37,24 +35,22 @@ pub async fn run(cmd: WorkloadCmd) -> CmdResult {
         .map_err(|e| Failure::usage(format!("cannot make a temporary directory: {e}")))?;
     let platform = super::serve::platform(tee, &platform, scratch.path())?;
     let keys = NodeKeys::generate();
-    let statement = keys.statement(platform.tee(), None);
-    let evidence = platform
-        .evidence(&statement.hash())
+    // Mutual RA-TLS: this program's certificate carries its evidence, and the node's
+    // certificate is verified against --policy in the same handshake.
+    let extension = platform
+        .ratls_extension(&keys)
         .map_err(|e| Failure::usage(format!("cannot make evidence in this TEE: {e}")))?;
-    let doc = AttestationDocument {
-        version: DOCUMENT_VERSION,
-        tee: platform.tee(),
-        evidence,
-        statement,
-        collateral: platform.collateral(),
-    };
     let url = parse_url(&node)?;
     let policy = paths::load_policy(&policy)?;
-    let mut conn =
-        teekms_client::connect_verified_as(&url, &policy, Identity::Workload(&keys), now(), None)
-            .await?;
+    let mut conn = teekms_client::connect_attested_as(
+        &url,
+        &policy,
+        Identity::RaTlsWorkload(&keys, &extension),
+        now(),
+        None,
+    )
+    .await?;
     warn_if_sim(conn.node().statement().tee);
-    conn.attest_workload(&doc).await?;
     let (v, dek) = conn
         .fetch_key(&key_id, key_owner.as_deref(), version, &keys)
         .await?;
