@@ -138,7 +138,15 @@ fn chain_after(
     (chain, broken)
 }
 
+/// The chain as this writer left it, and the entry it appended last: if the store's
+/// newest entry is still that one, the chain goes on without re-reading and checking it.
+struct LastAppend {
+    chain: AuditChain,
+    entry: (u64, Vec<u8>),
+}
+
 fn run(mut store: Box<dyn Store>, key: Zeroizing<[u8; 32]>, rx: Receiver<(Job, Reply)>) {
+    let mut last = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -147,7 +155,7 @@ fn run(mut store: Box<dyn Store>, key: Zeroizing<[u8; 32]>, rx: Receiver<(Job, R
                 Err(_) => break,
             }
         }
-        match commit(store.as_mut(), &key, &mut batch) {
+        match commit(store.as_mut(), &key, &mut batch, &mut last) {
             Ok(results) => {
                 for ((_, reply), r) in batch.into_iter().zip(results) {
                     reply.send(Ok(r));
@@ -166,11 +174,17 @@ fn commit(
     store: &mut dyn Store,
     key: &Zeroizing<[u8; 32]>,
     batch: &mut [(Job, Reply)],
+    last: &mut Option<LastAppend>,
 ) -> Result<Vec<Applied>, StoreError> {
     let mut tx = store.write_batch()?;
     // The chain continues from the newest stored entry, read inside this transaction:
     // with a store shared by several nodes, another node may have appended meanwhile.
-    let (mut chain, _) = chain_after(key, tx.audit_head()?.as_ref());
+    let head = tx.audit_head()?;
+    let mut chain = match last.take() {
+        Some(l) if head.as_ref() == Some(&l.entry) => l.chain,
+        _ => chain_after(key, head.as_ref()).0,
+    };
+    let mut appended = None;
     let mut results = Vec::with_capacity(batch.len());
     for (job, _) in batch.iter_mut() {
         let applied = tx.apply(&job.writes)?;
@@ -179,12 +193,14 @@ fn commit(
             draft.outcome = job.on_conflict.to_owned();
         }
         let entry = chain.append(draft);
-        tx.append_audit(
-            entry.seq,
-            &serde_json::to_vec(&entry).expect("entries serialize"),
-        )?;
+        let bytes = serde_json::to_vec(&entry).expect("entries serialize");
+        tx.append_audit(entry.seq, &bytes)?;
+        appended = Some((entry.seq, bytes));
         results.push(applied);
     }
     tx.commit()?;
+    if let Some(entry) = appended {
+        *last = Some(LastAppend { chain, entry });
+    }
     Ok(results)
 }

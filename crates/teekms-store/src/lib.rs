@@ -640,11 +640,8 @@ impl BatchOps for Batch<'_> {
         // The write transaction (BEGIN IMMEDIATE) already excludes other writers.
         Ok(self
             .tx
-            .query_row(
-                "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-            )
+            .prepare_cached("SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
             .optional()?)
     }
 
