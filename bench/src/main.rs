@@ -618,6 +618,21 @@ where
     (rate, all)
 }
 
+/// Deploys the key "bench" (default key policy: its owner only) through `url`.
+async fn deploy_bench_key(url: &NodeUrl, policy: &Policy, owner: &OwnerKey) {
+    teekms_client::connect_verified(url, policy, Some(owner), now())
+        .await
+        .unwrap()
+        .deploy(
+            owner,
+            &KeyId::new("bench").unwrap(),
+            "{}",
+            &DataKey::generate(),
+        )
+        .await
+        .unwrap();
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
@@ -629,17 +644,7 @@ async fn envelope_bench(teekms: &Path) {
     let url = NodeUrl::parse(&node.url).unwrap();
     let policy = Arc::new(sim_policy(teekms, dir.path()));
     let owner = Arc::new(OwnerKey::generate());
-    teekms_client::connect_verified(&url, &policy, Some(&owner), now())
-        .await
-        .unwrap()
-        .deploy(
-            &owner,
-            &KeyId::new("bench").unwrap(),
-            "{}",
-            &DataKey::generate(),
-        )
-        .await
-        .unwrap();
+    deploy_bench_key(&url, &policy, &owner).await;
     // Interleaved rounds: this machine's speed drifts by tens of percent over a minute,
     // so each ratio compares phases run back to back, and the median ratio is reported.
     let pid = node.child.id();
@@ -723,17 +728,7 @@ async fn cluster_bench(teekms: &Path) {
         &["--store", &store],
     )];
     let first = NodeUrl::parse(&nodes[0].url).unwrap();
-    teekms_client::connect_verified(&first, &policy, Some(&owner), now())
-        .await
-        .unwrap()
-        .deploy(
-            &owner,
-            &KeyId::new("bench").unwrap(),
-            "{}",
-            &DataKey::generate(),
-        )
-        .await
-        .unwrap();
+    deploy_bench_key(&first, &policy, &owner).await;
     println!(
         "\n## Envelope encrypt, 1 KiB, {ENVELOPE_CLIENTS} clients spread over nodes sharing one PostgreSQL ({CLUSTER_SECONDS} s each)"
     );

@@ -24,6 +24,55 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+fn deploy_key(env: &Env, url: &str, policy: &str, key_id: &str) {
+    let dek = env.path(&format!("{key_id}.key"));
+    env.ok(&["key", "generate", "-o", s(&dek)]);
+    env.ok(&[
+        "key",
+        "deploy",
+        "--node",
+        url,
+        "--policy",
+        policy,
+        "--key-id",
+        key_id,
+        "--dek",
+        s(&dek),
+    ]);
+}
+
+fn envelope_encrypt(env: &Env, url: &str, policy: &str, key_id: &str, input: &Path, output: &Path) {
+    env.ok(&[
+        "envelope",
+        "encrypt",
+        "--node",
+        url,
+        "--policy",
+        policy,
+        "--key-id",
+        key_id,
+        "-i",
+        s(input),
+        "-o",
+        s(output),
+    ]);
+}
+
+fn envelope_decrypt(env: &Env, url: &str, policy: &str, input: &Path, output: &Path) {
+    env.ok(&[
+        "envelope",
+        "decrypt",
+        "--node",
+        url,
+        "--policy",
+        policy,
+        "-i",
+        s(input),
+        "-o",
+        s(output),
+    ]);
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -226,48 +275,11 @@ fn three_nodes_on_postgres_survive_a_killed_node_a_database_restart_and_total_lo
 
     // A key deployed through node 1 is used through nodes 2 and 3.
     env.ok(&["owner", "init"]);
-    let dek = env.path("shared.key");
-    env.ok(&["key", "generate", "-o", s(&dek)]);
-    env.ok(&[
-        "key",
-        "deploy",
-        "--node",
-        &n1.url,
-        "--policy",
-        p,
-        "--key-id",
-        "shared",
-        "--dek",
-        s(&dek),
-    ]);
+    deploy_key(&env, &n1.url, p, "shared");
     let (plain, ct, back) = (env.path("plain"), env.path("ct"), env.path("back"));
     std::fs::write(&plain, b"joint data, sealed in the cluster").unwrap();
-    env.ok(&[
-        "envelope",
-        "encrypt",
-        "--node",
-        &n2.url,
-        "--policy",
-        p,
-        "--key-id",
-        "shared",
-        "-i",
-        s(&plain),
-        "-o",
-        s(&ct),
-    ]);
-    env.ok(&[
-        "envelope",
-        "decrypt",
-        "--node",
-        &n3.url,
-        "--policy",
-        p,
-        "-i",
-        s(&ct),
-        "-o",
-        s(&back),
-    ]);
+    envelope_encrypt(&env, &n2.url, p, "shared", &plain, &ct);
+    envelope_decrypt(&env, &n3.url, p, &ct, &back);
     assert_eq!(
         std::fs::read(&back).unwrap(),
         std::fs::read(&plain).unwrap()
@@ -297,18 +309,7 @@ fn three_nodes_on_postgres_survive_a_killed_node_a_database_restart_and_total_lo
 
     // Node 2 comes back from its data dir (no join needed) and serves the key.
     let n2 = env.serve_tee("sim", &dirs[1], &["--store", &store], "warn");
-    env.ok(&[
-        "envelope",
-        "decrypt",
-        "--node",
-        &n2.url,
-        "--policy",
-        p,
-        "-i",
-        s(&ct),
-        "-o",
-        s(&back),
-    ]);
+    envelope_decrypt(&env, &n2.url, p, &ct, &back);
 
     // PostgreSQL restarts under traffic: the nodes are not restarted, clients retry.
     let mut nodes = [n1, n2, n3];
@@ -328,18 +329,7 @@ fn three_nodes_on_postgres_survive_a_killed_node_a_database_restart_and_total_lo
     assert_eq!(failed, 0);
     for (i, node) in nodes.iter_mut().enumerate() {
         assert!(alive(node), "node {} kept running", i + 1);
-        env.ok(&[
-            "envelope",
-            "decrypt",
-            "--node",
-            &node.url,
-            "--policy",
-            p,
-            "-i",
-            s(&ct),
-            "-o",
-            s(&back),
-        ]);
+        envelope_decrypt(&env, &node.url, p, &ct, &back);
     }
     let audit = env.ok(&["audit", "verify", "--node", &urls[2], "--policy", p]);
     assert!(audit.contains("audit log verified"), "{audit}");
@@ -370,46 +360,28 @@ fn three_nodes_on_postgres_survive_a_killed_node_a_database_restart_and_total_lo
         })
         .collect();
     let fresh = env.path("restored");
-    let (code, _, err) = env.run(&[
-        "recovery",
-        "restore",
-        "--data-dir",
-        s(&fresh),
-        "--tee",
-        "sim",
-        "--store",
-        &store,
-        "--share",
-        s(&opened[0]),
-    ]);
+    let restore = |shares: &[&Path]| {
+        let mut args = vec![
+            "recovery",
+            "restore",
+            "--data-dir",
+            s(&fresh),
+            "--tee",
+            "sim",
+            "--store",
+            &store,
+        ];
+        for share in shares {
+            args.extend(["--share", s(share)]);
+        }
+        env.run(&args)
+    };
+    let (code, _, err) = restore(&[&opened[0]]);
     assert_ne!(code, 0, "one share is not enough: {err}");
-    env.ok(&[
-        "recovery",
-        "restore",
-        "--data-dir",
-        s(&fresh),
-        "--tee",
-        "sim",
-        "--store",
-        &store,
-        "--share",
-        s(&opened[0]),
-        "--share",
-        s(&opened[1]),
-    ]);
+    let (code, _, err) = restore(&[&opened[0], &opened[1]]);
+    assert_eq!(code, 0, "{err}");
     let restored = env.serve_tee("sim", &fresh, &["--store", &store], "warn");
-    env.ok(&[
-        "envelope",
-        "decrypt",
-        "--node",
-        &restored.url,
-        "--policy",
-        p,
-        "-i",
-        s(&ct),
-        "-o",
-        s(&back),
-    ]);
+    envelope_decrypt(&env, &restored.url, p, &ct, &back);
     assert_eq!(
         std::fs::read(&back).unwrap(),
         std::fs::read(&plain).unwrap()
@@ -476,36 +448,10 @@ fn a_new_build_admitted_by_the_cluster_admin_joins_takes_over_and_the_old_one_le
         &["--store", &store, "--cluster-admin", &fingerprint],
         "warn",
     );
-    let dek = env.path("k.key");
-    env.ok(&["key", "generate", "-o", s(&dek)]);
-    env.ok(&[
-        "key",
-        "deploy",
-        "--node",
-        &old.url,
-        "--policy",
-        p,
-        "--key-id",
-        "k",
-        "--dek",
-        s(&dek),
-    ]);
+    deploy_key(&env, &old.url, p, "k");
     let (plain, ct, back) = (env.path("plain"), env.path("ct"), env.path("back"));
     std::fs::write(&plain, b"sealed by build 1").unwrap();
-    env.ok(&[
-        "envelope",
-        "encrypt",
-        "--node",
-        &old.url,
-        "--policy",
-        p,
-        "--key-id",
-        "k",
-        "-i",
-        s(&plain),
-        "-o",
-        s(&ct),
-    ]);
+    envelope_encrypt(&env, &old.url, p, "k", &plain, &ct);
     let current = env.ok(&[
         "cluster", "policy", "get", "--node", &old.url, "--policy", p,
     ]);
@@ -521,32 +467,17 @@ fn a_new_build_admitted_by_the_cluster_admin_joins_takes_over_and_the_old_one_le
     std::fs::write(&both, sim_entries(&root, &[&m1, &m2])).unwrap();
     let stranger = env.path("stranger.key");
     env.ok(&["owner", "init", "--owner", s(&stranger)]);
-    let (code, _, err) = env.run(&[
-        "cluster",
-        "policy",
-        "set",
-        "--file",
-        s(&both),
-        "--node",
-        &old.url,
-        "--policy",
-        p,
-        "--owner",
-        s(&stranger),
-    ]);
+    let set_policy = |file: &Path, url: &str, owner: &[&str]| {
+        let mut args = vec!["cluster", "policy", "set", "--file", s(file)];
+        args.extend(["--node", url, "--policy", p]);
+        args.extend(owner);
+        env.run(&args)
+    };
+    let (code, _, err) = set_policy(&both, &old.url, &["--owner", s(&stranger)]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("only the cluster admin"), "{err}");
-    env.ok(&[
-        "cluster",
-        "policy",
-        "set",
-        "--file",
-        s(&both),
-        "--node",
-        &old.url,
-        "--policy",
-        p,
-    ]);
+    let (code, _, err) = set_policy(&both, &old.url, &[]);
+    assert_eq!(code, 0, "{err}");
 
     // Build 2 joins, serves the cluster's keys, and stays alone when build 1 leaves.
     let new = env.serve_program(
@@ -563,45 +494,14 @@ fn a_new_build_admitted_by_the_cluster_admin_joins_takes_over_and_the_old_one_le
         ],
         "warn",
     );
-    env.ok(&[
-        "envelope",
-        "decrypt",
-        "--node",
-        &new.url,
-        "--policy",
-        p,
-        "-i",
-        s(&ct),
-        "-o",
-        s(&back),
-    ]);
+    envelope_decrypt(&env, &new.url, p, &ct, &back);
     assert_eq!(std::fs::read(&back).unwrap(), b"sealed by build 1");
     drop(old);
     let only_v2 = env.path("v2-only.toml");
     std::fs::write(&only_v2, sim_entries(&root, &[&m2])).unwrap();
-    env.ok(&[
-        "cluster",
-        "policy",
-        "set",
-        "--file",
-        s(&only_v2),
-        "--node",
-        &new.url,
-        "--policy",
-        p,
-    ]);
-    env.ok(&[
-        "envelope",
-        "decrypt",
-        "--node",
-        &new.url,
-        "--policy",
-        p,
-        "-i",
-        s(&ct),
-        "-o",
-        s(&back),
-    ]);
+    let (code, _, err) = set_policy(&only_v2, &new.url, &[]);
+    assert_eq!(code, 0, "{err}");
+    envelope_decrypt(&env, &new.url, p, &ct, &back);
     let audit = env.ok(&["audit", "verify", "--node", &new.url, "--policy", p]);
     assert!(audit.contains("audit log verified"), "{audit}");
     // Build 1 can no longer join the cluster it came from.

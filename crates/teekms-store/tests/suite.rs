@@ -230,6 +230,19 @@ fn postgres_with_several_writers() {
     assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
 }
 
+/// Ends every session on `dbname` but the caller's, as a server restart would.
+fn terminate_other_sessions(admin: &mut postgres::Client, dbname: &str) {
+    let killed: i64 = admin
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&dbname],
+        )
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1);
+}
+
 /// A lost connection (here its backend terminated, as a server restart would): a read
 /// that finds it gone is made again on a new connection; so is the start of a write.
 #[test]
@@ -239,25 +252,9 @@ fn postgres_reconnects_after_a_lost_connection() {
     s.insert_keys(&[row("o", "a", 1, b"1")]).unwrap();
     let dbname = url.rsplit("dbname=").next().unwrap().to_owned();
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let killed: i64 = admin
-        .query_one(
-            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-            &[&dbname],
-        )
-        .unwrap()
-        .get(0);
-    assert!(killed >= 1);
+    terminate_other_sessions(&mut admin, &dbname);
     assert_eq!(s.get_key("o", "a").unwrap().unwrap().record, b"1");
-    let killed: i64 = admin
-        .query_one(
-            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-            &[&dbname],
-        )
-        .unwrap()
-        .get(0);
-    assert!(killed >= 1);
+    terminate_other_sessions(&mut admin, &dbname);
     let mut b = s.write_batch().unwrap();
     b.apply(&[Write::InsertKey(row("o", "b", 1, b"2"))])
         .unwrap();
