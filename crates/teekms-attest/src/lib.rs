@@ -31,7 +31,7 @@ pub use document::AttestationDocument;
 pub use error::{EvidenceError, PolicyError};
 pub use policy::Policy;
 pub use statement::NodeStatement;
-pub use verify::{Freshness, Verdict, VerifiedNode, verify_document};
+pub use verify::{Freshness, Verdict, VerifiedNode, VerifiedSim, verify_document};
 
 /// The TEE kinds teekms knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -229,6 +229,37 @@ fn verify_real(
     }
 }
 
+/// Sim evidence whose statement, signature and binding verified: appraising it against
+/// further policies needs no second signature check. Only [`VerifiedSim::check`] makes
+/// one. (Real-TEE evidence is verified per policy: its checks depend on the policy's
+/// TCB and collateral rules.)
+#[derive(Clone, Debug)]
+pub struct VerifiedSim(sim::SimEvidence);
+
+impl VerifiedSim {
+    /// Verifies sim evidence bound to `expected_report_data` (any nonce).
+    pub fn check(
+        doc: &AttestationDocument,
+        expected_report_data: &[u8; 64],
+    ) -> Result<VerifiedSim, EvidenceError> {
+        match check_evidence(doc, expected_report_data, Freshness::Offline) {
+            Ok(CheckedEvidence::Sim(ev)) => Ok(VerifiedSim(ev)),
+            Err((_, e)) => Err(e),
+        }
+    }
+
+    /// Its claims, as a [`Verdict`] gives them.
+    pub fn claims(&self) -> serde_json::Value {
+        CheckedEvidence::Sim(self.0.clone()).claims()
+    }
+
+    /// Whether an entry of `policy` admits it.
+    pub fn admitted_by(&self, policy: &Policy) -> bool {
+        let checked = CheckedEvidence::Sim(self.0.clone());
+        policy.entries().iter().any(|e| checked.appraise(e).is_ok())
+    }
+}
+
 /// Evidence whose signatures and binding verified, not yet appraised.
 enum CheckedEvidence {
     Sim(sim::SimEvidence),

@@ -184,6 +184,9 @@ pub struct AttestedWorkload {
     /// Real-TEE evidence costs hundreds of microseconds to verify; a verdict is reused
     /// for [`APPRAISAL_TTL`] seconds, then made again (collateral can expire).
     pub appraisals: Appraisals,
+    /// Sim evidence already verified when the workload was admitted to the connection:
+    /// appraisals then compare claims without checking the signature again.
+    pub verified_sim: Option<teekms_attest::VerifiedSim>,
 }
 
 /// Appraisals made on a connection: workload entry id → (admitted, until).
@@ -205,6 +208,21 @@ impl AttestedWorkload {
             report_data,
             claims_digest,
             appraisals: Default::default(),
+            verified_sim: None,
+        }
+    }
+
+    /// A sim workload whose evidence `verified` was checked (signature and binding).
+    pub fn sim(
+        document: AttestationDocument,
+        report_data: Option<[u8; 64]>,
+        verified: teekms_attest::VerifiedSim,
+    ) -> AttestedWorkload {
+        let claims = serde_json::to_vec(&verified.claims()).expect("claims serialize");
+        let digest = hex::encode(teekms_attest::sha256(&claims));
+        AttestedWorkload {
+            verified_sim: Some(verified),
+            ..AttestedWorkload::new(document, report_data, digest)
         }
     }
 
@@ -215,9 +233,12 @@ impl AttestedWorkload {
         {
             return ok;
         }
-        let ok = match self.report_data {
-            None => verify_document(&self.document, entry, Freshness::Offline, now).accepted,
-            Some(rd) => {
+        let ok = match (&self.verified_sim, self.report_data) {
+            (Some(sim), _) => return sim.admitted_by(entry),
+            (None, None) => {
+                verify_document(&self.document, entry, Freshness::Offline, now).accepted
+            }
+            (None, Some(rd)) => {
                 teekms_attest::ratls::verify_document_bound(&self.document, rd, entry, now).accepted
             }
         };

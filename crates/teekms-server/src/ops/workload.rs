@@ -23,20 +23,10 @@ impl AppState {
                     .into(),
             ));
         }
-        let any = match doc.tee {
-            TeeKind::Sim => Policy::sim([0; 32], None),
-            tee => Policy::default_for(tee).expect("real TEEs have a default policy"),
-        };
-        let verdict = verify_document(&doc, &any, Freshness::Offline, now);
-        if !verdict.verified {
-            return Err(OpError::Forbidden(format!(
-                "the workload's evidence does not verify: {}",
-                verdict.reasons.join("; ")
-            )));
-        }
-        let claims = serde_json::to_vec(&verdict.claims).expect("claims serialize");
-        let digest = hex::encode(teekms_attest::sha256(&claims));
-        let workload = AttestedWorkload::new(doc, None, digest.clone());
+        let workload = Self::verified_workload(doc, None, now).map_err(|why| {
+            OpError::Forbidden(format!("the workload's evidence does not verify: {why}"))
+        })?;
+        let digest = workload.claims_digest.clone();
         let caller = Caller {
             owner: conn.owner,
             access_key: None,
@@ -57,24 +47,34 @@ impl AppState {
         let (document, report_data) = ev
             .document()
             .ok_or("the RA-TLS certificate carries no teekms statement")?;
-        let any = match document.tee {
-            TeeKind::Sim => Policy::sim([0; 32], None),
-            tee => Policy::default_for(tee).expect("real TEEs have a default policy"),
+        Self::verified_workload(document, Some(report_data), now)
+            .map_err(|why| format!("the RA-TLS evidence does not verify: {why}"))
+    }
+
+    /// Checks a workload's evidence for authenticity (not yet against any key policy)
+    /// and binding: to `report_data` (RA-TLS claims), or else to its statement.
+    fn verified_workload(
+        document: teekms_attest::AttestationDocument,
+        report_data: Option<[u8; 64]>,
+        now: u64,
+    ) -> Result<AttestedWorkload, String> {
+        if document.tee == TeeKind::Sim {
+            let expected = report_data.unwrap_or_else(|| document.statement.hash());
+            let verified = teekms_attest::VerifiedSim::check(&document, &expected)
+                .map_err(|e| e.to_string())?;
+            return Ok(AttestedWorkload::sim(document, report_data, verified));
+        }
+        let any = Policy::default_for(document.tee).expect("real TEEs have a default policy");
+        let verdict = match report_data {
+            Some(rd) => teekms_attest::ratls::verify_document_bound(&document, rd, &any, now),
+            None => verify_document(&document, &any, Freshness::Offline, now),
         };
-        let verdict =
-            teekms_attest::ratls::verify_document_bound(&document, report_data, &any, now);
         if !verdict.verified {
-            return Err(format!(
-                "the RA-TLS evidence does not verify: {}",
-                verdict.reasons.join("; ")
-            ));
+            return Err(verdict.reasons.join("; "));
         }
         let claims = serde_json::to_vec(&verdict.claims).expect("claims serialize");
-        Ok(AttestedWorkload::new(
-            document,
-            Some(report_data),
-            hex::encode(teekms_attest::sha256(&claims)),
-        ))
+        let digest = hex::encode(teekms_attest::sha256(&claims));
+        Ok(AttestedWorkload::new(document, report_data, digest))
     }
 
     /// `POST /v1/cluster/join`: a new node, attested on this connection, admitted by the
