@@ -225,6 +225,7 @@ impl PgStore {
             tx,
             audit: Vec::new(),
             statements,
+            failed: &mut self.lost,
         })
     }
 }
@@ -439,6 +440,18 @@ pub struct PgBatch<'a> {
     /// Audit entries appended, inserted together at commit (one round trip, not one each).
     audit: Vec<(i64, Vec<u8>)>,
     statements: BatchStatements,
+    /// Set when a step fails: the connection is made again before its next use (it may
+    /// be lost, and a fresh one costs little next to a failed batch).
+    failed: &'a mut bool,
+}
+
+impl PgBatch<'_> {
+    fn noting<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if r.is_err() {
+            *self.failed = true;
+        }
+        r
+    }
 }
 
 /// The statements every write transaction runs, prepared on its connection.
@@ -547,16 +560,20 @@ impl PgBatch<'_> {
 
 impl crate::BatchOps for PgBatch<'_> {
     fn apply(&mut self, writes: &[Write]) -> Result<Applied, StoreError> {
-        PgBatch::apply(self, writes)
+        let r = PgBatch::apply(self, writes);
+        self.noting(r)
     }
 
     fn audit_head(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         // Appends from every node serialize here, so the chain never forks.
-        self.tx.execute(&self.statements.lock, &[&AUDIT_LOCK])?;
-        Ok(self
-            .tx
-            .query_opt(&self.statements.head, &[])?
-            .map(|r| (u(r.get(0)), r.get(1))))
+        let r = (|| {
+            self.tx.execute(&self.statements.lock, &[&AUDIT_LOCK])?;
+            Ok(self
+                .tx
+                .query_opt(&self.statements.head, &[])?
+                .map(|r| (u(r.get(0)), r.get(1))))
+        })();
+        self.noting(r)
     }
 
     fn append_audit(&mut self, seq: u64, entry: &[u8]) -> Result<(), StoreError> {
@@ -564,12 +581,24 @@ impl crate::BatchOps for PgBatch<'_> {
         Ok(())
     }
 
-    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        if !self.audit.is_empty() {
-            let (seqs, entries): (Vec<i64>, Vec<Vec<u8>>) = self.audit.drain(..).unzip();
-            self.tx
-                .execute(&self.statements.append, &[&seqs, &entries])?;
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let PgBatch {
+            tx,
+            audit,
+            statements,
+            failed,
+        } = *self;
+        let r = (|| {
+            let mut tx = tx;
+            if !audit.is_empty() {
+                let (seqs, entries): (Vec<i64>, Vec<Vec<u8>>) = audit.into_iter().unzip();
+                tx.execute(&statements.append, &[&seqs, &entries])?;
+            }
+            Ok(tx.commit()?)
+        })();
+        if r.is_err() {
+            *failed = true;
         }
-        Ok(self.tx.commit()?)
+        r
     }
 }

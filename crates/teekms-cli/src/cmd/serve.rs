@@ -116,7 +116,21 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         recovery,
         store: args.store.clone(),
         join: args.join.clone(),
-        cluster_admin: args.cluster_admin.clone(),
+        cluster_admin: match &args.cluster_admin {
+            // Taken once and for good: a mistyped fingerprint would leave the cluster
+            // without an admin who can sign in.
+            Some(fp) => {
+                let fp = fp.trim().to_ascii_lowercase();
+                if fp.len() != 64 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Failure::usage(
+                        "--cluster-admin is an owner fingerprint: 64 hex characters",
+                    )
+                    .hint("`teekms owner init` prints yours"));
+                }
+                Some(fp)
+            }
+            None => None,
+        },
         cluster_policy: match &args.cluster_policy {
             Some(p) => {
                 let text = String::from_utf8(paths::read(p, "cluster policy", 64 * 1024)?)

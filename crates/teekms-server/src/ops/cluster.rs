@@ -1,6 +1,7 @@
 //! The cluster policy (who may join) and its one administrator: read and replaced only
 //! by the owner named when the cluster was made. Changing it is how a new teekms version
-//! (a new measurement) is admitted to join and take over (spec/api-v1.md, "Upgrades").
+//! (a new measurement) is admitted to join and take over (spec/sealed-record-v1.md,
+//! "Upgrades"; deploy/cluster.md).
 
 use teekms_core::access::Caller;
 use teekms_core::api::ClusterPolicy;
