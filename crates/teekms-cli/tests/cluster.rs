@@ -263,14 +263,9 @@ fn three_nodes_on_postgres_survive_a_killed_node_a_database_restart_and_total_lo
         "{err}"
     );
     assert!(
-        !outsider_dir.join("teekms.db").exists()
-            || !rusqlite::Connection::open(outsider_dir.join("teekms.db"))
-                .unwrap()
-                .prepare("SELECT 1 FROM meta WHERE name = 'cluster-key'")
-                .unwrap()
-                .exists([])
-                .unwrap(),
-        "the refused joiner must hold no cluster key"
+        !outsider_dir.join("teekms.sqlite3").exists()
+            && !outsider_dir.join("sim-sealing.key").exists(),
+        "the refused joiner must have stored nothing"
     );
 
     // A key deployed through node 1 is used through nodes 2 and 3.
@@ -333,6 +328,47 @@ fn three_nodes_on_postgres_survive_a_killed_node_a_database_restart_and_total_lo
     }
     let audit = env.ok(&["audit", "verify", "--node", &urls[2], "--policy", p]);
     assert!(audit.contains("audit log verified"), "{audit}");
+
+    // A node without a sealing key (as on TDX) keeps nothing sealed: it refuses to start
+    // without --join, and with it receives the cluster key by attestation at every start.
+    let no_seal = [("TEEKMS_SIM_NO_SEALING_KEY", "1")];
+    let tdx_dir = env.path("node-tdx");
+    let out = env
+        .cmd()
+        .envs(no_seal)
+        .args(["serve", "--tee", "sim", "--listen", "127.0.0.1:0"])
+        .args(["--data-dir", s(&tdx_dir), "--store", &store])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no sealing key") && err.contains("--join"),
+        "{err}"
+    );
+    for _start in 0..2 {
+        let mut tdx_like = env.serve_with_env(
+            &no_seal,
+            "sim",
+            &tdx_dir,
+            &["--store", &store, "--join", &urls[0]],
+            "warn",
+        );
+        envelope_decrypt(&env, &tdx_like.url, p, &ct, &back);
+        tdx_like.kill();
+    }
+    let sealed_records: i64 = rusqlite::Connection::open(tdx_dir.join("teekms.sqlite3"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM meta", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        sealed_records, 0,
+        "a node without a sealing key stores no keys"
+    );
+    assert!(
+        !tdx_dir.join("sim-sealing.key").exists(),
+        "no hardware key was made"
+    );
 
     // Every node and its data dir is lost. Two officers open their shares; a new node
     // is restored from the database and decrypts what the cluster encrypted.

@@ -189,6 +189,10 @@ impl Platform for ConfigfsTsm {
         }
     }
 
+    fn has_sealing_key(&self) -> bool {
+        self.tee != TeeKind::Tdx
+    }
+
     fn sealing_key(&self) -> Result<SealingKey, PlatformError> {
         match (self.tee, &self.derived_key) {
             (TeeKind::Snp, Some(source)) => {
@@ -198,7 +202,7 @@ impl Platform for ConfigfsTsm {
             (TeeKind::Tdx, _) => Err(PlatformError::Damaged {
                 what: "TDX sealing key",
                 path: self.root.display().to_string(),
-                reason: "TDX has no sealing key: a TDX node keeps state only with a cluster key from a peer or from recovery".into(),
+                reason: "TDX has no sealing key: a TDX node joins a cluster at every start (serve --store URL --join NODE) and keeps its keys in memory".into(),
             }),
             _ => Err(PlatformError::Damaged {
                 what: "SNP derived key",

@@ -56,6 +56,12 @@ pub trait Platform: Send + Sync {
     /// The hardware sealing key.
     fn sealing_key(&self) -> Result<SealingKey, PlatformError>;
 
+    /// Whether this TEE has a sealing key at all (TDX has none: such a node keeps its
+    /// keys in memory and receives the cluster key from a peer at every start).
+    fn has_sealing_key(&self) -> bool {
+        true
+    }
+
     /// The RA-TLS certificate extension for `keys` (spec/ratls-v1.md): this TEE's
     /// evidence over claims naming their TLS key and statement, with the collateral
     /// (if any) so that a peer can verify it offline.

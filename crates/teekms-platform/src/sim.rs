@@ -78,6 +78,7 @@ pub struct SimPlatform {
     root: SimRoot,
     measurement: [u8; 48],
     sealing_key_path: PathBuf,
+    sealing: bool,
 }
 
 impl SimPlatform {
@@ -87,7 +88,15 @@ impl SimPlatform {
             root: SimRoot::load_or_create(root_path)?,
             measurement: measure_current_exe()?,
             sealing_key_path: data_dir.join(SEALING_KEY_FILE),
+            sealing: true,
         })
+    }
+
+    /// The same sim TEE without a sealing key, as TDX is: for running and testing nodes
+    /// that keep their keys in memory and join a cluster at every start.
+    pub fn without_sealing_key(mut self) -> SimPlatform {
+        self.sealing = false;
+        self
     }
 
     /// The measurement this node reports.
@@ -106,7 +115,18 @@ impl Platform for SimPlatform {
     }
 
     fn sealing_key(&self) -> Result<SealingKey, PlatformError> {
+        if !self.sealing {
+            return Err(PlatformError::Damaged {
+                what: "sim sealing key",
+                path: self.sealing_key_path.display().to_string(),
+                reason: "this sim TEE imitates one without a sealing key (TDX)".into(),
+            });
+        }
         sim_sealing_key(&self.sealing_key_path)
+    }
+
+    fn has_sealing_key(&self) -> bool {
+        self.sealing
     }
 }
 

@@ -52,6 +52,20 @@ pub fn open_node_with(
         what: format!("creating data dir {}", data_dir.display()),
         source,
     })?;
+    if !platform.has_sealing_key() {
+        // Nothing can be sealed here (TDX): the key set and the cluster key received by
+        // joining live in memory only, and the node joins again at its next start.
+        let Some((keys, cluster)) = joined else {
+            return Err(ServerError::Inconsistent(
+                "this TEE has no sealing key, so its node keeps no state of its own: start it with --store URL --join https://NODE (it receives the cluster key by attestation at every start)".into(),
+            ));
+        };
+        return Ok(NodeHandle {
+            service: Arc::new(KeyService::new(platform.tee(), keys, cluster)),
+            platform,
+            store: SqliteStore::open(data_dir)?,
+        });
+    }
     let hw = platform.sealing_key()?;
     let mut store = SqliteStore::open(data_dir)?;
     loop {

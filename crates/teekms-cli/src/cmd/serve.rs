@@ -35,7 +35,12 @@ pub fn platform(
     match tee {
         TeeArg::Sim => {
             let root = paths::sim_root_path(&args.sim_root.sim_root)?;
-            Ok(Arc::new(SimPlatform::open(&root, data_dir).map_err(fail)?))
+            let sim = SimPlatform::open(&root, data_dir).map_err(fail)?;
+            // A sim node without a sealing key behaves as a TDX node does (deploy/cluster.md).
+            Ok(match std::env::var_os("TEEKMS_SIM_NO_SEALING_KEY") {
+                Some(_) => Arc::new(sim.without_sealing_key()),
+                None => Arc::new(sim),
+            })
         }
         TeeArg::Sgx => {
             let seal_to = match args.seal_to {

@@ -93,8 +93,33 @@ impl Env {
         extra: &[&str],
         log: &str,
     ) -> NodeProcess {
+        self.spawn_serve(program, &[], tee, data_dir, extra, log)
+    }
+
+    /// [`Env::serve_tee`] with more environment variables.
+    pub fn serve_with_env(
+        &self,
+        envs: &[(&str, &str)],
+        tee: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        log: &str,
+    ) -> NodeProcess {
+        self.spawn_serve(&bin(), envs, tee, data_dir, extra, log)
+    }
+
+    fn spawn_serve(
+        &self,
+        program: &Path,
+        envs: &[(&str, &str)],
+        tee: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        log: &str,
+    ) -> NodeProcess {
         let mut c = Command::new(program);
         self.isolate(&mut c);
+        c.envs(envs.iter().copied());
         c.env("TEEKMS_LOG", log);
         c.args([
             "serve",
