@@ -18,6 +18,10 @@ pub enum ServerError {
     /// The data dir holds only part of a node's state.
     #[error("data directory is inconsistent: {0}")]
     Inconsistent(String),
+    /// The node cannot start or join as configured: the cluster refused it, its database
+    /// belongs to another cluster, or its TEE cannot hold state the way it was asked to.
+    #[error("{0}")]
+    Refused(String),
     /// Listening or TLS setup failed.
     #[error("{what}: {source}")]
     Io {

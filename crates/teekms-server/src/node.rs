@@ -56,9 +56,10 @@ pub fn open_node_with(
         // Nothing can be sealed here (TDX): the key set and the cluster key received by
         // joining live in memory only, and the node joins again at its next start.
         let Some((keys, cluster)) = joined else {
-            return Err(ServerError::Inconsistent(
-                "this TEE has no sealing key, so its node keeps no state of its own: start it with --store URL --join https://NODE (it receives the cluster key by attestation at every start)".into(),
-            ));
+            return Err(ServerError::Refused(format!(
+                "{} has no sealing key, so its node keeps no state of its own: start it with --store URL --join https://NODE (it receives the cluster key by attestation at every start)",
+                platform.tee().as_str().to_uppercase()
+            )));
         };
         return Ok(NodeHandle {
             service: Arc::new(KeyService::new(platform.tee(), keys, cluster)),
@@ -225,7 +226,7 @@ pub fn restore_node(
         None => &mut local,
     };
     let stored = cluster_state.get_meta(RECOVERY)?.ok_or_else(|| {
-        ServerError::Inconsistent(match store_url {
+        ServerError::Refused(match store_url {
             Some(_) => "the database at --store has no recovery set up".into(),
             None => "this data dir has no recovery set up".into(),
         })
@@ -270,7 +271,7 @@ pub fn cluster_store(
     if !store.init_meta(&[(CLUSTER_CHECK, &check.0)])? {
         let stored = store.get_meta(CLUSTER_CHECK)?.unwrap_or_default();
         if stored != check.0 {
-            return Err(ServerError::Inconsistent(
+            return Err(ServerError::Refused(
                 "the database at --store belongs to another cluster (its cluster key differs from this node's); a node shares a cluster's database only with that cluster's key".into(),
             ));
         }
@@ -312,14 +313,14 @@ pub fn default_cluster_policy(
             .as_ref()
             .and_then(|claims| teekms_attest::policy::same_measurement_toml(tee, claims))
             .ok_or_else(|| {
-                ServerError::Inconsistent(format!(
+                ServerError::Refused(format!(
                     "cannot read this node's measurement from its own evidence ({}); give --cluster-policy",
                     verdict.reasons.join("; ")
                 ))
             });
     }
     let ev = teekms_attest::sim::parse_and_verify(&evidence)
-        .map_err(|e| ServerError::Inconsistent(format!("this node's own evidence: {e}")))?;
+        .map_err(|e| ServerError::Refused(format!("this node's own evidence: {e}")))?;
     Ok(teekms_attest::Policy::sim(ev.root_public_key, Some(ev.measurement)).to_toml())
 }
 
@@ -368,17 +369,21 @@ pub fn read_cluster_policy(
     service: &KeyService,
     store: &mut dyn teekms_store::Store,
 ) -> Result<(String, teekms_attest::Policy), ServerError> {
-    let stored = store
-        .get_meta(CLUSTER_POLICY)?
-        .ok_or_else(|| ServerError::Inconsistent("the store holds no cluster policy".into()))?;
+    let stored = store.get_meta(CLUSTER_POLICY)?.ok_or_else(|| {
+        ServerError::Refused("the cluster's database holds no cluster policy".into())
+    })?;
     let text = service
         .cluster()
         .open(CLUSTER_POLICY, "cluster", 1, &stored)
         .map_err(ServerError::Damaged)?;
-    let text = String::from_utf8(text.to_vec())
-        .map_err(|_| ServerError::Inconsistent("the cluster policy is not UTF-8".into()))?;
-    let policy = teekms_attest::Policy::from_toml(&text)
-        .map_err(|e| ServerError::Inconsistent(format!("the stored cluster policy: {e}")))?;
+    let text = String::from_utf8(text.to_vec()).map_err(|_| {
+        ServerError::Refused("the cluster's database: the cluster policy is not UTF-8".into())
+    })?;
+    let policy = teekms_attest::Policy::from_toml(&text).map_err(|e| {
+        ServerError::Refused(format!(
+            "the cluster's database: the stored cluster policy: {e}"
+        ))
+    })?;
     Ok((text, policy))
 }
 
@@ -394,7 +399,7 @@ pub fn read_cluster_admin(
         .cluster()
         .open(CLUSTER_ADMIN, "cluster", 1, &stored)
         .map_err(ServerError::Damaged)?;
-    String::from_utf8(fp.to_vec())
-        .map(Some)
-        .map_err(|_| ServerError::Inconsistent("the cluster admin record is not UTF-8".into()))
+    String::from_utf8(fp.to_vec()).map(Some).map_err(|_| {
+        ServerError::Refused("the cluster's database: the cluster admin record is not UTF-8".into())
+    })
 }

@@ -327,7 +327,7 @@ async fn join(
     given_policy: Option<&str>,
 ) -> Result<(teekms_core::NodeKeys, teekms_core::SealingKey), ServerError> {
     let refused = |what: &str, e: &dyn std::fmt::Display| {
-        ServerError::Inconsistent(format!("joining the cluster at {url}: {what}: {e}"))
+        ServerError::Refused(format!("joining the cluster at {url}: {what}: {e}"))
     };
     let keys = teekms_core::NodeKeys::generate();
     let policy_text = match given_policy {
