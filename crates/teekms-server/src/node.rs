@@ -344,9 +344,20 @@ pub fn seal_cluster_policy(service: &KeyService, text: &str) -> teekms_store::Wr
 pub fn init_cluster(
     service: &KeyService,
     store: &mut dyn teekms_store::Store,
-    given: &str,
+    given: impl FnOnce() -> Result<String, ServerError>,
     admin: Option<&str>,
 ) -> Result<(), ServerError> {
+    if store.get_meta(CLUSTER_POLICY)?.is_some() {
+        if admin.is_some() && read_cluster_admin(service, store)?.as_deref() != admin {
+            tracing::warn!(
+                "--cluster-admin is only taken when the cluster is made; the stored admin stays"
+            );
+        }
+        return Ok(());
+    }
+    // Only now, for a cluster being made: the default policy reads (and, on real TEEs,
+    // verifies) this node's own evidence.
+    let given = given()?;
     let cluster = service.cluster();
     let policy = cluster.seal(CLUSTER_POLICY, "cluster", 1, given.as_bytes());
     let admin_record = admin.map(|fp| cluster.seal(CLUSTER_ADMIN, "cluster", 1, fp.as_bytes()));
@@ -356,10 +367,6 @@ pub fn init_cluster(
     }
     if store.init_meta(&records)? {
         tracing::info!(policy = %given, admin = ?admin, "cluster created; its policy says who may join");
-    } else if admin.is_some() && read_cluster_admin(service, store)?.as_deref() != admin {
-        tracing::warn!(
-            "--cluster-admin is only taken when the cluster is made; the stored admin stays"
-        );
     }
     Ok(())
 }

@@ -140,17 +140,16 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
             );
         }
         if store_url.is_some() {
-            let given = match given_policy {
-                Some(text) => text,
-                None => crate::node::default_cluster_policy(
-                    node.platform.as_ref(),
-                    node.service.keys(),
-                )?,
+            let given = || match given_policy {
+                Some(text) => Ok(text),
+                None => {
+                    crate::node::default_cluster_policy(node.platform.as_ref(), node.service.keys())
+                }
             };
             crate::node::init_cluster(
                 &node.service,
                 reader.as_mut(),
-                &given,
+                given,
                 cluster_admin.as_deref(),
             )?;
             // Refuse to start on a cluster policy that does not open or parse.
