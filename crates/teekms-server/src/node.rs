@@ -264,7 +264,7 @@ const CLUSTER_CHECK: &str = "cluster-check";
 pub fn cluster_store(
     service: &KeyService,
     url: &str,
-) -> Result<Box<dyn teekms_store::Store>, ServerError> {
+) -> Result<teekms_store::pg::PgStore, ServerError> {
     let mut store = teekms_store::pg::PgStore::connect(url)?;
     let check = teekms_core::recovery::cluster_check(service.cluster());
     use teekms_store::Store;
@@ -276,7 +276,7 @@ pub fn cluster_store(
             ));
         }
     }
-    Ok(Box::new(store))
+    Ok(store)
 }
 
 /// Meta record of a cluster's shared store: the cluster policy (TOML), sealed under the

@@ -113,23 +113,25 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
             .cluster()
             .derive(teekms_core::audit::AUDIT_KEY_LABEL);
         // The reader's store, and the writer's own connection to it.
-        let (mut reader, writer): (Box<dyn teekms_store::Store>, _) = match &store_url {
-            None => (
-                Box::new(SqliteStore::open(&data_dir)?),
-                Writer::start(Box::new(node.store), audit_key)?,
-            ),
-            Some(url) => (
-                crate::node::cluster_store(&node.service, url)?,
-                Writer::start(crate::node::cluster_store(&node.service, url)?, audit_key)?,
-            ),
-        };
-        // More reader connections where each read is a network round trip.
-        let mut more_readers: Vec<Box<dyn teekms_store::Store>> = Vec::new();
-        if let Some(url) = &store_url {
-            for _ in 1..PG_READERS {
-                more_readers.push(Box::new(teekms_store::pg::PgStore::connect(url)?));
-            }
-        }
+        let (mut reader, writer, more_readers): (Box<dyn teekms_store::Store>, _, _) =
+            match &store_url {
+                None => (
+                    Box::new(SqliteStore::open(&data_dir)?),
+                    Writer::start(Box::new(node.store), audit_key)?,
+                    Vec::new(),
+                ),
+                Some(url) => {
+                    // Checked once (schema, cluster); the writer and the other readers
+                    // (each read is a network round trip) connect to the same database.
+                    let checked = crate::node::cluster_store(&node.service, url)?;
+                    let writer = Writer::start(Box::new(checked.another()?), audit_key)?;
+                    let mut more: Vec<Box<dyn teekms_store::Store>> = Vec::new();
+                    for _ in 1..PG_READERS {
+                        more.push(Box::new(checked.another()?));
+                    }
+                    (Box::new(checked), writer, more)
+                }
+            };
         if let Some(setup) = &recovery
             && crate::ensure_recovery(&node.service, reader.as_mut(), &data_dir, setup)?
         {

@@ -90,16 +90,25 @@ impl PgStore {
     /// TLS to the database is not used: every value is sealed before it leaves the TEE,
     /// and the database is untrusted like the rest of the host.
     pub fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let client = Client::connect(url, NoTls)?;
-        let mut store = PgStore {
-            client,
+        let mut store = Self::open(url)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn open(url: &str) -> Result<PgStore, StoreError> {
+        Ok(PgStore {
+            client: Client::connect(url, NoTls)?,
             url: url.to_owned(),
             last_used: Instant::now(),
             statements: HashMap::new(),
             lost: false,
-        };
-        store.migrate()?;
-        Ok(store)
+        })
+    }
+
+    /// Another connection to the same database, whose schema this one already migrated
+    /// (for a pool of readers: no second migration).
+    pub fn another(&self) -> Result<PgStore, StoreError> {
+        Self::open(&self.url)
     }
 
     /// The connection, made again if the last one was lost (a server restart, a network
