@@ -34,8 +34,16 @@ impl<const N: usize> HexBytes<N> {
 
     /// Lowercase hex.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        to_hex(&self.0)
     }
+}
+
+/// Lowercase hex of `bytes`. Written into one buffer: `hex::encode` builds its string a
+/// character at a time, and fingerprints and audit entries are made on every request.
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; 2 * bytes.len()];
+    hex::encode_to_slice(bytes, &mut out).expect("the buffer is twice the input");
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 impl<const N: usize> fmt::Debug for HexBytes<N> {

@@ -16,7 +16,7 @@ const ENTRY_LABEL: &[u8] = b"teekms/v1/audit-entry";
 pub const AUDIT_KEY_LABEL: &str = "teekms/v1/audit-mac";
 
 /// What an operation asks to have recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditDraft {
     /// Node clock, Unix seconds (informational: the host controls it).
@@ -74,7 +74,8 @@ fn chain_hash(canonical: &[u8], mac: &[u8; 32]) -> [u8; 32] {
 
 /// The writer's view of the chain: the next position and the hash to chain from.
 pub struct AuditChain {
-    key: Zeroizing<[u8; 32]>,
+    /// The MAC key, its HMAC key schedule made once (every entry is MAC'd with it).
+    mac_key: aws_lc_rs::hmac::Key,
     next_seq: u64,
     head: [u8; 32],
 }
@@ -103,7 +104,7 @@ impl AuditChain {
         };
         (
             AuditChain {
-                key,
+                mac_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_ref()),
                 next_seq,
                 head,
             },
@@ -114,7 +115,10 @@ impl AuditChain {
     /// Appends a draft: the entry to store.
     pub fn append(&mut self, draft: AuditDraft) -> AuditEntry {
         let c = canonical(self.next_seq, &draft, &self.head);
-        let mac = crate::hmac256(self.key.as_ref(), &[&c]);
+        let mac: [u8; 32] = aws_lc_rs::hmac::sign(&self.mac_key, &c)
+            .as_ref()
+            .try_into()
+            .expect("32 bytes");
         let entry = AuditEntry {
             seq: self.next_seq,
             draft,

@@ -106,7 +106,7 @@ impl fmt::Debug for OwnerKey {
 impl OwnerPublicKey {
     /// The owner id: lowercase hex SHA-256 of the public key.
     pub fn fingerprint(&self) -> String {
-        hex::encode(teekms_attest::sha256(&self.0))
+        teekms_attest::hexbytes::to_hex(&teekms_attest::sha256(&self.0))
     }
 
     /// Checks an Ed25519 signature by this owner.

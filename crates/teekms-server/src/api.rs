@@ -218,11 +218,11 @@ struct AttestationQuery {
 async fn attestation(
     State(app): State<Arc<AppState>>,
     query: Result<Query<AttestationQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<AttestationDocument>, ApiError> {
+) -> Result<JsonOut<AttestationDocument>, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let Some(nonce_hex) = q.nonce else {
-        return Ok(Json(app.cached_attestation.clone()));
+        return Ok(JsonOut(app.cached_attestation.clone()));
     };
     let nonce = hex::decode(&nonce_hex)
         .ok()
@@ -238,7 +238,7 @@ async fn attestation(
         .service
         .attestation(app.platform.as_ref(), Some(&nonce))
         .map_err(|e| ApiError::internal("evidence", &e))?;
-    Ok(Json(doc))
+    Ok(JsonOut(doc))
 }
 
 async fn deploy(
@@ -282,10 +282,10 @@ async fn deploy(
 async fn list_keys(
     State(app): State<Arc<AppState>>,
     Owner(owner): Owner,
-) -> Result<Json<KeyList>, ApiError> {
+) -> Result<JsonOut<KeyList>, ApiError> {
     tokio::task::spawn_blocking(move || {
         let rows = app.readers.get().list_keys(&owner.fingerprint());
-        rows.map(|rows| Json(app.service.list(&owner, rows)))
+        rows.map(|rows| JsonOut(app.service.list(&owner, rows)))
     })
     .await
     .map_err(|e| ApiError::internal("list task", &e))?
@@ -329,7 +329,7 @@ async fn op<T: Serialize + Send + 'static>(
     conn: Arc<ConnState>,
     headers: &axum::http::HeaderMap,
     f: impl FnOnce(&AppState, &teekms_core::access::Caller, u64) -> Result<T, OpError> + Send + 'static,
-) -> Result<Json<T>, ApiError> {
+) -> Result<JsonOut<T>, ApiError> {
     let token = token(headers)?;
     tokio::task::spawn_blocking(move || {
         let now = now_unix();
@@ -338,7 +338,7 @@ async fn op<T: Serialize + Send + 'static>(
     })
     .await
     .map_err(|e| ApiError::internal("operation task", &e))?
-    .map(Json)
+    .map(JsonOut)
     .map_err(ApiError::from)
 }
 
@@ -352,7 +352,7 @@ async fn data_op<T: Serialize + Send + 'static>(
     f: impl FnOnce(&AppState, &teekms_core::access::Caller, u64) -> Result<(T, AuditDraft), OpError>
     + Send
     + 'static,
-) -> Result<Json<T>, ApiError> {
+) -> Result<JsonOut<T>, ApiError> {
     let token = token(headers)?;
     let now = now_unix();
     let (resp, audit) = if app.cache.enabled() {
@@ -376,7 +376,31 @@ async fn data_op<T: Serialize + Send + 'static>(
         })
         .await
         .map_err(|_| ApiError::from(OpError::Unavailable))?;
-    Ok(Json(resp))
+    Ok(JsonOut(resp))
+}
+
+/// A JSON response written into one buffer sized for the usual answer: axum's `Json`
+/// starts at 128 bytes and grows by copying, four times for a 1 KiB envelope.
+pub struct JsonOut<T>(pub T);
+
+/// Room for the usual operation's answer (a 1 KiB envelope is about 1.5 KiB of JSON).
+const RESPONSE_CAPACITY: usize = 2048;
+
+impl<T: Serialize> IntoResponse for JsonOut<T> {
+    fn into_response(self) -> Response {
+        let mut body = Vec::with_capacity(RESPONSE_CAPACITY);
+        match serde_json::to_writer(&mut body, &self.0) {
+            Ok(()) => (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
+            Err(e) => ApiError::internal("response", &e).into_response(),
+        }
+    }
 }
 
 type Conn = axum::Extension<Arc<ConnState>>;
@@ -396,7 +420,7 @@ async fn describe(
     headers: Headers,
     axum::extract::Path(id): Id,
     q: Result<Query<OwnerQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<teekms_core::api::KeyDescription>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::KeyDescription>, ApiError> {
     let Query(q) =
         q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     op(app, conn, &headers, move |a, c, now| {
@@ -412,7 +436,7 @@ macro_rules! owner_op {
             axum::Extension(conn): Conn,
             headers: Headers,
             axum::extract::Path($id): Id,
-        ) -> Result<Json<teekms_core::api::KeyDescription>, ApiError> {
+        ) -> Result<JsonOut<teekms_core::api::KeyDescription>, ApiError> {
             op(app, conn, &headers, move |$a, $c, $now| $body).await
         }
     };
@@ -430,7 +454,7 @@ async fn schedule_deletion(
     headers: Headers,
     axum::extract::Path(id): Id,
     body: Body,
-) -> Result<Json<teekms_core::api::KeyDescription>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::KeyDescription>, ApiError> {
     let req: teekms_core::api::ScheduleDeletionRequest = match &body {
         Ok(b) if b.is_empty() => Default::default(),
         _ => parse(body)?,
@@ -447,7 +471,7 @@ async fn min_decryption_version(
     headers: Headers,
     axum::extract::Path(id): Id,
     body: Body,
-) -> Result<Json<teekms_core::api::KeyDescription>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::KeyDescription>, ApiError> {
     let req: teekms_core::api::MinDecryptionVersionRequest = parse(body)?;
     op(app, conn, &headers, move |a, c, now| {
         a.set_min_decryption_version(c, &id, req.version, now)
@@ -460,7 +484,7 @@ async fn get_policy(
     axum::Extension(conn): Conn,
     headers: Headers,
     axum::extract::Path(id): Id,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<JsonOut<serde_json::Value>, ApiError> {
     op(app, conn, &headers, move |a, c, now| {
         let text = a.get_policy(c, &id, now)?;
         serde_json::from_str(&text).map_err(|e| OpError::Internal(e.to_string()))
@@ -474,7 +498,7 @@ async fn set_policy(
     headers: Headers,
     axum::extract::Path(id): Id,
     body: Body,
-) -> Result<Json<teekms_core::api::KeyDescription>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::KeyDescription>, ApiError> {
     let body =
         body.map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text()))?;
     let text = String::from_utf8(body.to_vec()).map_err(|_| {
@@ -496,7 +520,7 @@ async fn export(
     headers: Headers,
     axum::extract::Path(id): Id,
     body: Body,
-) -> Result<Json<teekms_core::api::ExportResponse>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::ExportResponse>, ApiError> {
     let req = parse(body)?;
     op(app, conn, &headers, move |a, c, now| {
         a.export(c, &id, req, now)
@@ -510,7 +534,7 @@ async fn fetch(
     headers: Headers,
     axum::extract::Path(id): Id,
     body: Body,
-) -> Result<Json<teekms_core::api::FetchResponse>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::FetchResponse>, ApiError> {
     let req: teekms_core::api::FetchRequest = match &body {
         Ok(b) if b.is_empty() => Default::default(),
         _ => parse(body)?,
@@ -529,7 +553,7 @@ macro_rules! body_op {
             axum::Extension(conn): Conn,
             headers: Headers,
             body: Body,
-        ) -> Result<Json<$resp>, ApiError> {
+        ) -> Result<JsonOut<$resp>, ApiError> {
             let $req = parse(body)?;
             $run(app, conn, &headers, move |$a, $c, $now| $body).await
         }
@@ -579,7 +603,7 @@ async fn list_access_keys(
     State(app): State<Arc<AppState>>,
     axum::Extension(conn): Conn,
     headers: Headers,
-) -> Result<Json<teekms_core::api::AccessKeyList>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::AccessKeyList>, ApiError> {
     op(app, conn, &headers, move |a, c, _| a.list_access_keys(c)).await
 }
 
@@ -588,7 +612,7 @@ async fn revoke_access_key(
     axum::Extension(conn): Conn,
     headers: Headers,
     axum::extract::Path(id): Id,
-) -> Result<Json<teekms_core::api::AccessKeyInfo>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::AccessKeyInfo>, ApiError> {
     op(app, conn, &headers, move |a, c, now| {
         a.revoke_access_key(c, &id, now)
     })
@@ -599,7 +623,7 @@ async fn attest_workload(
     State(app): State<Arc<AppState>>,
     axum::Extension(conn): Conn,
     body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<JsonOut<serde_json::Value>, ApiError> {
     let body =
         body.map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text()))?;
     let doc = AttestationDocument::from_json(&body)
@@ -607,7 +631,7 @@ async fn attest_workload(
     tokio::task::spawn_blocking(move || app.attest_workload(&conn, doc, now_unix()))
         .await
         .map_err(|e| ApiError::internal("attest task", &e))?
-        .map(|digest| Json(serde_json::json!({ "claims_digest": digest })))
+        .map(|digest| JsonOut(serde_json::json!({ "claims_digest": digest })))
         .map_err(ApiError::from)
 }
 
@@ -615,7 +639,7 @@ async fn cluster_join(
     State(app): State<Arc<AppState>>,
     axum::Extension(conn): Conn,
     headers: Headers,
-) -> Result<Json<teekms_core::api::JoinResponse>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::JoinResponse>, ApiError> {
     op(app, conn, &headers, move |a, c, now| a.cluster_join(c, now)).await
 }
 
@@ -623,7 +647,7 @@ async fn cluster_policy_get(
     State(app): State<Arc<AppState>>,
     axum::Extension(conn): Conn,
     headers: Headers,
-) -> Result<Json<teekms_core::api::ClusterPolicy>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::ClusterPolicy>, ApiError> {
     op(app, conn, &headers, move |a, c, now| {
         a.cluster_policy_get(c, now)
     })
@@ -635,7 +659,7 @@ async fn cluster_policy_set(
     axum::Extension(conn): Conn,
     headers: Headers,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<teekms_core::api::ClusterPolicy>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::ClusterPolicy>, ApiError> {
     let req: teekms_core::api::ClusterPolicy = parse(body)?;
     op(app, conn, &headers, move |a, c, now| {
         a.cluster_policy_set(c, req.policy, now)
@@ -654,7 +678,7 @@ async fn audit_tail(
     axum::Extension(conn): Conn,
     headers: Headers,
     q: Result<Query<TailQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<teekms_core::api::AuditTail>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::AuditTail>, ApiError> {
     let Query(q) =
         q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let n = q.n.unwrap_or(20).min(10_000);
@@ -665,7 +689,7 @@ async fn audit_verify(
     State(app): State<Arc<AppState>>,
     axum::Extension(conn): Conn,
     headers: Headers,
-) -> Result<Json<teekms_core::api::AuditVerification>, ApiError> {
+) -> Result<JsonOut<teekms_core::api::AuditVerification>, ApiError> {
     op(app, conn, &headers, move |a, c, _| a.audit_verify(c)).await
 }
 

@@ -17,6 +17,10 @@ use zeroize::Zeroizing;
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Room for a typical serialized entry (about 420 bytes), so it is written without
+/// growing its buffer.
+const ENTRY_CAPACITY: usize = 640;
+
 /// One unit of work: writes applied all-or-nothing, and the entry that records them.
 pub struct Job {
     /// The writes (may be empty: an audit entry alone, e.g. a denial).
@@ -188,12 +192,14 @@ fn commit(
     let mut results = Vec::with_capacity(batch.len());
     for (job, _) in batch.iter_mut() {
         let applied = tx.apply(&job.writes)?;
-        let mut draft = job.audit.clone();
+        // Taken, not cloned: a failed batch is answered with an error, never retried.
+        let mut draft = std::mem::take(&mut job.audit);
         if applied == Applied::Conflict {
             draft.outcome = job.on_conflict.to_owned();
         }
         let entry = chain.append(draft);
-        let bytes = serde_json::to_vec(&entry).expect("entries serialize");
+        let mut bytes = Vec::with_capacity(ENTRY_CAPACITY);
+        serde_json::to_writer(&mut bytes, &entry).expect("entries serialize");
         tx.append_audit(entry.seq, &bytes)?;
         appended = Some((entry.seq, bytes));
         results.push(applied);

@@ -24,14 +24,7 @@ impl AppState {
             &aad,
         )
         .map_err(|e| bad(e.to_string()))?;
-        let audit = draft(
-            "encrypt",
-            caller,
-            Some((&l.owner, &l.key_id)),
-            Some(rec.key_version),
-            "ok",
-            now,
-        );
+        let audit = key_draft("encrypt", caller, &l, Some(rec.key_version), "ok", now);
         let resp = CiphertextResponse {
             key_id: l.key_id.to_string(),
             key_version: rec.key_version,
@@ -88,14 +81,7 @@ impl AppState {
             &aad,
             now,
         )?;
-        let audit = draft(
-            "decrypt",
-            caller,
-            Some((&l.owner, &l.key_id)),
-            Some(version),
-            "ok",
-            now,
-        );
+        let audit = key_draft("decrypt", caller, &l, Some(version), "ok", now);
         let (plaintext, sealed) = seal_for(caller, "decrypt", &pt);
         let resp = SecretResponse {
             key_id: l.key_id.to_string(),
@@ -135,10 +121,10 @@ impl AppState {
             &aad,
         )
         .map_err(|e| bad(e.to_string()))?;
-        let audit = draft(
+        let audit = key_draft(
             "generate-data-key",
             caller,
-            Some((&l.owner, &l.key_id)),
+            &l,
             Some(rec.key_version),
             "ok",
             now,
@@ -192,10 +178,10 @@ impl AppState {
         )
         .map_err(|e| bad(e.to_string()))?;
         let outcome = format!("ok (from {:?} version {src_version})", src.key_id.as_str());
-        let audit = draft(
+        let audit = key_draft(
             "re-encrypt",
             caller,
-            Some((&dst.owner, &dst.key_id)),
+            &dst,
             Some(rec.key_version),
             outcome,
             now,
@@ -229,14 +215,7 @@ impl AppState {
         let (enc, ct) =
             teekms_core::hpke::seal(&pk, SEALED_RESPONSE_INFO, b"fetch", rec.dek.expose())
                 .expect("sealing to a verified X25519 key does not fail");
-        let audit = draft(
-            "fetch",
-            caller,
-            Some((&l.owner, &l.key_id)),
-            Some(v),
-            "ok",
-            now,
-        );
+        let audit = key_draft("fetch", caller, &l, Some(v), "ok", now);
         Ok((
             FetchResponse {
                 key_id: l.key_id.to_string(),

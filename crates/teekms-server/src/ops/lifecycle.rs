@@ -71,14 +71,7 @@ impl AppState {
                     _ => "failed".into(),
                 };
                 return Err(self.refuse(
-                    draft(
-                        op,
-                        caller,
-                        Some((&l.owner, &l.key_id)),
-                        None,
-                        format!("error: {why}"),
-                        now,
-                    ),
+                    key_draft(op, caller, &l, None, format!("error: {why}"), now),
                     e,
                 ));
             }
@@ -105,10 +98,10 @@ impl AppState {
         self.cache.forget(&l.owner.fingerprint(), l.key_id.as_str());
         let applied = self.writer.submit(Job {
             writes,
-            audit: draft(
+            audit: key_draft(
                 op,
                 caller,
-                Some((&l.owner, &l.key_id)),
+                &l,
                 new_version.as_ref().map(|r| r.key_version),
                 "ok",
                 now,

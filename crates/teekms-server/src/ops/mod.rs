@@ -86,6 +86,8 @@ impl From<crate::writer::Unavailable> for OpError {
 /// versions opened so far.
 pub struct LoadedKey {
     owner: OwnerPublicKey,
+    /// The owner's fingerprint, made once (every audit entry names it).
+    fp: String,
     key_id: KeyId,
     state: KeyState,
     policy: KeyPolicy,
@@ -102,7 +104,8 @@ const CACHE_MAX: usize = 10_000;
 /// writer of its store; several nodes sharing one store is the cluster's business).
 pub struct KeyCache {
     enabled: bool,
-    keys: Mutex<HashMap<(String, String), Loaded>>,
+    /// By owner fingerprint, then key id: looked up by `&str` without allocating.
+    keys: Mutex<HashMap<String, HashMap<String, Loaded>>>,
 }
 
 impl KeyCache {
@@ -127,7 +130,8 @@ impl KeyCache {
         self.keys
             .lock()
             .expect("cache lock")
-            .get(&(fp.to_owned(), key_id.to_owned()))
+            .get(fp)?
+            .get(key_id)
             .cloned()
     }
 
@@ -136,17 +140,17 @@ impl KeyCache {
             return;
         }
         let mut map = self.keys.lock().expect("cache lock");
-        if map.len() >= CACHE_MAX {
+        if map.values().map(HashMap::len).sum::<usize>() >= CACHE_MAX {
             map.clear();
         }
-        map.insert((fp, key_id), key);
+        map.entry(fp).or_default().insert(key_id, key);
     }
 
     fn forget(&self, fp: &str, key_id: &str) {
-        self.keys
-            .lock()
-            .expect("cache lock")
-            .remove(&(fp.to_owned(), key_id.to_owned()));
+        let mut map = self.keys.lock().expect("cache lock");
+        if let Some(keys) = map.get_mut(fp) {
+            keys.remove(key_id);
+        }
     }
 }
 
@@ -174,6 +178,22 @@ fn draft(
         key_version: version,
         outcome: outcome.into(),
         caller: caller.describe(),
+    }
+}
+
+/// [`draft`] for an operation on a loaded key (its owner's fingerprint made once).
+fn key_draft(
+    op: &str,
+    caller: &Caller,
+    l: &LoadedKey,
+    version: Option<u64>,
+    outcome: impl Into<String>,
+    now: u64,
+) -> AuditDraft {
+    AuditDraft {
+        owner: Some(l.fp.clone()),
+        key_id: Some(l.key_id.to_string()),
+        ..draft(op, caller, None, version, outcome, now)
     }
 }
 
@@ -322,6 +342,7 @@ impl AppState {
         });
         let loaded = Arc::new(LoadedKey {
             owner: *owner,
+            fp: fp.clone(),
             key_id: key_id.clone(),
             state,
             policy,
@@ -381,14 +402,7 @@ impl AppState {
                 l.key_id, l.state.min_decryption_version, l.state.current_version
             );
             return Err(self.refuse(
-                draft(
-                    op_name,
-                    caller,
-                    Some((&l.owner, &l.key_id)),
-                    Some(v),
-                    format!("denied: {why}"),
-                    now,
-                ),
+                key_draft(op_name, caller, &l, Some(v), format!("denied: {why}"), now),
                 OpError::Forbidden(why),
             ));
         }
@@ -454,14 +468,7 @@ impl AppState {
         }
         let why = format!("{op_name} is for the key's owner only");
         Err(self.refuse(
-            draft(
-                op_name,
-                caller,
-                Some((&l.owner, &l.key_id)),
-                None,
-                format!("denied: {why}"),
-                now,
-            ),
+            key_draft(op_name, caller, &l, None, format!("denied: {why}"), now),
             OpError::Forbidden(why),
         ))
     }
@@ -474,14 +481,7 @@ impl AppState {
         version: Option<u64>,
         now: u64,
     ) -> Result<(), OpError> {
-        self.audit(draft(
-            op,
-            caller,
-            Some((&l.owner, &l.key_id)),
-            version,
-            "ok",
-            now,
-        ))
+        self.audit(key_draft(op, caller, &l, version, "ok", now))
     }
 }
 
