@@ -402,7 +402,7 @@ impl AppState {
                 l.key_id, l.state.min_decryption_version, l.state.current_version
             );
             return Err(self.refuse(
-                key_draft(op_name, caller, &l, Some(v), format!("denied: {why}"), now),
+                key_draft(op_name, caller, l, Some(v), format!("denied: {why}"), now),
                 OpError::Forbidden(why),
             ));
         }
@@ -468,7 +468,7 @@ impl AppState {
         }
         let why = format!("{op_name} is for the key's owner only");
         Err(self.refuse(
-            key_draft(op_name, caller, &l, None, format!("denied: {why}"), now),
+            key_draft(op_name, caller, l, None, format!("denied: {why}"), now),
             OpError::Forbidden(why),
         ))
     }
@@ -481,7 +481,7 @@ impl AppState {
         version: Option<u64>,
         now: u64,
     ) -> Result<(), OpError> {
-        self.audit(key_draft(op, caller, &l, version, "ok", now))
+        self.audit(key_draft(op, caller, l, version, "ok", now))
     }
 }
 
