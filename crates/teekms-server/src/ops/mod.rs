@@ -104,8 +104,15 @@ const CACHE_MAX: usize = 10_000;
 /// writer of its store; several nodes sharing one store is the cluster's business).
 pub struct KeyCache {
     enabled: bool,
-    /// By owner fingerprint, then key id: looked up by `&str` without allocating.
-    keys: Mutex<HashMap<String, HashMap<String, Loaded>>>,
+    keys: Mutex<CachedKeys>,
+}
+
+/// The opened keys by owner fingerprint, then key id (looked up by `&str` without
+/// allocating), and how many there are.
+#[derive(Default)]
+struct CachedKeys {
+    by_owner: HashMap<String, HashMap<String, Loaded>>,
+    count: usize,
 }
 
 impl KeyCache {
@@ -130,6 +137,7 @@ impl KeyCache {
         self.keys
             .lock()
             .expect("cache lock")
+            .by_owner
             .get(fp)?
             .get(key_id)
             .cloned()
@@ -139,17 +147,29 @@ impl KeyCache {
         if !self.enabled {
             return;
         }
-        let mut map = self.keys.lock().expect("cache lock");
-        if map.values().map(HashMap::len).sum::<usize>() >= CACHE_MAX {
-            map.clear();
+        let mut keys = self.keys.lock().expect("cache lock");
+        if keys.count >= CACHE_MAX {
+            *keys = CachedKeys::default();
         }
-        map.entry(fp).or_default().insert(key_id, key);
+        if keys
+            .by_owner
+            .entry(fp)
+            .or_default()
+            .insert(key_id, key)
+            .is_none()
+        {
+            keys.count += 1;
+        }
     }
 
     fn forget(&self, fp: &str, key_id: &str) {
-        let mut map = self.keys.lock().expect("cache lock");
-        if let Some(keys) = map.get_mut(fp) {
-            keys.remove(key_id);
+        let mut keys = self.keys.lock().expect("cache lock");
+        let removed = keys
+            .by_owner
+            .get_mut(fp)
+            .and_then(|owned| owned.remove(key_id));
+        if removed.is_some() {
+            keys.count -= 1;
         }
     }
 }
