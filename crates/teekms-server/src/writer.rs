@@ -159,13 +159,21 @@ fn run(mut store: Box<dyn Store>, key: Zeroizing<[u8; 32]>, rx: Receiver<(Job, R
                 Err(_) => break,
             }
         }
-        match commit(store.as_mut(), &key, &mut batch, &mut last) {
+        let mut result = commit(store.as_mut(), &key, &mut batch, &mut last);
+        if let Err(CommitError::NotStarted(e)) = &result {
+            // Starting a transaction changes nothing, so a failed start is tried once
+            // more: a PostgreSQL connection that the server ended meanwhile (a restart)
+            // is found lost there, and the second start makes a new one.
+            tracing::warn!(error = %e, "starting a write transaction failed; trying once more");
+            result = commit(store.as_mut(), &key, &mut batch, &mut last);
+        }
+        match result {
             Ok(results) => {
                 for ((_, reply), r) in batch.into_iter().zip(results) {
                     reply.send(Ok(r));
                 }
             }
-            Err(e) => {
+            Err(CommitError::NotStarted(e) | CommitError::Failed(e)) => {
                 for (_, reply) in batch {
                     reply.send(Err(e.to_string()));
                 }
@@ -174,13 +182,27 @@ fn run(mut store: Box<dyn Store>, key: Zeroizing<[u8; 32]>, rx: Receiver<(Job, R
     }
 }
 
+/// Why a batch was not committed.
+enum CommitError {
+    /// No transaction could be started: the batch is untouched and may be tried again.
+    NotStarted(StoreError),
+    /// The transaction failed after it started (the batch's drafts are spent).
+    Failed(StoreError),
+}
+
+impl From<StoreError> for CommitError {
+    fn from(e: StoreError) -> CommitError {
+        CommitError::Failed(e)
+    }
+}
+
 fn commit(
     store: &mut dyn Store,
     key: &Zeroizing<[u8; 32]>,
     batch: &mut [(Job, Reply)],
     last: &mut Option<LastAppend>,
-) -> Result<Vec<Applied>, StoreError> {
-    let mut tx = store.write_batch()?;
+) -> Result<Vec<Applied>, CommitError> {
+    let mut tx = store.write_batch().map_err(CommitError::NotStarted)?;
     // The chain continues from the newest stored entry, read inside this transaction:
     // with a store shared by several nodes, another node may have appended meanwhile.
     let head = tx.audit_head()?;

@@ -132,6 +132,48 @@ async fn nodes_share_a_postgres_store() {
     assert!(err.contains("another cluster"), "{err}");
 }
 
+/// The database ends every session of the node (as a server restart would) while the
+/// node is in steady use: the next operations, writes included, are served on new
+/// connections; none is refused.
+#[tokio::test]
+async fn a_node_carries_on_after_its_database_sessions_end() {
+    let url = tokio::task::spawn_blocking(database).await.unwrap();
+    let node = Node::start_with(Some(url.clone())).await;
+    let owner = OwnerKey::generate();
+    let mut c = node.verified(Some(&owner)).await;
+    c.deploy(
+        &owner,
+        &KeyId::new("k").unwrap(),
+        "{}",
+        &DataKey::generate(),
+    )
+    .await
+    .unwrap();
+    // Every connection of the node (readers and writer) has been used.
+    for _ in 0..4 {
+        c.encrypt("k", None, b"before", None).await.unwrap();
+    }
+    let dbname = url.rsplit("dbname=").next().unwrap().to_owned();
+    let ended: i64 = with_pg(&url, move |pg| {
+        pg.query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&dbname],
+        )
+        .unwrap()
+        .get(0)
+    })
+    .await;
+    assert!(ended >= 2, "the node's sessions were ended ({ended})");
+    for _ in 0..4 {
+        c.encrypt("k", None, b"after", None)
+            .await
+            .expect("served on a new connection");
+    }
+    c.rotate("k").await.expect("a key change after the loss");
+    assert!(c.audit_verify().await.unwrap().ok);
+}
+
 /// Three nodes on one database: node 2 joins node 1 and node 3 joins node 2 over mutual
 /// RA-TLS (each new node's evidence checked against the stored cluster policy, the
 /// cluster key sealed to it); a key deployed through node 1 is used through nodes 2 and
