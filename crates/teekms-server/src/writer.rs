@@ -31,14 +31,14 @@ pub struct Job {
     pub on_conflict: &'static str,
 }
 
-/// Where the outcome goes: a blocked thread, or an awaiting task.
+/// Where the outcome goes (none: not committed): a blocked thread, or an awaiting task.
 enum Reply {
-    Blocking(SyncSender<Result<Applied, String>>),
-    Async(tokio::sync::oneshot::Sender<Result<Applied, String>>),
+    Blocking(SyncSender<Option<Applied>>),
+    Async(tokio::sync::oneshot::Sender<Option<Applied>>),
 }
 
 impl Reply {
-    fn send(self, r: Result<Applied, String>) {
+    fn send(self, r: Option<Applied>) {
         match self {
             Reply::Blocking(tx) => {
                 let _ = tx.send(r);
@@ -50,15 +50,10 @@ impl Reply {
     }
 }
 
-fn outcome(r: Option<Result<Applied, String>>) -> Result<Applied, Unavailable> {
-    match r {
-        Some(Ok(applied)) => Ok(applied),
-        Some(Err(msg)) => {
-            tracing::error!(error = %msg, "commit failed");
-            Err(Unavailable)
-        }
-        None => Err(Unavailable),
-    }
+/// The outcome received (none: the writer is gone), or none sent (the batch failed; the
+/// writer logged why, once for the batch).
+fn outcome(r: Option<Option<Applied>>) -> Result<Applied, Unavailable> {
+    r.flatten().ok_or(Unavailable)
 }
 
 /// The writer is gone or the commit failed: the operation was not done.
@@ -81,10 +76,11 @@ impl Writer {
         if let (_, Some(broken)) = chain_after(&audit_key, last.as_ref()) {
             tracing::error!(%broken, "the audit log does not verify; run `teekms audit verify`");
         }
+        let known = last.map_or(0, |(seq, _)| seq);
         let (tx, rx) = channel();
         let thread = std::thread::Builder::new()
             .name("teekms-writer".into())
-            .spawn(move || run(store, audit_key, rx))
+            .spawn(move || run(store, audit_key, known, rx))
             .expect("spawning the writer thread");
         Ok(Writer {
             tx: Mutex::new(Some(tx)),
@@ -149,7 +145,14 @@ struct LastAppend {
     entry: (u64, Vec<u8>),
 }
 
-fn run(mut store: Box<dyn Store>, key: Zeroizing<[u8; 32]>, rx: Receiver<(Job, Reply)>) {
+/// Runs the writer. `known` is the newest audit entry known to be committed: the store's
+/// log must never end before it again (see [`CommitError::LogCut`]).
+fn run(
+    mut store: Box<dyn Store>,
+    key: Zeroizing<[u8; 32]>,
+    mut known: u64,
+    rx: Receiver<(Job, Reply)>,
+) {
     let mut last = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -159,23 +162,24 @@ fn run(mut store: Box<dyn Store>, key: Zeroizing<[u8; 32]>, rx: Receiver<(Job, R
                 Err(_) => break,
             }
         }
-        let mut result = commit(store.as_mut(), &key, &mut batch, &mut last);
+        let mut result = commit(store.as_mut(), &key, &mut batch, &mut last, &mut known);
         if let Err(CommitError::NotStarted(e)) = &result {
             // Starting a transaction changes nothing, so a failed start is tried once
             // more: a PostgreSQL connection that the server ended meanwhile (a restart)
             // is found lost there, and the second start makes a new one.
             tracing::warn!(error = %e, "starting a write transaction failed; trying once more");
-            result = commit(store.as_mut(), &key, &mut batch, &mut last);
+            result = commit(store.as_mut(), &key, &mut batch, &mut last, &mut known);
         }
         match result {
             Ok(results) => {
                 for ((_, reply), r) in batch.into_iter().zip(results) {
-                    reply.send(Ok(r));
+                    reply.send(Some(r));
                 }
             }
-            Err(CommitError::NotStarted(e) | CommitError::Failed(e)) => {
+            Err(e) => {
+                tracing::error!(error = %e, jobs = batch.len(), "commit failed");
                 for (_, reply) in batch {
-                    reply.send(Err(e.to_string()));
+                    reply.send(None);
                 }
             }
         }
@@ -183,11 +187,23 @@ fn run(mut store: Box<dyn Store>, key: Zeroizing<[u8; 32]>, rx: Receiver<(Job, R
 }
 
 /// Why a batch was not committed.
+#[derive(Debug, thiserror::Error)]
 enum CommitError {
     /// No transaction could be started: the batch is untouched and may be tried again.
+    #[error(transparent)]
     NotStarted(StoreError),
     /// The transaction failed after it started (the batch's drafts are spent).
+    #[error(transparent)]
     Failed(StoreError),
+    /// The store's audit log ends before an entry that was committed earlier: the
+    /// database was rolled back, or its newest entries deleted. Nothing is written on
+    /// it, so the cut stays visible, until the log is whole again or the node restarts.
+    #[error(
+        "the audit log in the store ends at entry {found}, but entry {known} was committed \
+         earlier: the database was rolled back or its newest entries deleted; writes are \
+         refused until it is restored (restart the node to accept it as it is)"
+    )]
+    LogCut { found: u64, known: u64 },
 }
 
 impl From<StoreError> for CommitError {
@@ -201,11 +217,21 @@ fn commit(
     key: &Zeroizing<[u8; 32]>,
     batch: &mut [(Job, Reply)],
     last: &mut Option<LastAppend>,
+    known: &mut u64,
 ) -> Result<Vec<Applied>, CommitError> {
     let mut tx = store.write_batch().map_err(CommitError::NotStarted)?;
     // The chain continues from the newest stored entry, read inside this transaction:
     // with a store shared by several nodes, another node may have appended meanwhile.
     let head = tx.audit_head()?;
+    // The chain cannot see the loss of its own tail; this writer can, while it runs.
+    let found = head.as_ref().map_or(0, |(seq, _)| *seq);
+    if found < *known {
+        return Err(CommitError::LogCut {
+            found,
+            known: *known,
+        });
+    }
+    *known = found;
     let mut chain = match last.take() {
         Some(l) if head.as_ref() == Some(&l.entry) => l.chain,
         _ => chain_after(key, head.as_ref()).0,
@@ -228,6 +254,7 @@ fn commit(
     }
     tx.commit()?;
     if let Some(entry) = appended {
+        *known = entry.0;
         *last = Some(LastAppend { chain, entry });
     }
     Ok(results)

@@ -494,6 +494,50 @@ async fn tampered_audit_logs_are_caught() {
     assert_eq!((v.ok, v.broken_at), (false, Some(2)));
 }
 
+/// The newest audit entries cut from the store under a running node (a rollback of the
+/// database, which the chain alone cannot see): the node refuses to write on the cut log,
+/// so nothing is done unrecorded, and carries on once the entries are back.
+#[tokio::test]
+async fn a_cut_audit_log_is_refused_while_the_node_runs() {
+    let node = Node::start().await;
+    let owner = OwnerKey::generate();
+    deploy(&node, &owner, "a", "{}").await;
+    let mut c = node.verified(Some(&owner)).await;
+    for _ in 0..3 {
+        c.encrypt("a", None, b"m", None).await.unwrap();
+    }
+    let db = node.data_dir.join(teekms_store::DB_FILE);
+    let store = move |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = rusqlite::Connection::open(&db).unwrap();
+                conn.execute_batch(sql).unwrap();
+                conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let whole = store("").await;
+    let cut = store(
+        "CREATE TABLE cut AS SELECT * FROM audit WHERE seq > (SELECT MAX(seq) - 2 FROM audit);
+         DELETE FROM audit WHERE seq IN (SELECT seq FROM cut);",
+    )
+    .await;
+    assert_eq!(cut, whole - 2);
+    let e = c.encrypt("a", None, b"m", None).await.unwrap_err();
+    assert_eq!(api_status(&e), (503, "unavailable".into()));
+    assert_eq!(store("").await, cut, "nothing appended to the cut log");
+
+    let restored = store("INSERT INTO audit SELECT * FROM cut; DROP TABLE cut;").await;
+    assert_eq!(restored, whole);
+    c.encrypt("a", None, b"m", None).await.unwrap();
+    let v = c.audit_verify().await.unwrap();
+    assert!(v.ok, "{v:?}");
+}
+
 /// Mutual RA-TLS for a workload: its client certificate carries its evidence (the node
 /// is verified by the client as always); no attest request is needed, and a forged or
 /// mismatched certificate ends the handshake.
