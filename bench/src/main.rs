@@ -653,6 +653,7 @@ async fn envelope_bench(teekms: &Path) {
     for _ in 0..ENVELOPE_ROUNDS {
         let me = std::process::id();
         let (cpu0, t0, my0) = (cpu_time(pid), Instant::now(), cpu_time(me));
+        let m0 = MachineCpu::now();
         let ping = closed_loop(&url, &policy, &owner, |mut c| async move {
             let (status, _) = c
                 .connection()
@@ -665,7 +666,9 @@ async fn envelope_bench(teekms: &Path) {
         let ping_cpu = cpu_time(pid) - cpu0;
         let ping_my = cpu_time(me) - my0;
         let ping_n = ping.0 * t0.elapsed().as_secs_f64();
+        let ping_machine = MachineCpu::now().since(m0);
         let (cpu0, t0, my0) = (cpu_time(pid), Instant::now(), cpu_time(me));
+        let m0 = MachineCpu::now();
         let enc = closed_loop(&url, &policy, &owner, |mut c| async move {
             c.encrypt("bench", None, &[0x5a; 1024], None).await.unwrap();
             c
@@ -674,12 +677,17 @@ async fn envelope_bench(teekms: &Path) {
         let enc_cpu = cpu_time(pid) - cpu0;
         let enc_my = cpu_time(me) - my0;
         let enc_n = enc.0 * t0.elapsed().as_secs_f64();
+        let enc_machine = MachineCpu::now().since(m0);
         println!(
-            "round: CPU per request, node / clients: ping {:.1} / {:.1} us, encrypt {:.1} / {:.1} us",
+            "round: CPU per request, node / clients: ping {:.1} / {:.1} us, encrypt {:.1} / {:.1} us; machine busy (softirq): ping {:.0} % ({:.0} %), encrypt {:.0} % ({:.0} %)",
             ping_cpu.as_secs_f64() * 1e6 / ping_n,
             ping_my.as_secs_f64() * 1e6 / ping_n,
             enc_cpu.as_secs_f64() * 1e6 / enc_n,
-            enc_my.as_secs_f64() * 1e6 / enc_n
+            enc_my.as_secs_f64() * 1e6 / enc_n,
+            ping_machine.0,
+            ping_machine.1,
+            enc_machine.0,
+            enc_machine.1,
         );
         ratios.push(enc.0 / ping.0);
         pings.push(ping);
@@ -767,6 +775,44 @@ async fn cluster_bench(teekms: &Path) {
 }
 
 /// The node's CPU time so far (user + system), from /proc.
+/// The machine's CPU time counters (`/proc/stat`, all CPUs): total, idle (with I/O wait),
+/// and softirq, which the processes' own times do not include (the loopback TCP path
+/// runs there).
+#[derive(Clone, Copy)]
+struct MachineCpu {
+    total: u64,
+    idle: u64,
+    softirq: u64,
+}
+
+impl MachineCpu {
+    fn now() -> MachineCpu {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap();
+        let f: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        MachineCpu {
+            total: f.iter().sum(),
+            idle: f[3] + f[4],
+            softirq: f[6],
+        }
+    }
+
+    /// Busy and softirq shares of the machine since `earlier`, in percent.
+    fn since(self, earlier: MachineCpu) -> (f64, f64) {
+        let total = (self.total - earlier.total).max(1) as f64;
+        (
+            100.0 * (1.0 - (self.idle - earlier.idle) as f64 / total),
+            100.0 * (self.softirq - earlier.softirq) as f64 / total,
+        )
+    }
+}
+
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
