@@ -774,7 +774,6 @@ async fn cluster_bench(teekms: &Path) {
     println!("(all nodes, their clients and PostgreSQL share this machine's cores)");
 }
 
-/// The node's CPU time so far (user + system), from /proc.
 /// The machine's CPU time counters (`/proc/stat`, all CPUs): total, idle (with I/O wait),
 /// and softirq, which the processes' own times do not include (the loopback TCP path
 /// runs there).
@@ -813,6 +812,7 @@ impl MachineCpu {
     }
 }
 
+/// The node's CPU time so far (user + system), from /proc.
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
