@@ -174,6 +174,53 @@ async fn a_node_carries_on_after_its_database_sessions_end() {
     assert!(c.audit_verify().await.unwrap().ok);
 }
 
+/// The newest audit entries cut from the shared database under a running node (a
+/// rollback): the node refuses to write on the cut log, and carries on once they are back.
+#[tokio::test]
+async fn a_cut_audit_log_in_the_database_is_refused() {
+    let url = tokio::task::spawn_blocking(database).await.unwrap();
+    let node = Node::start_with(Some(url.clone())).await;
+    let owner = OwnerKey::generate();
+    let mut c = node.verified(Some(&owner)).await;
+    c.deploy(
+        &owner,
+        &KeyId::new("k").unwrap(),
+        "{}",
+        &DataKey::generate(),
+    )
+    .await
+    .unwrap();
+    c.encrypt("k", None, b"m", None).await.unwrap();
+    let count = |pg: &mut postgres::Client| -> i64 {
+        pg.query_one("SELECT COUNT(*) FROM audit", &[])
+            .unwrap()
+            .get(0)
+    };
+    let cut = with_pg(&url, move |pg| {
+        pg.batch_execute(
+            "CREATE TABLE cut AS SELECT * FROM audit WHERE seq = (SELECT MAX(seq) FROM audit);
+             DELETE FROM audit WHERE seq IN (SELECT seq FROM cut);",
+        )
+        .unwrap();
+        count(pg)
+    })
+    .await;
+    let e = c.encrypt("k", None, b"m", None).await.unwrap_err();
+    assert!(
+        matches!(e, teekms_client::ClientError::Api { status: 503, .. }),
+        "{e}"
+    );
+    let after = with_pg(&url, move |pg| count(pg)).await;
+    assert_eq!(after, cut, "nothing appended to the cut log");
+    with_pg(&url, |pg| {
+        pg.batch_execute("INSERT INTO audit SELECT * FROM cut; DROP TABLE cut;")
+            .unwrap()
+    })
+    .await;
+    c.encrypt("k", None, b"m", None).await.unwrap();
+    assert!(c.audit_verify().await.unwrap().ok);
+}
+
 /// Three nodes on one database: node 2 joins node 1 and node 3 joins node 2 over mutual
 /// RA-TLS (each new node's evidence checked against the stored cluster policy, the
 /// cluster key sealed to it); a key deployed through node 1 is used through nodes 2 and
