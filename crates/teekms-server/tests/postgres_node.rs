@@ -132,11 +132,8 @@ async fn nodes_share_a_postgres_store() {
     assert!(err.contains("another cluster"), "{err}");
 }
 
-/// The database ends every session of the node (as a server restart would) while the
-/// node is in steady use: the next operations, writes included, are served on new
-/// connections; none is refused.
-#[tokio::test]
-async fn a_node_carries_on_after_its_database_sessions_end() {
+/// A node on a new database, and its owner's connection, with the key "k" deployed.
+async fn node_with_key_k() -> (String, Node, teekms_client::VerifiedConnection) {
     let url = tokio::task::spawn_blocking(database).await.unwrap();
     let node = Node::start_with(Some(url.clone())).await;
     let owner = OwnerKey::generate();
@@ -149,6 +146,15 @@ async fn a_node_carries_on_after_its_database_sessions_end() {
     )
     .await
     .unwrap();
+    (url, node, c)
+}
+
+/// The database ends every session of the node (as a server restart would) while the
+/// node is in steady use: the next operations, writes included, are served on new
+/// connections; none is refused.
+#[tokio::test]
+async fn a_node_carries_on_after_its_database_sessions_end() {
+    let (url, _node, mut c) = node_with_key_k().await;
     // Every connection of the node (readers and writer) has been used.
     for _ in 0..4 {
         c.encrypt("k", None, b"before", None).await.unwrap();
@@ -178,18 +184,7 @@ async fn a_node_carries_on_after_its_database_sessions_end() {
 /// rollback): the node refuses to write on the cut log, and carries on once they are back.
 #[tokio::test]
 async fn a_cut_audit_log_in_the_database_is_refused() {
-    let url = tokio::task::spawn_blocking(database).await.unwrap();
-    let node = Node::start_with(Some(url.clone())).await;
-    let owner = OwnerKey::generate();
-    let mut c = node.verified(Some(&owner)).await;
-    c.deploy(
-        &owner,
-        &KeyId::new("k").unwrap(),
-        "{}",
-        &DataKey::generate(),
-    )
-    .await
-    .unwrap();
+    let (url, _node, mut c) = node_with_key_k().await;
     c.encrypt("k", None, b"m", None).await.unwrap();
     let count = |pg: &mut postgres::Client| -> i64 {
         pg.query_one("SELECT COUNT(*) FROM audit", &[])
