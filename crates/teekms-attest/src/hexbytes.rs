@@ -66,27 +66,47 @@ impl<const N: usize> Serialize for HexBytes<N> {
 
 impl<'de, const N: usize> Deserialize<'de> for HexBytes<N> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        HexBytes::parse(&s).map_err(serde::de::Error::custom)
+        d.deserialize_str(StrVisitor("lowercase hex", |s: &str| HexBytes::parse(s)))
+    }
+}
+
+/// Reads a string in place (no copy of it is made) and converts it with `.1`; `.0` says
+/// what is expected.
+struct StrVisitor<F>(&'static str, F);
+
+impl<T, F: FnOnce(&str) -> Result<T, String>> serde::de::Visitor<'_> for StrVisitor<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<T, E> {
+        (self.1)(s).map_err(E::custom)
     }
 }
 
 /// Serde helpers for variable-length byte strings as standard base64.
 pub mod base64_bytes {
     use base64::Engine;
+    use base64::display::Base64Display;
     use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
-    /// Writes bytes as standard base64.
+    use super::StrVisitor;
+
+    /// Writes bytes as standard base64, straight into the output: no base64 copy of
+    /// them (often a secret) is left behind in freed memory.
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(v))
+        s.collect_str(&Base64Display::new(v, &STANDARD))
     }
 
-    /// Reads standard base64 (padded, no whitespace).
+    /// Reads standard base64 (padded, no whitespace), decoded from the input in place.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        STANDARD
-            .decode(s.as_bytes())
-            .map_err(|e| serde::de::Error::custom(format!("not standard base64: {e}")))
+        d.deserialize_str(StrVisitor("standard base64", |s: &str| {
+            STANDARD
+                .decode(s.as_bytes())
+                .map_err(|e| format!("not standard base64: {e}"))
+        }))
     }
 }
