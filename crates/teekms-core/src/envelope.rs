@@ -94,8 +94,10 @@ pub fn seal(
     if caller_aad.len() > MAX_AAD {
         return Err(malformed("associated data is larger than 8 KiB"));
     }
+    // AWS-LC's generator, not [`crate::random_bytes`]: only long-lived nodes seal
+    // envelopes, and they seed that generator at start, so a salt costs no system call.
     let mut salt = [0u8; SALT_LEN];
-    crate::random_bytes(&mut salt);
+    aws_lc_rs::rand::fill(&mut salt).expect("AWS-LC's generator does not fail");
     seal_with_salt(owner, key_id, key_version, dek, plaintext, caller_aad, salt)
 }
 
