@@ -649,10 +649,8 @@ static ENCRYPT_BODY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| 
     serde_json::to_vec(&req).unwrap()
 });
 
-/// One 1 KiB `encrypt` of the key "bench", answered 200.
-async fn encrypt_1kib(
-    mut c: teekms_client::VerifiedConnection,
-) -> teekms_client::VerifiedConnection {
+/// Sends the pre-built `encrypt` and returns the answer's body, checked to be a 200.
+async fn post_encrypt(c: &mut teekms_client::VerifiedConnection) -> teekms_client::Bytes {
     let (status, body) = c
         .connection()
         .raw_request(
@@ -662,6 +660,14 @@ async fn encrypt_1kib(
         )
         .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    body
+}
+
+/// One 1 KiB `encrypt` of the key "bench", answered 200.
+async fn encrypt_1kib(
+    mut c: teekms_client::VerifiedConnection,
+) -> teekms_client::VerifiedConnection {
+    post_encrypt(&mut c).await;
     c
 }
 
@@ -670,15 +676,7 @@ async fn check_encrypt_1kib(url: &NodeUrl, policy: &Policy, owner: &OwnerKey) {
     let mut c = teekms_client::connect_verified(url, policy, Some(owner), now())
         .await
         .unwrap();
-    let (status, body) = c
-        .connection()
-        .raw_request(
-            teekms_client::Method::POST,
-            "/v1/envelope/encrypt",
-            Some(ENCRYPT_BODY.clone()),
-        )
-        .await;
-    assert_eq!(status, 200);
+    let body = post_encrypt(&mut c).await;
     let resp: teekms_core::api::CiphertextResponse = serde_json::from_slice(&body).unwrap();
     let opened = c.decrypt(&resp.ciphertext.0, None).await.unwrap();
     assert_eq!(&opened.plaintext.unwrap().0[..], &PLAINTEXT[..]);

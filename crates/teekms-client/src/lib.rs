@@ -22,5 +22,7 @@ pub use error::ClientError;
 pub use failover::Failover;
 /// HTTP methods, for [`Connection::raw_request`].
 pub use hyper::Method;
+/// Response bodies, from [`Connection::raw_request`].
+pub use hyper::body::Bytes;
 pub use ops::secret_of;
 pub use url::NodeUrl;
