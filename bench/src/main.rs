@@ -555,7 +555,7 @@ fn stream_bench(teekms: &Path) {
 }
 
 const ENVELOPE_SECONDS: u64 = 5;
-const ENVELOPE_ROUNDS: usize = 3;
+const ENVELOPE_ROUNDS: usize = 5;
 const ENVELOPE_CLIENTS: usize = 128;
 
 /// Runs `ENVELOPE_CLIENTS` clients, each on its own verified keep-alive connection,
