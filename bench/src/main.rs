@@ -802,6 +802,7 @@ async fn cluster_bench(teekms: &Path) {
             .iter()
             .map(|n| NodeUrl::parse(&n.url).unwrap())
             .collect();
+        check_encrypt_1kib(urls.last().unwrap(), &policy, &owner).await;
         let (rate, lat) = closed_loop_over(&urls, &policy, &owner, encrypt_1kib).await;
         if n == 1 {
             one = rate;
