@@ -20,9 +20,7 @@ impl AppState {
     }
 
     fn description(&self, l: &Loaded) -> Result<KeyDescription, OpError> {
-        let rows = self
-            .reader()
-            .key_versions(&l.owner.fingerprint(), l.key_id.as_str())?;
+        let rows = self.reader().key_versions(&l.fp, l.key_id.as_str())?;
         let mut versions = Vec::new();
         for row in &rows {
             let rec = self.open_row(&l.owner, &l.key_id, row)?;
@@ -35,7 +33,7 @@ impl AppState {
         }
         Ok(KeyDescription {
             key_id: l.key_id.to_string(),
-            owner: l.owner.fingerprint(),
+            owner: l.fp.clone(),
             current_version: l.state.current_version,
             min_decryption_version: l.state.min_decryption_version,
             enabled: l.state.enabled,
@@ -77,7 +75,7 @@ impl AppState {
             }
         };
         next.revision = l.state.revision + 1;
-        let fp = l.owner.fingerprint();
+        let fp = l.fp.clone();
         let mut writes = Vec::new();
         if let Some(rec) = &new_version {
             writes.push(Write::InsertKey(KeyRow {
@@ -95,7 +93,7 @@ impl AppState {
             record: next.seal(self.service.cluster(), &l.owner, &l.key_id),
         });
         // Whatever the outcome, the next use reads the stored state again.
-        self.cache.forget(&l.owner.fingerprint(), l.key_id.as_str());
+        self.cache.forget(&l.fp, l.key_id.as_str());
         let applied = self.writer.submit(Job {
             writes,
             audit: key_draft(
@@ -271,7 +269,7 @@ impl AppState {
             .try_into()
             .map_err(|_| bad("recipient must be a 32-byte X25519 public key"))?;
         let rec = self.version(&l, req.version.unwrap_or(l.state.current_version))?;
-        let aad = format!("{}/{}/{}", l.owner.fingerprint(), l.key_id, rec.key_version);
+        let aad = format!("{}/{}/{}", l.fp, l.key_id, rec.key_version);
         let (enc, ct) =
             teekms_core::hpke::seal(&recipient, EXPORT_INFO, aad.as_bytes(), rec.dek.expose())
                 .map_err(|_| bad("recipient is not a usable X25519 public key"))?;

@@ -394,7 +394,7 @@ impl AppState {
         }
         let row = self
             .reader()
-            .get_key_version(&l.owner.fingerprint(), l.key_id.as_str(), version)?
+            .get_key_version(&l.fp, l.key_id.as_str(), version)?
             .ok_or_else(|| {
                 OpError::NotFound(format!("key {:?} has no version {version}", l.key_id))
             })?;
@@ -458,7 +458,7 @@ impl AppState {
         if let Some(at) = l.state.deletion_at {
             if at <= now {
                 // Due: carry the deletion out now rather than at the next sweep.
-                self.delete_due(&l.owner.fingerprint(), l.key_id.as_str(), now)?;
+                self.delete_due(&l.fp, l.key_id.as_str(), now)?;
                 return Err(OpError::NotFound(format!("key {:?} was deleted", l.key_id)));
             }
             return Err(refuse(OpError::KeyState(format!(
