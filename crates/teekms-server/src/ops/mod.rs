@@ -164,11 +164,15 @@ impl KeyCache {
 
     fn forget(&self, fp: &str, key_id: &str) {
         let mut keys = self.keys.lock().expect("cache lock");
-        let removed = keys
-            .by_owner
-            .get_mut(fp)
-            .and_then(|owned| owned.remove(key_id));
-        if removed.is_some() {
+        let Some(owned) = keys.by_owner.get_mut(fp) else {
+            return;
+        };
+        if owned.remove(key_id).is_some() {
+            // An owner with no opened key left is dropped too: `count` bounds keys, not
+            // owners, so empty maps would otherwise pile up between clears.
+            if owned.is_empty() {
+                keys.by_owner.remove(fp);
+            }
             keys.count -= 1;
         }
     }
