@@ -554,36 +554,17 @@ fn stream_bench(teekms: &Path) {
     println!("AES-256-GCM in memory, one core:   {:>6.2}", aead);
 }
 
-const ENVELOPE_SECONDS: u64 = 5;
-const ENVELOPE_ROUNDS: usize = 5;
+/// Seconds per phase, and phases of each kind: many short interleaved rounds, because this
+/// machine's speed drifts by tens of percent within a minute; the median of many ratios,
+/// each between phases run back to back, moves far less than the median of a few.
+const ENVELOPE_SECONDS: f64 = 2.0;
+const ENVELOPE_ROUNDS: usize = 13;
 const ENVELOPE_CLIENTS: usize = 128;
 
-/// Runs `ENVELOPE_CLIENTS` clients, each on its own verified keep-alive connection,
-/// calling `op` for `ENVELOPE_SECONDS`; returns the rate and the sorted latencies.
-async fn closed_loop<F, Fut>(
-    url: &NodeUrl,
-    policy: &Arc<Policy>,
-    owner: &Arc<OwnerKey>,
-    op: F,
-) -> (f64, Vec<Duration>)
-where
-    F: Fn(teekms_client::VerifiedConnection) -> Fut + Send + Sync + Copy + 'static,
-    Fut: std::future::Future<Output = teekms_client::VerifiedConnection> + Send,
-{
-    closed_loop_over(std::slice::from_ref(url), policy, owner, op).await
-}
+type Conns = Vec<teekms_client::VerifiedConnection>;
 
-/// [`closed_loop`] with the clients spread evenly over `urls`.
-async fn closed_loop_over<F, Fut>(
-    urls: &[NodeUrl],
-    policy: &Arc<Policy>,
-    owner: &Arc<OwnerKey>,
-    op: F,
-) -> (f64, Vec<Duration>)
-where
-    F: Fn(teekms_client::VerifiedConnection) -> Fut + Send + Sync + Copy + 'static,
-    Fut: std::future::Future<Output = teekms_client::VerifiedConnection> + Send,
-{
+/// Opens `ENVELOPE_CLIENTS` verified keep-alive connections, spread evenly over `urls`.
+async fn connect_clients(urls: &[NodeUrl], policy: &Arc<Policy>, owner: &Arc<OwnerKey>) -> Conns {
     let mut conns = Vec::new();
     for i in 0..ENVELOPE_CLIENTS {
         let url = &urls[i % urls.len()];
@@ -593,7 +574,17 @@ where
                 .unwrap(),
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(ENVELOPE_SECONDS);
+    conns
+}
+
+/// Runs one client on each connection, calling `op` for `seconds`; returns the rate, the
+/// sorted latencies, and the connections (kept alive for the next phase).
+async fn closed_loop<F, Fut>(conns: Conns, seconds: f64, op: F) -> (f64, Vec<Duration>, Conns)
+where
+    F: Fn(teekms_client::VerifiedConnection) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = teekms_client::VerifiedConnection> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let tasks: Vec<_> = conns
         .into_iter()
@@ -605,17 +596,19 @@ where
                     conn = op(conn).await;
                     lat.push(t.elapsed());
                 }
-                lat
+                (lat, conn)
             })
         })
         .collect();
-    let mut all = Vec::new();
+    let (mut all, mut conns) = (Vec::new(), Vec::new());
     for t in tasks {
-        all.extend(t.await.unwrap());
+        let (lat, conn) = t.await.unwrap();
+        all.extend(lat);
+        conns.push(conn);
     }
     let rate = all.len() as f64 / start.elapsed().as_secs_f64();
     all.sort();
-    (rate, all)
+    (rate, all, conns)
 }
 
 /// Deploys the key "bench" (default key policy: its owner only) through `url`.
@@ -698,13 +691,14 @@ async fn envelope_bench(teekms: &Path) {
     // Interleaved rounds: this machine's speed drifts by tens of percent over a minute,
     // so each ratio compares phases run back to back, and the median ratio is reported.
     let pid = node.child.id();
+    let mut conns = connect_clients(std::slice::from_ref(&url), &policy, &owner).await;
     let mut ratios = Vec::new();
     let (mut pings, mut encs) = (Vec::new(), Vec::new());
     for _ in 0..ENVELOPE_ROUNDS {
         let me = std::process::id();
         let (cpu0, t0, my0) = (cpu_time(pid), Instant::now(), cpu_time(me));
         let m0 = MachineCpu::now();
-        let ping = closed_loop(&url, &policy, &owner, |mut c| async move {
+        let (rate, lat, back) = closed_loop(conns, ENVELOPE_SECONDS, |mut c| async move {
             let (status, _) = c
                 .connection()
                 .raw_request(teekms_client::Method::GET, "/v1/ping", None)
@@ -713,13 +707,16 @@ async fn envelope_bench(teekms: &Path) {
             c
         })
         .await;
+        let ping = (rate, lat);
         let ping_cpu = cpu_time(pid) - cpu0;
         let ping_my = cpu_time(me) - my0;
         let ping_n = ping.0 * t0.elapsed().as_secs_f64();
         let ping_machine = MachineCpu::now().since(m0);
         let (cpu0, t0, my0) = (cpu_time(pid), Instant::now(), cpu_time(me));
         let m0 = MachineCpu::now();
-        let enc = closed_loop(&url, &policy, &owner, encrypt_1kib).await;
+        let (rate, lat, back) = closed_loop(back, ENVELOPE_SECONDS, encrypt_1kib).await;
+        let enc = (rate, lat);
+        conns = back;
         let enc_cpu = cpu_time(pid) - cpu0;
         let enc_my = cpu_time(me) - my0;
         let enc_n = enc.0 * t0.elapsed().as_secs_f64();
@@ -746,7 +743,7 @@ async fn envelope_bench(teekms: &Path) {
     };
     let ((ping_rate, ping_lat), (enc_rate, enc_lat)) = (&pings[mid], &encs[mid]);
     println!(
-        "\n## Envelope encrypt, 1 KiB, HTTPS keep-alive, {ENVELOPE_CLIENTS} concurrent clients ({ENVELOPE_ROUNDS} interleaved rounds of {ENVELOPE_SECONDS} s per phase; median round)"
+        "\n## Envelope encrypt, 1 KiB, HTTPS keep-alive, {ENVELOPE_CLIENTS} concurrent clients, each on one connection kept for the whole run ({ENVELOPE_ROUNDS} interleaved rounds of {ENVELOPE_SECONDS} s per phase; median round)"
     );
     println!(
         "empty authenticated request (GET /v1/ping): {ping_rate:>8.0} /s  p50 {:.2} ms  p99 {:.2} ms",
@@ -759,14 +756,19 @@ async fn envelope_bench(teekms: &Path) {
         pct(enc_lat, 0.99)
     );
     let all: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let quarter = sorted.len() / 4;
     println!(
-        "ratio: {:.2} x the empty authenticated request (goal >= 0.5); rounds: {}",
+        "ratio: {:.2} x the empty authenticated request (goal >= 0.5); middle half of rounds {:.2}-{:.2}; rounds: {}",
         ratios[mid],
+        sorted[quarter],
+        sorted[sorted.len() - 1 - quarter],
         all.join(", ")
     );
 }
 
-const CLUSTER_SECONDS: u64 = 5;
+const CLUSTER_SECONDS: f64 = 5.0;
 
 async fn cluster_bench(teekms: &Path) {
     let pg = teekms_testkit::PgServer::start();
@@ -803,7 +805,8 @@ async fn cluster_bench(teekms: &Path) {
             .map(|n| NodeUrl::parse(&n.url).unwrap())
             .collect();
         check_encrypt_1kib(urls.last().unwrap(), &policy, &owner).await;
-        let (rate, lat) = closed_loop_over(&urls, &policy, &owner, encrypt_1kib).await;
+        let conns = connect_clients(&urls, &policy, &owner).await;
+        let (rate, lat, _) = closed_loop(conns, CLUSTER_SECONDS, encrypt_1kib).await;
         if n == 1 {
             one = rate;
         }
