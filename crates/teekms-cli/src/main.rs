@@ -18,8 +18,8 @@ use crate::failure::{EXIT_OK, Failure};
 /// buffers across its threads, and glibc's free lists (their consolidation and locking)
 /// took about a tenth of the node's CPU time per envelope request. Interleaved runs of
 /// `teekms-bench envelope` against the same build with glibc's allocator: ratio 0.35–0.41
-/// (median 0.39) against 0.33–0.37 (median 0.35). Built without transparent huge pages (`no_thp`): with them an idle
-/// node held 24 MiB instead of 16.
+/// (median 0.39) against 0.33–0.37 (median 0.35). Built without transparent huge pages
+/// (`no_thp`): with them an idle node held 24 MiB instead of 16.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
