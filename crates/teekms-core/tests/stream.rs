@@ -149,3 +149,35 @@ fn file_path_matches_stream_path() {
         }
     }
 }
+
+/// Over many chunks, done by several workers out of order, the file path writes exactly
+/// the chunks before the first one that fails, in order, and names that one.
+#[test]
+fn file_path_stops_at_the_first_failing_chunk() {
+    let dek = DataKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..200 * 4096).map(|i| (i % 251) as u8).collect();
+    let header = Header::new(KeyId::new("k").unwrap(), 1, 12);
+    let mut sealed = Vec::new();
+    encrypt(&dek, &header, &data[..], &mut sealed).unwrap();
+    let header_len = header.encode().len();
+    let chunk_at = |i: usize| header_len + i * (4096 + 16);
+    for i in [170, 150] {
+        sealed[chunk_at(i) + 7] ^= 1;
+        let path = dir.path().join("c");
+        std::fs::write(&path, &sealed).unwrap();
+        let mut out = Vec::new();
+        let err =
+            teekms_core::stream::decrypt_file(&dek, &std::fs::File::open(&path).unwrap(), &mut out)
+                .unwrap_err();
+        assert!(
+            matches!(err, StreamError::Authentication(n) if n == i as u64),
+            "{err}"
+        );
+        assert_eq!(
+            out,
+            data[..i * 4096],
+            "the chunks before chunk {i}, and nothing else"
+        );
+    }
+}
