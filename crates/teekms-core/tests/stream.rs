@@ -150,10 +150,10 @@ fn file_path_matches_stream_path() {
     }
 }
 
-/// Over many chunks, done by several workers out of order, the file path writes exactly
-/// the chunks before the first one that fails, in order, and names that one.
+/// Over many chunks, done by several workers out of order, both paths write exactly the
+/// chunks before the first one that fails, in order, and name that one.
 #[test]
-fn file_path_stops_at_the_first_failing_chunk() {
+fn both_paths_stop_at_the_first_failing_chunk() {
     let dek = DataKey::generate();
     let dir = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..200 * 4096).map(|i| (i % 251) as u8).collect();
@@ -178,6 +178,17 @@ fn file_path_stops_at_the_first_failing_chunk() {
             out,
             data[..i * 4096],
             "the chunks before chunk {i}, and nothing else"
+        );
+        let mut out = Vec::new();
+        let err = decrypt(&dek, &sealed[..], &mut out).unwrap_err();
+        assert!(
+            matches!(err, StreamError::Authentication(n) if n == i as u64),
+            "{err}"
+        );
+        assert_eq!(
+            out,
+            data[..i * 4096],
+            "streamed: the chunks before chunk {i}"
         );
     }
 }
