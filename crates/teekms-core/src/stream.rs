@@ -3,7 +3,7 @@
 //! core while the caller's thread writes the results out in order.
 
 use std::io::{Read, Write};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
@@ -221,6 +221,7 @@ where
     let (done_tx, done_rx) = sync_channel::<Done>(workers * BUFFERS_PER_WORKER);
     std::thread::scope(|s| {
         let mut give_back = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
         for w in 0..workers {
             let (back_tx, back_rx) = sync_channel::<Vec<u8>>(BUFFERS_PER_WORKER);
             for _ in 0..BUFFERS_PER_WORKER {
@@ -232,7 +233,7 @@ where
             let (done_tx, take, work) = (done_tx.clone(), &take, &work);
             // A buffer in hand before a chunk is taken: every chunk taken gets done, so the
             // writer, waiting for the lowest index, always gets it.
-            s.spawn(move || {
+            handles.push(s.spawn(move || {
                 for mut buf in back_rx {
                     let Some((i, taken)) = take(&mut buf) else {
                         break;
@@ -244,34 +245,51 @@ where
                         break;
                     }
                 }
-            });
+            }));
         }
         drop(done_tx);
-        // Chunks done ahead of the one to write next wait here (at most all the buffers).
-        let mut ahead = std::collections::BTreeMap::new();
-        let mut want = 0u64;
-        for (i, w, buf, r) in done_rx.iter() {
-            ahead.insert(i, (w, buf, r));
-            while let Some((w, buf, r)) = ahead.remove(&want) {
-                // The first chunk in order that failed is the one reported; nothing after
-                // it is written. Returning drops the channels, which stops the workers.
-                let (n, last) = r?;
-                output.write_all(&buf[..n])?;
-                if last {
-                    output.flush()?;
-                    return Ok(());
-                }
-                let _ = give_back[w].send(buf);
-                want += 1;
+        let written = write_in_order(&done_rx, &give_back, &mut output);
+        // No buffer comes back any more: the workers end. Each is joined, so that it has
+        // exited entirely, thread-local destructors included, before the stream returns.
+        drop(give_back);
+        for h in handles {
+            if let Err(panic) = h.join() {
+                std::panic::resume_unwind(panic);
             }
         }
-        // The workers stop taking chunks only after the final one, or after a failure,
-        // which is reported above; only a worker's panic gets here, and the scope
-        // re-raises it on return.
-        Err(StreamError::Io(std::io::Error::other(
-            "a stream worker stopped before the last chunk",
-        )))
+        written
     })
+}
+
+/// Writes the chunks the workers report in order of index, and gives each buffer back.
+fn write_in_order(
+    done: &Receiver<Done>,
+    give_back: &[SyncSender<Vec<u8>>],
+    output: &mut impl Write,
+) -> Result<(), StreamError> {
+    // Chunks done ahead of the one to write next wait here (at most all the buffers).
+    let mut ahead = std::collections::BTreeMap::new();
+    let mut want = 0u64;
+    for (i, w, buf, r) in done.iter() {
+        ahead.insert(i, (w, buf, r));
+        while let Some((w, buf, r)) = ahead.remove(&want) {
+            // The first chunk in order that failed is the one reported; nothing after it
+            // is written.
+            let (n, last) = r?;
+            output.write_all(&buf[..n])?;
+            if last {
+                output.flush()?;
+                return Ok(());
+            }
+            let _ = give_back[w].send(buf);
+            want += 1;
+        }
+    }
+    // The workers stop taking chunks only after the final one, or after a failure, which
+    // is reported above; only a worker's panic gets here, and it is re-raised on join.
+    Err(StreamError::Io(std::io::Error::other(
+        "a stream worker stopped before the last chunk",
+    )))
 }
 
 /// Hands out a reader's chunks in order, one `unit`-byte chunk at a time (fewer only at
