@@ -166,29 +166,28 @@ fn both_paths_stop_at_the_first_failing_chunk() {
         sealed[chunk_at(i) + 7] ^= 1;
         let path = dir.path().join("c");
         std::fs::write(&path, &sealed).unwrap();
-        let mut out = Vec::new();
-        let err =
-            teekms_core::stream::decrypt_file(&dek, &std::fs::File::open(&path).unwrap(), &mut out)
-                .unwrap_err();
-        assert!(
-            matches!(err, StreamError::Authentication(n) if n == i as u64),
-            "{err}"
-        );
-        assert_eq!(
-            out,
-            data[..i * 4096],
-            "the chunks before chunk {i}, and nothing else"
-        );
-        let mut out = Vec::new();
-        let err = decrypt(&dek, &sealed[..], &mut out).unwrap_err();
-        assert!(
-            matches!(err, StreamError::Authentication(n) if n == i as u64),
-            "{err}"
-        );
-        assert_eq!(
-            out,
-            data[..i * 4096],
-            "streamed: the chunks before chunk {i}"
-        );
+        let mut from_file = Vec::new();
+        let file_err = teekms_core::stream::decrypt_file(
+            &dek,
+            &std::fs::File::open(&path).unwrap(),
+            &mut from_file,
+        )
+        .unwrap_err();
+        let mut streamed = Vec::new();
+        let stream_err = decrypt(&dek, &sealed[..], &mut streamed).unwrap_err();
+        for (how, err, out) in [
+            ("file", file_err, from_file),
+            ("stream", stream_err, streamed),
+        ] {
+            assert!(
+                matches!(err, StreamError::Authentication(n) if n == i as u64),
+                "{how}: {err}"
+            );
+            assert_eq!(
+                out,
+                data[..i * 4096],
+                "{how}: the chunks before chunk {i}, and nothing else"
+            );
+        }
     }
 }
