@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// Shortest waiting period owners may give a scheduled key deletion (e.g. 7d, 1h).
     #[arg(long, value_name = "DURATION", default_value = "7d")]
     pub min_deletion_wait: String,
+    /// End a stream (`/v1/stream/*`) whose client sends no request bytes, or takes no
+    /// response bytes, for this long (e.g. 60s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub stream_idle_timeout: String,
     /// Recovery officers' public key files (from `teekms recovery officer-init`),
     /// comma-separated: the cluster key is split among them once, shares written to
     /// DATA_DIR/recovery/.

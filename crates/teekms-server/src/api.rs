@@ -34,6 +34,9 @@ pub struct AppState {
     pub writer: Writer,
     /// Shortest waiting period of a scheduled deletion (seconds).
     pub min_deletion_wait: u64,
+    /// How long a stream may go without request bytes coming in, or response bytes
+    /// taken out, before it is ended.
+    pub stream_idle_timeout: std::time::Duration,
     /// Opened keys.
     pub cache: crate::ops::KeyCache,
     /// Whether this node shares its store with a cluster (whose policy, in the store,

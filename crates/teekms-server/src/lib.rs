@@ -24,7 +24,7 @@ pub use node::{
     NodeHandle, RecoverySetup, audit_tail_offline, audit_verify_offline, ensure_recovery,
     import_offline, open_node, restore_node,
 };
-pub use server::{RunningServer, ServeConfig, serve};
+pub use server::{DEFAULT_STREAM_IDLE_TIMEOUT, RunningServer, ServeConfig, serve};
 pub use tls::owner_from_certificate;
 
 /// Seconds since the Unix epoch on this machine's clock.

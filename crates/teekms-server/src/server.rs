@@ -24,6 +24,9 @@ use crate::writer::Writer;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client gets to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stream may stall, by default: a client that neither sends nor takes bytes
+/// for this long would otherwise hold the stream's threads and buffers for good.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a node needs to start.
 pub struct ServeConfig {
@@ -35,6 +38,9 @@ pub struct ServeConfig {
     pub platform: Arc<dyn Platform>,
     /// Shortest waiting period of a scheduled deletion, seconds (7 days by default).
     pub min_deletion_wait: u64,
+    /// How long a stream may go without request bytes coming in, or response bytes taken
+    /// out, before the node ends it with an error ([`DEFAULT_STREAM_IDLE_TIMEOUT`]).
+    pub stream_idle_timeout: Duration,
     /// Split the cluster key for recovery officers (done once, when first given).
     pub recovery: Option<crate::RecoverySetup>,
     /// Keep the cluster's records in this PostgreSQL database instead of the data dir's
@@ -179,6 +185,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         readers,
         writer,
         min_deletion_wait: config.min_deletion_wait,
+        stream_idle_timeout: config.stream_idle_timeout,
         // Other nodes of the cluster may change keys in a shared store: no cache then.
         cache: crate::ops::KeyCache::new(!shared),
         cluster: shared,

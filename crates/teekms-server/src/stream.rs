@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -71,11 +72,24 @@ impl Read for BodyReader {
     }
 }
 
-fn body_reader(body: Body) -> BodyReader {
+/// The request body, read by a task; a client that sends nothing for `idle` while the
+/// body is not done has its stream ended with an error.
+fn body_reader(body: Body, idle: Duration) -> BodyReader {
     let (tx, rx) = mpsc::channel(DEPTH);
     tokio::spawn(async move {
         let mut body = body;
-        while let Some(frame) = body.frame().await {
+        loop {
+            let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+                let stalled = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the request body sent nothing for {} s", idle.as_secs()),
+                );
+                let _ = tx.send(Err(stalled)).await;
+                return;
+            };
+            let Some(frame) = frame else {
+                return;
+            };
             let chunk = match frame {
                 Ok(f) => match f.into_data() {
                     Ok(d) => Ok(d),
@@ -95,16 +109,37 @@ fn body_reader(body: Body) -> BodyReader {
     }
 }
 
-/// A blocking writer whose bytes become the response body.
+/// A blocking writer whose bytes become the response body; a client that takes none of
+/// them for `idle` has its stream ended with an error.
 struct BodyWriter {
     tx: mpsc::Sender<Chunk>,
+    idle: Duration,
+    runtime: tokio::runtime::Handle,
+}
+
+impl BodyWriter {
+    /// Sends `chunk` (called on the stream's own thread, never on the runtime's).
+    fn send(&self, chunk: Chunk) -> std::io::Result<()> {
+        use std::io::{Error, ErrorKind};
+        // The timer is made inside the runtime's context, which `block_on` enters.
+        let sent = async { tokio::time::timeout(self.idle, self.tx.send(chunk)).await };
+        match self.runtime.block_on(sent) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Error::new(ErrorKind::BrokenPipe, "client went away")),
+            Err(_) => Err(Error::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "the client took no response bytes for {} s",
+                    self.idle.as_secs()
+                ),
+            )),
+        }
+    }
 }
 
 impl Write for BodyWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.tx
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        self.send(Ok(Bytes::copy_from_slice(buf)))?;
         Ok(buf.len())
     }
 
@@ -245,9 +280,20 @@ async fn run(
     + Send
     + 'static,
 ) -> Result<Response, ApiError> {
-    let input = body_reader(body);
+    let idle = app.stream_idle_timeout;
+    let input = body_reader(body, idle);
     let (tx, rx) = mpsc::channel(DEPTH);
-    let output = BodyWriter { tx: tx.clone() };
+    let output = BodyWriter {
+        tx,
+        idle,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    // What ends the response early, sent after the work has given up its writer.
+    let ending = BodyWriter {
+        tx: output.tx.clone(),
+        idle,
+        runtime: output.runtime.clone(),
+    };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("teekms-stream".into())
@@ -264,11 +310,17 @@ async fn run(
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            let outcome = match work() {
-                Ok(()) => "ok".to_owned(),
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            // A panic must not end the response as if it were complete: a client would
+            // take a cut-short plaintext for the whole of it.
+            let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+                Ok(Ok(())) => "ok".to_owned(),
+                Ok(Err(e)) => {
+                    let _ = ending.send(Err(std::io::Error::other(e.to_string())));
                     format!("error: {e}")
+                }
+                Err(_) => {
+                    let _ = ending.send(Err(std::io::Error::other("internal failure")));
+                    "error: internal failure".to_owned()
                 }
             };
             // The response ends (and so the stream is acknowledged) only once its audit
@@ -276,9 +328,9 @@ async fn run(
             let key = (&started.owner, &started.key_id, started.version);
             if let Err(e) = app.stream_done(&caller, op, key, outcome) {
                 tracing::warn!(error = ?e, "the end of a stream could not be audited");
-                let _ = tx.blocking_send(Err(std::io::Error::other("audit failed")));
+                let _ = ending.send(Err(std::io::Error::other("audit failed")));
             }
-            drop(tx);
+            drop(ending);
         })
         .map_err(|e| ApiError::from(OpError::Internal(e.to_string())))?;
     match ready_rx.await {

@@ -709,3 +709,71 @@ async fn nodes_are_verified_in_the_handshake_by_their_ra_tls_certificate() {
     assert!(matches!(err, ClientError::Rejected(_)), "{err}");
     assert!(!err.is_retryable());
 }
+
+/// Request bytes: `first` of them at once, then nothing until `until`, then the end.
+struct StallingInput {
+    first: usize,
+    until: std::time::Instant,
+}
+
+impl std::io::Read for StallingInput {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.first > 0 {
+            let n = self.first.min(out.len());
+            out[..n].fill(7);
+            self.first -= n;
+            return Ok(n);
+        }
+        std::thread::sleep(
+            self.until
+                .saturating_duration_since(std::time::Instant::now()),
+        );
+        Ok(0)
+    }
+}
+
+#[tokio::test]
+async fn a_stream_whose_client_stalls_is_ended_and_audited() {
+    let mut node = Node::start().await;
+    node.stream_idle_timeout = std::time::Duration::from_secs(1);
+    node.restart().await;
+    let owner = OwnerKey::generate();
+    deploy(&node, &owner, "files", "{}").await;
+    let input = StallingInput {
+        first: 10_000,
+        until: std::time::Instant::now() + std::time::Duration::from_secs(5),
+    };
+    let r = node
+        .verified(Some(&owner))
+        .await
+        .stream_encrypt(
+            "files",
+            None,
+            None,
+            Box::new(input),
+            Box::new(std::io::sink()),
+        )
+        .await;
+    assert!(r.is_err(), "a stalled stream must not end as if complete");
+    // The node ended it on its own, after 1 s without bytes (the client would have
+    // ended its body after 5 s), and audited why.
+    let tail = node
+        .verified(Some(&owner))
+        .await
+        .audit_tail(10)
+        .await
+        .unwrap();
+    let ended = tail
+        .entries
+        .iter()
+        .find(|e| e.draft.operation == "stream-encrypt")
+        .expect("the stream is audited");
+    assert!(
+        ended
+            .draft
+            .outcome
+            .contains("the request body sent nothing for 1 s"),
+        "{}",
+        ended.draft.outcome
+    );
+}

@@ -118,6 +118,7 @@ async fn nodes_share_a_postgres_store() {
         data_dir: dir.path().join("node"),
         platform,
         min_deletion_wait: 0,
+        stream_idle_timeout: teekms_server::DEFAULT_STREAM_IDLE_TIMEOUT,
         recovery: None,
         store: Some(url.clone()),
         join: None,

@@ -30,6 +30,7 @@ async fn start(root: &Path, data_dir: &Path) -> Result<RunningServer, Failure> {
         data_dir: data_dir.to_owned(),
         platform,
         min_deletion_wait: teekms_core::state::DEFAULT_DELETION_WAIT,
+        stream_idle_timeout: teekms_server::DEFAULT_STREAM_IDLE_TIMEOUT,
         recovery: None,
         store: None,
         join: None,

@@ -102,6 +102,13 @@ pub async fn run(args: ServeArgs) -> CmdResult {
     let platform = platform(args.tee, &platform_args, &args.data_dir)?;
     let min_deletion_wait = teekms_attest::policy::parse_duration(&args.min_deletion_wait)
         .map_err(|e| Failure::usage(format!("--min-deletion-wait: {e}")))?;
+    let stream_idle_timeout =
+        match teekms_attest::policy::parse_duration(&args.stream_idle_timeout) {
+            Ok(0) => Err("it must be at least 1s".to_owned()),
+            other => other,
+        }
+        .map(std::time::Duration::from_secs)
+        .map_err(|e| Failure::usage(format!("--stream-idle-timeout: {e}")))?;
     let recovery = match args.recovery_threshold {
         Some(threshold) => Some(teekms_server::RecoverySetup {
             threshold,
@@ -118,6 +125,7 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         data_dir: args.data_dir.clone(),
         platform,
         min_deletion_wait,
+        stream_idle_timeout,
         recovery,
         store: args.store.clone(),
         join: args.join.clone(),

@@ -20,6 +20,8 @@ pub struct Node {
     pub store: Option<String>,
     /// On first start, join this node's cluster.
     pub join: Option<String>,
+    /// How long a stream may stall (taken at the next start).
+    pub stream_idle_timeout: std::time::Duration,
 }
 
 impl Node {
@@ -47,6 +49,7 @@ impl Node {
             policy: self.policy.clone(),
             store,
             join: None,
+            stream_idle_timeout: teekms_server::DEFAULT_STREAM_IDLE_TIMEOUT,
         };
         node.restart().await;
         node
@@ -74,6 +77,7 @@ impl Node {
             policy: peer.policy.clone(),
             store: Some(store),
             join: Some(peer.url().to_string()),
+            stream_idle_timeout: teekms_server::DEFAULT_STREAM_IDLE_TIMEOUT,
         };
         let platform: Arc<dyn Platform> =
             Arc::new(SimPlatform::open(&node.root, &node.data_dir).unwrap());
@@ -82,6 +86,7 @@ impl Node {
             data_dir: node.data_dir.clone(),
             platform,
             min_deletion_wait: 0,
+            stream_idle_timeout: node.stream_idle_timeout,
             recovery: None,
             store: node.store.clone(),
             join: node.join.clone(),
@@ -108,6 +113,7 @@ impl Node {
             policy: Policy::sim(sim_root, None),
             store,
             join: None,
+            stream_idle_timeout: teekms_server::DEFAULT_STREAM_IDLE_TIMEOUT,
         };
         node.restart().await;
         node
@@ -126,6 +132,7 @@ impl Node {
                 platform,
                 // Tests schedule deletions seconds ahead.
                 min_deletion_wait: 0,
+                stream_idle_timeout: self.stream_idle_timeout,
                 recovery: None,
                 store: self.store.clone(),
                 join: self.join.clone(),
