@@ -111,6 +111,7 @@ fn body_reader(body: Body, idle: Duration) -> BodyReader {
 
 /// A blocking writer whose bytes become the response body; a client that takes none of
 /// them for `idle` has its stream ended with an error.
+#[derive(Clone)]
 struct BodyWriter {
     tx: mpsc::Sender<Chunk>,
     idle: Duration,
@@ -289,11 +290,7 @@ async fn run(
         runtime: tokio::runtime::Handle::current(),
     };
     // What ends the response early, sent after the work has given up its writer.
-    let ending = BodyWriter {
-        tx: output.tx.clone(),
-        idle,
-        runtime: output.runtime.clone(),
-    };
+    let ending = output.clone();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("teekms-stream".into())
