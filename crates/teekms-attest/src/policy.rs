@@ -250,12 +250,16 @@ fn allowed_keys(tee: TeeKind) -> &'static [&'static str] {
     }
 }
 
-/// Parses a duration such as `30d`, `12h`, `90m` or `3600s` into seconds.
+/// The longest duration teekms accepts anywhere (100 years of 365 days, in seconds):
+/// far beyond any waiting period or expiry a key service needs, and far below the point
+/// where adding it to a Unix time could wrap.
+pub const MAX_DURATION_SECS: u64 = 100 * 365 * 86_400;
+
+/// Parses a duration such as `30d`, `12h`, `90m` or `3600s` into seconds, at most
+/// [`MAX_DURATION_SECS`].
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like \"30d\""))?;
+    let too_long = || format!("{s:?} is longer than the limit of 100 years ({MAX_DURATION_SECS}s)");
     let mul = match unit {
         "s" => 1,
         "m" => 60,
@@ -263,8 +267,26 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
         "d" => 86_400,
         _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
     };
+    if num.is_empty() {
+        return Err(format!("{s:?} is not a duration like \"30d\""));
+    }
+    // Digits that do not fit a u64 are too long, not malformed.
+    let n: u64 = num.parse().map_err(|_| too_long())?;
     n.checked_mul(mul)
-        .ok_or_else(|| format!("{s:?} is too long"))
+        .filter(|&secs| secs <= MAX_DURATION_SECS)
+        .ok_or_else(too_long)
+}
+
+/// `now + duration` (Unix seconds), refused rather than wrapped: the duration must be at
+/// most [`MAX_DURATION_SECS`] and the sum must fit.
+pub fn time_after(now: u64, duration: u64) -> Result<u64, String> {
+    if duration > MAX_DURATION_SECS {
+        return Err(format!(
+            "a duration of {duration}s is longer than the limit of 100 years ({MAX_DURATION_SECS}s)"
+        ));
+    }
+    now.checked_add(duration)
+        .ok_or_else(|| format!("{duration}s after {now} is past the end of time teekms can count"))
 }
 
 fn hex_field<const N: usize>(name: &str, v: &Option<String>) -> Result<Option<[u8; N]>, String> {
@@ -503,6 +525,54 @@ pub fn same_measurement_toml(tee: TeeKind, claims: &serde_json::Value) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Any digits and unit: either refused, or a duration within the limit whose
+        // value is exactly digits x unit (no wrap), and adding it to any time either fits
+        // or is refused.
+        #[test]
+        fn durations_never_wrap(digits in "[0-9]{1,30}", unit in "[smhdx]?", now: u64) {
+            let text = format!("{digits}{unit}");
+            match parse_duration(&text) {
+                Ok(secs) => {
+                    prop_assert!(secs <= MAX_DURATION_SECS);
+                    let mul: u128 = match unit.as_str() { "s" => 1, "m" => 60, "h" => 3600, "d" => 86_400, _ => unreachable!() };
+                    prop_assert_eq!(secs as u128, digits.parse::<u128>().unwrap() * mul);
+                    match time_after(now, secs) {
+                        Ok(t) => prop_assert_eq!(t as u128, now as u128 + secs as u128),
+                        Err(_) => prop_assert!(now as u128 + secs as u128 > u64::MAX as u128),
+                    }
+                }
+                Err(e) => prop_assert!(unit.is_empty() || unit == "x" || e.contains("100 years"), "{}", e),
+            }
+        }
+
+        #[test]
+        fn time_after_is_checked(now: u64, d: u64) {
+            match time_after(now, d) {
+                Ok(t) => prop_assert!(d <= MAX_DURATION_SECS && t == now + d),
+                Err(_) => prop_assert!(d > MAX_DURATION_SECS || now.checked_add(d).is_none()),
+            }
+        }
+    }
+
+    #[test]
+    fn the_duration_limit_is_named() {
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION_SECS);
+        for text in [
+            "36501d",
+            "18446744073709551615s",
+            "99999999999999999999999s",
+            "3153600001s",
+        ] {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.contains("limit of 100 years"), "{text}: {e}");
+        }
+        assert!(parse_duration("s").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5w").unwrap_err().contains("unit"));
+    }
 
     #[test]
     fn same_measurement_policies_pin_the_measurement() {

@@ -284,14 +284,7 @@ impl Cert {
         use der::Encode;
         let inner = self.parsed.tbs_certificate().signature();
         let outer = self.parsed.signature_algorithm();
-        let is_amd_pss = inner.oid.to_string() == OID_RSASSA_PSS
-            && inner
-                .parameters
-                .as_ref()
-                .and_then(|p| p.to_der().ok())
-                .as_deref()
-                == Some(&AMD_PSS_PARAMS[..]);
-        if !is_amd_pss || inner != outer {
+        if !is_amd_pss(inner) || inner != outer {
             return false;
         }
         let Some(tbs) = raw_tbs(&self.der) else {
@@ -333,14 +326,41 @@ impl Cert {
 }
 
 const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
-/// RSASSA-PSS-params of every AMD certificate: SHA-384, MGF1 with SHA-384, salt 48,
-/// trailer 1 (DER).
+/// RSASSA-PSS-params of every AMD signature: SHA-384, MGF1 with SHA-384, salt 48,
+/// trailer 1, with the trailer spelled out (as in AMD's Milan certificates).
 const AMD_PSS_PARAMS: [u8; 59] = [
     0x30, 0x39, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
     0x02, 0x05, 0x00, 0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01,
     0x01, 0x08, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05,
     0x00, 0xa2, 0x03, 0x02, 0x01, 0x30, 0xa3, 0x03, 0x02, 0x01, 0x01,
 ];
+
+/// The same parameters with the trailer left out, as DER wants a DEFAULT value encoded
+/// (and as AMD's KDS issues Genoa certificates): the same sequence, 5 bytes shorter.
+fn amd_pss_params_default_trailer() -> [u8; 54] {
+    let mut der = [0u8; 54];
+    der.copy_from_slice(&AMD_PSS_PARAMS[..54]);
+    der[1] = 0x34;
+    der
+}
+
+/// True if the parameters are RSASSA-PSS / SHA-384 / MGF1-SHA-384 / salt 48 / trailer 1
+/// in one of its two encodings (trailer explicit or omitted), and nothing else.
+fn is_amd_pss_params(params: &[u8]) -> bool {
+    params == AMD_PSS_PARAMS || params == amd_pss_params_default_trailer()
+}
+
+/// True if an algorithm identifier names RSASSA-PSS with AMD's parameters.
+fn is_amd_pss(alg: &x509_cert::spki::AlgorithmIdentifierOwned) -> bool {
+    use der::Encode;
+    alg.oid.to_string() == OID_RSASSA_PSS
+        && alg
+            .parameters
+            .as_ref()
+            .and_then(|p| p.to_der().ok())
+            .is_some_and(|der| is_amd_pss_params(&der))
+}
+
 const OID_BL_SPL: &str = "1.3.6.1.4.1.3704.1.3.1";
 const OID_TEE_SPL: &str = "1.3.6.1.4.1.3704.1.3.2";
 const OID_SNP_SPL: &str = "1.3.6.1.4.1.3704.1.3.3";
@@ -415,6 +435,14 @@ fn check_crl(crl_der: &[u8], ark: &Cert, certs: &[(&str, &Cert)], now: u64) -> R
         .and_then(|(_, c, _)| tlv(c))
         .map(|(t, _, _)| t)
         .ok_or("crl.der is malformed")?;
+    if !is_amd_pss(&crl.signature_algorithm)
+        || crl.signature_algorithm != crl.tbs_cert_list.signature
+    {
+        return Err(
+            "crl.der is not signed with AMD's RSASSA-PSS parameters (SHA-384, MGF1-SHA-384, salt 48)"
+                .into(),
+        );
+    }
     if UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA384, ark.public_key())
         .verify(tbs, crl.signature.raw_bytes())
         .is_err()
@@ -559,4 +587,63 @@ fn check_chain(
         .to_unix_duration()
         .as_secs();
     Ok((product, not_before))
+}
+
+#[cfg(test)]
+mod pss_tests {
+    use super::*;
+
+    /// RSASSA-PSS-params built by hand: hash, MGF1 hash, salt, and the trailer (None:
+    /// left out).
+    fn params(hash: &[u8], mgf_hash: &[u8], salt: u8, trailer: Option<u8>) -> Vec<u8> {
+        let alg = |oid: &[u8]| {
+            let mut a = vec![0x30, oid.len() as u8 + 4, 0x06, oid.len() as u8];
+            a.extend_from_slice(oid);
+            a.extend_from_slice(&[0x05, 0x00]);
+            a
+        };
+        let tagged = |tag: u8, body: Vec<u8>| {
+            let mut t = vec![tag, body.len() as u8];
+            t.extend(body);
+            t
+        };
+        const MGF1: [u8; 9] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08];
+        let mut mgf = vec![0x06, MGF1.len() as u8];
+        mgf.extend_from_slice(&MGF1);
+        mgf.extend(alg(mgf_hash));
+        let mut body = tagged(0xa0, alg(hash));
+        body.extend(tagged(0xa1, tagged(0x30, mgf)));
+        body.extend(tagged(0xa2, vec![0x02, 0x01, salt]));
+        if let Some(t) = trailer {
+            body.extend(tagged(0xa3, vec![0x02, 0x01, t]));
+        }
+        tagged(0x30, body)
+    }
+
+    #[test]
+    fn exactly_amds_pss_parameters_pass_in_either_encoding() {
+        const SHA384: [u8; 9] = [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
+        const SHA256: [u8; 9] = [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+        let explicit = params(&SHA384, &SHA384, 48, Some(1));
+        assert_eq!(explicit, AMD_PSS_PARAMS);
+        assert!(is_amd_pss_params(&explicit), "explicit trailer");
+        assert!(
+            is_amd_pss_params(&params(&SHA384, &SHA384, 48, None)),
+            "omitted trailer"
+        );
+        for (what, p) in [
+            ("salt 32", params(&SHA384, &SHA384, 32, Some(1))),
+            (
+                "salt 32, omitted trailer",
+                params(&SHA384, &SHA384, 32, None),
+            ),
+            ("SHA-256", params(&SHA256, &SHA256, 48, Some(1))),
+            ("MGF1-SHA-256", params(&SHA384, &SHA256, 48, None)),
+            ("trailer 2", params(&SHA384, &SHA384, 48, Some(2))),
+        ] {
+            assert!(!is_amd_pss_params(&p), "{what} must be refused");
+        }
+        assert!(!is_amd_pss_params(&[]));
+        assert!(!is_amd_pss_params(&AMD_PSS_PARAMS[..58]));
+    }
 }

@@ -62,7 +62,12 @@ fn every_snp_vector_gets_its_stated_outcome() {
         let r = verify_snp(&report, &coll, now);
         if v["expected"]["result"] == "accept" {
             assert!(r.verified, "{id}: {:?}", r.reasons);
-            assert_eq!(r.product, Some(Product::Milan), "{id}");
+            let product = match v["format"]["product"].as_str() {
+                Some("Genoa") => Product::Genoa,
+                Some("Turin") => Product::Turin,
+                _ => Product::Milan,
+            };
+            assert_eq!(r.product, Some(product), "{id}");
             let claims = r.claims.unwrap();
             let m = &v["measurements"];
             for key in [
@@ -122,18 +127,23 @@ fn mutations_times_and_roots_are_rejected() {
             !verify_snp(&report, &coll, 1_500_000_000).verified,
             "{id}: 2017"
         );
-        // An ark.pem that is not the pinned one (here: Genoa's) fails.
+        // An ark.pem that is not the vector's product's pinned one fails.
+        let other = if v["format"]["product"] == "Genoa" {
+            "milan"
+        } else {
+            "genoa"
+        };
         let mut c = coll.clone();
-        c.ark = Some(std::fs::read(vectors().join("roots/amd/genoa_ark.pem")).unwrap());
+        c.ark = Some(std::fs::read(vectors().join(format!("roots/amd/{other}_ark.pem"))).unwrap());
         let r = verify_snp(&report, &c, now);
         assert!(
             !r.verified && r.reasons[0].contains("ark.pem"),
             "{id}: {:?}",
             r.reasons
         );
-        // A self-made ASK is not signed by any pinned ARK.
+        // Another product's ASK did not sign this VCEK.
         let mut c = coll.clone();
-        c.ask = std::fs::read(vectors().join("roots/amd/genoa_ask.pem")).unwrap();
+        c.ask = std::fs::read(vectors().join(format!("roots/amd/{other}_ask.pem"))).unwrap();
         assert!(!verify_snp(&report, &c, now).verified, "{id}: wrong ASK");
         // Given as a VLEK, a VCEK-signed report is refused.
         let mut c = coll.clone();

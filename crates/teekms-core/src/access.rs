@@ -103,6 +103,7 @@ impl KeyPolicy {
         if text.len() > crate::bundle::MAX_KEY_POLICY_LEN {
             return Err(bad("too large".into()));
         }
+        crate::strict_json::reject_duplicate_members(text).map_err(bad)?;
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
         if !value.is_object() {
@@ -349,11 +350,8 @@ fn principal_matches(p: &Principal, caller: &Caller, now: u64) -> bool {
 
 /// Whether `s` looks like an access key id: `ak-` and 16 lowercase hex characters.
 pub fn is_access_key_id(s: &str) -> bool {
-    s.strip_prefix("ak-").is_some_and(|h| {
-        h.len() == 16
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    s.strip_prefix("ak-")
+        .is_some_and(|h| h.len() == 16 && is_lower_hex(h))
 }
 
 /// A freshly created access key: its id and the secret half, shown once.
@@ -387,12 +385,19 @@ pub fn parse_access_token(
     token: &str,
 ) -> Result<(String, [u8; 32]), CoreError> {
     let (id, secret_hex) = token.split_once('.').ok_or(CoreError::AccessKeyMalformed)?;
-    if !is_access_key_id(id) || secret_hex.len() != 64 {
+    // The spec writes the secret in lowercase hex, and only one spelling of a token is
+    // accepted.
+    if !is_access_key_id(id) || secret_hex.len() != 64 || !is_lower_hex(secret_hex) {
         return Err(CoreError::AccessKeyMalformed);
     }
     let secret =
         Zeroizing::new(hex::decode(secret_hex).map_err(|_| CoreError::AccessKeyMalformed)?);
     Ok((id.to_owned(), hash_secret(hash_key, &secret)))
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn hash_secret(hash_key: &[u8; 32], secret: &[u8]) -> [u8; 32] {
@@ -476,5 +481,24 @@ mod tests {
         assert_eq!((id.as_str(), hash), (new.id.as_str(), new.secret_hash));
         assert_ne!(parse_access_token(&[4; 32], &new.token).unwrap().1, hash);
         assert!(parse_access_token(&k, "ak-0123.zz").is_err());
+        // One spelling only: the spec's lowercase hex.
+        let (id, secret) = new.token.split_once('.').unwrap();
+        let upper_secret = format!("{id}.{}", secret.to_uppercase());
+        let upper_id = format!("{}.{secret}", id.to_uppercase().replace("AK-", "ak-"));
+        for token in [upper_secret, upper_id] {
+            assert!(
+                token != *new.token && parse_access_token(&k, &token).is_err(),
+                "{token}"
+            );
+        }
+    }
+
+    #[test]
+    fn policies_with_a_repeated_member_are_refused() {
+        let e = KeyPolicy::parse(r#"{"exportable":false,"exportable":true}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("appears twice"), "{e}");
+        assert!(KeyPolicy::parse(r#"{"rules":[],"rules":[]}"#).is_err());
     }
 }

@@ -25,6 +25,7 @@ pub mod recovery;
 pub mod secret;
 pub mod state;
 pub mod stream;
+pub mod strict_json;
 
 pub use bundle::Bundle;
 pub use error::CoreError;

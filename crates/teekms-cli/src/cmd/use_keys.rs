@@ -110,6 +110,9 @@ pub async fn admin(cmd: crate::cli::KeyCmd) -> CmdResult {
             (k, d)
         }
         K::ScheduleDeletion { key, wait } => {
+            if let Some(w) = &wait {
+                check_duration("--wait", w)?;
+            }
             let d = connect(&key.node)
                 .await?
                 .schedule_deletion(&key.key_id, wait.as_deref())
@@ -309,6 +312,9 @@ pub async fn access(cmd: AccessCmd) -> CmdResult {
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            if let Some(e) = &expires_in {
+                check_duration("--expires-in", e)?;
+            }
             if output.exists() {
                 return Err(Failure::usage(format!(
                     "{} exists; access key tokens are never overwritten",
@@ -487,4 +493,12 @@ async fn open_source(
     let handle = teekms_server::open_node(platform, dir)
         .map_err(|e| Failure::usage(format!("cannot open the node: {e}")))?;
     Ok(Source::Dir(handle))
+}
+
+/// Refuses a malformed or out-of-range duration before anything is sent (exit 2); the
+/// node checks it again.
+fn check_duration(flag: &str, text: &str) -> Result<(), Failure> {
+    teekms_attest::policy::parse_duration(text)
+        .map(|_| ())
+        .map_err(|e| Failure::usage(format!("{flag}: {e}")))
 }

@@ -31,10 +31,9 @@ impl AppState {
         let expires_at = req
             .expires_in
             .as_deref()
-            .map(parse_duration)
+            .map(|d| parse_duration(d).and_then(|d| time_after(now, d)))
             .transpose()
-            .map_err(bad)?
-            .map(|d| now + d);
+            .map_err(bad)?;
         let new = access::new_access_key(&self.service.cluster().derive(ACCESS_KEY_HASH_LABEL));
         let rec = AccessKeyRecord {
             id: new.id.clone(),

@@ -92,8 +92,10 @@ impl AppState {
             expected: l.state.revision,
             record: next.seal(self.service.cluster(), &l.owner, &l.key_id),
         });
-        // Whatever the outcome, the next use reads the stored state again.
-        self.cache.forget(&l.fp, l.key_id.as_str());
+        // Whatever the outcome, the next use reads the stored state again: forgotten
+        // once the change is durable, so no request that starts after the answer sees
+        // the old state (a load that read before the commit is not cached, see
+        // `KeyCache`).
         let applied = self.writer.submit(Job {
             writes,
             audit: key_draft(
@@ -105,7 +107,9 @@ impl AppState {
                 now,
             ),
             on_conflict: "error: a concurrent change won; not applied",
-        })?;
+        });
+        self.cache.forget(&l.fp, l.key_id.as_str());
+        let applied = applied?;
         if applied == Applied::Conflict {
             return Err(OpError::Conflict(
                 "the key was changed concurrently; retry".into(),
@@ -162,8 +166,9 @@ impl AppState {
                 "the waiting period must be at least {min} s on this node"
             )));
         }
+        let at = time_after(now, wait).map_err(bad)?;
         self.change("schedule-deletion", caller, key, now, |_, s| {
-            s.deletion_at = Some(now + wait);
+            s.deletion_at = Some(at);
             Ok(None)
         })
     }
@@ -318,7 +323,6 @@ impl AppState {
 
     /// Deletes every version and the state of a key whose waiting period is over.
     pub(super) fn delete_due(&self, fp: &str, id: &str, now: u64) -> Result<bool, OpError> {
-        self.cache.forget(fp, id);
         let job = Job {
             writes: vec![Write::DeleteKey {
                 owner: fp.into(),
@@ -335,6 +339,8 @@ impl AppState {
             },
             on_conflict: "error: already deleted",
         };
-        Ok(self.writer.submit(job)? == Applied::Done)
+        let applied = self.writer.submit(job);
+        self.cache.forget(fp, id);
+        Ok(applied? == Applied::Done)
     }
 }

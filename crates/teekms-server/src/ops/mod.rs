@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use teekms_attest::policy::parse_duration;
+use teekms_attest::policy::{parse_duration, time_after};
 use teekms_attest::{Freshness, Policy, TeeKind, verify_document};
 use teekms_core::access::{self, AttestedWorkload, Caller, KeyPolicy, Operation};
 use teekms_core::api::{
@@ -102,18 +102,28 @@ const CACHE_MAX: usize = 10_000;
 /// Opened keys, so that a data operation on a hot key touches neither the store nor the
 /// record decryption. This node's own changes invalidate their entry (a node is the only
 /// writer of its store; several nodes sharing one store is the cluster's business).
+///
+/// A change forgets its key once it has committed; a load that read the store before
+/// that commit must not put the old state back. So every forget advances a generation,
+/// a load notes the generation before it reads, and its result is cached only if no
+/// forget happened meanwhile.
 pub struct KeyCache {
     enabled: bool,
     keys: Mutex<CachedKeys>,
 }
 
 /// The opened keys by owner fingerprint, then key id (looked up by `&str` without
-/// allocating), and how many there are.
+/// allocating), how many there are, and how many forgets have happened.
 #[derive(Default)]
 struct CachedKeys {
     by_owner: HashMap<String, HashMap<String, Loaded>>,
     count: usize,
+    generation: u64,
 }
+
+/// The cache's generation when a load began reading the store.
+#[derive(Clone, Copy)]
+struct Generation(u64);
 
 impl KeyCache {
     /// A cache, or (`enabled` false: a store shared with other nodes, whose changes this
@@ -130,26 +140,36 @@ impl KeyCache {
         self.enabled
     }
 
-    fn get(&self, fp: &str, key_id: &str) -> Option<Loaded> {
+    /// The cached key, or the generation to hand to [`KeyCache::put`] after reading it.
+    fn get(&self, fp: &str, key_id: &str) -> Result<Loaded, Generation> {
+        let keys = self.keys.lock().expect("cache lock");
+        let generation = Generation(keys.generation);
         if !self.enabled {
-            return None;
+            return Err(generation);
         }
-        self.keys
-            .lock()
-            .expect("cache lock")
-            .by_owner
-            .get(fp)?
-            .get(key_id)
+        keys.by_owner
+            .get(fp)
+            .and_then(|owned| owned.get(key_id))
             .cloned()
+            .ok_or(generation)
     }
 
-    fn put(&self, fp: String, key_id: String, key: Loaded) {
+    /// Caches a key read from the store, unless some key was forgotten since the read
+    /// began (it may have read a state that a change has replaced since).
+    fn put(&self, read_at: Generation, fp: String, key_id: String, key: Loaded) {
         if !self.enabled {
             return;
         }
         let mut keys = self.keys.lock().expect("cache lock");
+        if keys.generation != read_at.0 {
+            return;
+        }
         if keys.count >= CACHE_MAX {
-            *keys = CachedKeys::default();
+            let generation = keys.generation;
+            *keys = CachedKeys {
+                generation,
+                ..CachedKeys::default()
+            };
         }
         if keys
             .by_owner
@@ -164,6 +184,7 @@ impl KeyCache {
 
     fn forget(&self, fp: &str, key_id: &str) {
         let mut keys = self.keys.lock().expect("cache lock");
+        keys.generation += 1;
         let Some(owned) = keys.by_owner.get_mut(fp) else {
             return;
         };
@@ -336,9 +357,10 @@ impl AppState {
 
     fn load(&self, owner: &OwnerPublicKey, key_id: &KeyId) -> Result<Loaded, OpError> {
         let fp = owner.fingerprint();
-        if let Some(hit) = self.cache.get(&fp, key_id.as_str()) {
-            return Ok(hit);
-        }
+        let read_at = match self.cache.get(&fp, key_id.as_str()) {
+            Ok(hit) => return Ok(hit),
+            Err(generation) => generation,
+        };
         let (stored, latest) = {
             let mut r = self.reader();
             (
@@ -372,7 +394,8 @@ impl AppState {
             policy,
             versions: Mutex::new(HashMap::new()),
         });
-        self.cache.put(fp, key_id.to_string(), loaded.clone());
+        self.cache
+            .put(read_at, fp, key_id.to_string(), loaded.clone());
         Ok(loaded)
     }
 
