@@ -281,7 +281,6 @@ impl Cert {
     /// True if `issuer` signed this certificate with RSASSA-PSS / SHA-384 / MGF1-SHA-384 /
     /// salt 48, and both algorithm fields of the certificate say exactly that.
     fn signed_by(&self, issuer: &Cert) -> bool {
-        use der::Encode;
         let inner = self.parsed.tbs_certificate().signature();
         let outer = self.parsed.signature_algorithm();
         if !is_amd_pss(inner) || inner != outer {

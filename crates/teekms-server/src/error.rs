@@ -34,6 +34,17 @@ pub enum ServerError {
     /// Certificate or TLS configuration failed.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// Another process holds the data dir.
+    #[error(
+        "data dir {} is in use by process {pid}; stop that node first, or give this one another --data-dir",
+        dir.display()
+    )]
+    InUse {
+        /// The data dir.
+        dir: std::path::PathBuf,
+        /// The holder's process id, as it wrote it.
+        pid: String,
+    },
     /// Recovery could not be set up or carried out.
     #[error(transparent)]
     Recovery(CoreError),

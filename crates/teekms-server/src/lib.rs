@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod datadir;
 mod error;
 mod keyservice;
 mod node;
@@ -18,6 +19,7 @@ mod stream;
 mod tls;
 mod writer;
 
+pub use datadir::{DataDirLock, LOCK_FILE, lock_data_dir};
 pub use error::ServerError;
 pub use keyservice::{DeployError, Deployed, KeyService};
 pub use node::{

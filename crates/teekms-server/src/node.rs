@@ -24,6 +24,8 @@ pub struct NodeHandle {
     pub platform: Arc<dyn Platform>,
     /// The store connection used to open it (reused for writes).
     pub store: SqliteStore,
+    /// This process's hold on the data dir, for as long as the node is open.
+    pub lock: crate::DataDirLock,
 }
 
 /// Opens (or on first start creates) the node in `data_dir`: its key set and its copy of
@@ -48,10 +50,7 @@ pub fn open_node_with(
     data_dir: &Path,
     mut joined: Option<(NodeKeys, SealingKey)>,
 ) -> Result<NodeHandle, ServerError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
-        what: format!("creating data dir {}", data_dir.display()),
-        source,
-    })?;
+    let lock = crate::datadir::lock_data_dir(data_dir)?;
     if !platform.has_sealing_key() {
         // Nothing can be sealed here (TDX): the key set and the cluster key received by
         // joining live in memory only, and the node joins again at its next start.
@@ -65,6 +64,7 @@ pub fn open_node_with(
             service: Arc::new(KeyService::new(platform.tee(), keys, cluster)),
             platform,
             store: SqliteStore::open(data_dir)?,
+            lock,
         });
     }
     let hw = platform.sealing_key()?;
@@ -88,6 +88,7 @@ pub fn open_node_with(
                     service: Arc::new(service),
                     platform,
                     store,
+                    lock,
                 });
             }
             (None, None) => {
@@ -212,10 +213,7 @@ pub fn restore_node(
     store_url: Option<&str>,
     shares: &[teekms_core::recovery::OpenShare],
 ) -> Result<String, ServerError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
-        what: format!("creating data dir {}", data_dir.display()),
-        source,
-    })?;
+    let _lock = crate::datadir::lock_data_dir(data_dir)?;
     let mut local = SqliteStore::open(data_dir)?;
     let mut shared = match store_url {
         Some(url) => Some(teekms_store::pg::PgStore::connect(url)?),

@@ -92,6 +92,13 @@ const PG_READERS: usize = 4;
 /// Opens the node and starts serving. Returns once the listener is bound.
 pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     let started = std::time::Instant::now();
+    // Listen first: a node that cannot listen must not have created anything.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Io {
+            what: format!("listening on {}", config.listen),
+            source,
+        })?;
     let platform = config.platform.clone();
     let data_dir = config.data_dir.clone();
     let recovery = config.recovery.clone();
@@ -163,14 +170,14 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
             // Refuse to start on a cluster policy that does not open or parse.
             crate::node::read_cluster_policy(&node.service, reader.as_mut())?;
         }
-        let node = (node.service, node.platform);
+        let node = (node.service, node.platform, node.lock);
         let readers =
             crate::readers::Readers::new(std::iter::once(reader).chain(more_readers).collect());
         Ok::<_, ServerError>((node, readers, writer))
     })
     .await
     .expect("node start task")?;
-    let (service, platform) = node;
+    let (service, platform, lock) = node;
     tracing::debug!(elapsed = ?started.elapsed(), "node state opened");
     let ratls = platform.ratls_extension(service.keys())?;
     let tls = server_config(service.keys(), &ratls)?;
@@ -191,12 +198,6 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         cluster: shared,
     });
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Io {
-            what: format!("listening on {}", config.listen),
-            source,
-        })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Io {
         what: "reading the bound address".into(),
         source,
@@ -207,6 +208,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         TlsAcceptor::from(Arc::new(tls)),
         state,
         shutdown_rx,
+        lock,
     ));
     Ok(RunningServer {
         addr,
@@ -221,6 +223,7 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     state: Arc<AppState>,
     mut shutdown: oneshot::Receiver<()>,
+    lock: crate::DataDirLock,
 ) {
     let app = router(state.clone());
     let mut connections = JoinSet::new();
@@ -243,6 +246,8 @@ async fn accept_loop(
     tokio::task::spawn_blocking(move || {
         state.writer.close();
         drop(state);
+        // Released only once the store is closed.
+        drop(lock);
     })
     .await
     .expect("writer close task");

@@ -157,9 +157,18 @@ pub async fn run(args: ServeArgs) -> CmdResult {
     })
     .await
     .map_err(|e| {
-        Failure::usage(format!("cannot start the node: {e}")).hint(
-            "check --data-dir and --listen; a damaged data dir must be restored from a backup; a node whose hardware changed (its sealed records no longer open) is restored with `teekms recovery restore`",
-        )
+        let hint = match &e {
+            teekms_server::ServerError::InUse { .. } => {
+                "one data dir serves one node; nothing in it was changed"
+            }
+            teekms_server::ServerError::Io { .. } => {
+                "check --listen (is another process on that port?) and the permissions of --data-dir"
+            }
+            _ => {
+                "check --data-dir and --listen; a damaged data dir must be restored from a backup; a node whose hardware changed (its sealed records no longer open) is restored with `teekms recovery restore`"
+            }
+        };
+        Failure::usage(format!("cannot start the node: {e}")).hint(hint)
     })?;
     println!(
         "teekms node {} listening on {}",
