@@ -12,6 +12,8 @@ use teekms_attest::hexbytes::HexBytes;
 pub const KEY_STATE_KIND: &str = "key-state";
 /// Record kind of access keys.
 pub const ACCESS_KEY_KIND: &str = "access-key";
+/// Record kind of an owner's own record (the key ids it deleted).
+pub const OWNER_STATE_KIND: &str = "owner-state";
 
 /// Default waiting period of a scheduled deletion (7 days).
 pub const DEFAULT_DELETION_WAIT: u64 = 7 * 24 * 3600;
@@ -36,10 +38,11 @@ pub struct KeyState {
 }
 
 impl KeyState {
-    /// The state of a key that has never changed since deployment.
+    /// The state of a key as deployed: stored with it, at revision 1 (a key without a
+    /// stored state is damaged, never taken to be in this state).
     pub fn initial(policy: String) -> KeyState {
         KeyState {
-            revision: 0,
+            revision: 1,
             current_version: 1,
             min_decryption_version: 1,
             enabled: true,
@@ -78,6 +81,59 @@ impl KeyState {
         if state.revision != revision {
             return Err(CoreError::RecordMalformed {
                 kind: KEY_STATE_KIND,
+                id,
+                reason: "revision does not match the record's place".into(),
+            });
+        }
+        Ok(state)
+    }
+}
+
+/// An owner's own record: the key ids it deleted, so that a deleted id stays deleted
+/// (an old bundle deployed again is refused). One per owner, stored with the owner's
+/// first key or access key; its revision increases with every deletion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerState {
+    /// Revision of this record (1 when first stored).
+    pub revision: u64,
+    /// Deleted key ids, with when each was deleted (Unix seconds).
+    pub deleted: std::collections::BTreeMap<String, u64>,
+}
+
+impl OwnerState {
+    /// An owner's first record: nothing deleted.
+    pub fn initial() -> OwnerState {
+        OwnerState {
+            revision: 1,
+            deleted: Default::default(),
+        }
+    }
+
+    /// Seals this record for `owner` (bound to the owner's fingerprint and the revision).
+    pub fn seal(&self, key: &SealingKey, owner: &OwnerPublicKey) -> Vec<u8> {
+        let json = serde_json::to_vec(self).expect("serializes");
+        key.seal(OWNER_STATE_KIND, &owner.fingerprint(), self.revision, &json)
+    }
+
+    /// Opens `owner`'s stored record.
+    pub fn open(
+        key: &SealingKey,
+        owner: &OwnerPublicKey,
+        revision: u64,
+        record: &[u8],
+    ) -> Result<OwnerState, CoreError> {
+        let id = owner.fingerprint();
+        let plain = key.open(OWNER_STATE_KIND, &id, revision, record)?;
+        let state: OwnerState =
+            serde_json::from_slice(&plain).map_err(|e| CoreError::RecordMalformed {
+                kind: OWNER_STATE_KIND,
+                id: id.clone(),
+                reason: e.to_string(),
+            })?;
+        if state.revision != revision {
+            return Err(CoreError::RecordMalformed {
+                kind: OWNER_STATE_KIND,
                 id,
                 reason: "revision does not match the record's place".into(),
             });

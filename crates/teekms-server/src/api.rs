@@ -121,7 +121,10 @@ impl From<DeployError> for ApiError {
             DeployError::Bundle(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_bundle", msg),
             DeployError::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg),
             DeployError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
-            DeployError::Damaged(_) => ApiError::new(StatusCode::CONFLICT, "record_damaged", msg),
+            DeployError::Damaged(_) | DeployError::RecordMissing(_) => {
+                ApiError::new(StatusCode::CONFLICT, "record_damaged", msg)
+            }
+            DeployError::Deleted { .. } => ApiError::new(StatusCode::GONE, "deleted", msg),
             DeployError::Concurrent => ApiError::new(StatusCode::CONFLICT, "retry", msg),
             DeployError::Store(e) => {
                 tracing::error!(error = %e, "store failed during a deployment");
@@ -287,8 +290,11 @@ async fn list_keys(
     Owner(owner): Owner,
 ) -> Result<JsonOut<KeyList>, ApiError> {
     tokio::task::spawn_blocking(move || {
-        let rows = app.readers.get().list_keys(&owner.fingerprint());
-        rows.map(|rows| JsonOut(app.service.list(&owner, rows)))
+        let fp = owner.fingerprint();
+        let mut reader = app.readers.get();
+        let rows = reader.list_keys(&fp)?;
+        let states = reader.list_states(&fp)?;
+        Ok::<_, teekms_store::StoreError>(JsonOut(app.service.list(&owner, rows, states)))
     })
     .await
     .map_err(|e| ApiError::internal("list task", &e))?

@@ -43,6 +43,18 @@ pub enum DeployError {
     /// The stored record under this id failed authentication.
     #[error(transparent)]
     Damaged(CoreError),
+    /// A record the deployment depends on is missing from the store (removed by the
+    /// host): nothing is decided from its absence.
+    #[error("{0}")]
+    RecordMissing(String),
+    /// The owner deleted a key under this id: deletion is final.
+    #[error("key {key_id:?} of this owner was deleted at {at}; deploy under another id")]
+    Deleted {
+        /// The key id.
+        key_id: String,
+        /// When it was deleted (Unix seconds).
+        at: u64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -105,15 +117,16 @@ impl KeyService {
     /// Deploys a bundle. `caller` is the owner proven by the TLS client certificate, if
     /// any; the bundle's own signature authenticates the owner either way.
     ///
-    /// `read` returns the stored row of a key; `insert` durably inserts a row if its
-    /// place is free. Nothing is acknowledged before `insert` returned.
+    /// `read` returns the stored row of a key; `insert` durably inserts a row (and the
+    /// key's initial state) if its place is free. Nothing is acknowledged before `insert`
+    /// returned.
     pub fn deploy(
         &self,
         bundle: &Bundle,
         caller: Option<&OwnerPublicKey>,
         now: u64,
         read: impl Fn(&str, &str) -> Result<Option<KeyRow>, StoreError>,
-        insert: impl FnOnce(&OwnerPublicKey, KeyRow) -> Result<Inserted, DeployError>,
+        insert: impl FnOnce(&DataKeyRecord, KeyRow) -> Result<Inserted, DeployError>,
     ) -> Result<Deployed, DeployError> {
         if let Some(caller) = caller
             && *caller != bundle.claimed_owner()
@@ -142,7 +155,7 @@ impl KeyService {
             key_version: FIRST_VERSION,
             record: record.seal(&self.cluster),
         };
-        match insert(&record.owner, row)? {
+        match insert(&record, row)? {
             Inserted::New => Ok(Deployed {
                 receipt: self.receipt(&record, opened.statement_hash),
                 created: true,
@@ -206,12 +219,70 @@ impl KeyService {
 
     /// Lists an owner's keys from their stored rows, opening (and so authenticating)
     /// every record. Records that fail are reported, never returned as data.
-    pub fn list(&self, owner: &OwnerPublicKey, rows: Vec<KeyRow>) -> KeyList {
+    ///
+    /// A key is listed only with its state record (`states`, the owner's): a key whose
+    /// state is missing, does not open, or names another newest version than its rows is
+    /// listed under `damaged`, as is a state without any key row.
+    pub fn list(
+        &self,
+        owner: &OwnerPublicKey,
+        rows: Vec<KeyRow>,
+        states: Vec<teekms_store::StateRow>,
+    ) -> KeyList {
         let mut list = KeyList {
             keys: Vec::new(),
             damaged: Vec::new(),
         };
+        let mut newest: std::collections::BTreeMap<&str, u64> = Default::default();
+        for row in &rows {
+            let v = newest.entry(row.key_id.as_str()).or_default();
+            *v = (*v).max(row.key_version);
+        }
+        let mut unsound: std::collections::BTreeMap<String, String> = Default::default();
+        let mut with_state = std::collections::BTreeSet::new();
+        for (_, id, revision, record) in &states {
+            with_state.insert(id.clone());
+            let opened = KeyId::new(id).and_then(|key_id| {
+                teekms_core::state::KeyState::open(&self.cluster, owner, &key_id, *revision, record)
+            });
+            match (opened, newest.get(id.as_str())) {
+                (Err(e), _) => {
+                    unsound.insert(id.clone(), e.to_string());
+                }
+                (Ok(_), None) => list.damaged.push(DamagedKey {
+                    key_id: id.clone(),
+                    key_version: 0,
+                    error: "the key's state record is stored, but none of its key records".into(),
+                }),
+                (Ok(state), Some(&v)) if state.current_version != v => {
+                    unsound.insert(
+                        id.clone(),
+                        format!(
+                            "the key's state names version {} as current, but its newest stored version is {v}",
+                            state.current_version
+                        ),
+                    );
+                }
+                (Ok(_), Some(_)) => {}
+            }
+        }
+        for id in newest.keys() {
+            if !with_state.contains(*id) {
+                unsound.insert(
+                    id.to_string(),
+                    "the key's state record is missing from the store".into(),
+                );
+            }
+        }
         for row in rows {
+            if let Some(why) = unsound.get(&row.key_id) {
+                list.damaged.push(DamagedKey {
+                    key_id: row.key_id,
+                    key_version: row.key_version,
+                    error: why.clone(),
+                });
+                continue;
+            }
             let opened = KeyId::new(&row.key_id).and_then(|id| {
                 DataKeyRecord::open(&self.cluster, owner, &id, row.key_version, &row.record)
             });

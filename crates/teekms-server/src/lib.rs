@@ -11,6 +11,7 @@ mod api;
 mod datadir;
 mod error;
 mod keyservice;
+mod migrate;
 mod node;
 mod ops;
 mod readers;

@@ -13,6 +13,13 @@ use crate::keyservice::KeyService;
 const NODE_KEYS: &str = "node-keys";
 const CLUSTER_KEY: &str = "cluster-key";
 const RECORD_ID: &str = "node";
+/// Revision of the node's key-set record since its store holds a bound state record for
+/// every key and a record for every owner (store format 2). A record at revision 1 was
+/// written before: its store is migrated once at the next start (see `migrate`), then
+/// the record is sealed again at this revision. Putting the mark in this record, which
+/// the node cannot start without, means that removing rows can never make a migrated
+/// store look unmigrated; only an older copy of the record would.
+pub(crate) const NODE_KEYS_CURRENT: u64 = 2;
 /// The sealed recovery shares (public: each is sealed to its officer).
 const RECOVERY: &str = "recovery-shares";
 
@@ -26,6 +33,21 @@ pub struct NodeHandle {
     pub store: SqliteStore,
     /// This process's hold on the data dir, for as long as the node is open.
     pub lock: crate::DataDirLock,
+    /// Whether the store may need the one-time migration to store format 2: the node's
+    /// record predates it, or the node was made just now (or keeps no records, as TDX)
+    /// and so cannot know (see `migrate`).
+    pub store_format: StoreFormat,
+}
+
+/// What the node's own record says of its store's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreFormat {
+    /// Written before bound state records: migrate, then mark.
+    Legacy,
+    /// The node is new (or keeps no record): migrate if the store has no format mark.
+    Unknown,
+    /// Migrated (or made so): a missing record is damage.
+    Current,
 }
 
 /// Opens (or on first start creates) the node in `data_dir`: its key set and its copy of
@@ -65,16 +87,25 @@ pub fn open_node_with(
             platform,
             store: SqliteStore::open(data_dir)?,
             lock,
+            store_format: StoreFormat::Unknown,
         });
     }
     let hw = platform.sealing_key()?;
     let mut store = SqliteStore::open(data_dir)?;
+    let mut made_now = false;
     loop {
         match (store.get_meta(NODE_KEYS)?, store.get_meta(CLUSTER_KEY)?) {
             (Some(keys), Some(cluster)) => {
-                let keys_plain = hw
-                    .open(NODE_KEYS, RECORD_ID, 1, &keys)
-                    .map_err(ServerError::Damaged)?;
+                let (keys_plain, format) =
+                    match hw.open(NODE_KEYS, RECORD_ID, NODE_KEYS_CURRENT, &keys) {
+                        Ok(plain) if made_now => (plain, StoreFormat::Unknown),
+                        Ok(plain) => (plain, StoreFormat::Current),
+                        Err(_) => (
+                            hw.open(NODE_KEYS, RECORD_ID, 1, &keys)
+                                .map_err(ServerError::Damaged)?,
+                            StoreFormat::Legacy,
+                        ),
+                    };
                 let keys = NodeKeys::from_bytes(&keys_plain).map_err(ServerError::Damaged)?;
                 let cluster_plain = hw
                     .open(CLUSTER_KEY, RECORD_ID, 1, &cluster)
@@ -89,16 +120,19 @@ pub fn open_node_with(
                     platform,
                     store,
                     lock,
+                    store_format: format,
                 });
             }
             (None, None) => {
                 let (keys, cluster) = joined
                     .take()
                     .unwrap_or_else(|| (NodeKeys::generate(), SealingKey::generate()));
-                let sealed_keys = hw.seal(NODE_KEYS, RECORD_ID, 1, &keys.to_bytes());
+                let sealed_keys =
+                    hw.seal(NODE_KEYS, RECORD_ID, NODE_KEYS_CURRENT, &keys.to_bytes());
                 let sealed_cluster = hw.seal(CLUSTER_KEY, RECORD_ID, 1, cluster.expose());
                 // If another process initialised first, loop and open theirs.
                 store.init_meta(&[(NODE_KEYS, &sealed_keys), (CLUSTER_KEY, &sealed_cluster)])?;
+                made_now = true;
             }
             _ => {
                 return Err(ServerError::Inconsistent(
@@ -122,7 +156,17 @@ pub fn import_offline(
         .service
         .cluster()
         .derive(teekms_core::audit::AUDIT_KEY_LABEL);
+    let format = node.store_format;
     let writer = crate::writer::Writer::start(Box::new(node.store), audit_key)?;
+    // A store written before format 2 is migrated first (its owners have no record yet,
+    // which a deployment would take for damage).
+    let mut reader = SqliteStore::open(data_dir)?;
+    let migrated = crate::migrate::migrate_if_needed(&node.service, &mut reader, &writer, format, now)
+        .map_err(|e| crate::DeployError::RecordMissing(e.to_string()))?;
+    if migrated && format != StoreFormat::Current {
+        mark_store_current(node.platform.as_ref(), data_dir, node.service.keys())
+            .map_err(|e| crate::DeployError::RecordMissing(e.to_string()))?;
+    }
     let result = crate::ops::deploy(&node.service, &readers, &writer, bundle, None, now);
     writer.close();
     result
@@ -246,6 +290,7 @@ pub fn restore_node(
     }
     let hw = platform.sealing_key()?;
     let keys = NodeKeys::generate();
+    // Revision 1: the restored node migrates its store (if it needs it) at its first start.
     let sealed_keys = hw.seal(NODE_KEYS, RECORD_ID, 1, &keys.to_bytes());
     let sealed_cluster = hw.seal(CLUSTER_KEY, RECORD_ID, 1, cluster.expose());
     local.replace_meta(&[(NODE_KEYS, &sealed_keys), (CLUSTER_KEY, &sealed_cluster)])?;
@@ -407,4 +452,20 @@ pub fn read_cluster_admin(
     String::from_utf8(fp.to_vec()).map(Some).map_err(|_| {
         ServerError::Refused("the cluster's database: the cluster admin record is not UTF-8".into())
     })
+}
+
+/// Seals the node's key-set record again at [`NODE_KEYS_CURRENT`]: its store is in the
+/// current format (migrated, or checked). Nothing to do for a node that keeps no record.
+pub(crate) fn mark_store_current(
+    platform: &dyn Platform,
+    data_dir: &Path,
+    keys: &NodeKeys,
+) -> Result<(), ServerError> {
+    if !platform.has_sealing_key() {
+        return Ok(());
+    }
+    let hw = platform.sealing_key()?;
+    let sealed = hw.seal(NODE_KEYS, RECORD_ID, NODE_KEYS_CURRENT, &keys.to_bytes());
+    SqliteStore::open(data_dir)?.replace_meta(&[(NODE_KEYS, &sealed)])?;
+    Ok(())
 }

@@ -170,6 +170,22 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
             // Refuse to start on a cluster policy that does not open or parse.
             crate::node::read_cluster_policy(&node.service, reader.as_mut())?;
         }
+        // Store format 2 (every key with its bound state, every owner with its record):
+        // migrated once, then the node's own record says so.
+        if crate::migrate::migrate_if_needed(
+            &node.service,
+            reader.as_mut(),
+            &writer,
+            node.store_format,
+            crate::now_unix(),
+        )? && node.store_format != crate::node::StoreFormat::Current
+        {
+            crate::node::mark_store_current(
+                node.platform.as_ref(),
+                &data_dir,
+                node.service.keys(),
+            )?;
+        }
         let node = (node.service, node.platform, node.lock);
         let readers =
             crate::readers::Readers::new(std::iter::once(reader).chain(more_readers).collect());

@@ -46,6 +46,13 @@ const MIGRATIONS: &[&str] = &[
         record BLOB NOT NULL
      ) STRICT;
      CREATE TABLE audit (seq INTEGER PRIMARY KEY, entry BLOB NOT NULL) STRICT;",
+    // Each owner's sealed record: the key ids it deleted (deletion is final), and the
+    // proof that the owner exists (its absence beside other rows of the owner is damage).
+    "CREATE TABLE owner_state (
+        owner TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        record BLOB NOT NULL
+     ) STRICT;",
 ];
 
 /// A storage failure.
@@ -286,6 +293,33 @@ pub enum Write {
         /// Key id.
         key_id: String,
     },
+    /// Store an owner's first record (revision 1), unless it has one already (then
+    /// nothing is written, and the job goes on).
+    InsertOwnerState {
+        /// Owner fingerprint.
+        owner: String,
+        /// The sealed record at revision 1.
+        record: Vec<u8>,
+    },
+    /// Nothing written; the job conflicts unless the owner's record is at `revision`
+    /// (and, on PostgreSQL, the record stays there until the job commits).
+    CheckOwnerState {
+        /// Owner fingerprint.
+        owner: String,
+        /// The revision the job was decided on.
+        revision: u64,
+    },
+    /// Replace an owner's record at `expected` by one at `revision`.
+    PutOwnerState {
+        /// Owner fingerprint.
+        owner: String,
+        /// The new revision.
+        revision: u64,
+        /// The revision it replaces.
+        expected: u64,
+        /// The sealed record.
+        record: Vec<u8>,
+    },
     /// Put a meta record (a cluster record such as the cluster policy), replacing it.
     PutMeta {
         /// Record name.
@@ -398,6 +432,29 @@ impl Batch<'_> {
                     )?;
                     1
                 }
+                Write::InsertOwnerState { owner, record } => {
+                    sp.execute(
+                        "INSERT INTO owner_state (owner, revision, record) VALUES (?1, 1, ?2)
+                         ON CONFLICT DO NOTHING",
+                        params![owner, record],
+                    )?;
+                    1
+                }
+                Write::CheckOwnerState { owner, revision } => sp
+                    .query_row(
+                        "SELECT COUNT(*) FROM owner_state WHERE owner = ?1 AND revision = ?2",
+                        params![owner, *revision as i64],
+                        |r| r.get::<_, i64>(0),
+                    )? as usize,
+                Write::PutOwnerState {
+                    owner,
+                    revision,
+                    expected,
+                    record,
+                } => sp.execute(
+                    "UPDATE owner_state SET revision = ?2, record = ?3 WHERE owner = ?1 AND revision = ?4",
+                    params![owner, *revision as i64, record, *expected as i64],
+                )?,
             };
             if changed != 1 {
                 // Dropping the savepoint rolls the job back.
@@ -484,6 +541,38 @@ impl SqliteStore {
         let rows = stmt.query_map([], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// An owner's record: `(revision, sealed record)`.
+    pub fn get_owner_state(&self, owner: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT revision, record FROM owner_state WHERE owner = ?1")?
+            .query_row([owner], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// An owner's key states, ordered by key id.
+    pub fn list_states(&self, owner: &str) -> Result<Vec<StateRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT owner, key_id, revision, record FROM key_state WHERE owner = ?1 ORDER BY key_id",
+        )?;
+        let rows = stmt.query_map([owner], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every owner that has a row anywhere (a registered key, a key, a state, an access
+    /// key or a record of its own), ordered.
+    pub fn all_owners(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT fingerprint FROM owners UNION SELECT owner FROM data_keys
+             UNION SELECT owner FROM key_state UNION SELECT owner FROM access_keys
+             UNION SELECT owner FROM owner_state ORDER BY 1",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -600,6 +689,12 @@ pub trait Store: Send {
     fn all_states(&mut self) -> Result<Vec<StateRow>, StoreError>;
     /// An owner's public key.
     fn owner_key(&mut self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// An owner's record: `(revision, sealed record)`.
+    fn get_owner_state(&mut self, owner: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    /// An owner's key states, ordered by key id.
+    fn list_states(&mut self, owner: &str) -> Result<Vec<StateRow>, StoreError>;
+    /// Every owner with a row anywhere, ordered.
+    fn all_owners(&mut self) -> Result<Vec<String>, StoreError>;
     /// An access key.
     fn get_access_key(&mut self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
     /// An owner's access keys.
@@ -696,6 +791,15 @@ impl Store for SqliteStore {
     }
     fn owner_key(&mut self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError> {
         SqliteStore::owner_key(self, fingerprint)
+    }
+    fn get_owner_state(&mut self, owner: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        SqliteStore::get_owner_state(self, owner)
+    }
+    fn list_states(&mut self, owner: &str) -> Result<Vec<StateRow>, StoreError> {
+        SqliteStore::list_states(self, owner)
+    }
+    fn all_owners(&mut self) -> Result<Vec<String>, StoreError> {
+        SqliteStore::all_owners(self)
     }
     fn get_access_key(&mut self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         SqliteStore::get_access_key(self, id)

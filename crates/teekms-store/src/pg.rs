@@ -41,6 +41,12 @@ const MIGRATIONS: &[&str] = &[
         record BYTEA NOT NULL
      );
      CREATE TABLE audit (seq BIGINT PRIMARY KEY, entry BYTEA NOT NULL);",
+    // v3: each owner's sealed record (deleted key ids).
+    "CREATE TABLE owner_state (
+        owner TEXT PRIMARY KEY,
+        revision BIGINT NOT NULL,
+        record BYTEA NOT NULL
+     );",
 ];
 
 impl From<postgres::Error> for StoreError {
@@ -383,6 +389,40 @@ impl crate::Store for PgStore {
             .map(|r| r.get(0)))
     }
 
+    fn get_owner_state(&mut self, owner: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .query_opt_cached(
+                "SELECT revision, record FROM owner_state WHERE owner = $1",
+                &[&owner],
+            )?
+            .map(|r| (u(r.get(0)), r.get(1))))
+    }
+
+    fn list_states(&mut self, owner: &str) -> Result<Vec<StateRow>, StoreError> {
+        Ok(self
+            .query_cached(
+                "SELECT owner, key_id, revision, record FROM key_state WHERE owner = $1
+                 ORDER BY key_id",
+                &[&owner],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), u(r.get(2)), r.get(3)))
+            .collect())
+    }
+
+    fn all_owners(&mut self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .query_cached(
+                "SELECT fingerprint FROM owners UNION SELECT owner FROM data_keys
+                 UNION SELECT owner FROM key_state UNION SELECT owner FROM access_keys
+                 UNION SELECT owner FROM owner_state ORDER BY 1",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
     fn get_access_key(&mut self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         Ok(self
             .query_opt_cached(
@@ -556,6 +596,31 @@ impl PgBatch<'_> {
                     )?;
                     1
                 }
+                Write::InsertOwnerState { owner, record } => {
+                    sp.execute(
+                        "INSERT INTO owner_state (owner, revision, record) VALUES ($1, 1, $2)
+                         ON CONFLICT DO NOTHING",
+                        &[owner, record],
+                    )?;
+                    1
+                }
+                // FOR SHARE: a concurrent change of the record (another node deleting
+                // a key of this owner) waits until this job has committed.
+                Write::CheckOwnerState { owner, revision } => sp
+                    .query(
+                        "SELECT 1 FROM owner_state WHERE owner = $1 AND revision = $2 FOR SHARE",
+                        &[owner, &i(*revision)],
+                    )?
+                    .len() as u64,
+                Write::PutOwnerState {
+                    owner,
+                    revision,
+                    expected,
+                    record,
+                } => sp.execute(
+                    "UPDATE owner_state SET revision = $2, record = $3 WHERE owner = $1 AND revision = $4",
+                    &[owner, &i(*revision), record, &i(*expected)],
+                )?,
             };
             if changed != 1 {
                 // Dropping the savepoint rolls the job back.

@@ -49,6 +49,11 @@ impl AppState {
         let applied = self.writer.submit(Job {
             writes: vec![
                 register_owner(&owner),
+                // Registered owners have a record (see `owner_record`).
+                Write::InsertOwnerState {
+                    owner: owner.fingerprint(),
+                    record: OwnerState::initial().seal(self.service.cluster(), &owner),
+                },
                 Write::PutAccessKey {
                     id: rec.id.clone(),
                     owner: owner.fingerprint(),

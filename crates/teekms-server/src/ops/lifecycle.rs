@@ -321,26 +321,69 @@ impl AppState {
         Ok(deleted)
     }
 
-    /// Deletes every version and the state of a key whose waiting period is over.
+    /// Deletes every version and the state of a key whose waiting period is over, and
+    /// adds its id to the owner's record of deleted ids in the same job (deletion is
+    /// final: the id is never deployed again). False if it was deleted already.
     pub(super) fn delete_due(&self, fp: &str, id: &str, now: u64) -> Result<bool, OpError> {
-        let job = Job {
-            writes: vec![Write::DeleteKey {
-                owner: fp.into(),
-                key_id: id.into(),
-            }],
-            audit: AuditDraft {
-                time: now,
-                operation: "delete".into(),
-                owner: Some(fp.into()),
-                key_id: Some(id.into()),
-                key_version: None,
-                outcome: "ok (waiting period over)".into(),
-                caller: "node".into(),
-            },
-            on_conflict: "error: already deleted",
-        };
-        let applied = self.writer.submit(job);
-        self.cache.forget(fp, id);
-        Ok(applied? == Applied::Done)
+        let owner = self
+            .reader()
+            .owner_key(fp)?
+            .and_then(|pk| <[u8; 32]>::try_from(pk.as_slice()).ok())
+            .map(OwnerPublicKey)
+            .filter(|pk| pk.fingerprint() == fp)
+            .ok_or_else(|| {
+                OpError::Damaged(format!("owner {fp} is not registered in the store"))
+            })?;
+        // Another node (or a concurrent sweep) may change the owner's record meanwhile:
+        // a conflict is decided again on the record as it is then.
+        for _ in 0..5 {
+            let record = super::owner_record(&self.service, &mut **self.reader(), &owner);
+            let mut next = match record {
+                Ok(super::OwnerRecord::Stored(state)) => state,
+                Ok(super::OwnerRecord::New) | Err(_) => {
+                    return Err(OpError::Damaged(format!(
+                        "the record of owner {fp} is missing or damaged; key {id:?} is not deleted until the store is restored"
+                    )));
+                }
+            };
+            if next.deleted.contains_key(id) {
+                return Ok(false);
+            }
+            let expected = next.revision;
+            next.revision += 1;
+            next.deleted.insert(id.to_owned(), now);
+            let job = Job {
+                writes: vec![
+                    Write::DeleteKey {
+                        owner: fp.into(),
+                        key_id: id.into(),
+                    },
+                    Write::PutOwnerState {
+                        owner: fp.into(),
+                        revision: next.revision,
+                        expected,
+                        record: next.seal(self.service.cluster(), &owner),
+                    },
+                ],
+                audit: AuditDraft {
+                    time: now,
+                    operation: "delete".into(),
+                    owner: Some(fp.into()),
+                    key_id: Some(id.into()),
+                    key_version: None,
+                    outcome: "ok (waiting period over)".into(),
+                    caller: "node".into(),
+                },
+                on_conflict: "error: the owner's record changed concurrently; tried again",
+            };
+            let applied = self.writer.submit(job);
+            self.cache.forget(fp, id);
+            if applied? == Applied::Done {
+                return Ok(true);
+            }
+        }
+        Err(OpError::Conflict(format!(
+            "key {id:?} could not be deleted: the owner's record kept changing; it is tried again at the next sweep"
+        )))
     }
 }

@@ -20,7 +20,7 @@ use teekms_core::api::{
 use teekms_core::audit::{AuditDraft, AuditEntry};
 use teekms_core::envelope::{self, Envelope};
 use teekms_core::record::DataKeyRecord;
-use teekms_core::state::{AccessKeyRecord, DEFAULT_DELETION_WAIT, KeyState};
+use teekms_core::state::{AccessKeyRecord, DEFAULT_DELETION_WAIT, KeyState, OwnerState};
 use teekms_core::{DataKey, KeyId, OwnerPublicKey};
 use teekms_store::{Applied, KeyRow, Write};
 use zeroize::Zeroizing;
@@ -368,19 +368,31 @@ impl AppState {
                 r.get_key(&fp, key_id.as_str())?,
             )
         };
-        let Some(latest) = latest else {
-            return Err(OpError::NotFound(format!("no key {key_id:?}")));
-        };
-        let state = match stored {
-            Some((revision, record)) => {
-                KeyState::open(self.service.cluster(), owner, key_id, revision, &record)
-                    .map_err(|e| OpError::Damaged(e.to_string()))?
+        // Both records exist, or the key is damaged: no state is ever inferred from a
+        // missing row (a state row removed by the host must not bring back the key as
+        // deployed: enabled, version 1, its bundle's policy).
+        let (revision, record, latest) = match (stored, latest) {
+            (None, None) => return Err(OpError::NotFound(format!("no key {key_id:?}"))),
+            (Some((revision, record)), Some(latest)) => (revision, record, latest),
+            (None, Some(_)) => {
+                return Err(OpError::Damaged(format!(
+                    "key {key_id:?}: its state record is missing from the store; restore the store from a backup"
+                )));
             }
-            None => {
-                let rec = self.open_row(owner, key_id, &latest)?;
-                KeyState::initial(rec.key_policy.clone())
+            (Some(_), None) => {
+                return Err(OpError::Damaged(format!(
+                    "key {key_id:?}: its key records are missing from the store; restore the store from a backup"
+                )));
             }
         };
+        let state = KeyState::open(self.service.cluster(), owner, key_id, revision, &record)
+            .map_err(|e| OpError::Damaged(e.to_string()))?;
+        if latest.key_version != state.current_version {
+            return Err(OpError::Damaged(format!(
+                "key {key_id:?}: its state names version {} as current, but the newest stored version is {}; restore the store from a backup",
+                state.current_version, latest.key_version
+            )));
+        }
         // A stored policy that no longer parses admits nobody but the owner.
         let policy = KeyPolicy::parse(&state.policy).unwrap_or_else(|e| {
             tracing::warn!(key = %key_id, error = %e, "key policy does not parse; default deny");
@@ -423,7 +435,15 @@ impl AppState {
             .reader()
             .get_key_version(&l.fp, l.key_id.as_str(), version)?
             .ok_or_else(|| {
-                OpError::NotFound(format!("key {:?} has no version {version}", l.key_id))
+                if (1..=l.state.current_version).contains(&version) {
+                    // Every version up to the current one was stored with the state.
+                    OpError::Damaged(format!(
+                        "version {version} of key {:?} is missing from the store; restore the store from a backup",
+                        l.key_id
+                    ))
+                } else {
+                    OpError::NotFound(format!("key {:?} has no version {version}", l.key_id))
+                }
             })?;
         let rec = Arc::new(self.open_row(&l.owner, &l.key_id, &row)?);
         l.versions
@@ -532,8 +552,9 @@ impl AppState {
     }
 }
 
-/// Deploys a bundle (online, or offline into a stopped node's data dir): the row, the
-/// owner's public key and the audit entry in one durable job.
+/// Deploys a bundle (online, or offline into a stopped node's data dir): the row, its
+/// initial state, the owner's public key and the audit entry in one durable job, decided
+/// on the owner's record (a deleted key id stays deleted).
 pub fn deploy(
     service: &crate::KeyService,
     readers: &crate::readers::Readers,
@@ -548,22 +569,69 @@ pub fn deploy(
         caller,
         now,
         |owner, key_id| readers.get().get_key(owner, key_id),
-        |owner, row| {
-            let audit = AuditDraft {
+        |record, row| {
+            let owner = &record.owner;
+            let audit = |outcome: String| AuditDraft {
                 time: now,
                 operation: "deploy".into(),
                 owner: Some(row.owner.clone()),
                 key_id: Some(row.key_id.clone()),
                 key_version: Some(row.key_version),
-                outcome: "ok".into(),
+                outcome,
                 caller: match caller {
                     Some(c) => format!("owner:{}", c.fingerprint()),
                     None => format!("bundle:{}", owner.fingerprint()),
                 },
             };
+            let mut writes = match owner_record(service, &mut **readers.get(), owner)? {
+                OwnerRecord::Stored(state) => {
+                    if let Some(&at) = state.deleted.get(&row.key_id) {
+                        let refused = DeployError::Deleted {
+                            key_id: row.key_id.clone(),
+                            at,
+                        };
+                        writer
+                            .submit(Job {
+                                writes: Vec::new(),
+                                audit: audit(format!("denied: {refused}")),
+                                on_conflict: "error",
+                            })
+                            .map_err(|_| DeployError::Unavailable)?;
+                        return Err(refused);
+                    }
+                    vec![Write::CheckOwnerState {
+                        owner: row.owner.clone(),
+                        revision: state.revision,
+                    }]
+                }
+                OwnerRecord::New => {
+                    let first = OwnerState::initial();
+                    vec![
+                        Write::InsertOwnerState {
+                            owner: row.owner.clone(),
+                            record: first.seal(service.cluster(), owner),
+                        },
+                        Write::CheckOwnerState {
+                            owner: row.owner.clone(),
+                            revision: first.revision,
+                        },
+                    ]
+                }
+            };
+            let state = KeyState::initial(record.key_policy.clone());
+            writes.push(register_owner(owner));
+            writes.push(Write::PutState {
+                owner: row.owner.clone(),
+                key_id: row.key_id.clone(),
+                revision: state.revision,
+                expected: 0,
+                record: state.seal(service.cluster(), owner, &record.key_id),
+            });
+            let audit = audit("ok".into());
+            writes.push(Write::InsertKey(row));
             let applied = writer
                 .submit(Job {
-                    writes: vec![register_owner(owner), Write::InsertKey(row)],
+                    writes,
                     audit,
                     on_conflict: "ok (already present; compared)",
                 })
@@ -574,6 +642,37 @@ pub fn deploy(
             })
         },
     )
+}
+
+/// An owner's record as the store holds it.
+pub(crate) enum OwnerRecord {
+    /// Stored and opened.
+    Stored(OwnerState),
+    /// None stored, and no other row of the owner: an owner new to this store.
+    New,
+}
+
+/// Reads and opens `owner`'s record. Its absence beside other rows of the owner (its
+/// registration, a key's state) is damage: the deleted ids it lists must not be
+/// forgotten because a row was removed.
+pub(crate) fn owner_record(
+    service: &crate::KeyService,
+    store: &mut dyn teekms_store::Store,
+    owner: &OwnerPublicKey,
+) -> Result<OwnerRecord, crate::DeployError> {
+    use crate::DeployError;
+    let fp = owner.fingerprint();
+    match store.get_owner_state(&fp)? {
+        Some((revision, record)) => OwnerState::open(service.cluster(), owner, revision, &record)
+            .map(OwnerRecord::Stored)
+            .map_err(DeployError::Damaged),
+        None if store.owner_key(&fp)?.is_some() || !store.list_states(&fp)?.is_empty() => {
+            Err(DeployError::RecordMissing(format!(
+                "the record of owner {fp} (the key ids it deleted) is missing from the store; restore the store from a backup"
+            )))
+        }
+        None => Ok(OwnerRecord::New),
+    }
 }
 
 /// The write that records an owner's public key (so others can name it).
