@@ -47,7 +47,12 @@ pub fn migrate_if_needed(
         Some(mark) => {
             if service
                 .cluster()
-                .open(STORE_FORMAT_KIND, STORE_FORMAT, STORE_FORMAT_REVISION, &mark)
+                .open(
+                    STORE_FORMAT_KIND,
+                    STORE_FORMAT,
+                    STORE_FORMAT_REVISION,
+                    &mark,
+                )
                 .is_err()
             {
                 tracing::error!("the store's format record does not open; it is written again");
@@ -92,7 +97,9 @@ pub fn migrate_if_needed(
         })
         .map_err(|_| ServerError::Inconsistent("the store migration was not committed".into()))?;
     if applied == Applied::Conflict {
-        tracing::warn!("the store migration met a concurrent change; it runs again at the next start");
+        tracing::warn!(
+            "the store migration met a concurrent change; it runs again at the next start"
+        );
         return Ok(false);
     }
     if keys + owners > 0 {
@@ -127,8 +134,11 @@ fn missing_records(
             });
             owners += 1;
         }
-        let with_state: BTreeSet<String> =
-            store.list_states(&fp)?.into_iter().map(|(_, id, _, _)| id).collect();
+        let with_state: BTreeSet<String> = store
+            .list_states(&fp)?
+            .into_iter()
+            .map(|(_, id, _, _)| id)
+            .collect();
         let rows = store.list_keys(&fp)?;
         let ids: BTreeSet<&str> = rows.iter().map(|r| r.key_id.as_str()).collect();
         for id in ids.into_iter().filter(|id| !with_state.contains(*id)) {

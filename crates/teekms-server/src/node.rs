@@ -161,8 +161,9 @@ pub fn import_offline(
     // A store written before format 2 is migrated first (its owners have no record yet,
     // which a deployment would take for damage).
     let mut reader = SqliteStore::open(data_dir)?;
-    let migrated = crate::migrate::migrate_if_needed(&node.service, &mut reader, &writer, format, now)
-        .map_err(|e| crate::DeployError::RecordMissing(e.to_string()))?;
+    let migrated =
+        crate::migrate::migrate_if_needed(&node.service, &mut reader, &writer, format, now)
+            .map_err(|e| crate::DeployError::RecordMissing(e.to_string()))?;
     if migrated && format != StoreFormat::Current {
         mark_store_current(node.platform.as_ref(), data_dir, node.service.keys())
             .map_err(|e| crate::DeployError::RecordMissing(e.to_string()))?;
