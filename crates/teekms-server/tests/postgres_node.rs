@@ -276,3 +276,185 @@ async fn nodes_join_a_cluster_by_attestation() {
         "{err}"
     );
 }
+
+/// Under a running two-node cluster, each record kind of a key removed or swapped with
+/// another key's (or owner's) in PostgreSQL: every node refuses the key as damaged
+/// (409 `record_damaged`), never serves it in another state; put back, it serves again.
+/// A key deleted on one node stays deleted on the other.
+#[tokio::test]
+async fn records_removed_or_swapped_in_postgres_are_damage_on_every_node() {
+    let url = tokio::task::spawn_blocking(database).await.unwrap();
+    let n1 = Node::start_with(Some(url.clone())).await;
+    let n2 = Node::joining(&n1, url.clone()).await.unwrap();
+    let owner = OwnerKey::generate();
+    let other = OwnerKey::generate();
+    let mut c1 = n1.verified(Some(&owner)).await;
+    let mut c2 = n2.verified(Some(&owner)).await;
+    let deks: Vec<DataKey> = (0..3).map(|_| DataKey::generate()).collect();
+    for (id, dek) in ["a", "b", "c"].iter().zip(&deks) {
+        c1.deploy(&owner, &KeyId::new(id).unwrap(), "{}", dek)
+            .await
+            .unwrap();
+    }
+    n1.verified(Some(&other))
+        .await
+        .deploy(
+            &other,
+            &KeyId::new("z").unwrap(),
+            "{}",
+            &DataKey::generate(),
+        )
+        .await
+        .unwrap();
+    c1.set_enabled("a", false).await.unwrap();
+    let fp = owner.public_key().fingerprint();
+
+    fn damaged<T>(r: Result<T, teekms_client::ClientError>) -> (u16, String) {
+        match r {
+            Err(teekms_client::ClientError::Api { status, code, .. }) => (status, code),
+            Ok(_) => (200, "served".into()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "state removed",
+            format!("DELETE FROM key_state WHERE owner = '{fp}' AND key_id = 'a'"),
+        ),
+        (
+            "state swapped with b's",
+            format!(
+                "UPDATE key_state SET revision = s.revision, record = s.record FROM key_state s WHERE key_state.owner = '{fp}' AND key_state.key_id = 'a' AND s.owner = '{fp}' AND s.key_id = 'b'"
+            ),
+        ),
+        (
+            "key record removed",
+            format!("DELETE FROM data_keys WHERE owner = '{fp}' AND key_id = 'a'"),
+        ),
+        (
+            "key record swapped with b's",
+            format!(
+                "UPDATE data_keys SET record = s.record FROM data_keys s WHERE data_keys.owner = '{fp}' AND data_keys.key_id = 'a' AND s.owner = '{fp}' AND s.key_id = 'b'"
+            ),
+        ),
+    ];
+    for (what, statement) in cases {
+        let saved = with_pg(&url, |pg| {
+            let rows = pg
+                .query("SELECT key_id, revision, record FROM key_state", &[])
+                .unwrap();
+            let keys = pg
+                .query(
+                    "SELECT owner, key_id, key_version, record FROM data_keys",
+                    &[],
+                )
+                .unwrap();
+            (
+                rows.iter()
+                    .map(|r| {
+                        (
+                            r.get::<_, String>(0),
+                            r.get::<_, i64>(1),
+                            r.get::<_, Vec<u8>>(2),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+                keys.iter()
+                    .map(|r| {
+                        (
+                            r.get::<_, String>(0),
+                            r.get::<_, String>(1),
+                            r.get::<_, i64>(2),
+                            r.get::<_, Vec<u8>>(3),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await;
+        with_pg(&url, move |pg| pg.batch_execute(&statement).unwrap()).await;
+        for c in [&mut c1, &mut c2] {
+            assert_eq!(
+                damaged(c.describe("a", None).await),
+                (409, "record_damaged".into()),
+                "{what}"
+            );
+            // Never served: refused as damaged, or (its state intact) as disabled before
+            // the key record is opened.
+            let (status, code) = damaged(c.encrypt("a", None, b"x", None).await);
+            assert!(
+                status == 409 && (code == "record_damaged" || code == "key_state"),
+                "{what}: {status} {code}"
+            );
+        }
+        let fp2 = fp.clone();
+        with_pg(&url, move |pg| {
+            pg.batch_execute(&format!(
+                "DELETE FROM key_state WHERE owner = '{fp2}'; DELETE FROM data_keys WHERE owner = '{fp2}';"
+            ))
+            .unwrap();
+            for (id, rev, rec) in saved.0 {
+                pg.execute(
+                    "INSERT INTO key_state (owner, key_id, revision, record) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[&fp2, &id, &rev, &rec],
+                )
+                .unwrap();
+            }
+            for (o, id, v, rec) in saved.1 {
+                pg.execute(
+                    "INSERT INTO data_keys (owner, key_id, key_version, record) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[&o, &id, &v, &rec],
+                )
+                .unwrap();
+            }
+        })
+        .await;
+        // Put back: disabled, as it was.
+        assert!(!c2.describe("a", None).await.unwrap().enabled, "{what}");
+    }
+
+    // Deletion on node 1 is final on node 2, and the owner's record cannot be dropped
+    // or swapped to make it forget.
+    c1.schedule_deletion("c", Some("1s")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let _ = c1.encrypt("c", None, b"x", None).await;
+    let again = c2
+        .deploy(&owner, &KeyId::new("c").unwrap(), "{}", &deks[2])
+        .await;
+    assert_eq!(damaged(again), (410, "deleted".into()));
+    let fp2 = fp.clone();
+    let other_fp = other.public_key().fingerprint();
+    for statement in [
+        format!("DELETE FROM owner_state WHERE owner = '{fp2}'"),
+        format!(
+            "UPDATE owner_state SET revision = s.revision, record = s.record FROM owner_state s WHERE owner_state.owner = '{fp2}' AND s.owner = '{other_fp}'"
+        ),
+    ] {
+        let fp3 = fp2.clone();
+        let saved: (i64, Vec<u8>) = with_pg(&url, move |pg| {
+            let r = pg
+                .query_one(
+                    "SELECT revision, record FROM owner_state WHERE owner = $1",
+                    &[&fp3],
+                )
+                .unwrap();
+            (r.get(0), r.get(1))
+        })
+        .await;
+        with_pg(&url, move |pg| pg.batch_execute(&statement).unwrap()).await;
+        let again = c2
+            .deploy(&owner, &KeyId::new("c").unwrap(), "{}", &deks[2])
+            .await;
+        assert_eq!(damaged(again), (409, "record_damaged".into()));
+        let fp3 = fp2.clone();
+        with_pg(&url, move |pg| {
+            pg.execute(
+                "INSERT INTO owner_state (owner, revision, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (owner) DO UPDATE SET revision = excluded.revision, record = excluded.record",
+                &[&fp3, &saved.0, &saved.1],
+            )
+            .unwrap();
+        })
+        .await;
+    }
+}
