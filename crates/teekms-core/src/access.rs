@@ -261,9 +261,17 @@ pub struct Caller {
     pub access_key: Option<AccessGrant>,
     /// An attested workload on this connection.
     pub workload: Option<AttestedWorkload>,
+    /// The network address the request came from: never an identity, only where
+    /// refusals of anonymous callers are counted.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Caller {
+    /// True if the request proved no identity at all.
+    pub fn is_anonymous(&self) -> bool {
+        self.owner.is_none() && self.access_key.is_none() && self.workload.is_none()
+    }
+
     /// How audit entries name this caller.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();

@@ -39,6 +39,8 @@ pub struct AppState {
     pub stream_idle_timeout: std::time::Duration,
     /// Opened keys.
     pub cache: crate::ops::KeyCache,
+    /// Refusals of anonymous callers, counted per source and minute.
+    pub anonymous: crate::ops::AnonymousRefusals,
     /// Whether this node shares its store with a cluster (whose policy, in the store,
     /// says who may join).
     pub cluster: bool,

@@ -211,6 +211,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         stream_idle_timeout: config.stream_idle_timeout,
         // Other nodes of the cluster may change keys in a shared store: no cache then.
         cache: crate::ops::KeyCache::new(!shared),
+        anonymous: Default::default(),
         cluster: shared,
     });
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
@@ -260,6 +261,7 @@ async fn accept_loop(
     // The state (its store connections among it) is dropped off the runtime: a blocking
     // database client must not be closed from an async thread.
     tokio::task::spawn_blocking(move || {
+        state.flush_anonymous();
         state.writer.close();
         drop(state);
         // Released only once the store is closed.
@@ -309,6 +311,7 @@ async fn serve_connection(
         _ => None,
     };
     let conn_state = Arc::new(ConnState {
+        peer: Some(peer.ip()),
         owner: cert.and_then(|c| owner_from_certificate(c).ok()),
         client_spki: cert.and_then(|c| client_spki_sha256(c)),
         workload: Mutex::new(workload),

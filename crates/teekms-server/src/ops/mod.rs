@@ -34,6 +34,8 @@ pub const ACCESS_KEY_HASH_LABEL: &str = "teekms/v1/access-key-hash";
 /// What a connection proved about its client.
 #[derive(Debug, Default)]
 pub struct ConnState {
+    /// The client's address (where anonymous refusals are counted).
+    pub peer: Option<std::net::IpAddr>,
     /// The owner of an Ed25519 client certificate.
     pub owner: Option<OwnerPublicKey>,
     /// SHA-256 of the client certificate's SPKI, if one was presented.
@@ -295,6 +297,7 @@ impl AppState {
             owner: conn.owner,
             access_key: None,
             workload: conn.workload.lock().expect("conn lock").clone(),
+            source: conn.peer,
         };
         let Some(token) = token else {
             return Ok(caller);
@@ -335,6 +338,16 @@ impl AppState {
     /// The owner whose key a request names: `owner` (a fingerprint) if given, else the
     /// caller's own namespace (its owner certificate, or its access key's creator).
     fn owner_for(&self, caller: &Caller, owner: Option<&str>) -> Result<OwnerPublicKey, OpError> {
+        // One answer for an anonymous caller whether or not the owner or key exists, and
+        // no entry in anybody's log: such refusals are counted per source and minute.
+        if caller.is_anonymous() {
+            if let Some(entry) = self.anonymous.refused(caller.source, now_minute()) {
+                self.audit_anonymous(entry);
+            }
+            return Err(OpError::Unauthenticated(
+                "key operations need credentials: the owner's TLS client certificate, an access key (Authorization: Bearer), or an attested workload".into(),
+            ));
+        }
         match owner {
             Some(fp) => {
                 let pk = self
@@ -684,10 +697,16 @@ pub fn register_owner(owner: &OwnerPublicKey) -> Write {
 }
 
 mod access_keys;
+mod anonymous;
 mod audit;
 mod cluster;
 mod envelopes;
 mod lifecycle;
 mod workload;
 
+pub use anonymous::AnonymousRefusals;
 pub use audit::verification;
+
+fn now_minute() -> u64 {
+    crate::now_unix() / 60
+}

@@ -31,6 +31,7 @@ impl AppState {
             owner: conn.owner,
             access_key: None,
             workload: Some(workload.clone()),
+            source: conn.peer,
         };
         self.audit(draft("workload-attest", &caller, None, None, "ok", now))?;
         *conn.workload.lock().expect("conn lock") = Some(workload);
