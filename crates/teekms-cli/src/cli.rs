@@ -115,6 +115,15 @@ pub struct ServeArgs {
     /// response bytes, for this long (e.g. 60s, 5m).
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub stream_idle_timeout: String,
+    /// Memory that streams through the node may hold at once (e.g. 256MiB, 1GiB); a
+    /// stream that does not fit waits for room, then gets 503 busy.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    pub stream_memory: String,
+    /// Most open client connections (default: the open-file limit, raised to its hard
+    /// limit at start, less a reserve); at the cap, the oldest connections that have not
+    /// sent a request are closed to let new clients in.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Recovery officers' public key files (from `teekms recovery officer-init`),
     /// comma-separated: the cluster key is split among them once, shares written to
     /// DATA_DIR/recovery/.

@@ -601,7 +601,10 @@ impl Connection {
                 .await
                 .map_err(|e| transport(&e))?
                 .to_bytes();
-            let _ = reader.join();
+            // Not joined: the reader may be blocked in `input` (a pipe that sends nothing
+            // yet), and joining would block this task's thread. It ends at its next read,
+            // when it finds the channel closed.
+            drop(reader);
             return Err(api_error(status, &bytes));
         }
         let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_DEPTH);
@@ -631,10 +634,12 @@ impl Connection {
         }
         drop(out_tx);
         let written = writer.join().expect("writer thread");
-        let _ = reader.join();
         if let Some(f) = failure {
+            // The reader may still wait on its input: left to end by itself (see above).
+            drop(reader);
             return Err(f);
         }
+        let _ = reader.join();
         written.map_err(|e| ClientError::Transport(format!("writing the output: {e}")))
     }
 }

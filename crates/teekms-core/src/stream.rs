@@ -193,6 +193,14 @@ fn fill(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// about 8 % slower; 3, 4 and 6 alike).
 const BUFFERS_PER_WORKER: usize = 3;
 
+/// The chunk buffers that [`encrypt`] or [`decrypt`] hold at most, in bytes, for chunks
+/// of `2^chunk_log2` bytes on this machine (three per core): what a node reserves from
+/// its stream memory before it starts one.
+pub fn working_set_bytes(chunk_log2: u8) -> u64 {
+    let workers = std::thread::available_parallelism().map_or(1, |w| w.get()) as u64;
+    workers * BUFFERS_PER_WORKER as u64 * ((1u64 << chunk_log2) + TAG_LEN as u64)
+}
+
 /// A chunk handed to a worker: its index, and its input length and whether it is the
 /// final chunk, or why it could not be read.
 type Taken = (u64, Result<(usize, bool), StreamError>);

@@ -1,4 +1,6 @@
-//! The only unsafe code in teekms: the `SNP_GET_DERIVED_KEY` ioctl on `/dev/sev-guest`.
+//! The only unsafe code in teekms: the `SNP_GET_DERIVED_KEY` ioctl on `/dev/sev-guest`,
+//! reading and raising the process's limit on open files (`getrlimit`/`setrlimit`), and
+//! deferring accepts until data arrives (`setsockopt(TCP_DEFER_ACCEPT)`).
 //!
 //! Layouts follow Linux `include/uapi/linux/sev-guest.h`. The firmware response carries a
 //! status word, then the 32-byte key at offset 32. Not testable on machines without SNP;
@@ -106,4 +108,73 @@ impl DerivedKeySource for SevGuestDevice {
         }
         Ok(key)
     }
+}
+
+/// The process's limit on open files: (soft, hard).
+pub fn open_file_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable `rlimit` for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Raises the soft limit on open files to the hard limit (systemd starts services with
+/// a soft limit of 1024, which a few idle clients exhaust); returns the limit now in
+/// force.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let (soft, hard) = open_file_limit()?;
+    if soft >= hard {
+        return Ok(soft);
+    }
+    let lim = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is a valid `rlimit`; the call only reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(hard)
+}
+
+/// Sets the soft limit on open files (for tests that imitate a service's limits).
+pub fn set_open_file_soft_limit(soft: u64) -> std::io::Result<()> {
+    let (_, hard) = open_file_limit()?;
+    let lim = libc::rlimit {
+        rlim_cur: soft.min(hard),
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is a valid `rlimit`; the call only reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Asks the kernel to hand a listener's connections to `accept` only once their first
+/// bytes have arrived, or after about `secs` seconds (Linux `TCP_DEFER_ACCEPT`): a client
+/// that connects and sends nothing then holds no file descriptor and costs no accept.
+pub fn defer_accept(listener: std::os::fd::BorrowedFd<'_>, secs: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value: libc::c_int = secs.try_into().unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is open for the borrow's lifetime; `value` is a valid c_int
+    // whose size is passed with it, and the call only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

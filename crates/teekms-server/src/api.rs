@@ -39,6 +39,8 @@ pub struct AppState {
     pub stream_idle_timeout: std::time::Duration,
     /// Opened keys.
     pub cache: crate::ops::KeyCache,
+    /// The memory that streams may hold at once.
+    pub stream_budget: Arc<crate::budget::StreamBudget>,
     /// Refusals of anonymous callers, counted per source and minute.
     pub anonymous: crate::ops::AnonymousRefusals,
     /// Whether this node shares its store with a cluster (whose policy, in the store,
@@ -105,7 +107,15 @@ impl IntoResponse for ApiError {
             code: self.code.into(),
             message: self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.code == "busy" {
+            // Room comes back as other streams end: a second is a fair first wait.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 
@@ -161,6 +171,7 @@ impl From<OpError> for ApiError {
                 "the node is shutting down or cannot reach its store; retry",
             ),
             OpError::Internal(m) => ApiError::internal("operation", &m),
+            OpError::Busy(m) => ApiError::new(S::SERVICE_UNAVAILABLE, "busy", m),
         }
     }
 }

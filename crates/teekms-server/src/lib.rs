@@ -8,6 +8,8 @@
 #![deny(missing_docs)]
 
 mod api;
+mod budget;
+mod connections;
 mod datadir;
 mod error;
 mod keyservice;
@@ -20,6 +22,8 @@ mod stream;
 mod tls;
 mod writer;
 
+pub use budget::DEFAULT_STREAM_MEMORY;
+pub use connections::default_max_connections;
 pub use datadir::{DataDirLock, LOCK_FILE, lock_data_dir};
 pub use error::ServerError;
 pub use keyservice::{DeployError, Deployed, KeyService};

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tower::ServiceExt;
 
 use crate::ServerError;
 use crate::api::{AppState, router};
+use crate::connections::{self, Connections};
 use crate::ops::ConnState;
 use crate::tls::{client_spki_sha256, owner_from_certificate, server_config};
 use crate::writer::Writer;
@@ -41,6 +43,14 @@ pub struct ServeConfig {
     /// How long a stream may go without request bytes coming in, or response bytes taken
     /// out, before the node ends it with an error ([`DEFAULT_STREAM_IDLE_TIMEOUT`]).
     pub stream_idle_timeout: Duration,
+    /// Bytes that streams through the node may hold at once
+    /// ([`crate::DEFAULT_STREAM_MEMORY`]); a stream that does not fit waits, then gets
+    /// 503 `busy`.
+    pub stream_memory: u64,
+    /// Most open client connections ([`default_max_connections`] from the file limit
+    /// when none is given); at the cap, the oldest connections that have not completed
+    /// a request are closed to let new ones in.
+    pub max_connections: Option<usize>,
     /// Split the cluster key for recovery officers (done once, when first given).
     pub recovery: Option<crate::RecoverySetup>,
     /// Keep the cluster's records in this PostgreSQL database instead of the data dir's
@@ -92,6 +102,18 @@ const PG_READERS: usize = 4;
 /// Opens the node and starts serving. Returns once the listener is bound.
 pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     let started = std::time::Instant::now();
+    // A service manager's soft limit (systemd: 1024) would let a few idle clients take
+    // every descriptor: the node uses what the hard limit allows.
+    let files = match teekms_platform::sys::raise_open_file_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "the open-file limit could not be raised");
+            teekms_platform::sys::open_file_limit().map_or(1024, |(soft, _)| soft)
+        }
+    };
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(|| crate::connections::default_max_connections(files));
     // Listen first: a node that cannot listen must not have created anything.
     let listener = TcpListener::bind(config.listen)
         .await
@@ -211,10 +233,19 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         stream_idle_timeout: config.stream_idle_timeout,
         // Other nodes of the cluster may change keys in a shared store: no cache then.
         cache: crate::ops::KeyCache::new(!shared),
+        stream_budget: crate::budget::StreamBudget::new(config.stream_memory),
         anonymous: Default::default(),
         cluster: shared,
     });
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
+    // Clients that connect and say nothing stay in the kernel, not in the accept loop.
+    {
+        use std::os::fd::AsFd;
+        let secs = HANDSHAKE_TIMEOUT.as_secs() as u32;
+        if let Err(e) = teekms_platform::sys::defer_accept(listener.as_fd(), secs) {
+            tracing::warn!(error = %e, "accepts cannot be deferred until data arrives");
+        }
+    }
     let addr = listener.local_addr().map_err(|source| ServerError::Io {
         what: "reading the bound address".into(),
         source,
@@ -226,6 +257,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         state,
         shutdown_rx,
         lock,
+        max_connections,
     ));
     Ok(RunningServer {
         addr,
@@ -241,18 +273,57 @@ async fn accept_loop(
     state: Arc<AppState>,
     mut shutdown: oneshot::Receiver<()>,
     lock: crate::DataDirLock,
+    max_connections: usize,
 ) {
     let app = router(state.clone());
     let mut connections = JoinSet::new();
+    let mut open = Connections::new(max_connections);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
-                let Ok((tcp, peer)) = accepted else { continue };
+                let (tcp, peer) = match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors (or another transient failure): free
+                        // one if a connection sits unused, and never retry at once, so
+                        // the loop cannot spin on an error that persists.
+                        let exhausted = matches!(e.raw_os_error(), Some(EMFILE | ENFILE));
+                        if exhausted {
+                            open.close_oldest_unused();
+                        }
+                        tracing::debug!(error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
+                let hello = said_hello(&tcp);
+                tracing::trace!(%peer, hello, "accepted");
+                if !open.make_room(hello) {
+                    tracing::debug!(%peer, "connection cap reached; no connection to close for this one");
+                    drop(tcp);
+                    continue;
+                }
                 let _ = tcp.set_nodelay(true);
-                connections.spawn(serve_connection(tcp, peer, acceptor.clone(), app.clone()));
+                let stage = if hello { connections::HELLO } else { connections::SILENT };
+                let progress = Arc::new(AtomicU8::new(stage));
+                let task = connections.spawn(serve_connection(
+                    tcp,
+                    peer,
+                    acceptor.clone(),
+                    app.clone(),
+                    progress.clone(),
+                ));
+                open.opened(task, progress);
+                // Lets the new connection's task watch for its hello before more accepts.
+                tokio::task::yield_now().await;
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(ended) = connections.join_next_with_id(), if !connections.is_empty() => {
+                open.closed(match &ended {
+                    Ok((id, ())) => *id,
+                    Err(e) => e.id(),
+                });
+            }
         }
     }
     drop(listener);
@@ -271,13 +342,43 @@ async fn accept_loop(
     .expect("writer close task");
 }
 
+/// Whether a just-accepted connection's first bytes have arrived: a look at the socket
+/// itself (not a read, and not the runtime's readiness, which knows nothing of a socket
+/// it has not polled yet).
+fn said_hello(tcp: &tokio::net::TcpStream) -> bool {
+    let mut one = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    // The socket is non-blocking: no data is WouldBlock.
+    matches!(socket2::SockRef::from(tcp).peek(&mut one), Ok(n) if n > 0)
+}
+
+/// errno values of a process or system out of file descriptors (Linux).
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+/// Pause after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
 async fn serve_connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     app: axum::Router,
+    progress: connections::Progress,
 ) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    // The handshake deadline runs from the accept, silence included.
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    if tokio::time::timeout_at(deadline, tcp.readable())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = progress.compare_exchange(
+        connections::SILENT,
+        connections::HELLO,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -318,6 +419,8 @@ async fn serve_connection(
     });
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            // A client that made a request is never closed to make room for others.
+            progress.store(connections::SERVED, Ordering::Relaxed);
             req.extensions_mut().insert(conn_state.clone());
             app.clone().oneshot(req)
         });

@@ -21,11 +21,25 @@ use teekms_core::stream::{self, Header};
 use tokio::sync::mpsc;
 
 use crate::api::{ApiError, AppState};
+use crate::budget::{NoRoom, STREAM_WAIT};
 use crate::now_unix;
 use crate::ops::{ConnState, OpError};
 
-/// Chunks in flight each way.
+/// Request body frames in flight.
 const DEPTH: usize = 8;
+/// Response chunks in flight (each a whole sealed or opened chunk: up to 16 MiB).
+const OUT_DEPTH: usize = 4;
+/// The most bytes a request body frame holds, for the reservation.
+const FRAME_BYTES: u64 = 64 << 10;
+
+/// The most memory a stream with chunks of `2^chunk_log2` bytes holds: its workers'
+/// buffers, the response chunks in flight (and the one being copied), the body frames.
+fn stream_bytes(chunk_log2: u8) -> u64 {
+    let chunk = (1u64 << chunk_log2) + 16;
+    stream::working_set_bytes(chunk_log2)
+        + (OUT_DEPTH as u64 + 1) * chunk
+        + DEPTH as u64 * FRAME_BYTES
+}
 
 type Chunk = Result<Bytes, std::io::Error>;
 
@@ -202,6 +216,7 @@ async fn encrypt(
                 owner,
                 key_id,
                 version: rec.key_version,
+                chunk_log2,
             };
             Ok((
                 started,
@@ -243,6 +258,7 @@ async fn decrypt(
                 owner,
                 key_id,
                 version: rec.key_version,
+                chunk_log2: header.chunk_log2,
             };
             let replayed = std::io::Cursor::new(header_bytes).chain(input);
             Ok((
@@ -259,6 +275,8 @@ struct Started {
     owner: teekms_core::OwnerPublicKey,
     key_id: teekms_core::KeyId,
     version: u64,
+    /// Its chunk size, which decides the memory it holds.
+    chunk_log2: u8,
 }
 
 type Work = Box<dyn FnOnce() -> Result<(), stream::StreamError> + Send>;
@@ -283,7 +301,7 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let idle = app.stream_idle_timeout;
     let input = body_reader(body, idle);
-    let (tx, rx) = mpsc::channel(DEPTH);
+    let (tx, rx) = mpsc::channel(OUT_DEPTH);
     let output = BodyWriter {
         tx,
         idle,
@@ -306,6 +324,27 @@ async fn run(
                     return;
                 }
             };
+            // Room in the node's stream memory first, or no stream (and no 200) at all.
+            let key = (&started.owner, &started.key_id, started.version);
+            let _room = match app.stream_budget.reserve(stream_bytes(started.chunk_log2), STREAM_WAIT) {
+                Ok(room) => room,
+                Err(no_room) => {
+                    let refused = match no_room {
+                        NoRoom::TooLarge { needs, total } => OpError::BadRequest(format!(
+                            "a stream of 2^{} byte chunks needs {} MiB of stream memory, more than this node's {} MiB (--stream-memory); use a smaller chunk size",
+                            started.chunk_log2,
+                            needs >> 20,
+                            total >> 20
+                        )),
+                        NoRoom::Busy => OpError::Busy(
+                            "the node's stream memory is in use by other streams; retry shortly".into(),
+                        ),
+                    };
+                    let _ = app.stream_done(&caller, op, key, format!("refused: {}", refused_text(&refused)));
+                    let _ = ready_tx.send(Err(refused));
+                    return;
+                }
+            };
             let _ = ready_tx.send(Ok(()));
             // A panic must not end the response as if it were complete: a client would
             // take a cut-short plaintext for the whole of it.
@@ -322,7 +361,6 @@ async fn run(
             };
             // The response ends (and so the stream is acknowledged) only once its audit
             // entry is durable; if it cannot be written, the response is cut instead.
-            let key = (&started.owner, &started.key_id, started.version);
             if let Err(e) = app.stream_done(&caller, op, key, outcome) {
                 tracing::warn!(error = ?e, "the end of a stream could not be audited");
                 let _ = ending.send(Err(std::io::Error::other("audit failed")));
@@ -339,5 +377,12 @@ async fn run(
             .into_response()),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(OpError::Internal("stream thread ended early".into()).into()),
+    }
+}
+
+fn refused_text(e: &OpError) -> &str {
+    match e {
+        OpError::BadRequest(m) | OpError::Busy(m) => m,
+        _ => "refused",
     }
 }

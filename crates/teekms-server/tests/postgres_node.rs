@@ -119,6 +119,8 @@ async fn nodes_share_a_postgres_store() {
         platform,
         min_deletion_wait: 0,
         stream_idle_timeout: teekms_server::DEFAULT_STREAM_IDLE_TIMEOUT,
+        stream_memory: teekms_server::DEFAULT_STREAM_MEMORY,
+        max_connections: None,
         recovery: None,
         store: Some(url.clone()),
         join: None,

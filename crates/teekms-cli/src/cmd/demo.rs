@@ -31,6 +31,8 @@ async fn start(root: &Path, data_dir: &Path) -> Result<RunningServer, Failure> {
         platform,
         min_deletion_wait: teekms_core::state::DEFAULT_DELETION_WAIT,
         stream_idle_timeout: teekms_server::DEFAULT_STREAM_IDLE_TIMEOUT,
+        stream_memory: teekms_server::DEFAULT_STREAM_MEMORY,
+        max_connections: None,
         recovery: None,
         store: None,
         join: None,

@@ -109,6 +109,11 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         }
         .map(std::time::Duration::from_secs)
         .map_err(|e| Failure::usage(format!("--stream-idle-timeout: {e}")))?;
+    let stream_memory = parse_size(&args.stream_memory)
+        .map_err(|e| Failure::usage(format!("--stream-memory: {e}")))?;
+    if args.max_connections == Some(0) {
+        return Err(Failure::usage("--max-connections must be at least 1"));
+    }
     let recovery = match args.recovery_threshold {
         Some(threshold) => Some(teekms_server::RecoverySetup {
             threshold,
@@ -126,6 +131,8 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         platform,
         min_deletion_wait,
         stream_idle_timeout,
+        stream_memory,
+        max_connections: args.max_connections,
         recovery,
         store: args.store.clone(),
         join: args.join.clone(),
@@ -243,4 +250,49 @@ pub fn sim_root(arg: SimRootArg) -> CmdResult {
     let root = SimRoot::load_or_create(&path).map_err(|e| Failure::usage(e.to_string()))?;
     println!("{}", hex::encode(root.public_key()));
     Ok(())
+}
+
+/// Parses a size such as `256MiB`, `1GiB`, `512KiB` or `1048576` (bytes): at least 1 MiB,
+/// at most 1 TiB.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like \"256MiB\""))?;
+    let shift = match unit {
+        "" | "B" => 0,
+        "KiB" | "K" => 10,
+        "MiB" | "M" => 20,
+        "GiB" | "G" => 30,
+        _ => return Err(format!("{text:?}: the unit must be B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|b| (1 << 20..=1 << 40).contains(b))
+        .ok_or_else(|| format!("{text:?} must be between 1MiB and 1024GiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        for bad in [
+            "",
+            "MiB",
+            "1KiB",
+            "2TiB",
+            "99999999999999999999GiB",
+            "5 MiB",
+            "-1MiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -65,6 +65,8 @@ pub enum OpError {
     Decrypt(String),
     /// The node is shutting down or its store failed; a retry may succeed.
     Unavailable,
+    /// The node has no room for this now (stream memory); a retry shortly may succeed.
+    Busy(String),
     /// Something that must not happen; logged.
     Internal(String),
 }

@@ -87,6 +87,8 @@ impl Node {
             platform,
             min_deletion_wait: 0,
             stream_idle_timeout: node.stream_idle_timeout,
+            stream_memory: teekms_server::DEFAULT_STREAM_MEMORY,
+            max_connections: None,
             recovery: None,
             store: node.store.clone(),
             join: node.join.clone(),
@@ -133,6 +135,8 @@ impl Node {
                 // Tests schedule deletions seconds ahead.
                 min_deletion_wait: 0,
                 stream_idle_timeout: self.stream_idle_timeout,
+                stream_memory: teekms_server::DEFAULT_STREAM_MEMORY,
+                max_connections: None,
                 recovery: None,
                 store: self.store.clone(),
                 join: self.join.clone(),
