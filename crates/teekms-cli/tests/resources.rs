@@ -319,7 +319,9 @@ fn stalled_large_chunk_streams_stay_within_the_stream_memory() {
 
 /// 1,100 sockets that connect and send nothing, re-opened as soon as the node closes
 /// them, against a node with `extra` arguments; while they run, an owner connects anew
-/// and pings every 200 ms. Returns the ping latencies (ms) and the node's CPU share.
+/// and pings every 200 ms for 14 s (the kernel holds silent clients for the first 10 s,
+/// then hands them to the node). Returns the ping latencies (ms) and the node's CPU
+/// share.
 fn idle_socket_attack(soft_limit: u64, extra: &[&str]) -> (Vec<f64>, f64) {
     // The attacker needs more descriptors than the node's limit.
     teekms_platform::sys::raise_open_file_limit().unwrap();
@@ -350,7 +352,7 @@ fn idle_socket_attack(soft_limit: u64, extra: &[&str]) -> (Vec<f64>, f64) {
                                 Ok(mut sock) => {
                                     let mut b = [0u8; 64];
                                     // Held until the node closes it (or the attack ends).
-                                    let wait = Duration::from_secs(1);
+                                    let wait = Duration::from_secs(30);
                                     let _ = tokio::time::timeout(wait, sock.read(&mut b)).await;
                                 }
                                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -371,7 +373,9 @@ fn idle_socket_attack(soft_limit: u64, extra: &[&str]) -> (Vec<f64>, f64) {
         let cpu0 = cpu_seconds(pid);
         let t0 = Instant::now();
         let mut pings = Vec::new();
-        for _ in 0..20 {
+        // 14 s: past the 10 s for which the kernel holds silent clients, so that they
+        // reach the accept loop and its cap too.
+        for _ in 0..70 {
             let t = Instant::now();
             let connected = tokio::time::timeout(
                 Duration::from_secs(5),
@@ -408,10 +412,12 @@ fn p90(mut v: Vec<f64>) -> f64 {
 fn idle_sockets_cannot_starve_a_node_with_a_soft_file_limit_of_1024() {
     let (pings, cpu) = idle_socket_attack(1024, &[]);
     eprintln!(
-        "soft limit 1024: pings (connect + ping) {pings:.1?} ms, p90 {:.1}, node CPU {cpu:.2} cores",
-        p90(pings.clone())
+        "soft limit 1024: {} new owner connections + pings, p90 {:.1} ms, worst {:.1} ms, node CPU {cpu:.2} cores",
+        pings.len(),
+        p90(pings.clone()),
+        pings.iter().cloned().fold(0.0, f64::max)
     );
-    assert_eq!(pings.len(), 20);
+    assert_eq!(pings.len(), 70);
     assert!(cpu < 0.5, "the node used {cpu:.2} cores");
 }
 
@@ -420,9 +426,11 @@ fn idle_sockets_cannot_starve_a_node_at_its_connection_cap() {
     let (pings, cpu) = idle_socket_attack(1024, &["--max-connections", "200"]);
     let p90 = p90(pings.clone());
     eprintln!(
-        "--max-connections 200: pings (connect + ping) {pings:.1?} ms, p90 {p90:.1}, node CPU {cpu:.2} cores"
+        "--max-connections 200: {} new owner connections + pings, p90 {p90:.1} ms, worst {:.1} ms, node CPU {cpu:.2} cores",
+        pings.len(),
+        pings.iter().cloned().fold(0.0, f64::max)
     );
-    assert_eq!(pings.len(), 20);
+    assert_eq!(pings.len(), 70);
     assert!(p90 <= 100.0, "p90 {p90:.1} ms");
     assert!(cpu < 0.5, "the node used {cpu:.2} cores");
 }

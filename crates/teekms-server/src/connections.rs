@@ -36,7 +36,7 @@ pub const SERVED: u8 = 2;
 
 /// How long a connection in its TLS handshake is kept against silent newcomers: a real
 /// client's handshake takes a few round trips.
-const GRACE: Duration = Duration::from_millis(100);
+const GRACE: Duration = Duration::from_secs(1);
 
 /// One connection as the accept loop sees it.
 struct Open {

@@ -96,6 +96,22 @@ impl RunningServer {
     }
 }
 
+/// Connections the kernel may hold for the node before it accepts them (capped by
+/// `net.core.somaxconn`). Clients that connect and send nothing wait there (see
+/// `TCP_DEFER_ACCEPT` below) instead of holding a descriptor; a queue too short for them
+/// would make the kernel fall back to SYN cookies, which hand such clients to `accept`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Reader connections of a node on PostgreSQL (its writer has one more).
 const PG_READERS: usize = 4;
 
@@ -115,12 +131,10 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
         .max_connections
         .unwrap_or_else(|| crate::connections::default_max_connections(files));
     // Listen first: a node that cannot listen must not have created anything.
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Io {
-            what: format!("listening on {}", config.listen),
-            source,
-        })?;
+    let listener = listen(config.listen).map_err(|source| ServerError::Io {
+        what: format!("listening on {}", config.listen),
+        source,
+    })?;
     let platform = config.platform.clone();
     let data_dir = config.data_dir.clone();
     let recovery = config.recovery.clone();
@@ -297,7 +311,11 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                let hello = said_hello(&tcp);
+                let look = first_look(&tcp);
+                if look == FirstLook::Closed {
+                    continue;
+                }
+                let hello = look == FirstLook::Hello;
                 tracing::trace!(%peer, hello, "accepted");
                 if !open.make_room(hello) {
                     tracing::debug!(%peer, "connection cap reached; no connection to close for this one");
@@ -342,13 +360,27 @@ async fn accept_loop(
     .expect("writer close task");
 }
 
-/// Whether a just-accepted connection's first bytes have arrived: a look at the socket
-/// itself (not a read, and not the runtime's readiness, which knows nothing of a socket
-/// it has not polled yet).
-fn said_hello(tcp: &tokio::net::TcpStream) -> bool {
+/// What a just-accepted connection has sent so far: a look at the socket itself (not a
+/// read, and not the runtime's readiness, which knows nothing of a socket it has not
+/// polled yet).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FirstLook {
+    /// Nothing yet.
+    Silent,
+    /// Its first bytes (a TLS hello, with any real client).
+    Hello,
+    /// It has already closed its side: nothing to serve.
+    Closed,
+}
+
+fn first_look(tcp: &tokio::net::TcpStream) -> FirstLook {
     let mut one = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     // The socket is non-blocking: no data is WouldBlock.
-    matches!(socket2::SockRef::from(tcp).peek(&mut one), Ok(n) if n > 0)
+    match socket2::SockRef::from(tcp).peek(&mut one) {
+        Ok(0) => FirstLook::Closed,
+        Ok(_) => FirstLook::Hello,
+        Err(_) => FirstLook::Silent,
+    }
 }
 
 /// errno values of a process or system out of file descriptors (Linux).
@@ -366,11 +398,24 @@ async fn serve_connection(
 ) {
     // The handshake deadline runs from the accept, silence included.
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-    if tokio::time::timeout_at(deadline, tcp.readable())
-        .await
-        .is_err()
-    {
-        return;
+    // Readiness is not data: an error, the peer's close or a spurious wake-up is not a
+    // hello (and must not protect the connection as one). A look that finds nothing
+    // clears the readiness, so the next wait is for new data.
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.readable()).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+        let look = tcp.try_io(tokio::io::Interest::READABLE, || {
+            let mut one = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            socket2::SockRef::from(&tcp).peek(&mut one)
+        });
+        match look {
+            Ok(0) => return,
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
     }
     let _ = progress.compare_exchange(
         connections::SILENT,
