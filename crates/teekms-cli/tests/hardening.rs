@@ -9,83 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Env;
+use common::{Env, now, s};
 use teekms_attest::Policy;
 use teekms_client::NodeUrl;
 use teekms_testkit::PgServer;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// An owner, key `k` deployed through `url`, and an access key (its token file) that
-/// the key policy lets encrypt. Returns (policy path, token path, granting policy path).
-fn key_with_access(
-    env: &Env,
-    url: &str,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let policy = env.sim_policy();
-    let p = s(&policy).to_owned();
-    env.ok(&["owner", "init"]);
-    let dek = env.path("k.key");
-    env.ok(&["key", "generate", "-o", s(&dek)]);
-    env.ok(&[
-        "key",
-        "deploy",
-        "--node",
-        url,
-        "--policy",
-        &p,
-        "--key-id",
-        "k",
-        "--dek",
-        s(&dek),
-    ]);
-    let token = env.path("token");
-    let id = env.ok(&[
-        "access",
-        "create",
-        "--keys",
-        "k",
-        "--operations",
-        "encrypt",
-        "-o",
-        s(&token),
-        "--node",
-        url,
-        "--policy",
-        &p,
-    ]);
-    let grant = env.path("grant.json");
-    std::fs::write(
-        &grant,
-        format!(
-            r#"{{"rules":[{{"principals":[{{"access_key":"{}"}}],"operations":["encrypt"]}}]}}"#,
-            id.trim()
-        ),
-    )
-    .unwrap();
-    env.ok(&[
-        "key",
-        "policy",
-        "set",
-        "k",
-        "--file",
-        s(&grant),
-        "--node",
-        url,
-        "--policy",
-        &p,
-    ]);
-    (policy, token, grant)
-}
 
 /// Each client's requests: when each started, and whether it was served.
 type Log = Arc<Mutex<Vec<(Instant, bool)>>>;
@@ -141,7 +68,7 @@ fn race_trials(
     trials: usize,
     policy_only: bool,
 ) -> (usize, usize) {
-    let (policy, token, grant) = key_with_access(env, owner_url);
+    let (policy, token, grant) = env.key_with_access(owner_url);
     let p = s(&policy).to_owned();
     let empty = env.path("empty.json");
     std::fs::write(&empty, "{}").unwrap();
@@ -258,7 +185,7 @@ fn durations_that_would_wrap_are_refused_with_the_limit() {
         &["--min-deletion-wait", "0s"],
         "warn",
     );
-    let (policy, _, _) = key_with_access(&env, &node.url);
+    let (policy, _, _) = env.key_with_access(&node.url);
     let p = s(&policy);
     for wait in [
         "18446744073709551615s",
@@ -585,7 +512,7 @@ fn removed_or_swapped_records_are_damage_and_deletion_is_final() {
     let env = Env::new();
     let data_dir = env.path("node");
     let mut node = env.serve_tee("sim", &data_dir, &["--min-deletion-wait", "0s"], "warn");
-    let (policy, token, _) = key_with_access(&env, &node.url);
+    let (policy, token, _) = env.key_with_access(&node.url);
     let p = s(&policy).to_owned();
     let url = node.url.clone();
     let deploy = |env: &Env, url: &str, key: &str| -> (i32, String) {

@@ -5,28 +5,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Env;
+use common::{Env, now, s};
 use teekms_attest::Policy;
 use teekms_client::{ClientError, NodeUrl};
 use teekms_core::OwnerKey;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A `teekms serve` started through `sh` with `ulimit -Sn soft` (a service manager's
 /// soft limit), and its URL.
@@ -57,15 +46,7 @@ fn serve_with_soft_limit(env: &Env, soft: u64, data_dir: &Path, extra: &[&str]) 
         c.env("TEEKMS_LOG", level);
     }
     let mut child = c.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_owned();
+    let url = common::read_url(&mut child);
     (child, url)
 }
 
@@ -103,63 +84,6 @@ fn owner(env: &Env) -> OwnerKey {
 
 fn policy(path: &Path) -> Policy {
     Policy::from_toml(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// An owner, key `k`, and an encrypt-only access key that the key policy names.
-fn key_and_token(env: &Env, url: &str) -> (std::path::PathBuf, String) {
-    let p = env.sim_policy();
-    env.ok(&["owner", "init"]);
-    let dek = env.path("k.key");
-    env.ok(&["key", "generate", "-o", s(&dek)]);
-    env.ok(&[
-        "key",
-        "deploy",
-        "--node",
-        url,
-        "--policy",
-        s(&p),
-        "--key-id",
-        "k",
-        "--dek",
-        s(&dek),
-    ]);
-    let token = env.path("token");
-    let id = env.ok(&[
-        "access",
-        "create",
-        "--keys",
-        "k",
-        "--operations",
-        "encrypt",
-        "-o",
-        s(&token),
-        "--node",
-        url,
-        "--policy",
-        s(&p),
-    ]);
-    let grant = env.path("grant.json");
-    std::fs::write(
-        &grant,
-        format!(
-            r#"{{"rules":[{{"principals":[{{"access_key":"{}"}}],"operations":["encrypt"]}}]}}"#,
-            id.trim()
-        ),
-    )
-    .unwrap();
-    env.ok(&[
-        "key",
-        "policy",
-        "set",
-        "k",
-        "--file",
-        s(&grant),
-        "--node",
-        url,
-        "--policy",
-        s(&p),
-    ]);
-    (p, std::fs::read_to_string(&token).unwrap())
 }
 
 /// Gives `len` bytes, then sends nothing until `stop` (a client that stalls mid-body).
@@ -205,7 +129,8 @@ fn stalled_large_chunk_streams_stay_within_the_stream_memory() {
         "warn",
     );
     let pid = node.child.id();
-    let (p, token) = key_and_token(&env, &node.url);
+    let (p, token, _) = env.key_with_access(&node.url);
+    let token = std::fs::read_to_string(&token).unwrap();
     let (policy, owner, url) = (policy(&p), owner(&env), NodeUrl::parse(&node.url).unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -247,7 +247,8 @@ impl AttestedWorkload {
         if cache.len() >= 256 {
             cache.clear();
         }
-        cache.insert(*id, (ok, now + APPRAISAL_TTL));
+        // The host sets the clock: a time near the end of u64 must not wrap to "long ago".
+        cache.insert(*id, (ok, now.saturating_add(APPRAISAL_TTL)));
         ok
     }
 }

@@ -415,6 +415,71 @@ async fn records_removed_or_swapped_in_postgres_are_damage_on_every_node() {
         assert!(!c2.describe("a", None).await.unwrap().enabled, "{what}");
     }
 
+    // Access keys: removed, the token is refused; swapped with another one's record, it
+    // is refused as damaged. Never served with another grant.
+    let mut tokens = Vec::new();
+    for key in ["a", "b"] {
+        let created = c1
+            .create_access_key(
+                vec![key.into()],
+                vec![teekms_core::access::Operation::Describe],
+                None,
+                key,
+            )
+            .await
+            .unwrap();
+        tokens.push(created);
+    }
+    let first = tokens[0].info.id.clone();
+    for (what, statement) in [
+        (
+            "access key removed",
+            format!("DELETE FROM access_keys WHERE id = '{first}'"),
+        ),
+        (
+            "access key swapped",
+            format!(
+                "UPDATE access_keys SET record = s.record FROM access_keys s WHERE access_keys.id = '{first}' AND s.id = '{}'",
+                tokens[1].info.id
+            ),
+        ),
+    ] {
+        let saved: (i64, Vec<u8>) = {
+            let first = first.clone();
+            with_pg(&url, move |pg| {
+                let r = pg
+                    .query_one(
+                        "SELECT revision, record FROM access_keys WHERE id = $1",
+                        &[&first],
+                    )
+                    .unwrap();
+                (r.get(0), r.get(1))
+            })
+            .await
+        };
+        with_pg(&url, move |pg| pg.batch_execute(&statement).unwrap()).await;
+        for node in [&n1, &n2] {
+            let mut a = node.verified(None).await;
+            a.use_access_key(&tokens[0].token);
+            let (status, code) = damaged(a.describe("a", Some(&fp)).await);
+            assert!(
+                (status, code.as_str()) == (401, "unauthenticated")
+                    || (status, code.as_str()) == (409, "record_damaged"),
+                "{what}: {status} {code}"
+            );
+        }
+        let (owner_fp, first) = (fp.clone(), first.clone());
+        with_pg(&url, move |pg| {
+            pg.execute(
+                "INSERT INTO access_keys (id, owner, revision, record) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, record = excluded.record",
+                &[&first, &owner_fp, &saved.0, &saved.1],
+            )
+            .unwrap();
+        })
+        .await;
+    }
+
     // Deletion on node 1 is final on node 2, and the owner's record cannot be dropped
     // or swapped to make it forget.
     c1.schedule_deletion("c", Some("1s")).await.unwrap();

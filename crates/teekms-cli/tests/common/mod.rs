@@ -5,6 +5,19 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// A path as the `&str` a command line takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// This machine's clock, Unix seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_teekms"))
 }
@@ -135,15 +148,7 @@ impl Env {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("https://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_owned();
+        let url = read_url(&mut child);
         // Drain stderr continuously: a node logging at trace level must never block on a
         // full pipe.
         let mut err = child.stderr.take().unwrap();
@@ -160,7 +165,63 @@ impl Env {
     }
 }
 
+/// The URL a starting `teekms serve` prints on its first line of stdout.
+pub fn read_url(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned()
+}
+
 impl Env {
+    /// An owner (made now), key `k` deployed through `url`, and an access key allowed to
+    /// encrypt with it (its scope and the key policy both say so). Returns the sim
+    /// policy, the token file, and the key policy file that grants the access key.
+    pub fn key_with_access(&self, url: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let policy = self.sim_policy();
+        let p = policy.to_str().unwrap();
+        self.ok(&["owner", "init"]);
+        let dek = self.path("k.key");
+        let dek_s = dek.to_str().unwrap();
+        self.ok(&["key", "generate", "-o", dek_s]);
+        self.ok(&[
+            "key", "deploy", "--node", url, "--policy", p, "--key-id", "k", "--dek", dek_s,
+        ]);
+        let token = self.path("token");
+        let id = self.ok(&[
+            "access",
+            "create",
+            "--keys",
+            "k",
+            "--operations",
+            "encrypt",
+            "-o",
+            token.to_str().unwrap(),
+            "--node",
+            url,
+            "--policy",
+            p,
+        ]);
+        let grant = self.path("grant.json");
+        std::fs::write(
+            &grant,
+            format!(
+                r#"{{"rules":[{{"principals":[{{"access_key":"{}"}}],"operations":["encrypt"]}}]}}"#,
+                id.trim()
+            ),
+        )
+        .unwrap();
+        let g = grant.to_str().unwrap();
+        self.ok(&[
+            "key", "policy", "set", "k", "--file", g, "--node", url, "--policy", p,
+        ]);
+        (policy, token, grant)
+    }
+
     /// Another "build" of teekms: the binary with `tag` appended, so that it behaves the
     /// same but has another sim measurement (SHA-384 of the executable), as a new version
     /// would. Returns its path and its measurement (hex).
