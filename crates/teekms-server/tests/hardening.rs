@@ -57,6 +57,15 @@ async fn anonymous_callers_learn_nothing_and_are_counted_not_logged() {
             probes += 2;
         }
     }
+    // A token that does not verify, on a connection with no other identity, is an
+    // anonymous request too: 401, counted with the rest.
+    let mut forged = node.verified(None).await;
+    forged.use_access_key(&format!("ak-0123456789abcdef.{}", "00".repeat(32)));
+    for _ in 0..5 {
+        let e = forged.describe("x", Some(&fp)).await.unwrap_err();
+        assert_eq!(status(e), (401, "unauthenticated".into()));
+        probes += 1;
+    }
     // Nothing in the owner's log.
     let after = c.audit_tail(1000).await.unwrap().entries;
     assert!(after.len() <= before + 1, "{after:?}");

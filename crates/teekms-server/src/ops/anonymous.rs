@@ -66,6 +66,14 @@ impl AnonymousRefusals {
 }
 
 impl AppState {
+    /// Counts one refusal of an anonymous caller (logging the previous minute's counts
+    /// when a new minute begins).
+    pub(super) fn count_anonymous(&self, caller: &Caller) {
+        if let Some(done) = self.anonymous.refused(caller.source, super::now_minute()) {
+            self.audit_anonymous(done);
+        }
+    }
+
     /// Records a minute's anonymous refusals: one entry per source, in no owner's log.
     pub(super) fn audit_anonymous(&self, tally: Tally) {
         for (source, n) in tally.counts {
@@ -75,7 +83,9 @@ impl AppState {
                 owner: None,
                 key_id: None,
                 key_version: None,
-                outcome: format!("denied: {n} requests without credentials in this minute"),
+                outcome: format!(
+                    "denied: {n} requests without credentials (or with a token that does not verify) in this minute"
+                ),
                 caller: match source {
                     Some(ip) => format!("anonymous:{ip}"),
                     None => "anonymous:other".into(),

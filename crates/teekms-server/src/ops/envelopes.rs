@@ -202,6 +202,7 @@ impl AppState {
         req: FetchRequest,
         now: u64,
     ) -> Result<(FetchResponse, AuditDraft), OpError> {
+        self.require_credentials(caller)?;
         let Some(pk) = caller.workload_hpke_key() else {
             return Err(OpError::Forbidden(
                 "fetch is for attested workloads (the key is sealed to their attested key); owners use export".into(),

@@ -306,6 +306,12 @@ impl AppState {
         };
         let hash_key = self.service.cluster().derive(ACCESS_KEY_HASH_LABEL);
         let refused = |caller: &Caller, why: String| {
+            // A token that does not verify, on a connection with no other identity, is
+            // an anonymous request: counted, not logged one by one.
+            if caller.is_anonymous() {
+                self.count_anonymous(caller);
+                return OpError::Unauthenticated(why);
+            }
             self.refuse(
                 draft(
                     "authenticate",
@@ -342,14 +348,7 @@ impl AppState {
     fn owner_for(&self, caller: &Caller, owner: Option<&str>) -> Result<OwnerPublicKey, OpError> {
         // One answer for an anonymous caller whether or not the owner or key exists, and
         // no entry in anybody's log: such refusals are counted per source and minute.
-        if caller.is_anonymous() {
-            if let Some(entry) = self.anonymous.refused(caller.source, now_minute()) {
-                self.audit_anonymous(entry);
-            }
-            return Err(OpError::Unauthenticated(
-                "key operations need credentials: the owner's TLS client certificate, an access key (Authorization: Bearer), or an attested workload".into(),
-            ));
-        }
+        self.require_credentials(caller)?;
         match owner {
             Some(fp) => {
                 let pk = self
@@ -368,6 +367,18 @@ impl AppState {
                     bad("name the key's owner (\"owner\": its fingerprint); this caller has no namespace of its own")
                 }),
         }
+    }
+
+    /// Refuses a caller that proved no identity at all: one answer (401) wherever it
+    /// asks, and a count instead of an audit entry (see `anonymous`).
+    fn require_credentials(&self, caller: &Caller) -> Result<(), OpError> {
+        if !caller.is_anonymous() {
+            return Ok(());
+        }
+        self.count_anonymous(caller);
+        Err(OpError::Unauthenticated(
+            "key operations need credentials: the owner's TLS client certificate, an access key (Authorization: Bearer), or an attested workload".into(),
+        ))
     }
 
     fn load(&self, owner: &OwnerPublicKey, key_id: &KeyId) -> Result<Loaded, OpError> {
