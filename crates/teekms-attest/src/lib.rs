@@ -1,6 +1,7 @@
 //! Pure verification of TEE evidence for teekms.
 //!
-//! This crate parses and verifies evidence (today: the `sim` TEE), checks that the
+//! This crate parses and verifies evidence (Intel DCAP quotes for SGX and TDX, AMD
+//! SEV-SNP reports, and the simulated `sim` TEE), checks that the
 //! evidence's report data binds a node statement, and appraises the result against an
 //! owner's verification policy. It does no I/O and reads no clock: bytes, policy and
 //! `now` come in, typed verdicts and the [`VerifiedNode`] proof type come out.

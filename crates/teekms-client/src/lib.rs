@@ -1,4 +1,5 @@
-//! Client for owners: talks to a teekms node and verifies it before any secret crosses.
+//! Client for owners, access-key holders, workloads and joining nodes: talks to a teekms
+//! node and verifies it before any secret crosses.
 //!
 //! Each [`Connection`] is one TLS connection; [`connect_verified`] fetches fresh evidence
 //! over it (with a random nonce), verifies it against the owner's policy, and checks that

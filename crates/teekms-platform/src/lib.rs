@@ -1,7 +1,9 @@
 //! What runs inside the TEE: producing evidence and obtaining the hardware sealing key.
 //!
-//! Today this is the `sim` TEE only; real TEEs (Gramine `/dev/attestation`, configfs-tsm)
-//! come behind the same [`Platform`] trait. This crate does file I/O but holds no policy.
+//! Behind one [`Platform`] trait: the simulated `sim` TEE, Gramine's `/dev/attestation`
+//! (SGX), Linux configfs-tsm (TDX, SEV-SNP) and the SNP derived key. This crate does file
+//! I/O, and its `sys` module holds the only `unsafe` code (an ioctl and a few syscalls);
+//! it holds no policy.
 
 #![deny(missing_docs)]
 

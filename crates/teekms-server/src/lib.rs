@@ -2,8 +2,10 @@
 //! so tests and the demo run real nodes on port 0.
 //!
 //! It owns the node's key set (born and sealed inside the TEE), the HTTPS API over
-//! RA-TLS, owner authentication by TLS client certificate, and durable group-committed
-//! storage. It does not verify other TEEs yet (mutual RA-TLS is later work).
+//! RA-TLS, caller authentication (owner certificates, access keys, attested workloads and
+//! peers over mutual RA-TLS), durable group-committed storage with its audit log, and a
+//! cluster's join. It does not produce evidence (`teekms-platform`) or judge it
+//! (`teekms-attest`).
 
 #![deny(missing_docs)]
 

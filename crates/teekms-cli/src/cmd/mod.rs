@@ -1,4 +1,6 @@
-//! One module per command group.
+//! One module per command group, except `use_keys`, which holds the groups that use a
+//! node's deployed keys through one verified connection (key administration, envelope,
+//! access, cluster and audit).
 
 mod attest;
 mod collateral;
