@@ -176,3 +176,9 @@ pub fn write_new_secret(path: &Path, contents: &[u8], what: &str) -> Result<(), 
         .and_then(|_| f.sync_all())
         .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))
 }
+
+/// Whether `dir` holds a teekms node (its sealed records); a store that cannot be read is
+/// an error that says so.
+pub fn holds_node(dir: &Path) -> Result<bool, Failure> {
+    teekms_server::has_node(dir).map_err(|e| Failure::usage(format!("{}: {e}", dir.display())))
+}

@@ -30,7 +30,7 @@ pub use datadir::{DataDirLock, LOCK_FILE, lock_data_dir};
 pub use error::ServerError;
 pub use keyservice::{DeployError, Deployed, KeyService};
 pub use node::{
-    NodeHandle, RecoverySetup, audit_tail_offline, audit_verify_offline, ensure_recovery,
+    NodeHandle, RecoverySetup, audit_tail_offline, audit_verify_offline, ensure_recovery, has_node,
     import_offline, open_node, restore_node,
 };
 pub use server::{DEFAULT_STREAM_IDLE_TIMEOUT, RunningServer, ServeConfig, serve};

@@ -247,7 +247,7 @@ fn import_offline(
     if matches!(tee, TeeArg::Sim) {
         eprintln!("{}", super::serve::SIM_WARNING);
     }
-    if !dir.join(teekms_store::DB_FILE).exists() {
+    if !crate::paths::holds_node(dir)? {
         return Err(
             Failure::usage(format!("{} holds no teekms node", dir.display()))
                 .hint("start the node once with `teekms serve` to create it"),

@@ -60,7 +60,7 @@ pub fn run(cmd: RecoveryCmd) -> CmdResult {
             shares,
             platform,
         } => {
-            if store.is_none() && !data_dir.join(teekms_store::DB_FILE).exists() {
+            if store.is_none() && !crate::paths::holds_node(&data_dir)? {
                 return Err(Failure::usage(format!(
                     "{} holds no teekms store",
                     data_dir.display()

@@ -483,7 +483,7 @@ async fn open_source(
         .as_ref()
         .ok_or_else(|| Failure::usage("give --node with --policy, or --data-dir with --tee"))?;
     let tee = tee.ok_or_else(|| Failure::usage("--data-dir needs --tee (the node's TEE)"))?;
-    if !dir.join(teekms_store::DB_FILE).exists() {
+    if !paths::holds_node(dir)? {
         return Err(Failure::usage(format!(
             "{} holds no teekms node",
             dir.display()
