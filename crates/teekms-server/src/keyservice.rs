@@ -8,7 +8,7 @@ use teekms_core::receipt::ReceiptFields;
 use teekms_core::record::DataKeyRecord;
 use teekms_core::{Bundle, CoreError, KeyId, NodeKeys, OwnerPublicKey, Receipt, SealingKey};
 use teekms_platform::{Platform, PlatformError};
-use teekms_store::{Inserted, KeyRow, StoreError};
+use teekms_store::{Applied, KeyRow, StoreError};
 
 /// Version of a freshly deployed key.
 const FIRST_VERSION: u64 = 1;
@@ -126,7 +126,7 @@ impl KeyService {
         caller: Option<&OwnerPublicKey>,
         now: u64,
         read: impl Fn(&str, &str) -> Result<Option<KeyRow>, StoreError>,
-        insert: impl FnOnce(&DataKeyRecord, KeyRow) -> Result<Inserted, DeployError>,
+        insert: impl FnOnce(&DataKeyRecord, KeyRow) -> Result<Applied, DeployError>,
     ) -> Result<Deployed, DeployError> {
         if let Some(caller) = caller
             && *caller != bundle.claimed_owner()
@@ -156,12 +156,12 @@ impl KeyService {
             record: record.seal(&self.cluster),
         };
         match insert(&record, row)? {
-            Inserted::New => Ok(Deployed {
+            Applied::Done => Ok(Deployed {
                 receipt: self.receipt(&record, opened.statement_hash),
                 created: true,
             }),
             // A concurrent deployment of the same id won the race: compare with it.
-            Inserted::AlreadyExists => match self.existing(&record.owner, &record.key_id, &read)? {
+            Applied::Conflict => match self.existing(&record.owner, &record.key_id, &read)? {
                 Some(existing) => {
                     self.same_or_conflict(existing, &record.dek, opened.statement_hash)
                 }

@@ -88,15 +88,6 @@ pub struct KeyRow {
     pub record: Vec<u8>,
 }
 
-/// What an insert did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Inserted {
-    /// The row is new and committed.
-    New,
-    /// A row with that key already existed; nothing was written.
-    AlreadyExists,
-}
-
 /// A SQLite store (one connection).
 pub struct SqliteStore {
     conn: Connection,
@@ -191,36 +182,6 @@ impl SqliteStore {
         }
         tx.commit()?;
         Ok(true)
-    }
-
-    /// Inserts rows in one durable transaction (group commit). Each row is inserted only
-    /// if its (owner, key id, version) is free; the result says which were.
-    pub fn insert_keys(&mut self, rows: &[KeyRow]) -> Result<Vec<Inserted>, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut out = Vec::with_capacity(rows.len());
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO data_keys (owner, key_id, key_version, record) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT DO NOTHING",
-            )?;
-            for row in rows {
-                let n = stmt.execute(params![
-                    row.owner,
-                    row.key_id,
-                    row.key_version as i64,
-                    row.record
-                ])?;
-                out.push(if n == 1 {
-                    Inserted::New
-                } else {
-                    Inserted::AlreadyExists
-                });
-            }
-        }
-        tx.commit()?;
-        Ok(out)
     }
 
     /// The newest version of one key.
@@ -664,8 +625,6 @@ pub trait Store: Send {
     fn init_meta(&mut self, records: &[(&str, &[u8])]) -> Result<bool, StoreError>;
     /// Replaces meta records.
     fn replace_meta(&mut self, records: &[(&str, &[u8])]) -> Result<(), StoreError>;
-    /// Inserts key rows where their places are free.
-    fn insert_keys(&mut self, rows: &[KeyRow]) -> Result<Vec<Inserted>, StoreError>;
     /// The newest version of a key.
     fn get_key(&mut self, owner: &str, key_id: &str) -> Result<Option<KeyRow>, StoreError>;
     /// An owner's keys, every version.
@@ -759,9 +718,6 @@ impl Store for SqliteStore {
     fn replace_meta(&mut self, records: &[(&str, &[u8])]) -> Result<(), StoreError> {
         SqliteStore::replace_meta(self, records)
     }
-    fn insert_keys(&mut self, rows: &[KeyRow]) -> Result<Vec<Inserted>, StoreError> {
-        SqliteStore::insert_keys(self, rows)
-    }
     fn get_key(&mut self, owner: &str, key_id: &str) -> Result<Option<KeyRow>, StoreError> {
         SqliteStore::get_key(self, owner, key_id)
     }
@@ -842,17 +798,17 @@ mod tests {
     fn insert_is_first_writer_wins_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(dir.path()).unwrap();
-        let r = s
-            .insert_keys(&[
-                row("o", "a", b"1"),
-                row("o", "b", b"2"),
-                row("o", "a", b"3"),
-            ])
-            .unwrap();
-        assert_eq!(
-            r,
-            vec![Inserted::New, Inserted::New, Inserted::AlreadyExists]
-        );
+        let mut b = s.batch().unwrap();
+        let r: Vec<Applied> = [
+            row("o", "a", b"1"),
+            row("o", "b", b"2"),
+            row("o", "a", b"3"),
+        ]
+        .into_iter()
+        .map(|r| b.apply(&[Write::InsertKey(r)]).unwrap())
+        .collect();
+        b.commit().unwrap();
+        assert_eq!(r, vec![Applied::Done, Applied::Done, Applied::Conflict]);
         drop(s);
         let s = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(s.get_key("o", "a").unwrap().unwrap().record, b"1");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement, Transaction};
 
-use crate::{Applied, Inserted, KeyRow, StateRow, StoreError, Write};
+use crate::{Applied, KeyRow, StateRow, StoreError, Write};
 
 /// Advisory lock ids (arbitrary, fixed): migrations, audit appends.
 const MIGRATION_LOCK: i64 = 0x7465_656b_6d73_0001;
@@ -295,19 +295,6 @@ impl crate::Store for PgStore {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    fn insert_keys(&mut self, rows: &[KeyRow]) -> Result<Vec<Inserted>, StoreError> {
-        let mut b = self.batch()?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push(match b.apply(&[Write::InsertKey(row.clone())])? {
-                Applied::Done => Inserted::New,
-                Applied::Conflict => Inserted::AlreadyExists,
-            });
-        }
-        b.tx.commit()?;
-        Ok(out)
     }
 
     fn get_key(&mut self, owner: &str, key_id: &str) -> Result<Option<KeyRow>, StoreError> {

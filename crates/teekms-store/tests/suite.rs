@@ -3,7 +3,7 @@
 //! `TEEKMS_TEST_PG`; each test gets a fresh database).
 
 use teekms_store::pg::PgStore;
-use teekms_store::{Applied, Inserted, KeyRow, SqliteStore, Store, Write};
+use teekms_store::{Applied, KeyRow, SqliteStore, Store, Write};
 
 fn row(owner: &str, id: &str, version: u64, rec: &[u8]) -> KeyRow {
     KeyRow {
@@ -24,6 +24,17 @@ fn state(owner: &str, id: &str, revision: u64, expected: u64, rec: &[u8]) -> Wri
     }
 }
 
+/// Inserts rows in one transaction, each as its own job (first writer wins).
+fn insert(s: &mut dyn Store, rows: &[KeyRow]) -> Vec<Applied> {
+    let mut b = s.write_batch().unwrap();
+    let r = rows
+        .iter()
+        .map(|r| b.apply(&[Write::InsertKey(r.clone())]).unwrap())
+        .collect();
+    b.commit().unwrap();
+    r
+}
+
 /// Everything the node relies on.
 fn suite(s: &mut dyn Store) {
     // Meta: written once, replaced only on purpose.
@@ -35,18 +46,16 @@ fn suite(s: &mut dyn Store) {
     assert!(s.get_meta("zz").unwrap().is_none());
 
     // Keys: first writer wins; versions; listing.
-    let r = s
-        .insert_keys(&[
+    let r = insert(
+        s,
+        &[
             row("o", "a", 1, b"1"),
             row("o", "b", 1, b"2"),
             row("o", "a", 1, b"3"),
-        ])
-        .unwrap();
-    assert_eq!(
-        r,
-        vec![Inserted::New, Inserted::New, Inserted::AlreadyExists]
+        ],
     );
-    s.insert_keys(&[row("o", "a", 2, b"a2")]).unwrap();
+    assert_eq!(r, vec![Applied::Done, Applied::Done, Applied::Conflict]);
+    insert(s, &[row("o", "a", 2, b"a2")]);
     assert_eq!(s.get_key("o", "a").unwrap().unwrap().record, b"a2");
     assert_eq!(
         s.get_key_version("o", "a", 1).unwrap().unwrap().record,
@@ -249,7 +258,7 @@ fn terminate_other_sessions(admin: &mut postgres::Client, dbname: &str) {
 fn postgres_reconnects_after_a_lost_connection() {
     let url = pg_database();
     let mut s = PgStore::connect(&url).unwrap();
-    s.insert_keys(&[row("o", "a", 1, b"1")]).unwrap();
+    insert(&mut s, &[row("o", "a", 1, b"1")]);
     let dbname = url.rsplit("dbname=").next().unwrap().to_owned();
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     terminate_other_sessions(&mut admin, &dbname);

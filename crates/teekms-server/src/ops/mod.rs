@@ -655,17 +655,13 @@ pub fn deploy(
             });
             let audit = audit("ok".into());
             writes.push(Write::InsertKey(row));
-            let applied = writer
+            writer
                 .submit(Job {
                     writes,
                     audit,
                     on_conflict: "ok (already present; compared)",
                 })
-                .map_err(|_| DeployError::Unavailable)?;
-            Ok(match applied {
-                Applied::Done => teekms_store::Inserted::New,
-                Applied::Conflict => teekms_store::Inserted::AlreadyExists,
-            })
+                .map_err(|_| DeployError::Unavailable)
         },
     )
 }
