@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use teekms_core::{NodeKeys, SealingKey};
 use teekms_platform::Platform;
-use teekms_store::SqliteStore;
+use teekms_store::{SqliteStore, Store};
 
 use crate::ServerError;
 use crate::keyservice::KeyService;
@@ -176,7 +176,7 @@ pub fn import_offline(
 /// Checks a stopped node's whole audit log (run inside its TEE: the MAC key is derived
 /// from the cluster key).
 pub fn audit_verify_offline(
-    node: &NodeHandle,
+    node: &mut NodeHandle,
 ) -> Result<teekms_core::api::AuditVerification, ServerError> {
     let key = node
         .service
@@ -188,7 +188,7 @@ pub fn audit_verify_offline(
 }
 
 /// The last `n` stored audit entries of a stopped node, as stored (raw JSON lines).
-pub fn audit_tail_offline(node: &NodeHandle, n: u64) -> Result<Vec<Vec<u8>>, ServerError> {
+pub fn audit_tail_offline(node: &mut NodeHandle, n: u64) -> Result<Vec<Vec<u8>>, ServerError> {
     let last = node.store.audit_last()?.map(|(seq, _)| seq).unwrap_or(0);
     let from = last.saturating_sub(n.saturating_sub(1)).max(1);
     Ok(node

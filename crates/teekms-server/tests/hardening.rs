@@ -81,8 +81,8 @@ async fn anonymous_callers_learn_nothing_and_are_counted_not_logged() {
     // The node logged the probes as counts, in no owner's log.
     let platform: std::sync::Arc<dyn Platform> =
         std::sync::Arc::new(SimPlatform::open(&node.root, &node.data_dir).unwrap());
-    let handle = teekms_server::open_node(platform, &node.data_dir).unwrap();
-    let entries: Vec<serde_json::Value> = teekms_server::audit_tail_offline(&handle, 1000)
+    let mut handle = teekms_server::open_node(platform, &node.data_dir).unwrap();
+    let entries: Vec<serde_json::Value> = teekms_server::audit_tail_offline(&mut handle, 1000)
         .unwrap()
         .iter()
         .map(|e| serde_json::from_slice(e).unwrap())

@@ -461,8 +461,8 @@ async fn tampered_audit_logs_are_caught() {
         drop(conn);
         let platform: std::sync::Arc<dyn Platform> =
             std::sync::Arc::new(SimPlatform::open(&node.root, &node.data_dir).unwrap());
-        let handle = teekms_server::open_node(platform, &node.data_dir).unwrap();
-        teekms_server::audit_verify_offline(&handle).unwrap()
+        let mut handle = teekms_server::open_node(platform, &node.data_dir).unwrap();
+        teekms_server::audit_verify_offline(&mut handle).unwrap()
     };
     assert!(check("").ok);
     let altered = check(

@@ -400,7 +400,7 @@ pub async fn audit(cmd: AuditCmd) -> CmdResult {
         } => {
             let report = match open_source(&source, tee, &owner, &platform).await? {
                 Source::Node(mut conn) => conn.audit_verify().await?,
-                Source::Dir(handle) => teekms_server::audit_verify_offline(&handle)
+                Source::Dir(mut handle) => teekms_server::audit_verify_offline(&mut handle)
                     .map_err(|e| Failure::usage(e.to_string()))?,
             };
             if json {
@@ -443,8 +443,8 @@ pub async fn audit(cmd: AuditCmd) -> CmdResult {
                         println!("{}", serde_json::to_string(&e).expect("JSON"));
                     }
                 }
-                Source::Dir(handle) => {
-                    for e in teekms_server::audit_tail_offline(&handle, n as u64)
+                Source::Dir(mut handle) => {
+                    for e in teekms_server::audit_tail_offline(&mut handle, n as u64)
                         .map_err(|e| Failure::usage(e.to_string()))?
                     {
                         println!("{}", String::from_utf8_lossy(&e));
