@@ -240,7 +240,13 @@ impl KeyService {
         }
         let mut unsound: std::collections::BTreeMap<String, String> = Default::default();
         let mut with_state = std::collections::BTreeSet::new();
-        for (_, id, revision, record) in &states {
+        for teekms_store::StateRow {
+            key_id: id,
+            revision,
+            record,
+            ..
+        } in &states
+        {
             with_state.insert(id.clone());
             let opened = KeyId::new(id).and_then(|key_id| {
                 teekms_core::state::KeyState::open(&self.cluster, owner, &key_id, *revision, record)

@@ -137,7 +137,7 @@ fn missing_records(
         let with_state: BTreeSet<String> = store
             .list_states(&fp)?
             .into_iter()
-            .map(|(_, id, _, _)| id)
+            .map(|row| row.key_id)
             .collect();
         let rows = store.list_keys(&fp)?;
         let ids: BTreeSet<&str> = rows.iter().map(|r| r.key_id.as_str()).collect();

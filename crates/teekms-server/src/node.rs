@@ -189,13 +189,13 @@ pub fn audit_verify_offline(
 
 /// The last `n` stored audit entries of a stopped node, as stored (raw JSON lines).
 pub fn audit_tail_offline(node: &mut NodeHandle, n: u64) -> Result<Vec<Vec<u8>>, ServerError> {
-    let last = node.store.audit_last()?.map(|(seq, _)| seq).unwrap_or(0);
+    let last = node.store.audit_last()?.map_or(0, |row| row.seq);
     let from = last.saturating_sub(n.saturating_sub(1)).max(1);
     Ok(node
         .store
         .audit_entries(from, n)?
         .into_iter()
-        .map(|(_, e)| e)
+        .map(|row| row.entry)
         .collect())
 }
 

@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
 use teekms_core::audit::{AuditChain, AuditDraft, AuditEntry};
-use teekms_store::{Applied, Store, StoreError, Write};
+use teekms_store::{Applied, AuditRow, Store, StoreError, Write};
 use zeroize::Zeroizing;
 
 /// Most jobs committed in one transaction.
@@ -76,7 +76,7 @@ impl Writer {
         if let (_, Some(broken)) = chain_after(&audit_key, last.as_ref()) {
             tracing::error!(%broken, "the audit log does not verify; run `teekms audit verify`");
         }
-        let known = last.map_or(0, |(seq, _)| seq);
+        let known = last.map_or(0, |row| row.seq);
         let (tx, rx) = channel();
         let thread = std::thread::Builder::new()
             .name("teekms-writer".into())
@@ -124,16 +124,16 @@ impl Writer {
 
 /// The chain continuing after the newest stored entry (`last`), and whether that entry
 /// fails to verify (the chain continues from it anyway; `audit verify` reports it).
-fn chain_after(
-    key: &Zeroizing<[u8; 32]>,
-    last: Option<&(u64, Vec<u8>)>,
-) -> (AuditChain, Option<String>) {
-    let entry: Option<AuditEntry> = last.and_then(|(_, bytes)| serde_json::from_slice(bytes).ok());
+fn chain_after(key: &Zeroizing<[u8; 32]>, last: Option<&AuditRow>) -> (AuditChain, Option<String>) {
+    let entry: Option<AuditEntry> = last.and_then(|row| serde_json::from_slice(&row.entry).ok());
     let (mut chain, broken) = AuditChain::resume(key.clone(), entry.as_ref());
     let mut broken = broken.map(|b| b.to_string());
-    if let (Some((seq, _)), None) = (last, &entry) {
-        broken = Some(format!("the newest audit entry ({seq}) does not parse"));
-        chain.reset_to((*seq, [0u8; 32]));
+    if let (Some(row), None) = (last, &entry) {
+        broken = Some(format!(
+            "the newest audit entry ({}) does not parse",
+            row.seq
+        ));
+        chain.reset_to((row.seq, [0u8; 32]));
     }
     (chain, broken)
 }
@@ -142,7 +142,7 @@ fn chain_after(
 /// newest entry is still that one, the chain goes on without re-reading and checking it.
 struct LastAppend {
     chain: AuditChain,
-    entry: (u64, Vec<u8>),
+    entry: AuditRow,
 }
 
 /// Runs the writer. `known` is the newest audit entry known to be committed: the store's
@@ -224,7 +224,7 @@ fn commit(
     // with a store shared by several nodes, another node may have appended meanwhile.
     let head = tx.audit_head()?;
     // The chain cannot see the loss of its own tail; this writer can, while it runs.
-    let found = head.as_ref().map_or(0, |(seq, _)| *seq);
+    let found = head.as_ref().map_or(0, |row| row.seq);
     if found < *known {
         return Err(CommitError::LogCut {
             found,
@@ -249,12 +249,15 @@ fn commit(
         let mut bytes = Vec::with_capacity(ENTRY_CAPACITY);
         serde_json::to_writer(&mut bytes, &entry).expect("entries serialize");
         tx.append_audit(entry.seq, &bytes)?;
-        appended = Some((entry.seq, bytes));
+        appended = Some(AuditRow {
+            seq: entry.seq,
+            entry: bytes,
+        });
         results.push(applied);
     }
     tx.commit()?;
     if let Some(entry) = appended {
-        *known = entry.0;
+        *known = entry.seq;
         *last = Some(LastAppend { chain, entry });
     }
     Ok(results)

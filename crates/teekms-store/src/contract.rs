@@ -117,8 +117,48 @@ pub enum Write {
     },
 }
 
-/// A stored key state: `(owner, key_id, revision, sealed record)`.
-pub type StateRow = (String, String, u64, Vec<u8>);
+/// One row of `key_state`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateRow {
+    /// Owner fingerprint.
+    pub owner: String,
+    /// Key id.
+    pub key_id: String,
+    /// The state's revision (the sealed record's version).
+    pub revision: u64,
+    /// The sealed state.
+    pub record: Vec<u8>,
+}
+
+/// A record stored at a revision, read by its place: a key's state, an owner's record,
+/// an access key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revisioned {
+    /// The revision (the sealed record's version).
+    pub revision: u64,
+    /// The sealed record.
+    pub record: Vec<u8>,
+}
+
+/// One row of `access_keys`, as an owner's list gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessKeyRow {
+    /// `ak-...`.
+    pub id: String,
+    /// 1 active, 2 revoked.
+    pub revision: u64,
+    /// The sealed record.
+    pub record: Vec<u8>,
+}
+
+/// One stored audit entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Its position in the log, from 1.
+    pub seq: u64,
+    /// The entry as stored (JSON, spec/audit-v1.md).
+    pub entry: Vec<u8>,
+}
 
 /// What a job did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,35 +192,31 @@ pub trait Store: Send {
     /// Every version of a key, oldest first.
     fn key_versions(&mut self, owner: &str, key_id: &str) -> Result<Vec<KeyRow>, StoreError>;
     /// A key's state.
-    fn get_state(
-        &mut self,
-        owner: &str,
-        key_id: &str,
-    ) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    fn get_state(&mut self, owner: &str, key_id: &str) -> Result<Option<Revisioned>, StoreError>;
     /// Every key state.
     fn all_states(&mut self) -> Result<Vec<StateRow>, StoreError>;
     /// An owner's public key.
     fn owner_key(&mut self, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// An owner's record: `(revision, sealed record)`.
-    fn get_owner_state(&mut self, owner: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    fn get_owner_state(&mut self, owner: &str) -> Result<Option<Revisioned>, StoreError>;
     /// An owner's key states, ordered by key id.
     fn list_states(&mut self, owner: &str) -> Result<Vec<StateRow>, StoreError>;
     /// Every owner with a row anywhere, ordered.
     fn all_owners(&mut self) -> Result<Vec<String>, StoreError>;
     /// An access key.
-    fn get_access_key(&mut self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    fn get_access_key(&mut self, id: &str) -> Result<Option<Revisioned>, StoreError>;
     /// An owner's access keys.
-    fn list_access_keys(&mut self, owner: &str) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError>;
+    fn list_access_keys(&mut self, owner: &str) -> Result<Vec<AccessKeyRow>, StoreError>;
     /// The newest audit entry.
-    fn audit_last(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    fn audit_last(&mut self) -> Result<Option<AuditRow>, StoreError>;
     /// Audit entries from position `from` on.
-    fn audit_entries(&mut self, from: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    fn audit_entries(&mut self, from: u64, limit: u64) -> Result<Vec<AuditRow>, StoreError>;
     /// Audit entries before position `before`, newest first.
     fn audit_entries_before(
         &mut self,
         before: u64,
         limit: u64,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<AuditRow>, StoreError>;
     /// Starts a write transaction.
     fn write_batch(&mut self) -> Result<Box<dyn BatchOps + '_>, StoreError>;
 }
@@ -191,7 +227,7 @@ pub trait BatchOps {
     fn apply(&mut self, writes: &[Write]) -> Result<Applied, StoreError>;
     /// The newest audit entry, read inside this transaction after taking the append lock
     /// (so appends from several writers serialize and the chain never forks).
-    fn audit_head(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    fn audit_head(&mut self) -> Result<Option<AuditRow>, StoreError>;
     /// Appends an audit entry at `seq`.
     fn append_audit(&mut self, seq: u64, entry: &[u8]) -> Result<(), StoreError>;
     /// Commits everything durably.

@@ -13,5 +13,8 @@ mod contract;
 pub mod pg;
 mod sqlite;
 
-pub use contract::{Applied, BatchOps, KeyRow, StateRow, Store, StoreError, Write};
+pub use contract::{
+    AccessKeyRow, Applied, AuditRow, BatchOps, KeyRow, Revisioned, StateRow, Store, StoreError,
+    Write,
+};
 pub use sqlite::{DB_FILE, SqliteStore};

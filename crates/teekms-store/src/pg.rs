@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement, Transaction};
 
-use crate::{Applied, KeyRow, StateRow, StoreError, Write};
+use crate::{AccessKeyRow, Applied, AuditRow, KeyRow, Revisioned, StateRow, StoreError, Write};
 
 /// Advisory lock ids (arbitrary, fixed): migrations, audit appends.
 const MIGRATION_LOCK: i64 = 0x7465_656b_6d73_0001;
@@ -346,24 +346,28 @@ impl crate::Store for PgStore {
             .collect())
     }
 
-    fn get_state(
-        &mut self,
-        owner: &str,
-        key_id: &str,
-    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn get_state(&mut self, owner: &str, key_id: &str) -> Result<Option<Revisioned>, StoreError> {
         Ok(self
             .query_opt_cached(
                 "SELECT revision, record FROM key_state WHERE owner = $1 AND key_id = $2",
                 &[&owner, &key_id],
             )?
-            .map(|r| (u(r.get(0)), r.get(1))))
+            .map(|r| Revisioned {
+                revision: u(r.get(0)),
+                record: r.get(1),
+            }))
     }
 
     fn all_states(&mut self) -> Result<Vec<StateRow>, StoreError> {
         Ok(self
             .query_cached("SELECT owner, key_id, revision, record FROM key_state", &[])?
             .iter()
-            .map(|r| (r.get(0), r.get(1), u(r.get(2)), r.get(3)))
+            .map(|r| StateRow {
+                owner: r.get(0),
+                key_id: r.get(1),
+                revision: u(r.get(2)),
+                record: r.get(3),
+            })
             .collect())
     }
 
@@ -376,13 +380,16 @@ impl crate::Store for PgStore {
             .map(|r| r.get(0)))
     }
 
-    fn get_owner_state(&mut self, owner: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn get_owner_state(&mut self, owner: &str) -> Result<Option<Revisioned>, StoreError> {
         Ok(self
             .query_opt_cached(
                 "SELECT revision, record FROM owner_state WHERE owner = $1",
                 &[&owner],
             )?
-            .map(|r| (u(r.get(0)), r.get(1))))
+            .map(|r| Revisioned {
+                revision: u(r.get(0)),
+                record: r.get(1),
+            }))
     }
 
     fn list_states(&mut self, owner: &str) -> Result<Vec<StateRow>, StoreError> {
@@ -393,7 +400,12 @@ impl crate::Store for PgStore {
                 &[&owner],
             )?
             .iter()
-            .map(|r| (r.get(0), r.get(1), u(r.get(2)), r.get(3)))
+            .map(|r| StateRow {
+                owner: r.get(0),
+                key_id: r.get(1),
+                revision: u(r.get(2)),
+                record: r.get(3),
+            })
             .collect())
     }
 
@@ -410,43 +422,56 @@ impl crate::Store for PgStore {
             .collect())
     }
 
-    fn get_access_key(&mut self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn get_access_key(&mut self, id: &str) -> Result<Option<Revisioned>, StoreError> {
         Ok(self
             .query_opt_cached(
                 "SELECT revision, record FROM access_keys WHERE id = $1",
                 &[&id],
             )?
-            .map(|r| (u(r.get(0)), r.get(1))))
+            .map(|r| Revisioned {
+                revision: u(r.get(0)),
+                record: r.get(1),
+            }))
     }
 
-    fn list_access_keys(&mut self, owner: &str) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError> {
+    fn list_access_keys(&mut self, owner: &str) -> Result<Vec<AccessKeyRow>, StoreError> {
         Ok(self
             .query_cached(
                 "SELECT id, revision, record FROM access_keys WHERE owner = $1 ORDER BY id",
                 &[&owner],
             )?
             .iter()
-            .map(|r| (r.get(0), u(r.get(1)), r.get(2)))
+            .map(|r| AccessKeyRow {
+                id: r.get(0),
+                revision: u(r.get(1)),
+                record: r.get(2),
+            })
             .collect())
     }
 
-    fn audit_last(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn audit_last(&mut self) -> Result<Option<AuditRow>, StoreError> {
         Ok(self
             .query_opt_cached(
                 "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
                 &[],
             )?
-            .map(|r| (u(r.get(0)), r.get(1))))
+            .map(|r| AuditRow {
+                seq: u(r.get(0)),
+                entry: r.get(1),
+            }))
     }
 
-    fn audit_entries(&mut self, from: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn audit_entries(&mut self, from: u64, limit: u64) -> Result<Vec<AuditRow>, StoreError> {
         Ok(self
             .query_cached(
                 "SELECT seq, entry FROM audit WHERE seq >= $1 ORDER BY seq LIMIT $2",
                 &[&i(from), &i(limit)],
             )?
             .iter()
-            .map(|r| (u(r.get(0)), r.get(1)))
+            .map(|r| AuditRow {
+                seq: u(r.get(0)),
+                entry: r.get(1),
+            })
             .collect())
     }
 
@@ -454,14 +479,17 @@ impl crate::Store for PgStore {
         &mut self,
         before: u64,
         limit: u64,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<AuditRow>, StoreError> {
         Ok(self
             .query_cached(
                 "SELECT seq, entry FROM audit WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
                 &[&i(before), &i(limit)],
             )?
             .iter()
-            .map(|r| (u(r.get(0)), r.get(1)))
+            .map(|r| AuditRow {
+                seq: u(r.get(0)),
+                entry: r.get(1),
+            })
             .collect())
     }
 
@@ -625,14 +653,17 @@ impl crate::BatchOps for PgBatch<'_> {
         self.noting(r)
     }
 
-    fn audit_head(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn audit_head(&mut self) -> Result<Option<AuditRow>, StoreError> {
         // Appends from every node serialize here, so the chain never forks.
         let r = (|| {
             self.tx.execute(&self.statements.lock, &[&AUDIT_LOCK])?;
             Ok(self
                 .tx
                 .query_opt(&self.statements.head, &[])?
-                .map(|r| (u(r.get(0)), r.get(1))))
+                .map(|r| AuditRow {
+                    seq: u(r.get(0)),
+                    entry: r.get(1),
+                }))
         })();
         self.noting(r)
     }

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::{Applied, BatchOps, KeyRow, StateRow, Store, StoreError, Write};
+use crate::{
+    AccessKeyRow, Applied, AuditRow, BatchOps, KeyRow, Revisioned, StateRow, Store, StoreError,
+    Write,
+};
 
 /// File name of the SQLite database inside a node's data dir.
 pub const DB_FILE: &str = "teekms.sqlite3";
@@ -222,12 +225,17 @@ impl BatchOps for Batch<'_> {
         Ok(Applied::Done)
     }
 
-    fn audit_head(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn audit_head(&mut self) -> Result<Option<AuditRow>, StoreError> {
         // The write transaction (BEGIN IMMEDIATE) already excludes other writers.
         Ok(self
             .tx
             .prepare_cached("SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1")?
-            .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .query_row([], |r| {
+                Ok(AuditRow {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    entry: r.get(1)?,
+                })
+            })
             .optional()?)
     }
 
@@ -338,18 +346,17 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn get_state(
-        &mut self,
-        owner: &str,
-        key_id: &str,
-    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn get_state(&mut self, owner: &str, key_id: &str) -> Result<Option<Revisioned>, StoreError> {
         Ok(self
             .conn
             .prepare_cached(
                 "SELECT revision, record FROM key_state WHERE owner = ?1 AND key_id = ?2",
             )?
             .query_row(params![owner, key_id], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+                Ok(Revisioned {
+                    revision: r.get::<_, i64>(0)? as u64,
+                    record: r.get(1)?,
+                })
             })
             .optional()?)
     }
@@ -359,7 +366,12 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached("SELECT owner, key_id, revision, record FROM key_state")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
+            Ok(StateRow {
+                owner: r.get(0)?,
+                key_id: r.get(1)?,
+                revision: r.get::<_, i64>(2)? as u64,
+                record: r.get(3)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -372,11 +384,16 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
-    fn get_owner_state(&mut self, owner: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn get_owner_state(&mut self, owner: &str) -> Result<Option<Revisioned>, StoreError> {
         Ok(self
             .conn
             .prepare_cached("SELECT revision, record FROM owner_state WHERE owner = ?1")?
-            .query_row([owner], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .query_row([owner], |r| {
+                Ok(Revisioned {
+                    revision: r.get::<_, i64>(0)? as u64,
+                    record: r.get(1)?,
+                })
+            })
             .optional()?)
     }
 
@@ -385,7 +402,12 @@ impl Store for SqliteStore {
             "SELECT owner, key_id, revision, record FROM key_state WHERE owner = ?1 ORDER BY key_id",
         )?;
         let rows = stmt.query_map([owner], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
+            Ok(StateRow {
+                owner: r.get(0)?,
+                key_id: r.get(1)?,
+                revision: r.get::<_, i64>(2)? as u64,
+                record: r.get(3)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -400,42 +422,61 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn get_access_key(&mut self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn get_access_key(&mut self, id: &str) -> Result<Option<Revisioned>, StoreError> {
         Ok(self
             .conn
             .prepare_cached("SELECT revision, record FROM access_keys WHERE id = ?1")?
-            .query_row([id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .query_row([id], |r| {
+                Ok(Revisioned {
+                    revision: r.get::<_, i64>(0)? as u64,
+                    record: r.get(1)?,
+                })
+            })
             .optional()?)
     }
 
-    fn list_access_keys(&mut self, owner: &str) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError> {
+    fn list_access_keys(&mut self, owner: &str) -> Result<Vec<AccessKeyRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, revision, record FROM access_keys WHERE owner = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([owner], |r| {
-            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+            Ok(AccessKeyRow {
+                id: r.get(0)?,
+                revision: r.get::<_, i64>(1)? as u64,
+                record: r.get(2)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn audit_last(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn audit_last(&mut self) -> Result<Option<AuditRow>, StoreError> {
         Ok(self
             .conn
             .query_row(
                 "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
                 [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+                |r| {
+                    Ok(AuditRow {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        entry: r.get(1)?,
+                    })
+                },
             )
             .optional()?)
     }
 
-    fn audit_entries(&mut self, from: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn audit_entries(&mut self, from: u64, limit: u64) -> Result<Vec<AuditRow>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT seq, entry FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
         let rows = stmt.query_map(
             params![from as i64, limit.min(i64::MAX as u64) as i64],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            |r| {
+                Ok(AuditRow {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    entry: r.get(1)?,
+                })
+            },
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -444,13 +485,16 @@ impl Store for SqliteStore {
         &mut self,
         before: u64,
         limit: u64,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<AuditRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, entry FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
         )?;
         let before = before.min(i64::MAX as u64) as i64;
         let rows = stmt.query_map(params![before, limit.min(i64::MAX as u64) as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            Ok(AuditRow {
+                seq: r.get::<_, i64>(0)? as u64,
+                entry: r.get(1)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -3,7 +3,7 @@
 //! `TEEKMS_TEST_PG`; each test gets a fresh database).
 
 use teekms_store::pg::PgStore;
-use teekms_store::{Applied, KeyRow, SqliteStore, Store, Write};
+use teekms_store::{Applied, KeyRow, Revisioned, SqliteStore, Store, Write};
 
 fn row(owner: &str, id: &str, version: u64, rec: &[u8]) -> KeyRow {
     KeyRow {
@@ -111,34 +111,48 @@ fn suite(s: &mut dyn Store) {
         s.get_key("o", "c").unwrap().is_none(),
         "a conflicting job writes nothing"
     );
-    assert_eq!(s.get_state("o", "a").unwrap().unwrap(), (2, b"s2".to_vec()));
+    assert_eq!(
+        s.get_state("o", "a").unwrap().unwrap(),
+        Revisioned {
+            revision: 2,
+            record: b"s2".to_vec()
+        }
+    );
     assert_eq!(s.all_states().unwrap().len(), 1);
     assert_eq!(s.owner_key("fp").unwrap().unwrap(), vec![1; 32]);
     assert_eq!(
         s.get_access_key("ak-1").unwrap().unwrap(),
-        (1, b"k1".to_vec())
+        Revisioned {
+            revision: 1,
+            record: b"k1".to_vec()
+        }
     );
     assert_eq!(s.list_access_keys("o").unwrap().len(), 1);
-    assert_eq!(s.audit_last().unwrap().unwrap().0, 5);
-    let page: Vec<u64> = s.audit_entries(2, 2).unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(s.audit_last().unwrap().unwrap().seq, 5);
+    let page: Vec<u64> = s
+        .audit_entries(2, 2)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
     assert_eq!(page, vec![2, 3]);
     let back: Vec<u64> = s
         .audit_entries_before(5, 3)
         .unwrap()
         .iter()
-        .map(|e| e.0)
+        .map(|e| e.seq)
         .collect();
     assert_eq!(back, vec![4, 3, 2]);
 
     // A batch dropped without commit changes nothing.
     {
         let mut b = s.write_batch().unwrap();
-        assert_eq!(b.audit_head().unwrap().unwrap().0, 5);
+        assert_eq!(b.audit_head().unwrap().unwrap().seq, 5);
         b.apply(&[state("o", "a", 3, 2, b"s3")]).unwrap();
         b.append_audit(6, b"entry 6").unwrap();
     }
-    assert_eq!(s.get_state("o", "a").unwrap().unwrap().0, 2);
-    assert_eq!(s.audit_last().unwrap().unwrap().0, 5);
+    assert_eq!(s.get_state("o", "a").unwrap().unwrap().revision, 2);
+    assert_eq!(s.audit_last().unwrap().unwrap().seq, 5);
 
     // Deletion of a key: every version and its state.
     {
@@ -179,7 +193,7 @@ fn sqlite_passes_the_suite() {
     drop(s);
     // Reopening migrates nothing twice and keeps everything.
     let mut s = SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(Store::audit_last(&mut s).unwrap().unwrap().0, 5);
+    assert_eq!(Store::audit_last(&mut s).unwrap().unwrap().seq, 5);
 }
 
 /// A fresh database on the test server.
@@ -208,7 +222,7 @@ fn postgres_passes_the_suite() {
     suite(&mut s);
     drop(s);
     let mut s = PgStore::connect(&url).unwrap();
-    assert_eq!(s.audit_last().unwrap().unwrap().0, 5);
+    assert_eq!(s.audit_last().unwrap().unwrap().seq, 5);
 }
 
 /// Nodes share one PostgreSQL: migrations run once whoever starts first, and audit
@@ -223,7 +237,7 @@ fn postgres_with_several_writers() {
                 let mut s = PgStore::connect(&url).unwrap();
                 for _ in 0..25 {
                     let mut b = s.write_batch().unwrap();
-                    let next = b.audit_head().unwrap().map_or(1, |(seq, _)| seq + 1);
+                    let next = b.audit_head().unwrap().map_or(1, |row| row.seq + 1);
                     b.append_audit(next, b"entry").unwrap();
                     b.commit().unwrap();
                 }
@@ -235,7 +249,7 @@ fn postgres_with_several_writers() {
     }
     let mut s = PgStore::connect(&url).unwrap();
     let all = s.audit_entries(1, 1000).unwrap();
-    let seqs: Vec<u64> = all.iter().map(|e| e.0).collect();
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
 }
 

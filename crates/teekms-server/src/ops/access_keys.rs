@@ -84,9 +84,10 @@ impl AppState {
         })?;
         let rows = self.reader().list_access_keys(&owner.fingerprint())?;
         let mut access_keys = Vec::new();
-        for (id, revision, record) in rows {
-            let rec = AccessKeyRecord::open(self.service.cluster(), &id, revision, &record)
-                .map_err(|e| OpError::Damaged(e.to_string()))?;
+        for row in rows {
+            let rec =
+                AccessKeyRecord::open(self.service.cluster(), &row.id, row.revision, &row.record)
+                    .map_err(|e| OpError::Damaged(e.to_string()))?;
             if rec.owner.0 == owner.0 {
                 access_keys.push(info(&rec));
             }
@@ -105,8 +106,9 @@ impl AppState {
             OpError::Unauthenticated("needs an owner's TLS client certificate".into())
         })?;
         let not_found = || OpError::NotFound(format!("no access key {id} of yours"));
-        let (revision, record) = self.reader().get_access_key(id)?.ok_or_else(not_found)?;
-        let mut rec = AccessKeyRecord::open(self.service.cluster(), id, revision, &record)
+        let stored = self.reader().get_access_key(id)?.ok_or_else(not_found)?;
+        let revision = stored.revision;
+        let mut rec = AccessKeyRecord::open(self.service.cluster(), id, revision, &stored.record)
             .map_err(|e| OpError::Damaged(e.to_string()))?;
         if rec.owner.0 != owner.0 {
             return Err(not_found());

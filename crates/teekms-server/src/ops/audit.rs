@@ -14,12 +14,12 @@ impl AppState {
         let mut before = u64::MAX;
         while entries.len() < n {
             let page = self.reader().audit_entries_before(before, PAGE)?;
-            let Some((oldest, _)) = page.last() else {
+            let Some(oldest) = page.last() else {
                 break;
             };
-            before = *oldest;
-            for (_, bytes) in &page {
-                if let Ok(e) = serde_json::from_slice::<AuditEntry>(bytes)
+            before = oldest.seq;
+            for row in &page {
+                if let Ok(e) = serde_json::from_slice::<AuditEntry>(&row.entry)
                     && (e.draft.owner.as_deref() == Some(&fp) || e.draft.caller.contains(&fp))
                     && entries.len() < n
                 {
@@ -56,16 +56,16 @@ const PAGE: u64 = 4096;
 /// positions `from` and after): the report `teekms audit verify` prints.
 pub fn verification(
     key: &[u8; 32],
-    mut read: impl FnMut(u64) -> Result<Vec<(u64, Vec<u8>)>, teekms_store::StoreError>,
+    mut read: impl FnMut(u64) -> Result<Vec<teekms_store::AuditRow>, teekms_store::StoreError>,
 ) -> Result<AuditVerification, teekms_store::StoreError> {
     let mut v = teekms_core::audit::LogVerifier::new(key);
     let mut from = 1;
     loop {
         let page = read(from)?;
-        let Some((last, _)) = page.last() else { break };
-        from = last + 1;
-        for (position, bytes) in &page {
-            if let Err(b) = v.push(*position, bytes) {
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        for row in &page {
+            if let Err(b) = v.push(row.seq, &row.entry) {
                 return Ok(AuditVerification {
                     ok: false,
                     entries: b.seq.saturating_sub(1),

@@ -294,7 +294,13 @@ impl AppState {
     pub fn sweep_deletions(&self, now: u64) -> Result<usize, OpError> {
         let states = self.reader().all_states()?;
         let mut deleted = 0;
-        for (fp, id, revision, record) in states {
+        for teekms_store::StateRow {
+            owner: fp,
+            key_id: id,
+            revision,
+            record,
+        } in states
+        {
             let Ok(key_id) = KeyId::new(&id) else {
                 continue;
             };

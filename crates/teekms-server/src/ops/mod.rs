@@ -329,7 +329,7 @@ impl AppState {
             Err(e) => return Err(refused(&caller, e.to_string())),
         };
         let stored = self.reader().get_access_key(&id)?;
-        let Some((revision, record)) = stored else {
+        let Some(teekms_store::Revisioned { revision, record }) = stored else {
             return Err(refused(&caller, format!("unknown access key {id}")));
         };
         let rec = AccessKeyRecord::open(self.service.cluster(), &id, revision, &record)
@@ -399,7 +399,7 @@ impl AppState {
         // deployed: enabled, version 1, its bundle's policy).
         let (revision, record, latest) = match (stored, latest) {
             (None, None) => return Err(OpError::NotFound(format!("no key {key_id:?}"))),
-            (Some((revision, record)), Some(latest)) => (revision, record, latest),
+            (Some(stored), Some(latest)) => (stored.revision, stored.record, latest),
             (None, Some(_)) => {
                 return Err(OpError::Damaged(format!(
                     "key {key_id:?}: its state record is missing from the store; restore the store from a backup"
@@ -685,7 +685,7 @@ pub(crate) fn owner_record(
     use crate::DeployError;
     let fp = owner.fingerprint();
     match store.get_owner_state(&fp)? {
-        Some((revision, record)) => OwnerState::open(service.cluster(), owner, revision, &record)
+        Some(stored) => OwnerState::open(service.cluster(), owner, stored.revision, &stored.record)
             .map(OwnerRecord::Stored)
             .map_err(DeployError::Damaged),
         None if store.owner_key(&fp)?.is_some() || !store.list_states(&fp)?.is_empty() => {
