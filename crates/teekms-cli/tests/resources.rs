@@ -50,6 +50,16 @@ fn serve_with_soft_limit(env: &Env, soft: u64, data_dir: &Path, extra: &[&str]) 
     (child, url)
 }
 
+/// A child process killed when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn status_field(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     text.lines()
@@ -251,8 +261,10 @@ fn idle_socket_attack(soft_limit: u64, extra: &[&str]) -> (Vec<f64>, f64) {
     // The attacker needs more descriptors than the node's limit.
     teekms_platform::sys::raise_open_file_limit().unwrap();
     let env = Env::new();
-    let (mut child, url) = serve_with_soft_limit(&env, soft_limit, &env.path("node"), extra);
-    let pid = child.id();
+    let (child, url) = serve_with_soft_limit(&env, soft_limit, &env.path("node"), extra);
+    // Killed however the test ends, a panic included.
+    let child = KillOnDrop(child);
+    let pid = child.0.id();
     let p = env.sim_policy();
     env.ok(&["owner", "init"]);
     let (policy, owner, node) = (policy(&p), owner(&env), NodeUrl::parse(&url).unwrap());
@@ -323,8 +335,7 @@ fn idle_socket_attack(soft_limit: u64, extra: &[&str]) -> (Vec<f64>, f64) {
     });
     stop.store(true, Ordering::Relaxed);
     attacker.join().unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     (pings, cpu)
 }
 

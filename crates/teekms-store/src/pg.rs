@@ -245,6 +245,29 @@ impl PgStore {
     }
 }
 
+fn revisioned(r: &postgres::Row) -> Revisioned {
+    Revisioned {
+        revision: u(r.get(0)),
+        record: r.get(1),
+    }
+}
+
+fn audit_row(r: &postgres::Row) -> AuditRow {
+    AuditRow {
+        seq: u(r.get(0)),
+        entry: r.get(1),
+    }
+}
+
+fn state_row(r: &postgres::Row) -> StateRow {
+    StateRow {
+        owner: r.get(0),
+        key_id: r.get(1),
+        revision: u(r.get(2)),
+        record: r.get(3),
+    }
+}
+
 fn row_to_key(r: &postgres::Row) -> KeyRow {
     KeyRow {
         owner: r.get(0),
@@ -352,22 +375,14 @@ impl crate::Store for PgStore {
                 "SELECT revision, record FROM key_state WHERE owner = $1 AND key_id = $2",
                 &[&owner, &key_id],
             )?
-            .map(|r| Revisioned {
-                revision: u(r.get(0)),
-                record: r.get(1),
-            }))
+            .map(|r| revisioned(&r)))
     }
 
     fn all_states(&mut self) -> Result<Vec<StateRow>, StoreError> {
         Ok(self
             .query_cached("SELECT owner, key_id, revision, record FROM key_state", &[])?
             .iter()
-            .map(|r| StateRow {
-                owner: r.get(0),
-                key_id: r.get(1),
-                revision: u(r.get(2)),
-                record: r.get(3),
-            })
+            .map(state_row)
             .collect())
     }
 
@@ -386,10 +401,7 @@ impl crate::Store for PgStore {
                 "SELECT revision, record FROM owner_state WHERE owner = $1",
                 &[&owner],
             )?
-            .map(|r| Revisioned {
-                revision: u(r.get(0)),
-                record: r.get(1),
-            }))
+            .map(|r| revisioned(&r)))
     }
 
     fn list_states(&mut self, owner: &str) -> Result<Vec<StateRow>, StoreError> {
@@ -400,12 +412,7 @@ impl crate::Store for PgStore {
                 &[&owner],
             )?
             .iter()
-            .map(|r| StateRow {
-                owner: r.get(0),
-                key_id: r.get(1),
-                revision: u(r.get(2)),
-                record: r.get(3),
-            })
+            .map(state_row)
             .collect())
     }
 
@@ -428,10 +435,7 @@ impl crate::Store for PgStore {
                 "SELECT revision, record FROM access_keys WHERE id = $1",
                 &[&id],
             )?
-            .map(|r| Revisioned {
-                revision: u(r.get(0)),
-                record: r.get(1),
-            }))
+            .map(|r| revisioned(&r)))
     }
 
     fn list_access_keys(&mut self, owner: &str) -> Result<Vec<AccessKeyRow>, StoreError> {
@@ -455,10 +459,7 @@ impl crate::Store for PgStore {
                 "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
                 &[],
             )?
-            .map(|r| AuditRow {
-                seq: u(r.get(0)),
-                entry: r.get(1),
-            }))
+            .map(|r| audit_row(&r)))
     }
 
     fn audit_entries(&mut self, from: u64, limit: u64) -> Result<Vec<AuditRow>, StoreError> {
@@ -468,10 +469,7 @@ impl crate::Store for PgStore {
                 &[&i(from), &i(limit)],
             )?
             .iter()
-            .map(|r| AuditRow {
-                seq: u(r.get(0)),
-                entry: r.get(1),
-            })
+            .map(audit_row)
             .collect())
     }
 
@@ -486,10 +484,7 @@ impl crate::Store for PgStore {
                 &[&i(before), &i(limit)],
             )?
             .iter()
-            .map(|r| AuditRow {
-                seq: u(r.get(0)),
-                entry: r.get(1),
-            })
+            .map(audit_row)
             .collect())
     }
 
@@ -660,10 +655,7 @@ impl crate::BatchOps for PgBatch<'_> {
             Ok(self
                 .tx
                 .query_opt(&self.statements.head, &[])?
-                .map(|r| AuditRow {
-                    seq: u(r.get(0)),
-                    entry: r.get(1),
-                }))
+                .map(|r| audit_row(&r)))
         })();
         self.noting(r)
     }

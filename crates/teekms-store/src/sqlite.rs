@@ -230,12 +230,7 @@ impl BatchOps for Batch<'_> {
         Ok(self
             .tx
             .prepare_cached("SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1")?
-            .query_row([], |r| {
-                Ok(AuditRow {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    entry: r.get(1)?,
-                })
-            })
+            .query_row([], row_to_audit)
             .optional()?)
     }
 
@@ -352,12 +347,7 @@ impl Store for SqliteStore {
             .prepare_cached(
                 "SELECT revision, record FROM key_state WHERE owner = ?1 AND key_id = ?2",
             )?
-            .query_row(params![owner, key_id], |r| {
-                Ok(Revisioned {
-                    revision: r.get::<_, i64>(0)? as u64,
-                    record: r.get(1)?,
-                })
-            })
+            .query_row(params![owner, key_id], row_to_revisioned)
             .optional()?)
     }
 
@@ -365,14 +355,7 @@ impl Store for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT owner, key_id, revision, record FROM key_state")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(StateRow {
-                owner: r.get(0)?,
-                key_id: r.get(1)?,
-                revision: r.get::<_, i64>(2)? as u64,
-                record: r.get(3)?,
-            })
-        })?;
+        let rows = stmt.query_map([], row_to_state)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -388,12 +371,7 @@ impl Store for SqliteStore {
         Ok(self
             .conn
             .prepare_cached("SELECT revision, record FROM owner_state WHERE owner = ?1")?
-            .query_row([owner], |r| {
-                Ok(Revisioned {
-                    revision: r.get::<_, i64>(0)? as u64,
-                    record: r.get(1)?,
-                })
-            })
+            .query_row([owner], row_to_revisioned)
             .optional()?)
     }
 
@@ -401,14 +379,7 @@ impl Store for SqliteStore {
         let mut stmt = self.conn.prepare_cached(
             "SELECT owner, key_id, revision, record FROM key_state WHERE owner = ?1 ORDER BY key_id",
         )?;
-        let rows = stmt.query_map([owner], |r| {
-            Ok(StateRow {
-                owner: r.get(0)?,
-                key_id: r.get(1)?,
-                revision: r.get::<_, i64>(2)? as u64,
-                record: r.get(3)?,
-            })
-        })?;
+        let rows = stmt.query_map([owner], row_to_state)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -426,12 +397,7 @@ impl Store for SqliteStore {
         Ok(self
             .conn
             .prepare_cached("SELECT revision, record FROM access_keys WHERE id = ?1")?
-            .query_row([id], |r| {
-                Ok(Revisioned {
-                    revision: r.get::<_, i64>(0)? as u64,
-                    record: r.get(1)?,
-                })
-            })
+            .query_row([id], row_to_revisioned)
             .optional()?)
     }
 
@@ -455,12 +421,7 @@ impl Store for SqliteStore {
             .query_row(
                 "SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1",
                 [],
-                |r| {
-                    Ok(AuditRow {
-                        seq: r.get::<_, i64>(0)? as u64,
-                        entry: r.get(1)?,
-                    })
-                },
+                row_to_audit,
             )
             .optional()?)
     }
@@ -471,12 +432,7 @@ impl Store for SqliteStore {
             .prepare_cached("SELECT seq, entry FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
         let rows = stmt.query_map(
             params![from as i64, limit.min(i64::MAX as u64) as i64],
-            |r| {
-                Ok(AuditRow {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    entry: r.get(1)?,
-                })
-            },
+            row_to_audit,
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -490,18 +446,39 @@ impl Store for SqliteStore {
             "SELECT seq, entry FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
         )?;
         let before = before.min(i64::MAX as u64) as i64;
-        let rows = stmt.query_map(params![before, limit.min(i64::MAX as u64) as i64], |r| {
-            Ok(AuditRow {
-                seq: r.get::<_, i64>(0)? as u64,
-                entry: r.get(1)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![before, limit.min(i64::MAX as u64) as i64],
+            row_to_audit,
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn write_batch(&mut self) -> Result<Box<dyn BatchOps + '_>, StoreError> {
         Ok(Box::new(self.batch()?))
     }
+}
+
+fn row_to_revisioned(r: &rusqlite::Row<'_>) -> rusqlite::Result<Revisioned> {
+    Ok(Revisioned {
+        revision: r.get::<_, i64>(0)? as u64,
+        record: r.get(1)?,
+    })
+}
+
+fn row_to_audit(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        seq: r.get::<_, i64>(0)? as u64,
+        entry: r.get(1)?,
+    })
+}
+
+fn row_to_state(r: &rusqlite::Row<'_>) -> rusqlite::Result<StateRow> {
+    Ok(StateRow {
+        owner: r.get(0)?,
+        key_id: r.get(1)?,
+        revision: r.get::<_, i64>(2)? as u64,
+        record: r.get(3)?,
+    })
 }
 
 fn row_to_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
