@@ -362,15 +362,7 @@ fn verify_bench() {
     let quote = std::fs::read(dir.join("quote.bin")).unwrap();
     let coll = files.dcap().unwrap().prepare().unwrap();
     let now = 1_752_919_277;
-    let verify = || {
-        teekms_attest::dcap::verify_dcap_prepared(
-            TeeKind::Sgx,
-            &quote,
-            Ok(&coll),
-            teekms_attest::dcap::Revocation::Required,
-            now,
-        )
-    };
+    let verify = || teekms_attest::dcap::verify_dcap_prepared(TeeKind::Sgx, &quote, Ok(&coll), now);
     assert!(verify().verified);
     let body_end = 48 + 384;
     let sig = &quote[body_end + 4..body_end + 68];

@@ -6,9 +6,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use teekms_attest::TeeKind;
-use teekms_attest::dcap::{
-    DcapCollateral, Revocation, quote_extent, verify_dcap, verify_dcap_ignoring_revocation,
-};
+use teekms_attest::danger::verify_dcap_ignoring_revocation;
+use teekms_attest::dcap::{DcapCollateral, quote_extent, verify_dcap};
 
 fn collateral() -> &'static DcapCollateral {
     static C: OnceLock<DcapCollateral> = OnceLock::new();
@@ -34,8 +33,8 @@ fuzz_target!(|data: &[u8]| {
     let now = 1_752_919_277;
     for tee in [TeeKind::Sgx, TeeKind::Tdx] {
         let empty = DcapCollateral::default();
-        assert!(!verify_dcap(tee, data, &empty, Revocation::Required, now).verified);
-        let with = verify_dcap(tee, data, collateral(), Revocation::Required, now);
+        assert!(!verify_dcap(tee, data, &empty, now).verified);
+        let with = verify_dcap(tee, data, collateral(), now);
         let without = verify_dcap_ignoring_revocation(tee, data, collateral(), now);
         // Whatever the two paths conclude, they conclude it alike.
         assert_eq!(with.verified, without.verified);

@@ -69,9 +69,9 @@ pub struct DcapResult {
     pub collateral_issued: Option<u64>,
 }
 
-/// Whether a quote may verify without revocation data.
+/// Whether a quote may verify without revocation data (only [`crate::danger`] lets it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Revocation {
+pub(crate) enum Revocation {
     /// CRLs are required; without them the quote is rejected (the default).
     #[default]
     Required,
@@ -312,11 +312,21 @@ pub fn verify_dcap(
     tee: TeeKind,
     quote: &[u8],
     collateral: &DcapCollateral,
+    now_unix: u64,
+) -> DcapResult {
+    appraise_dcap(tee, quote, collateral, Revocation::Required, now_unix)
+}
+
+/// [`verify_dcap`] with the revocation rule given (see [`crate::danger`]).
+pub(crate) fn appraise_dcap(
+    tee: TeeKind,
+    quote: &[u8],
+    collateral: &DcapCollateral,
     revocation: Revocation,
     now_unix: u64,
 ) -> DcapResult {
     let prepared = collateral.prepare();
-    verify_dcap_prepared(
+    appraise_dcap_prepared(
         tee,
         quote,
         prepared.as_ref().map_err(String::as_str),
@@ -325,23 +335,19 @@ pub fn verify_dcap(
     )
 }
 
-/// The appraisal without revocation data alone, even where CRLs are given: what
-/// `--dangerous-skip-revocation` runs when they are missing. Public so that tests can
-/// cross-check it against dcap-qvl on every vector.
-pub fn verify_dcap_ignoring_revocation(
+/// Verifies a DCAP quote with collateral prepared earlier (or the reason it could not
+/// be; claims are still read from the quote). Revocation data is required.
+pub fn verify_dcap_prepared(
     tee: TeeKind,
     quote: &[u8],
-    collateral: &DcapCollateral,
+    collateral: Result<&PreparedCollateral, &str>,
     now_unix: u64,
 ) -> DcapResult {
-    let mut files = collateral.clone();
-    (files.pck_crl, files.pck_crl_issuer_chain, files.root_ca_crl) = (None, None, None);
-    verify_dcap(tee, quote, &files, Revocation::DangerouslySkipped, now_unix)
+    appraise_dcap_prepared(tee, quote, collateral, Revocation::Required, now_unix)
 }
 
-/// Verifies a DCAP quote with collateral prepared earlier (or the reason it could not
-/// be; claims are still read from the quote).
-pub fn verify_dcap_prepared(
+/// [`verify_dcap_prepared`] with the revocation rule given.
+pub(crate) fn appraise_dcap_prepared(
     tee: TeeKind,
     quote: &[u8],
     collateral: Result<&PreparedCollateral, &str>,

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::collateral::CollateralFiles;
-use crate::dcap::{Revocation, verify_dcap_prepared};
+use crate::dcap::{Revocation, appraise_dcap_prepared};
 use crate::policy::{AcceptEntry, IntelCommon, SgxEntry, SnpEntry, TdxEntry};
 use crate::snp::verify_snp_with;
 use crate::{Policy, TeeKind};
@@ -53,7 +53,7 @@ pub fn verify_evidence(
     policy: &Policy,
     now_unix: u64,
 ) -> EvidenceVerdict {
-    verify_evidence_with(
+    appraise_evidence(
         tee,
         evidence,
         collateral,
@@ -64,8 +64,9 @@ pub fn verify_evidence(
 }
 
 /// [`verify_evidence`], saying whether DCAP revocation data may be missing (SNP: the AMD
-/// CRL is optional either way, as AMD's own tools treat it).
-pub fn verify_evidence_with(
+/// CRL is optional either way, as AMD's own tools treat it); the weaker rule only through
+/// [`crate::danger`].
+pub(crate) fn appraise_evidence(
     tee: TeeKind,
     evidence: &[u8],
     collateral: &CollateralFiles,
@@ -87,7 +88,7 @@ pub fn verify_evidence_with(
     let facts = match tee {
         TeeKind::Sgx | TeeKind::Tdx => {
             let prepared = collateral.dcap().and_then(|c| c.prepare());
-            let r = verify_dcap_prepared(
+            let r = appraise_dcap_prepared(
                 tee,
                 evidence,
                 prepared.as_ref().map_err(String::as_str),

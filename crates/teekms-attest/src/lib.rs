@@ -14,6 +14,7 @@
 pub mod cbor;
 pub mod codec;
 pub mod collateral;
+pub mod danger;
 pub mod dcap;
 mod dcap_unrevoked;
 pub mod document;

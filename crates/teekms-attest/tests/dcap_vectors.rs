@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use teekms_attest::TeeKind;
-use teekms_attest::dcap::{
-    DcapCollateral, INTEL_SGX_ROOT_CA_DER, Revocation, verify_dcap, verify_dcap_ignoring_revocation,
-};
+use teekms_attest::danger::verify_dcap_ignoring_revocation;
+use teekms_attest::dcap::{DcapCollateral, INTEL_SGX_ROOT_CA_DER, verify_dcap};
 
 fn vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
@@ -95,7 +94,7 @@ fn every_dcap_vector_gets_its_stated_outcome() {
         let id = v["id"].as_str().unwrap();
         let (tee, quote, coll) = inputs(v, &all);
         let now = v["verification_time"]["unix"].as_u64().unwrap();
-        let r = verify_dcap(tee, &quote, &coll, Revocation::Required, now);
+        let r = verify_dcap(tee, &quote, &coll, now);
         let expected = &v["expected"];
         match expected["result"].as_str().unwrap() {
             "accept" | "policy-dependent" => {
@@ -145,7 +144,7 @@ fn every_dcap_vector_gets_its_stated_outcome() {
         }
         for case in v["additional_cases"].as_array().into_iter().flatten() {
             let t = case["time_unix"].as_u64().unwrap();
-            let r = verify_dcap(tee, &quote, &coll, Revocation::Required, t);
+            let r = verify_dcap(tee, &quote, &coll, t);
             match case["expected"].as_str().unwrap() {
                 "reject" => assert!(!r.verified, "{id} at {t}: {}", case["reason"]),
                 // Signature/chain-only verification is not a mode teekms offers: with the
@@ -181,7 +180,7 @@ fn missing_revocation_data_is_a_rejection_unless_dangerously_skipped() {
         let id = v["id"].as_str().unwrap();
         let now = v["verification_time"]["unix"].as_u64().unwrap();
         let (tee, quote, coll) = inputs(v, &all);
-        let with_crls = verify_dcap(tee, &quote, &coll, Revocation::Required, now);
+        let with_crls = verify_dcap(tee, &quote, &coll, now);
         assert!(with_crls.verified, "{id}: {:?}", with_crls.reasons);
 
         let mut partial = coll.clone();
@@ -189,7 +188,7 @@ fn missing_revocation_data_is_a_rejection_unless_dangerously_skipped() {
         let mut none = coll.clone();
         (none.pck_crl, none.pck_crl_issuer_chain, none.root_ca_crl) = (None, None, None);
         for (what, c) in [("no pck_crl.der", &partial), ("no CRL files", &none)] {
-            let r = verify_dcap(tee, &quote, c, Revocation::Required, now);
+            let r = verify_dcap(tee, &quote, c, now);
             assert!(
                 !r.verified,
                 "{id} with {what}: accepted without revocation data"
@@ -205,7 +204,8 @@ fn missing_revocation_data_is_a_rejection_unless_dangerously_skipped() {
                 "claims are reported whenever the quote parses"
             );
 
-            let r = verify_dcap(tee, &quote, c, Revocation::DangerouslySkipped, now);
+            let r =
+                teekms_attest::danger::verify_dcap_skipping_missing_revocation(tee, &quote, c, now);
             assert!(r.verified, "{id} with {what}, skipped: {:?}", r.reasons);
             assert_eq!(r.tcb_status, with_crls.tcb_status, "{id} with {what}");
             assert_eq!(r.advisory_ids, with_crls.advisory_ids, "{id} with {what}");
@@ -235,7 +235,7 @@ fn appraisal_without_revocation_agrees_with_dcap_qvl() {
                 .map(|c| c["time_unix"].as_u64().unwrap()),
         );
         for t in times {
-            let theirs = verify_dcap(tee, &quote, &coll, Revocation::Required, t);
+            let theirs = verify_dcap(tee, &quote, &coll, t);
             let ours = verify_dcap_ignoring_revocation(tee, &quote, &coll, t);
             if theirs
                 .reasons
@@ -285,7 +285,7 @@ fn mutations_of_positive_vectors_are_rejected() {
         {
             let mut bad = quote.clone();
             bad[off] ^= 0x01;
-            let r = verify_dcap(tee, &bad, &coll, Revocation::Required, now);
+            let r = verify_dcap(tee, &bad, &coll, now);
             assert!(!r.verified, "{id}: byte {off:#x} flipped was accepted");
             let r = verify_dcap_ignoring_revocation(tee, &bad, &coll, now);
             assert!(
@@ -304,7 +304,7 @@ fn mutations_of_positive_vectors_are_rejected() {
             let pos = target.iter().position(|&b| b == b'"').unwrap() + 3;
             target[pos] ^= 0x01;
             assert!(
-                !verify_dcap(tee, &quote, &c, Revocation::Required, now).verified,
+                !verify_dcap(tee, &quote, &c, now).verified,
                 "{id}: {name} altered was accepted"
             );
             assert!(
@@ -317,7 +317,7 @@ fn mutations_of_positive_vectors_are_rejected() {
         let n = crl.len();
         crl[n - 10] ^= 0x01;
         assert!(
-            !verify_dcap(tee, &quote, &c, Revocation::Required, now).verified,
+            !verify_dcap(tee, &quote, &c, now).verified,
             "{id}: PCK CRL altered was accepted"
         );
     }
@@ -389,13 +389,7 @@ fn cross_check_against_dcap_qvl_where_we_go_further() {
         dcap_qvl_alone.is_ok(),
         "dcap-qvl accepts a CRL before its thisUpdate"
     );
-    let ours = teekms_attest::dcap::verify_dcap_prepared(
-        tee,
-        &quote,
-        Ok(&prepared),
-        Revocation::Required,
-        t,
-    );
+    let ours = teekms_attest::dcap::verify_dcap_prepared(tee, &quote, Ok(&prepared), t);
     assert!(
         !ours.verified && ours.reasons[0].contains("not valid yet"),
         "{:?}",
@@ -410,7 +404,6 @@ fn cross_check_against_dcap_qvl_where_we_go_further() {
         tee,
         &quote,
         &coll,
-        Revocation::Required,
         v["verification_time"]["unix"].as_u64().unwrap(),
     );
     assert!(
@@ -426,7 +419,6 @@ fn cross_check_against_dcap_qvl_where_we_go_further() {
         tee,
         &quote,
         &coll,
-        Revocation::Required,
         v["verification_time"]["unix"].as_u64().unwrap(),
     );
     assert_eq!(r.trailing_bytes, 39);

@@ -1,8 +1,8 @@
 use std::path::Path;
 
 use teekms_attest::collateral::{CollateralFiles, KNOWN_FILES, MAX_FILE_LEN};
-use teekms_attest::dcap::Revocation;
-use teekms_attest::evidence::verify_evidence_with;
+use teekms_attest::danger::verify_evidence_skipping_missing_revocation;
+use teekms_attest::evidence::verify_evidence;
 use teekms_attest::{Policy, TeeKind};
 
 use crate::cli::{EvidenceCmd, RealTee};
@@ -30,11 +30,6 @@ pub fn run(cmd: EvidenceCmd) -> CmdResult {
     };
     let bytes = paths::read(&evidence, "evidence", MAX_EVIDENCE)?;
     let files = read_collateral_dir(&collateral)?;
-    let revocation = if dangerous_skip_revocation {
-        Revocation::DangerouslySkipped
-    } else {
-        Revocation::Required
-    };
     if dangerous_skip_revocation && matches!(tee, TeeKind::Sgx | TeeKind::Tdx) {
         let missing: Vec<&str> = ["pck_crl.der", "pck_crl_issuer_chain.pem", "root_ca_crl.der"]
             .into_iter()
@@ -47,7 +42,11 @@ pub fn run(cmd: EvidenceCmd) -> CmdResult {
             );
         }
     }
-    let verdict = verify_evidence_with(tee, &bytes, &files, &policy, revocation, at);
+    let verdict = if dangerous_skip_revocation {
+        verify_evidence_skipping_missing_revocation(tee, &bytes, &files, &policy, at)
+    } else {
+        verify_evidence(tee, &bytes, &files, &policy, at)
+    };
     if json {
         println!(
             "{}",
