@@ -11,6 +11,9 @@
 
 #![deny(missing_docs)]
 
+/// Not public API: the CBOR subset that RA-TLS evidence uses, reachable only so that
+/// tests and fuzz targets can build and read it.
+#[doc(hidden)]
 pub mod cbor;
 pub mod codec;
 pub mod collateral;

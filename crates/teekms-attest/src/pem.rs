@@ -1,40 +1,36 @@
-//! PEM certificate chains (collateral files, the PCK chain inside a quote, AMD certificates).
+//! PEM certificate chains (collateral files, the PCK chain inside a quote, AMD certificates),
+//! read with `rustls-pki-types`' PEM reader.
 
-use base64::Engine;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
-const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-const END: &str = "-----END CERTIFICATE-----";
-
-/// Every `CERTIFICATE` block of a PEM text, as DER, in order. Blocks that do not decode
-/// are skipped; the caller's parsing and signature checks decide what the rest is worth.
+/// Every `CERTIFICATE` section of a PEM text, as DER, in order. A malformed section fails
+/// the whole text (it yields no certificate at all): a chain is taken as written or not
+/// at all, never with a block silently left out.
 pub(crate) fn certificates(pem: &[u8]) -> Vec<Vec<u8>> {
-    let text = String::from_utf8_lossy(pem);
-    text.split(BEGIN)
-        .skip(1)
-        .filter_map(|block| block.split(END).next())
-        .filter_map(|b64| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.split_whitespace().collect::<String>())
-                .ok()
-        })
-        .collect()
+    CertificateDer::pem_slice_iter(pem)
+        .map(|cert| cert.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+
     #[test]
-    fn chains_in_order() {
-        let pem = format!(
-            "{}\nAQID\n{}\njunk\n{}\nBAU=\n{}\n",
-            super::BEGIN,
-            super::END,
-            super::BEGIN,
-            super::END
-        );
+    fn chains_in_order_and_nothing_skipped() {
+        let pem = format!("{BEGIN}\nAQID\n{END}\njunk\n{BEGIN}\nBAU=\n{END}\n");
         assert_eq!(
             super::certificates(pem.as_bytes()),
             vec![vec![1, 2, 3], vec![4, 5]]
         );
         assert!(super::certificates(b"no pem here").is_empty());
+        // A block that does not decode is not left out: the text yields nothing.
+        let broken = format!("{BEGIN}\nAQID\n{END}\n{BEGIN}\n!!not base64!!\n{END}\n");
+        assert!(super::certificates(broken.as_bytes()).is_empty());
+        let unterminated = format!("{BEGIN}\nAQID\n{END}\n{BEGIN}\nBAU=\n");
+        assert!(super::certificates(unterminated.as_bytes()).is_empty());
     }
 }
