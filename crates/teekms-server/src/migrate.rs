@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use teekms_core::audit::AuditDraft;
 use teekms_core::record::DataKeyRecord;
 use teekms_core::state::{KeyState, OwnerState};
-use teekms_core::{KeyId, OwnerPublicKey, SealingKey};
+use teekms_core::{KeyId, SealingKey};
 use teekms_store::{Applied, Store, Write};
 
 use crate::ServerError;
@@ -43,9 +43,10 @@ pub fn migrate_if_needed(
     format: StoreFormat,
     now: u64,
 ) -> Result<bool, ServerError> {
+    // A mark that does not open (altered, or another cluster's) is no mark.
     let marked = match store.get_meta(STORE_FORMAT)? {
         Some(mark) => {
-            if service
+            let opens = service
                 .cluster()
                 .open(
                     STORE_FORMAT_KIND,
@@ -53,11 +54,11 @@ pub fn migrate_if_needed(
                     STORE_FORMAT_REVISION,
                     &mark,
                 )
-                .is_err()
-            {
-                tracing::error!("the store's format record does not open; it is written again");
+                .is_ok();
+            if !opens {
+                tracing::error!("the store's format record does not open; it counts as absent");
             }
-            true
+            opens
         }
         None => false,
     };
@@ -70,7 +71,9 @@ pub fn migrate_if_needed(
             }
             return Ok(false);
         }
-        StoreFormat::Unknown if marked => return Ok(true),
+        // Another node (or this one, before a crash) migrated the store already: running
+        // again would give the initial state to keys whose state rows went missing since.
+        StoreFormat::Unknown | StoreFormat::Legacy if marked => return Ok(true),
         StoreFormat::Unknown | StoreFormat::Legacy => {}
     }
     let (writes, keys, owners) = missing_records(service, store)?;
@@ -118,12 +121,7 @@ fn missing_records(
     let mut writes = Vec::new();
     let (mut keys, mut owners) = (0, 0);
     for fp in store.all_owners()? {
-        let Some(owner) = store
-            .owner_key(&fp)?
-            .and_then(|pk| <[u8; 32]>::try_from(pk.as_slice()).ok())
-            .map(OwnerPublicKey)
-            .filter(|pk| pk.fingerprint() == fp)
-        else {
+        let Some(owner) = crate::ops::registered_owner(store, &fp)? else {
             tracing::warn!(owner = %fp, "rows of an owner that is not registered: left as they are (damaged)");
             continue;
         };

@@ -74,12 +74,16 @@ pub enum Write {
         /// The sealed record.
         record: Vec<u8>,
     },
-    /// Delete every version and the state of a key (scheduled deletion, when due).
+    /// Delete every version and the state of a key (scheduled deletion, when due), only
+    /// if its state is still at `revision` (the one the deletion was decided on: a
+    /// cancellation committed meanwhile wins).
     DeleteKey {
         /// Owner fingerprint.
         owner: String,
         /// Key id.
         key_id: String,
+        /// The state revision the deletion was decided on.
+        revision: u64,
     },
     /// Store an owner's first record (revision 1), unless it has one already (then
     /// nothing is written, and the job goes on).

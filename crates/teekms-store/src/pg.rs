@@ -587,16 +587,20 @@ impl PgBatch<'_> {
                     "UPDATE access_keys SET revision = $2, record = $3 WHERE id = $1 AND revision = $4",
                     &[id, &i(*revision), record, &i(*expected)],
                 )?,
-                Write::DeleteKey { owner, key_id } => {
+                Write::DeleteKey {
+                    owner,
+                    key_id,
+                    revision,
+                } => {
+                    let state = sp.execute(
+                        "DELETE FROM key_state WHERE owner = $1 AND key_id = $2 AND revision = $3",
+                        &[owner, key_id, &i(*revision)],
+                    )?;
                     sp.execute(
                         "DELETE FROM data_keys WHERE owner = $1 AND key_id = $2",
                         &[owner, key_id],
                     )?;
-                    sp.execute(
-                        "DELETE FROM key_state WHERE owner = $1 AND key_id = $2",
-                        &[owner, key_id],
-                    )?;
-                    1
+                    state
                 }
                 Write::PutMeta { name, record } => {
                     sp.execute(

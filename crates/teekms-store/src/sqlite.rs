@@ -173,16 +173,20 @@ impl BatchOps for Batch<'_> {
                     "UPDATE access_keys SET revision = ?2, record = ?3 WHERE id = ?1 AND revision = ?4",
                     params![id, *revision as i64, record, *expected as i64],
                 )?,
-                Write::DeleteKey { owner, key_id } => {
+                Write::DeleteKey {
+                    owner,
+                    key_id,
+                    revision,
+                } => {
+                    let state = sp.execute(
+                        "DELETE FROM key_state WHERE owner = ?1 AND key_id = ?2 AND revision = ?3",
+                        params![owner, key_id, *revision as i64],
+                    )?;
                     sp.execute(
                         "DELETE FROM data_keys WHERE owner = ?1 AND key_id = ?2",
                         params![owner, key_id],
                     )?;
-                    sp.execute(
-                        "DELETE FROM key_state WHERE owner = ?1 AND key_id = ?2",
-                        params![owner, key_id],
-                    )?;
-                    1
+                    state
                 }
                 Write::PutMeta { name, record } => {
                     sp.execute(

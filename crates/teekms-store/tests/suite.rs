@@ -154,12 +154,20 @@ fn suite(s: &mut dyn Store) {
     assert_eq!(s.get_state("o", "a").unwrap().unwrap().revision, 2);
     assert_eq!(s.audit_last().unwrap().unwrap().seq, 5);
 
-    // Deletion of a key: every version and its state.
+    // Deletion of a key: every version and its state, only over the state revision it
+    // was decided on.
     {
         let mut b = s.write_batch().unwrap();
+        let stale = Write::DeleteKey {
+            owner: "o".into(),
+            key_id: "a".into(),
+            revision: 1,
+        };
+        assert_eq!(b.apply(&[stale]).unwrap(), Applied::Conflict);
         b.apply(&[Write::DeleteKey {
             owner: "o".into(),
             key_id: "a".into(),
+            revision: 2,
         }])
         .unwrap();
         b.commit().unwrap();

@@ -294,33 +294,25 @@ impl AppState {
     pub fn sweep_deletions(&self, now: u64) -> Result<usize, OpError> {
         let states = self.reader().all_states()?;
         let mut deleted = 0;
-        for teekms_store::StateRow {
-            owner: fp,
-            key_id: id,
-            revision,
-            record,
-        } in states
-        {
-            let Ok(key_id) = KeyId::new(&id) else {
+        for row in states {
+            let Ok(key_id) = KeyId::new(&row.key_id) else {
                 continue;
             };
-            let Some(pk) = self
-                .reader()
-                .owner_key(&fp)?
-                .and_then(|pk| <[u8; 32]>::try_from(pk.as_slice()).ok())
-            else {
+            let Some(owner) = super::registered_owner(&mut **self.reader(), &row.owner)? else {
                 continue;
             };
-            let owner = OwnerPublicKey(pk);
-            if owner.fingerprint() != fp {
-                continue;
-            }
-            let Ok(state) =
-                KeyState::open(self.service.cluster(), &owner, &key_id, revision, &record)
-            else {
+            let Ok(state) = KeyState::open(
+                self.service.cluster(),
+                &owner,
+                &key_id,
+                row.revision,
+                &row.record,
+            ) else {
                 continue;
             };
-            if state.deletion_at.is_some_and(|t| t <= now) && self.delete_due(&fp, &id, now)? {
+            if state.deletion_at.is_some_and(|t| t <= now)
+                && self.delete_due(&owner, &key_id, now)? == Deletion::Deleted
+            {
                 deleted += 1;
             }
         }
@@ -329,21 +321,35 @@ impl AppState {
 
     /// Deletes every version and the state of a key whose waiting period is over, and
     /// adds its id to the owner's record of deleted ids in the same job (deletion is
-    /// final: the id is never deployed again). False if it was deleted already.
-    pub(super) fn delete_due(&self, fp: &str, id: &str, now: u64) -> Result<bool, OpError> {
-        let owner = self
-            .reader()
-            .owner_key(fp)?
-            .and_then(|pk| <[u8; 32]>::try_from(pk.as_slice()).ok())
-            .map(OwnerPublicKey)
-            .filter(|pk| pk.fingerprint() == fp)
-            .ok_or_else(|| {
-                OpError::Damaged(format!("owner {fp} is not registered in the store"))
-            })?;
-        // Another node (or a concurrent sweep) may change the owner's record meanwhile:
-        // a conflict is decided again on the record as it is then.
+    /// final: the id is never deployed again).
+    ///
+    /// Decided on the state as stored now, and applied only over that revision: a
+    /// cancellation (or any change) that commits first wins, and the deletion is decided
+    /// again on what it left.
+    pub(super) fn delete_due(
+        &self,
+        owner: &OwnerPublicKey,
+        key_id: &KeyId,
+        now: u64,
+    ) -> Result<Deletion, OpError> {
+        let fp = owner.fingerprint();
+        let id = key_id.as_str();
         for _ in 0..5 {
-            let record = super::owner_record(&self.service, &mut **self.reader(), &owner);
+            let Some(stored) = self.reader().get_state(&fp, id)? else {
+                return Ok(Deletion::AlreadyGone);
+            };
+            let state = KeyState::open(
+                self.service.cluster(),
+                owner,
+                key_id,
+                stored.revision,
+                &stored.record,
+            )
+            .map_err(|e| OpError::Damaged(e.to_string()))?;
+            if state.deletion_at.is_none_or(|t| t > now) {
+                return Ok(Deletion::NoLongerDue);
+            }
+            let record = super::owner_record(&self.service, &mut **self.reader(), owner);
             let mut next = match record {
                 Ok(super::OwnerRecord::Stored(state)) => state,
                 Ok(super::OwnerRecord::New) | Err(_) => {
@@ -352,44 +358,53 @@ impl AppState {
                     )));
                 }
             };
-            if next.deleted.contains_key(id) {
-                return Ok(false);
-            }
             let expected = next.revision;
             next.revision += 1;
-            next.deleted.insert(id.to_owned(), now);
+            next.deleted.entry(id.to_owned()).or_insert(now);
             let job = Job {
                 writes: vec![
                     Write::DeleteKey {
-                        owner: fp.into(),
+                        owner: fp.clone(),
                         key_id: id.into(),
+                        revision: stored.revision,
                     },
                     Write::PutOwnerState {
-                        owner: fp.into(),
+                        owner: fp.clone(),
                         revision: next.revision,
                         expected,
-                        record: next.seal(self.service.cluster(), &owner),
+                        record: next.seal(self.service.cluster(), owner),
                     },
                 ],
                 audit: AuditDraft {
                     time: now,
                     operation: "delete".into(),
-                    owner: Some(fp.into()),
+                    owner: Some(fp.clone()),
                     key_id: Some(id.into()),
                     key_version: None,
                     outcome: "ok (waiting period over)".into(),
                     caller: "node".into(),
                 },
-                on_conflict: "error: the owner's record changed concurrently; tried again",
+                on_conflict: "error: the key or its owner's record changed concurrently; decided again",
             };
             let applied = self.writer.submit(job);
-            self.cache.forget(fp, id);
+            self.cache.forget(&fp, id);
             if applied? == Applied::Done {
-                return Ok(true);
+                return Ok(Deletion::Deleted);
             }
         }
         Err(OpError::Conflict(format!(
-            "key {id:?} could not be deleted: the owner's record kept changing; it is tried again at the next sweep"
+            "key {id:?} could not be deleted: it or its owner's record kept changing; it is tried again at the next sweep"
         )))
     }
+}
+
+/// What [`AppState::delete_due`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Deletion {
+    /// Deleted now.
+    Deleted,
+    /// There was nothing left to delete.
+    AlreadyGone,
+    /// A change committed first: the key is no longer due (its deletion was cancelled).
+    NoLongerDue,
 }

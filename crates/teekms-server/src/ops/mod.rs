@@ -350,16 +350,8 @@ impl AppState {
         // no entry in anybody's log: such refusals are counted per source and minute.
         self.require_credentials(caller)?;
         match owner {
-            Some(fp) => {
-                let pk = self
-                    .reader()
-                    .owner_key(fp)?
-                    .and_then(|pk| <[u8; 32]>::try_from(pk.as_slice()).ok())
-                    .map(OwnerPublicKey)
-                    // The row checks itself: a fingerprint is the hash of its key.
-                    .filter(|pk| pk.fingerprint() == fp);
-                pk.ok_or_else(|| OpError::NotFound(format!("no owner {fp} on this node")))
-            }
+            Some(fp) => registered_owner(&mut **self.reader(), fp)?
+                .ok_or_else(|| OpError::NotFound(format!("no owner {fp} on this node"))),
             None => caller
                 .owner
                 .or_else(|| caller.access_key.as_ref().map(|a| a.owner))
@@ -531,8 +523,13 @@ impl AppState {
         if let Some(at) = l.state.deletion_at {
             if at <= now {
                 // Due: carry the deletion out now rather than at the next sweep.
-                self.delete_due(&l.fp, l.key_id.as_str(), now)?;
-                return Err(OpError::NotFound(format!("key {:?} was deleted", l.key_id)));
+                return Err(match self.delete_due(&l.owner, &l.key_id, now)? {
+                    lifecycle::Deletion::NoLongerDue => OpError::Conflict(format!(
+                        "key {:?} was changed concurrently (its deletion cancelled); retry",
+                        l.key_id
+                    )),
+                    _ => OpError::NotFound(format!("key {:?} was deleted", l.key_id)),
+                });
             }
             return Err(refuse(OpError::KeyState(format!(
                 "key {:?} is pending deletion (at {at}); the owner can cancel it",
@@ -609,7 +606,8 @@ pub fn deploy(
                     None => format!("bundle:{}", owner.fingerprint()),
                 },
             };
-            let mut writes = match owner_record(service, &mut **readers.get(), owner)? {
+            let owner_state = owner_record(service, &mut **readers.get(), owner)?;
+            let mut writes = match owner_state {
                 OwnerRecord::Stored(state) => {
                     if let Some(&at) = state.deleted.get(&row.key_id) {
                         let refused = DeployError::Deleted {
@@ -664,6 +662,19 @@ pub fn deploy(
                 .map_err(|_| DeployError::Unavailable)
         },
     )
+}
+
+/// An owner's public key as registered in the store. The row checks itself (a
+/// fingerprint is the hash of its key): one that does not is taken as absent.
+pub(crate) fn registered_owner(
+    store: &mut dyn teekms_store::Store,
+    fp: &str,
+) -> Result<Option<OwnerPublicKey>, teekms_store::StoreError> {
+    Ok(store
+        .owner_key(fp)?
+        .and_then(|pk| <[u8; 32]>::try_from(pk.as_slice()).ok())
+        .map(OwnerPublicKey)
+        .filter(|pk| pk.fingerprint() == fp))
 }
 
 /// An owner's record as the store holds it.
