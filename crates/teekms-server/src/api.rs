@@ -220,12 +220,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/audit", get(audit_tail))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/ping", get(ping))
+        .route_layer(axum::middleware::from_fn(request_deadline))
         .merge(crate::stream::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
         .layer(DefaultBodyLimit::max(MAX_REQUEST))
         .with_state(state)
+}
+
+/// How long a request that is not a stream may take, its body included. A connection
+/// with a request in progress is never closed to make room for others, so a client that
+/// sends its headers and then stalls its body must not keep it so for good. (Streams
+/// have their own idle timeout.)
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn request_deadline(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request (its body included) took longer than 30 s; send it again",
+        )
+        .into_response(),
+    }
 }
 
 #[derive(Deserialize)]

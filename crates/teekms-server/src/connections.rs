@@ -4,10 +4,11 @@
 //! many as it likes and send nothing. So the node keeps at most `max` connections; when
 //! a new one would exceed that, it closes the connection that has made the least
 //! progress, the oldest first: one that has sent nothing at all, else one still in its
-//! TLS handshake or that has sent no request yet. A client that sends its TLS hello at
-//! once (as every real client does) is thus never closed for an idle socket's sake, and
-//! clients that have made a request are never closed for room; if every connection has,
-//! the new one is turned away instead.
+//! TLS handshake or that has sent no request yet, else one kept alive between requests.
+//! A client that sends its TLS hello at once (as every real client does) is thus never
+//! closed for an idle socket's sake, and a request in progress (its response body
+//! included) is never cut for room; if every connection is busy, the new one is turned
+//! away instead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -31,8 +32,27 @@ pub type Progress = Arc<AtomicU8>;
 pub const SILENT: u8 = 0;
 /// Its first bytes (the TLS hello) arrived.
 pub const HELLO: u8 = 1;
-/// It has sent a request: never closed for room.
-pub const SERVED: u8 = 2;
+/// It has made a request and has none in progress (a kept-alive connection).
+pub const IDLE: u8 = 2;
+/// A request is in progress, its response body included: never closed for room.
+pub const BUSY: u8 = 3;
+
+/// Marks a connection busy while it lives, then idle (held by a request's response).
+pub struct Busy(Progress);
+
+impl Busy {
+    /// The connection's request begins.
+    pub fn begin(progress: &Progress) -> Busy {
+        progress.store(BUSY, Ordering::Relaxed);
+        Busy(progress.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(IDLE, Ordering::Relaxed);
+    }
+}
 
 /// How long a connection in its TLS handshake is kept against silent newcomers: a real
 /// client's handshake takes a few round trips.
@@ -72,8 +92,9 @@ impl Connections {
 
     /// Makes room for a new connection, which has (`hello`) or has not sent its first
     /// bytes yet: closes the least advanced old connection if the cap is reached. False
-    /// if there is no room: every connection has made a request, or only connections in
-    /// their handshake within their grace period are left and the newcomer is silent.
+    /// if there is no room: every connection is busy with a request, or only those and
+    /// connections in their handshake within their grace period are left and the
+    /// newcomer is silent.
     pub fn make_room(&mut self, hello: bool) -> bool {
         if self.by_age.len() < self.max {
             return true;
@@ -83,16 +104,19 @@ impl Connections {
         let now = Instant::now();
         let victim = self
             .oldest(SILENT, |_| true)
-            .or_else(|| self.oldest(HELLO, |c| hello || now.duration_since(c.opened) >= GRACE));
+            .or_else(|| self.oldest(HELLO, |c| hello || now.duration_since(c.opened) >= GRACE))
+            .or_else(|| self.oldest(IDLE, |_| true));
         victim.is_some_and(|age| self.close(age))
     }
 
     /// Closes the oldest connection that has sent nothing, else the oldest that has sent
-    /// no request (the file limit is hit); false if there is none.
+    /// no request, else the oldest kept alive between requests (the file limit is hit);
+    /// false if every connection is busy.
     pub fn close_oldest_unused(&mut self) -> bool {
         let victim = self
             .oldest(SILENT, |_| true)
-            .or_else(|| self.oldest(HELLO, |_| true));
+            .or_else(|| self.oldest(HELLO, |_| true))
+            .or_else(|| self.oldest(IDLE, |_| true));
         victim.is_some_and(|age| self.close(age))
     }
 
@@ -167,12 +191,19 @@ mod tests {
         assert!(ended.is_cancelled());
         c.closed(ended.id());
         assert_eq!(c.len(), 2);
-        // Then the one in its handshake; never one that made a request.
-        first.store(SERVED, Ordering::Relaxed);
+        // Then the one in its handshake; never one whose request is in progress.
+        first.store(BUSY, Ordering::Relaxed);
         assert!(c.close_oldest_unused());
         assert_eq!(c.len(), 1);
         assert!(!c.close_oldest_unused());
         assert_eq!(c.len(), 1);
+        // Its request over, a kept-alive connection makes room for a newcomer at the cap.
+        let mut small = Connections::new(1);
+        let kept = open(&mut small, &mut tasks, BUSY);
+        assert!(!small.make_room(false));
+        drop(Busy(kept.clone()));
+        assert_eq!(kept.load(Ordering::Relaxed), IDLE);
+        assert!(small.make_room(false));
         assert_eq!(default_max_connections(1024), 960);
         assert_eq!(default_max_connections(10), 16);
     }

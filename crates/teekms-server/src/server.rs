@@ -333,8 +333,6 @@ async fn accept_loop(
                     progress.clone(),
                 ));
                 open.opened(task, progress);
-                // Lets the new connection's task watch for its hello before more accepts.
-                tokio::task::yield_now().await;
             }
             Some(ended) = connections.join_next_with_id(), if !connections.is_empty() => {
                 open.closed(match &ended {
@@ -374,13 +372,18 @@ enum FirstLook {
 }
 
 fn first_look(tcp: &tokio::net::TcpStream) -> FirstLook {
-    let mut one = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    // The socket is non-blocking: no data is WouldBlock.
-    match socket2::SockRef::from(tcp).peek(&mut one) {
+    match peek(tcp) {
         Ok(0) => FirstLook::Closed,
         Ok(_) => FirstLook::Hello,
         Err(_) => FirstLook::Silent,
     }
+}
+
+/// How many bytes (0 or 1) a look at the socket finds, without reading them. The socket
+/// is non-blocking: nothing there yet is `WouldBlock`.
+fn peek(tcp: &tokio::net::TcpStream) -> std::io::Result<usize> {
+    let mut one = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    socket2::SockRef::from(tcp).peek(&mut one)
 }
 
 /// errno values of a process or system out of file descriptors (Linux).
@@ -406,10 +409,7 @@ async fn serve_connection(
             Ok(Ok(())) => {}
             _ => return,
         }
-        let look = tcp.try_io(tokio::io::Interest::READABLE, || {
-            let mut one = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-            socket2::SockRef::from(&tcp).peek(&mut one)
-        });
+        let look = tcp.try_io(tokio::io::Interest::READABLE, || peek(&tcp));
         match look {
             Ok(0) => return,
             Ok(_) => break,
@@ -464,10 +464,17 @@ async fn serve_connection(
     });
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            // A client that made a request is never closed to make room for others.
-            progress.store(connections::SERVED, Ordering::Relaxed);
+            // Busy (never closed for room) until the response's last byte is out, or the
+            // request is dropped; kept alive but idle after it.
+            let busy = connections::Busy::begin(&progress);
             req.extensions_mut().insert(conn_state.clone());
-            app.clone().oneshot(req)
+            let response = app.clone().oneshot(req);
+            async move {
+                let response = response.await?;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| axum::body::Body::new(TrackedBody { body, _busy: busy })),
+                )
+            }
         });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -475,6 +482,33 @@ async fn serve_connection(
         .serve_connection(TokioIo::new(tls), service);
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// A response body that keeps its connection marked busy until it is done.
+struct TrackedBody {
+    body: axum::body::Body,
+    /// Held, not read: dropped with the body.
+    _busy: connections::Busy,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
