@@ -113,6 +113,18 @@ impl Writer {
         outcome(reply_rx.await.ok())
     }
 
+    /// Queues a job without waiting for it: for records that answer no one (counts of
+    /// refusals), which must not hold a runtime thread for a commit. It commits with the
+    /// next batch; a failure is logged by the writer.
+    pub fn submit_detached(&self, job: Job) -> Result<(), Unavailable> {
+        let (reply_tx, _) = tokio::sync::oneshot::channel();
+        if self.enqueue(job, Reply::Async(reply_tx)) {
+            Ok(())
+        } else {
+            Err(Unavailable)
+        }
+    }
+
     /// Stops taking jobs, lets queued ones commit, and waits for the thread.
     pub fn close(&self) {
         self.tx.lock().expect("writer lock").take();

@@ -91,8 +91,16 @@ impl AppState {
                     None => "anonymous:other".into(),
                 },
             };
-            if let Err(e) = self.audit(draft) {
-                tracing::warn!(error = ?e, "the anonymous refusals of a minute were not logged");
+            // Not awaited: the request being refused may run on a runtime thread.
+            let queued = self.writer.submit_detached(Job {
+                writes: Vec::new(),
+                audit: draft,
+                on_conflict: "error",
+            });
+            if queued.is_err() {
+                tracing::warn!(
+                    "the anonymous refusals of a minute were not logged: the writer is gone"
+                );
             }
         }
     }
