@@ -15,38 +15,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use teekms_attest::AttestationDocument;
 use teekms_attest::statement::MAX_NONCE_LEN;
+use teekms_core::access::Caller;
 use teekms_core::api::{ErrorBody, KeyList};
+use teekms_core::audit::AuditDraft;
 use teekms_core::bundle::MAX_BUNDLE_LEN;
 use teekms_core::{Bundle, OwnerPublicKey, Receipt};
-use teekms_platform::Platform;
 
-use crate::ops::{ConnState, OpError};
-use crate::writer::Writer;
-use crate::{DeployError, KeyService, now_unix};
-use teekms_core::audit::AuditDraft;
-
-/// Shared state of a running node.
-pub struct AppState {
-    pub service: Arc<KeyService>,
-    pub platform: Arc<dyn Platform>,
-    pub cached_attestation: AttestationDocument,
-    pub readers: crate::readers::Readers,
-    pub writer: Writer,
-    /// Shortest waiting period of a scheduled deletion (seconds).
-    pub min_deletion_wait: u64,
-    /// How long a stream may go without request bytes coming in, or response bytes
-    /// taken out, before it is ended.
-    pub stream_idle_timeout: std::time::Duration,
-    /// Opened keys.
-    pub cache: crate::ops::KeyCache,
-    /// The memory that streams may hold at once.
-    pub stream_budget: Arc<crate::budget::StreamBudget>,
-    /// Refusals of anonymous callers, counted per source and minute.
-    pub anonymous: crate::ops::AnonymousRefusals,
-    /// Whether this node shares its store with a cluster (whose policy, in the store,
-    /// says who may join).
-    pub cluster: bool,
-}
+use crate::ops::{ConnState, Deployer, ErrorCode, OpError, Service};
 
 /// An authenticated owner (route guard).
 pub struct Owner(pub OwnerPublicKey);
@@ -62,26 +37,43 @@ impl<S: Send + Sync> FromRequestParts<S> for Owner {
         {
             Some(owner) => Ok(Owner(owner)),
             None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                ErrorCode::Unauthenticated,
                 "this request needs an owner's TLS client certificate",
             )),
         }
     }
 }
 
-/// The one error type of the API: status, stable code, message.
+/// The one error type of the native API: a stable code (its status follows from it) and
+/// a message.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
+/// The HTTP status of each code (spec/api-v1.md): the one mapping.
+fn status(code: ErrorCode) -> StatusCode {
+    use ErrorCode as C;
+    use StatusCode as S;
+    match code {
+        C::BadRequest | C::BadBundle | C::DecryptFailed => S::BAD_REQUEST,
+        C::TooLarge => S::PAYLOAD_TOO_LARGE,
+        C::Timeout => S::REQUEST_TIMEOUT,
+        C::WrongNode => S::UNPROCESSABLE_ENTITY,
+        C::BadSignature | C::Forbidden => S::FORBIDDEN,
+        C::Unauthenticated => S::UNAUTHORIZED,
+        C::NotFound => S::NOT_FOUND,
+        C::KeyState | C::Conflict | C::Retry | C::RecordDamaged => S::CONFLICT,
+        C::Deleted => S::GONE,
+        C::Busy | C::Unavailable => S::SERVICE_UNAVAILABLE,
+        C::Internal => S::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status,
             code,
             message: message.into(),
         }
@@ -94,8 +86,7 @@ impl ApiError {
         let id = hex::encode(id);
         tracing::error!(error_id = %id, what, error = %detail, "internal error");
         ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             format!("internal error {id}; the node's log has the details"),
         )
     }
@@ -104,11 +95,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            code: self.code.into(),
+            code: self.code.as_str().into(),
             message: self.message,
         };
-        let mut response = (self.status, Json(body)).into_response();
-        if self.code == "busy" {
+        let mut response = (status(self.code), Json(body)).into_response();
+        if self.code == ErrorCode::Busy {
             // Room comes back as other streams end: a second is a fair first wait.
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
@@ -119,59 +110,17 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<DeployError> for ApiError {
-    fn from(e: DeployError) -> Self {
-        use teekms_core::CoreError;
-        let msg = e.to_string();
-        match e {
-            DeployError::Bundle(CoreError::BundleWrongNode { .. }) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_node", msg)
-            }
-            DeployError::Bundle(CoreError::BundleSignature) => {
-                ApiError::new(StatusCode::FORBIDDEN, "bad_signature", msg)
-            }
-            DeployError::Bundle(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_bundle", msg),
-            DeployError::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg),
-            DeployError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
-            DeployError::Damaged(_) | DeployError::RecordMissing(_) => {
-                ApiError::new(StatusCode::CONFLICT, "record_damaged", msg)
-            }
-            DeployError::Deleted { .. } => ApiError::new(StatusCode::GONE, "deleted", msg),
-            DeployError::Concurrent => ApiError::new(StatusCode::CONFLICT, "retry", msg),
-            DeployError::Store(e) => {
-                tracing::error!(error = %e, "store failed during a deployment");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the node cannot reach its store; retry",
-                )
-            }
-            DeployError::Unavailable => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
-            }
-        }
-    }
-}
-
 impl From<OpError> for ApiError {
     fn from(e: OpError) -> Self {
-        use StatusCode as S;
         match e {
-            OpError::BadRequest(m) => ApiError::new(S::BAD_REQUEST, "bad_request", m),
-            OpError::Unauthenticated(m) => ApiError::new(S::UNAUTHORIZED, "unauthenticated", m),
-            OpError::Forbidden(m) => ApiError::new(S::FORBIDDEN, "forbidden", m),
-            OpError::NotFound(m) => ApiError::new(S::NOT_FOUND, "not_found", m),
-            OpError::KeyState(m) => ApiError::new(S::CONFLICT, "key_state", m),
-            OpError::Conflict(m) => ApiError::new(S::CONFLICT, "retry", m),
-            OpError::Damaged(m) => ApiError::new(S::CONFLICT, "record_damaged", m),
-            OpError::Decrypt(m) => ApiError::new(S::BAD_REQUEST, "decrypt_failed", m),
-            OpError::Unavailable => ApiError::new(
-                S::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the node is shutting down or cannot reach its store; retry",
-            ),
             OpError::Internal(m) => ApiError::internal("operation", &m),
-            OpError::Busy(m) => ApiError::new(S::SERVICE_UNAVAILABLE, "busy", m),
+            OpError::Store(e) => {
+                // Mostly a store that cannot be reached (a PostgreSQL restart): the next
+                // attempt reconnects. The cause goes to the log only.
+                tracing::error!(error = %e, "store failed");
+                ApiError::new(ErrorCode::Unavailable, OpError::Unavailable.to_string())
+            }
+            e => ApiError::new(e.code(), e.to_string()),
         }
     }
 }
@@ -180,7 +129,7 @@ impl From<OpError> for ApiError {
 const MAX_REQUEST: usize = 128 * 1024;
 
 /// The router of API v1.
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: Arc<Service>) -> Router {
     Router::new()
         .route("/v1/attestation", get(attestation))
         .route(
@@ -222,9 +171,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/ping", get(ping))
         .route_layer(axum::middleware::from_fn(request_deadline))
         .merge(crate::stream::routes())
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_REQUEST))
         .with_state(state)
 }
@@ -239,8 +186,7 @@ async fn request_deadline(req: axum::extract::Request, next: axum::middleware::N
     match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
+            ErrorCode::Timeout,
             "the request (its body included) took longer than 30 s; send it again",
         )
         .into_response(),
@@ -254,61 +200,55 @@ struct AttestationQuery {
 }
 
 async fn attestation(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     query: Result<Query<AttestationQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<JsonOut<AttestationDocument>, ApiError> {
-    let Query(q) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let Some(nonce_hex) = q.nonce else {
-        return Ok(JsonOut(app.cached_attestation.clone()));
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let nonce = match q.nonce {
+        None => None,
+        Some(nonce_hex) => Some(
+            hex::decode(&nonce_hex)
+                .ok()
+                .filter(|n| !n.is_empty() && n.len() <= MAX_NONCE_LEN)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::BadRequest,
+                        format!("nonce must be 1 to {MAX_NONCE_LEN} bytes of hex"),
+                    )
+                })?,
+        ),
     };
-    let nonce = hex::decode(&nonce_hex)
-        .ok()
-        .filter(|n| !n.is_empty() && n.len() <= MAX_NONCE_LEN)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("nonce must be 1 to {MAX_NONCE_LEN} bytes of hex"),
-            )
-        })?;
     let doc = app
-        .service
-        .attestation(app.platform.as_ref(), Some(&nonce))
+        .attestation(nonce.as_deref())
         .map_err(|e| ApiError::internal("evidence", &e))?;
     Ok(JsonOut(doc))
 }
 
 async fn deploy(
-    State(app): State<Arc<AppState>>,
-    axum::Extension(conn): axum::Extension<Arc<ConnState>>,
-    body: Result<Bytes, BytesRejection>,
+    State(app): State<Arc<Service>>,
+    axum::Extension(conn): Conn,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let caller = conn.owner;
     let body = body.map_err(|e| {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!(
                 "request body rejected ({}); bundles are at most {MAX_BUNDLE_LEN} bytes",
                 e.body_text()
             ),
         )
     })?;
-    let bundle = Bundle::from_json(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_bundle", e.to_string()))?;
-    let deployed = tokio::task::spawn_blocking(move || {
-        crate::ops::deploy(
-            &app.service,
-            &app.readers,
-            &app.writer,
-            &bundle,
-            caller.as_ref(),
-            now_unix(),
-        )
-    })
-    .await
-    .map_err(|e| ApiError::internal("deploy task", &e))??;
+    let bundle =
+        Bundle::from_json(&body).map_err(|e| ApiError::new(ErrorCode::BadBundle, e.to_string()))?;
+    let deployed = app
+        .call(conn, None, move |service, caller, now| {
+            let deployer = caller
+                .owner
+                .as_ref()
+                .map_or(Deployer::BundleSigner, Deployer::Owner);
+            service.deploy(deployer, &bundle, now)
+        })
+        .await?;
     let status = if deployed.created {
         StatusCode::CREATED
     } else {
@@ -318,19 +258,14 @@ async fn deploy(
 }
 
 async fn list_keys(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
+    axum::Extension(conn): Conn,
     Owner(owner): Owner,
 ) -> Result<JsonOut<KeyList>, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let fp = owner.fingerprint();
-        let mut reader = app.readers.get();
-        let rows = reader.list_keys(&fp)?;
-        let states = reader.list_states(&fp)?;
-        Ok::<_, teekms_store::StoreError>(JsonOut(app.service.list(&owner, rows, states)))
-    })
-    .await
-    .map_err(|e| ApiError::internal("list task", &e))?
-    .map_err(|e| ApiError::from(OpError::from(e)))
+    let list = app
+        .call(conn, None, move |service, _, _| service.list_keys(&owner))
+        .await?;
+    Ok(JsonOut(list))
 }
 
 // ---- using the keys (ops.rs) ---------------------------------------------------------
@@ -345,8 +280,7 @@ pub(crate) fn token(headers: &axum::http::HeaderMap) -> Result<Option<String>, A
         .map(|t| Some(t.trim().to_owned()))
         .ok_or_else(|| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
+                ErrorCode::BadRequest,
                 "Authorization must be `Bearer <access key token>`",
             )
         })
@@ -355,69 +289,34 @@ pub(crate) fn token(headers: &axum::http::HeaderMap) -> Result<Option<String>, A
 fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(|e| {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!("request body rejected ({})", e.body_text()),
         )
     })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))
+    serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
 }
 
-/// Runs an operation on the blocking pool with the request's caller.
+/// Runs an operation with the request's caller (see [`Service::call`]).
 async fn op<T: Serialize + Send + 'static>(
-    app: Arc<AppState>,
+    app: Arc<Service>,
     conn: Arc<ConnState>,
     headers: &axum::http::HeaderMap,
-    f: impl FnOnce(&AppState, &teekms_core::access::Caller, u64) -> Result<T, OpError> + Send + 'static,
+    f: impl FnOnce(&Service, &Caller, u64) -> Result<T, OpError> + Send + 'static,
 ) -> Result<JsonOut<T>, ApiError> {
     let token = token(headers)?;
-    tokio::task::spawn_blocking(move || {
-        let now = now_unix();
-        let caller = app.caller(&conn, token.as_deref(), now)?;
-        f(&app, &caller, now)
-    })
-    .await
-    .map_err(|e| ApiError::internal("operation task", &e))?
-    .map(JsonOut)
-    .map_err(ApiError::from)
+    Ok(JsonOut(app.call(conn, token, f).await?))
 }
 
-/// Runs a data operation (encrypt, decrypt, ...) on this task: with the key opened in
-/// the cache it needs no I/O but its audit entry, which is awaited without holding a
-/// thread. The response goes out only once that entry is durable.
+/// Runs a data operation with the request's caller (see [`Service::call_data`]): the
+/// response goes out only once its audit entry is durable.
 async fn data_op<T: Serialize + Send + 'static>(
-    app: Arc<AppState>,
+    app: Arc<Service>,
     conn: Arc<ConnState>,
     headers: &axum::http::HeaderMap,
-    f: impl FnOnce(&AppState, &teekms_core::access::Caller, u64) -> Result<(T, AuditDraft), OpError>
-    + Send
-    + 'static,
+    f: impl FnOnce(&Service, &Caller, u64) -> Result<(T, AuditDraft), OpError> + Send + 'static,
 ) -> Result<JsonOut<T>, ApiError> {
     let token = token(headers)?;
-    let now = now_unix();
-    let (resp, audit) = if app.cache.enabled() {
-        let caller = app.caller(&conn, token.as_deref(), now)?;
-        f(&app, &caller, now)?
-    } else {
-        // A shared (PostgreSQL) store: every operation reads it, with a blocking client.
-        let app = app.clone();
-        tokio::task::spawn_blocking(move || {
-            let caller = app.caller(&conn, token.as_deref(), now)?;
-            f(&app, &caller, now)
-        })
-        .await
-        .map_err(|e| ApiError::internal("operation task", &e))??
-    };
-    app.writer
-        .submit_async(crate::writer::Job {
-            writes: Vec::new(),
-            audit,
-            on_conflict: "error",
-        })
-        .await
-        .map_err(|_| ApiError::from(OpError::Unavailable))?;
-    Ok(JsonOut(resp))
+    Ok(JsonOut(app.call_data(conn, token, f).await?))
 }
 
 /// A JSON response written into one buffer sized for the usual answer: axum's `Json`
@@ -456,14 +355,13 @@ struct OwnerQuery {
 }
 
 async fn describe(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
     axum::extract::Path(id): Id,
     q: Result<Query<OwnerQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<JsonOut<teekms_core::api::KeyDescription>, ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     op(app, conn, &headers, move |a, c, now| {
         a.describe(c, &id, q.owner.as_deref(), now)
     })
@@ -473,7 +371,7 @@ async fn describe(
 macro_rules! owner_op {
     ($name:ident, |$a:ident, $c:ident, $id:ident, $now:ident| $body:expr) => {
         async fn $name(
-            State(app): State<Arc<AppState>>,
+            State(app): State<Arc<Service>>,
             axum::Extension(conn): Conn,
             headers: Headers,
             axum::extract::Path($id): Id,
@@ -490,7 +388,7 @@ owner_op!(cancel_deletion, |a, c, id, now| a
     .cancel_deletion(c, &id, now));
 
 async fn schedule_deletion(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
     axum::extract::Path(id): Id,
@@ -507,7 +405,7 @@ async fn schedule_deletion(
 }
 
 async fn min_decryption_version(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
     axum::extract::Path(id): Id,
@@ -521,7 +419,7 @@ async fn min_decryption_version(
 }
 
 async fn get_policy(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
     axum::extract::Path(id): Id,
@@ -534,21 +432,15 @@ async fn get_policy(
 }
 
 async fn set_policy(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
     axum::extract::Path(id): Id,
     body: Body,
 ) -> Result<JsonOut<teekms_core::api::KeyDescription>, ApiError> {
-    let body =
-        body.map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text()))?;
-    let text = String::from_utf8(body.to_vec()).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "policy is not UTF-8",
-        )
-    })?;
+    let body = body.map_err(|e| ApiError::new(ErrorCode::TooLarge, e.body_text()))?;
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "policy is not UTF-8"))?;
     op(app, conn, &headers, move |a, c, now| {
         a.set_policy(c, &id, text, now)
     })
@@ -556,7 +448,7 @@ async fn set_policy(
 }
 
 async fn export(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
     axum::extract::Path(id): Id,
@@ -570,7 +462,7 @@ async fn export(
 }
 
 async fn fetch(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
     axum::extract::Path(id): Id,
@@ -590,7 +482,7 @@ async fn fetch(
 macro_rules! body_op {
     ($name:ident, $resp:ty, $run:ident, |$a:ident, $c:ident, $req:ident, $now:ident| $body:expr) => {
         async fn $name(
-            State(app): State<Arc<AppState>>,
+            State(app): State<Arc<Service>>,
             axum::Extension(conn): Conn,
             headers: Headers,
             body: Body,
@@ -627,7 +519,7 @@ body_op!(
 );
 
 async fn create_access_key(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
     body: Body,
@@ -641,7 +533,7 @@ async fn create_access_key(
 }
 
 async fn list_access_keys(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
 ) -> Result<JsonOut<teekms_core::api::AccessKeyList>, ApiError> {
@@ -649,7 +541,7 @@ async fn list_access_keys(
 }
 
 async fn revoke_access_key(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
     axum::extract::Path(id): Id,
@@ -661,23 +553,24 @@ async fn revoke_access_key(
 }
 
 async fn attest_workload(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     body: Body,
 ) -> Result<JsonOut<serde_json::Value>, ApiError> {
-    let body =
-        body.map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text()))?;
+    let body = body.map_err(|e| ApiError::new(ErrorCode::TooLarge, e.body_text()))?;
     let doc = AttestationDocument::from_json(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
-    tokio::task::spawn_blocking(move || app.attest_workload(&conn, doc, now_unix()))
-        .await
-        .map_err(|e| ApiError::internal("attest task", &e))?
-        .map(|digest| JsonOut(serde_json::json!({ "claims_digest": digest })))
-        .map_err(ApiError::from)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
+    let on = conn.clone();
+    let digest = app
+        .call(conn, None, move |service, _, now| {
+            service.attest_workload(&on, doc, now)
+        })
+        .await?;
+    Ok(JsonOut(serde_json::json!({ "claims_digest": digest })))
 }
 
 async fn cluster_join(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
 ) -> Result<JsonOut<teekms_core::api::JoinResponse>, ApiError> {
@@ -685,7 +578,7 @@ async fn cluster_join(
 }
 
 async fn cluster_policy_get(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
 ) -> Result<JsonOut<teekms_core::api::ClusterPolicy>, ApiError> {
@@ -696,7 +589,7 @@ async fn cluster_policy_get(
 }
 
 async fn cluster_policy_set(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
     body: Result<Bytes, BytesRejection>,
@@ -715,19 +608,18 @@ struct TailQuery {
 }
 
 async fn audit_tail(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
     q: Result<Query<TailQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<JsonOut<teekms_core::api::AuditTail>, ApiError> {
-    let Query(q) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let n = q.n.unwrap_or(20).min(10_000);
     op(app, conn, &headers, move |a, c, _| a.audit_tail(c, n)).await
 }
 
 async fn audit_verify(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     axum::Extension(conn): Conn,
     headers: Headers,
 ) -> Result<JsonOut<teekms_core::api::AuditVerification>, ApiError> {

@@ -14,7 +14,7 @@ mod budget;
 mod connections;
 mod datadir;
 mod error;
-mod keyservice;
+mod keyring;
 mod migrate;
 mod node;
 mod ops;
@@ -28,11 +28,12 @@ pub use budget::DEFAULT_STREAM_MEMORY;
 pub use connections::default_max_connections;
 pub use datadir::{DataDirLock, LOCK_FILE, lock_data_dir};
 pub use error::ServerError;
-pub use keyservice::{DeployError, Deployed, KeyService};
+pub use keyring::Keyring;
 pub use node::{
     NodeHandle, RecoverySetup, audit_tail_offline, audit_verify_offline, ensure_recovery, has_node,
     import_offline, open_node, restore_node,
 };
+pub use ops::{Deployed, ErrorCode, OpError};
 pub use server::{DEFAULT_STREAM_IDLE_TIMEOUT, RunningServer, ServeConfig, serve};
 pub use tls::owner_from_certificate;
 

@@ -20,7 +20,7 @@ use teekms_core::{KeyId, SealingKey};
 use teekms_store::{Applied, Store, Write};
 
 use crate::ServerError;
-use crate::keyservice::KeyService;
+use crate::keyring::Keyring;
 use crate::node::StoreFormat;
 use crate::writer::{Job, Writer};
 
@@ -37,7 +37,7 @@ fn format_mark(cluster: &SealingKey) -> Vec<u8> {
 /// Brings the store to format 2 if the node's record says it may need it. Returns
 /// whether the node's record should now be marked current.
 pub fn migrate_if_needed(
-    service: &KeyService,
+    keyring: &Keyring,
     store: &mut dyn Store,
     writer: &Writer,
     format: StoreFormat,
@@ -46,7 +46,7 @@ pub fn migrate_if_needed(
     // A mark that does not open (altered, or another cluster's) is no mark.
     let marked = match store.get_meta(STORE_FORMAT)? {
         Some(mark) => {
-            let opens = service
+            let opens = keyring
                 .cluster()
                 .open(
                     STORE_FORMAT_KIND,
@@ -76,11 +76,11 @@ pub fn migrate_if_needed(
         StoreFormat::Unknown | StoreFormat::Legacy if marked => return Ok(true),
         StoreFormat::Unknown | StoreFormat::Legacy => {}
     }
-    let (writes, keys, owners) = missing_records(service, store)?;
+    let (writes, keys, owners) = missing_records(keyring, store)?;
     let mut all = writes;
     all.push(Write::PutMeta {
         name: STORE_FORMAT.into(),
-        record: format_mark(service.cluster()),
+        record: format_mark(keyring.cluster()),
     });
     let applied = writer
         .submit(Job {
@@ -114,10 +114,10 @@ pub fn migrate_if_needed(
 /// The writes that give every key without a state its initial state and every owner
 /// without a record an empty one; and how many of each.
 fn missing_records(
-    service: &KeyService,
+    keyring: &Keyring,
     store: &mut dyn Store,
 ) -> Result<(Vec<Write>, usize, usize), ServerError> {
-    let cluster = service.cluster();
+    let cluster = keyring.cluster();
     let mut writes = Vec::new();
     let (mut keys, mut owners) = (0, 0);
     for fp in store.all_owners()? {

@@ -8,7 +8,7 @@ use teekms_platform::Platform;
 use teekms_store::{SqliteStore, Store};
 
 use crate::ServerError;
-use crate::keyservice::KeyService;
+use crate::keyring::Keyring;
 
 const NODE_KEYS: &str = "node-keys";
 const CLUSTER_KEY: &str = "cluster-key";
@@ -26,7 +26,7 @@ const RECOVERY: &str = "recovery-shares";
 /// A node's opened state, before it serves.
 pub struct NodeHandle {
     /// Key operations, shared with the API.
-    pub service: Arc<KeyService>,
+    pub keyring: Arc<Keyring>,
     /// The TEE.
     pub platform: Arc<dyn Platform>,
     /// The store connection used to open it (reused for writes).
@@ -83,7 +83,7 @@ pub fn open_node_with(
             )));
         };
         return Ok(NodeHandle {
-            service: Arc::new(KeyService::new(platform.tee(), keys, cluster)),
+            keyring: Arc::new(Keyring::new(platform.tee(), keys, cluster)),
             platform,
             store: SqliteStore::open(data_dir)?,
             lock,
@@ -113,10 +113,9 @@ pub fn open_node_with(
                 let cluster: [u8; 32] = cluster_plain.as_slice().try_into().map_err(|_| {
                     ServerError::Inconsistent("cluster key record has the wrong length".into())
                 })?;
-                let service =
-                    KeyService::new(platform.tee(), keys, SealingKey::from_bytes(cluster));
+                let keyring = Keyring::new(platform.tee(), keys, SealingKey::from_bytes(cluster));
                 return Ok(NodeHandle {
-                    service: Arc::new(service),
+                    keyring: Arc::new(keyring),
                     platform,
                     store,
                     lock,
@@ -150,10 +149,10 @@ pub fn import_offline(
     data_dir: &Path,
     bundle: &teekms_core::Bundle,
     now: u64,
-) -> Result<crate::Deployed, crate::DeployError> {
-    let readers = crate::readers::Readers::new(vec![Box::new(SqliteStore::open(data_dir)?)]);
+) -> Result<crate::Deployed, crate::OpError> {
+    let damaged = |e: ServerError| crate::OpError::Damaged(e.to_string());
     let audit_key = node
-        .service
+        .keyring
         .cluster()
         .derive(teekms_core::audit::AUDIT_KEY_LABEL);
     let format = node.store_format;
@@ -162,14 +161,21 @@ pub fn import_offline(
     // which a deployment would take for damage).
     let mut reader = SqliteStore::open(data_dir)?;
     let migrated =
-        crate::migrate::migrate_if_needed(&node.service, &mut reader, &writer, format, now)
-            .map_err(|e| crate::DeployError::RecordMissing(e.to_string()))?;
+        crate::migrate::migrate_if_needed(&node.keyring, &mut reader, &writer, format, now)
+            .map_err(damaged)?;
     if migrated && format != StoreFormat::Current {
-        mark_store_current(node.platform.as_ref(), data_dir, node.service.keys())
-            .map_err(|e| crate::DeployError::RecordMissing(e.to_string()))?;
+        mark_store_current(node.platform.as_ref(), data_dir, node.keyring.keys())
+            .map_err(damaged)?;
     }
-    let result = crate::ops::deploy(&node.service, &readers, &writer, bundle, None, now);
-    writer.close();
+    let service = crate::ops::Service::new(
+        node.keyring,
+        node.platform,
+        crate::readers::Readers::new(vec![Box::new(reader)]),
+        writer,
+        crate::ops::Settings::offline(),
+    );
+    let result = service.deploy(crate::ops::Deployer::BundleSigner, bundle, now);
+    service.shutdown();
     result
 }
 
@@ -179,7 +185,7 @@ pub fn audit_verify_offline(
     node: &mut NodeHandle,
 ) -> Result<teekms_core::api::AuditVerification, ServerError> {
     let key = node
-        .service
+        .keyring
         .cluster()
         .derive(teekms_core::audit::AUDIT_KEY_LABEL);
     Ok(crate::ops::verification(&key, |from| {
@@ -214,7 +220,7 @@ pub struct RecoverySetup {
 /// `DATA_DIR/recovery/share-<i>.json` for the officers. Returns false if recovery was
 /// already set up (it is never replaced silently).
 pub fn ensure_recovery(
-    service: &KeyService,
+    keyring: &Keyring,
     store: &mut dyn teekms_store::Store,
     data_dir: &Path,
     setup: &RecoverySetup,
@@ -223,7 +229,7 @@ pub fn ensure_recovery(
         return Ok(false);
     }
     let shares =
-        teekms_core::recovery::seal_shares(service.cluster(), setup.threshold, &setup.officers)
+        teekms_core::recovery::seal_shares(keyring.cluster(), setup.threshold, &setup.officers)
             .map_err(ServerError::Recovery)?;
     let json = serde_json::to_vec(&shares).expect("shares serialize");
     if !store.init_meta(&[(RECOVERY, &json)])? {
@@ -306,11 +312,11 @@ const CLUSTER_CHECK: &str = "cluster-check";
 /// cluster key is refused (its records would not open, and it would write records no
 /// other node could open).
 pub fn cluster_store(
-    service: &KeyService,
+    keyring: &Keyring,
     url: &str,
 ) -> Result<teekms_store::pg::PgStore, ServerError> {
     let mut store = teekms_store::pg::PgStore::connect(url)?;
-    let check = teekms_core::recovery::cluster_check(service.cluster());
+    let check = teekms_core::recovery::cluster_check(keyring.cluster());
     use teekms_store::Store;
     if !store.init_meta(&[(CLUSTER_CHECK, &check.0)])? {
         let stored = store.get_meta(CLUSTER_CHECK)?.unwrap_or_default();
@@ -373,10 +379,10 @@ pub fn default_cluster_policy(
 const CLUSTER_ADMIN: &str = "cluster-admin";
 
 /// Seals a cluster policy (TOML) for the store: only a cluster member can make or read it.
-pub fn seal_cluster_policy(service: &KeyService, text: &str) -> teekms_store::Write {
+pub fn seal_cluster_policy(keyring: &Keyring, text: &str) -> teekms_store::Write {
     teekms_store::Write::PutMeta {
         name: CLUSTER_POLICY.into(),
-        record: service
+        record: keyring
             .cluster()
             .seal(CLUSTER_POLICY, "cluster", 1, text.as_bytes()),
     }
@@ -386,13 +392,13 @@ pub fn seal_cluster_policy(service: &KeyService, text: &str) -> teekms_store::Wr
 /// named, the cluster admin. A store that has them keeps them: they change only through
 /// the admin (`PUT /v1/cluster/policy`), never by a node's command line.
 pub fn init_cluster(
-    service: &KeyService,
+    keyring: &Keyring,
     store: &mut dyn teekms_store::Store,
     given: impl FnOnce() -> Result<String, ServerError>,
     admin: Option<&str>,
 ) -> Result<(), ServerError> {
     if store.get_meta(CLUSTER_POLICY)?.is_some() {
-        if admin.is_some() && read_cluster_admin(service, store)?.as_deref() != admin {
+        if admin.is_some() && read_cluster_admin(keyring, store)?.as_deref() != admin {
             tracing::warn!(
                 "--cluster-admin is only taken when the cluster is made; the stored admin stays"
             );
@@ -402,7 +408,7 @@ pub fn init_cluster(
     // Only now, for a cluster being made: the default policy reads (and, on real TEEs,
     // verifies) this node's own evidence.
     let given = given()?;
-    let cluster = service.cluster();
+    let cluster = keyring.cluster();
     let policy = cluster.seal(CLUSTER_POLICY, "cluster", 1, given.as_bytes());
     let admin_record = admin.map(|fp| cluster.seal(CLUSTER_ADMIN, "cluster", 1, fp.as_bytes()));
     let mut records: Vec<(&str, &[u8])> = vec![(CLUSTER_POLICY, &policy)];
@@ -417,13 +423,13 @@ pub fn init_cluster(
 
 /// The cluster policy in a shared store: its TOML text and the parsed policy.
 pub fn read_cluster_policy(
-    service: &KeyService,
+    keyring: &Keyring,
     store: &mut dyn teekms_store::Store,
 ) -> Result<(String, teekms_attest::Policy), ServerError> {
     let stored = store.get_meta(CLUSTER_POLICY)?.ok_or_else(|| {
         ServerError::Refused("the cluster's database holds no cluster policy".into())
     })?;
-    let text = service
+    let text = keyring
         .cluster()
         .open(CLUSTER_POLICY, "cluster", 1, &stored)
         .map_err(ServerError::Damaged)?;
@@ -440,13 +446,13 @@ pub fn read_cluster_policy(
 
 /// The cluster admin's owner fingerprint, if the cluster was made with one.
 pub fn read_cluster_admin(
-    service: &KeyService,
+    keyring: &Keyring,
     store: &mut dyn teekms_store::Store,
 ) -> Result<Option<String>, ServerError> {
     let Some(stored) = store.get_meta(CLUSTER_ADMIN)? else {
         return Ok(None);
     };
-    let fp = service
+    let fp = keyring
         .cluster()
         .open(CLUSTER_ADMIN, "cluster", 1, &stored)
         .map_err(ServerError::Damaged)?;

@@ -16,9 +16,10 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::ServerError;
-use crate::api::{AppState, router};
+use crate::api::router;
 use crate::connections::{self, Connections};
 use crate::ops::ConnState;
+use crate::ops::{Service, Settings};
 use crate::tls::{client_spki_sha256, owner_from_certificate, server_config};
 use crate::writer::Writer;
 
@@ -158,7 +159,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     let (node, readers, writer) = tokio::task::spawn_blocking(move || {
         let node = crate::node::open_node_with(platform, &data_dir, joined)?;
         let audit_key = node
-            .service
+            .keyring
             .cluster()
             .derive(teekms_core::audit::AUDIT_KEY_LABEL);
         // The reader's store, and the writer's own connection to it.
@@ -172,7 +173,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
                 Some(url) => {
                     // Checked once (schema, cluster); the writer and the other readers
                     // (each read is a network round trip) connect to the same database.
-                    let checked = crate::node::cluster_store(&node.service, url)?;
+                    let checked = crate::node::cluster_store(&node.keyring, url)?;
                     let writer = Writer::start(Box::new(checked.another()?), audit_key)?;
                     let mut more: Vec<Box<dyn teekms_store::Store>> = Vec::new();
                     for _ in 1..PG_READERS {
@@ -182,7 +183,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
                 }
             };
         if let Some(setup) = &recovery
-            && crate::ensure_recovery(&node.service, reader.as_mut(), &data_dir, setup)?
+            && crate::ensure_recovery(&node.keyring, reader.as_mut(), &data_dir, setup)?
         {
             tracing::info!(
                 threshold = setup.threshold,
@@ -194,22 +195,22 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
             let given = || match given_policy {
                 Some(text) => Ok(text),
                 None => {
-                    crate::node::default_cluster_policy(node.platform.as_ref(), node.service.keys())
+                    crate::node::default_cluster_policy(node.platform.as_ref(), node.keyring.keys())
                 }
             };
             crate::node::init_cluster(
-                &node.service,
+                &node.keyring,
                 reader.as_mut(),
                 given,
                 cluster_admin.as_deref(),
             )?;
             // Refuse to start on a cluster policy that does not open or parse.
-            crate::node::read_cluster_policy(&node.service, reader.as_mut())?;
+            crate::node::read_cluster_policy(&node.keyring, reader.as_mut())?;
         }
         // Store format 2 (every key with its bound state, every owner with its record):
         // migrated once, then the node's own record says so.
         if crate::migrate::migrate_if_needed(
-            &node.service,
+            &node.keyring,
             reader.as_mut(),
             &writer,
             node.store_format,
@@ -219,10 +220,10 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
             crate::node::mark_store_current(
                 node.platform.as_ref(),
                 &data_dir,
-                node.service.keys(),
+                node.keyring.keys(),
             )?;
         }
-        let node = (node.service, node.platform, node.lock);
+        let node = (node.keyring, node.platform, node.lock);
         let readers =
             crate::readers::Readers::new(std::iter::once(reader).chain(more_readers).collect());
         Ok::<_, ServerError>((node, readers, writer))
@@ -234,23 +235,22 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     let ratls = platform.ratls_extension(service.keys())?;
     let tls = server_config(service.keys(), &ratls)?;
     tracing::debug!(elapsed = ?started.elapsed(), "TLS configured");
-    let cached_attestation = service.attestation(platform.as_ref(), None)?;
-    tracing::debug!(elapsed = ?started.elapsed(), "evidence made");
     let node_id = service.keys().node_id().to_hex();
-    let state = Arc::new(AppState {
+    let state = Arc::new(Service::new(
         service,
         platform,
-        cached_attestation,
         readers,
         writer,
-        min_deletion_wait: config.min_deletion_wait,
-        stream_idle_timeout: config.stream_idle_timeout,
-        // Other nodes of the cluster may change keys in a shared store: no cache then.
-        cache: crate::ops::KeyCache::new(!shared),
-        stream_budget: crate::budget::StreamBudget::new(config.stream_memory),
-        anonymous: Default::default(),
-        cluster: shared,
-    });
+        Settings {
+            min_deletion_wait: config.min_deletion_wait,
+            shared_store: shared,
+            stream_memory: config.stream_memory,
+            stream_idle_timeout: config.stream_idle_timeout,
+        },
+    ));
+    // Made now: a node whose TEE cannot produce evidence does not start.
+    state.attestation(None)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "evidence made");
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
     // Clients that connect and say nothing stay in the kernel, not in the accept loop.
     {
@@ -284,7 +284,7 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    state: Arc<AppState>,
+    state: Arc<Service>,
     mut shutdown: oneshot::Receiver<()>,
     lock: crate::DataDirLock,
     max_connections: usize,
@@ -348,8 +348,7 @@ async fn accept_loop(
     // The state (its store connections among it) is dropped off the runtime: a blocking
     // database client must not be closed from an async thread.
     tokio::task::spawn_blocking(move || {
-        state.flush_anonymous();
-        state.writer.close();
+        state.shutdown();
         drop(state);
         // Released only once the store is closed.
         drop(lock);
@@ -442,7 +441,7 @@ async fn serve_connection(
             if ev.statement.as_ref().map(|s| s.tls_spki_sha256.0)
                 == cert.and_then(|c| client_spki_sha256(c)) =>
         {
-            match AppState::ratls_workload(&ev, crate::now_unix()) {
+            match Service::ratls_workload(&ev, crate::now_unix()) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "RA-TLS client evidence refused");
@@ -516,7 +515,7 @@ impl hyper::body::Body for TrackedBody {
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// Deletes keys whose waiting period is over, until the node stops.
-async fn sweep_deletions(state: std::sync::Weak<AppState>) {
+async fn sweep_deletions(state: std::sync::Weak<Service>) {
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
         let Some(app) = state.upgrade() else { return };

@@ -20,10 +20,9 @@ use teekms_core::access::Operation;
 use teekms_core::stream::{self, Header};
 use tokio::sync::mpsc;
 
-use crate::api::{ApiError, AppState};
-use crate::budget::{NoRoom, STREAM_WAIT};
+use crate::api::ApiError;
 use crate::now_unix;
-use crate::ops::{ConnState, OpError};
+use crate::ops::{ConnState, OpError, Service};
 
 /// Request body frames in flight.
 const DEPTH: usize = 8;
@@ -44,7 +43,7 @@ fn stream_bytes(chunk_log2: u8) -> u64 {
 type Chunk = Result<Bytes, std::io::Error>;
 
 /// The routes, without a body limit (they stream).
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes() -> Router<Arc<Service>> {
     Router::new()
         .route("/v1/stream/encrypt", post(encrypt))
         .route("/v1/stream/decrypt", post(decrypt))
@@ -184,7 +183,7 @@ fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
 }
 
 async fn encrypt(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Extension(conn): Extension<Arc<ConnState>>,
     headers: axum::http::HeaderMap,
     q: Result<Query<EncryptQuery>, axum::extract::rejection::QueryRejection>,
@@ -228,7 +227,7 @@ async fn encrypt(
 }
 
 async fn decrypt(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Service>>,
     Extension(conn): Extension<Arc<ConnState>>,
     headers: axum::http::HeaderMap,
     q: Result<Query<DecryptQuery>, axum::extract::rejection::QueryRejection>,
@@ -284,13 +283,13 @@ type Work = Box<dyn FnOnce() -> Result<(), stream::StreamError> + Send>;
 /// Authorizes (and audits) on the blocking pool, then answers 200 and streams: the work
 /// runs on its own thread between the request body and the response body.
 async fn run(
-    app: Arc<AppState>,
+    app: Arc<Service>,
     conn: Arc<ConnState>,
     token: Option<String>,
     body: Body,
     op: &'static str,
     prepare: impl FnOnce(
-        &AppState,
+        &Service,
         &teekms_core::access::Caller,
         u64,
         BodyReader,
@@ -299,7 +298,7 @@ async fn run(
     + Send
     + 'static,
 ) -> Result<Response, ApiError> {
-    let idle = app.stream_idle_timeout;
+    let idle = app.stream_idle_timeout();
     let input = body_reader(body, idle);
     let (tx, rx) = mpsc::channel(OUT_DEPTH);
     let output = BodyWriter {
@@ -326,21 +325,10 @@ async fn run(
             };
             // Room in the node's stream memory first, or no stream (and no 200) at all.
             let key = (&started.owner, &started.key_id, started.version);
-            let _room = match app.stream_budget.reserve(stream_bytes(started.chunk_log2), STREAM_WAIT) {
+            let needs = stream_bytes(started.chunk_log2);
+            let _room = match app.stream_room(&caller, op, key, needs, started.chunk_log2) {
                 Ok(room) => room,
-                Err(no_room) => {
-                    let refused = match no_room {
-                        NoRoom::TooLarge { needs, total } => OpError::BadRequest(format!(
-                            "a stream of 2^{} byte chunks needs {} MiB of stream memory, more than this node's {} MiB (--stream-memory); use a smaller chunk size",
-                            started.chunk_log2,
-                            needs >> 20,
-                            total >> 20
-                        )),
-                        NoRoom::Busy => OpError::Busy(
-                            "the node's stream memory is in use by other streams; retry shortly".into(),
-                        ),
-                    };
-                    let _ = app.stream_done(&caller, op, key, format!("refused: {}", refused_text(&refused)));
+                Err(refused) => {
                     let _ = ready_tx.send(Err(refused));
                     return;
                 }
@@ -377,12 +365,5 @@ async fn run(
             .into_response()),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(OpError::Internal("stream thread ended early".into()).into()),
-    }
-}
-
-fn refused_text(e: &OpError) -> &str {
-    match e {
-        OpError::BadRequest(m) | OpError::Busy(m) => m,
-        _ => "refused",
     }
 }

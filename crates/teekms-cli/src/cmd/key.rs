@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use teekms_attest::{Freshness, VerifiedNode, verify_document};
 use teekms_core::{Bundle, DataKey, KeyId, Receipt};
-use teekms_server::{DeployError, open_node};
+use teekms_server::{OpError, open_node};
 
 use crate::cli::{CollateralArg, DeployArgs, KeyCmd, OwnerArg, PlatformArgs, TeeArg, WrapArgs};
 use crate::cmd::{now, parse_url, warn_if_sim};
@@ -261,9 +261,9 @@ fn import_offline(
     report_import(&deployed.receipt, deployed.created, receipt_path)
 }
 
-fn deploy_failure(e: DeployError) -> Failure {
+fn deploy_failure(e: OpError) -> Failure {
     let code = match e {
-        DeployError::Store(_) | DeployError::Unavailable => crate::failure::EXIT_USAGE,
+        OpError::Store(_) | OpError::Unavailable => crate::failure::EXIT_USAGE,
         _ => EXIT_REJECTED,
     };
     Failure {

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl AppState {
+impl Service {
     /// `POST /v1/access-keys` (owners).
     pub fn create_access_key(
         &self,
@@ -34,7 +34,7 @@ impl AppState {
             .map(|d| parse_duration(d).and_then(|d| time_after(now, d)))
             .transpose()
             .map_err(bad)?;
-        let new = access::new_access_key(&self.service.cluster().derive(ACCESS_KEY_HASH_LABEL));
+        let new = access::new_access_key(&self.keyring.cluster().derive(ACCESS_KEY_HASH_LABEL));
         let rec = AccessKeyRecord {
             id: new.id.clone(),
             owner: teekms_attest::hexbytes::HexBytes(owner.0),
@@ -52,14 +52,14 @@ impl AppState {
                 // Registered owners have a record (see `owner_record`).
                 Write::InsertOwnerState {
                     owner: owner.fingerprint(),
-                    record: OwnerState::initial().seal(self.service.cluster(), &owner),
+                    record: OwnerState::initial().seal(self.keyring.cluster(), &owner),
                 },
                 Write::PutAccessKey {
                     id: rec.id.clone(),
                     owner: owner.fingerprint(),
                     revision: rec.revision(),
                     expected: 0,
-                    record: rec.seal(self.service.cluster()),
+                    record: rec.seal(self.keyring.cluster()),
                 },
             ],
             audit: AuditDraft {
@@ -69,7 +69,7 @@ impl AppState {
             on_conflict: "error: access key id collision",
         })?;
         if applied == Applied::Conflict {
-            return Err(OpError::Conflict("access key id collision; retry".into()));
+            return Err(OpError::Retry("access key id collision; retry".into()));
         }
         Ok(AccessKeyCreated {
             info: info(&rec),
@@ -86,7 +86,7 @@ impl AppState {
         let mut access_keys = Vec::new();
         for row in rows {
             let rec =
-                AccessKeyRecord::open(self.service.cluster(), &row.id, row.revision, &row.record)
+                AccessKeyRecord::open(self.keyring.cluster(), &row.id, row.revision, &row.record)
                     .map_err(|e| OpError::Damaged(e.to_string()))?;
             if rec.owner.0 == owner.0 {
                 access_keys.push(info(&rec));
@@ -108,7 +108,7 @@ impl AppState {
         let not_found = || OpError::NotFound(format!("no access key {id} of yours"));
         let stored = self.reader().get_access_key(id)?.ok_or_else(not_found)?;
         let revision = stored.revision;
-        let mut rec = AccessKeyRecord::open(self.service.cluster(), id, revision, &stored.record)
+        let mut rec = AccessKeyRecord::open(self.keyring.cluster(), id, revision, &stored.record)
             .map_err(|e| OpError::Damaged(e.to_string()))?;
         if rec.owner.0 != owner.0 {
             return Err(not_found());
@@ -121,7 +121,7 @@ impl AppState {
                     owner: owner.fingerprint(),
                     revision: rec.revision(),
                     expected: revision,
-                    record: rec.seal(self.service.cluster()),
+                    record: rec.seal(self.keyring.cluster()),
                 }],
                 audit: AuditDraft {
                     outcome: format!("ok ({id})"),
@@ -130,7 +130,7 @@ impl AppState {
                 on_conflict: "error: concurrent change",
             })?;
             if applied == Applied::Conflict {
-                return Err(OpError::Conflict(
+                return Err(OpError::Retry(
                     "the access key changed concurrently; retry".into(),
                 ));
             }

@@ -65,7 +65,7 @@ impl AnonymousRefusals {
     }
 }
 
-impl AppState {
+impl Service {
     /// Counts one refusal of an anonymous caller (logging the previous minute's counts
     /// when a new minute begins).
     pub(super) fn count_anonymous(&self, caller: &Caller) {

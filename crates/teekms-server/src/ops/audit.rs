@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl AppState {
+impl Service {
     /// Recent entries about the caller's keys or by the caller (owners), read from the
     /// newest backwards a page at a time.
     pub fn audit_tail(&self, caller: &Caller, n: usize) -> Result<AuditTail, OpError> {
@@ -40,7 +40,7 @@ impl AppState {
             ));
         }
         let key = self
-            .service
+            .keyring
             .cluster()
             .derive(teekms_core::audit::AUDIT_KEY_LABEL);
         Ok(verification(&key, |from| {

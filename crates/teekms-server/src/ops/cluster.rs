@@ -6,19 +6,18 @@
 use teekms_core::access::Caller;
 use teekms_core::api::ClusterPolicy;
 
-use super::{OpError, draft};
-use crate::api::AppState;
+use super::{OpError, Service, draft};
 use crate::writer::Job;
 
-impl AppState {
+impl Service {
     /// The cluster admin's check: the caller must be the owner named at creation.
     fn gate_cluster_admin(&self, caller: &Caller, op: &str, now: u64) -> Result<String, OpError> {
-        if !self.cluster {
+        if !self.settings.shared_store {
             return Err(OpError::NotFound(
                 "this node keeps no shared store: it has no cluster policy".into(),
             ));
         }
-        let admin = crate::node::read_cluster_admin(&self.service, self.reader().as_mut())
+        let admin = crate::node::read_cluster_admin(&self.keyring, self.reader().as_mut())
             .map_err(|e| OpError::Internal(format!("the cluster admin record: {e}")))?;
         let Some(admin) = admin else {
             return Err(self.refuse(
@@ -41,7 +40,7 @@ impl AppState {
     /// The cluster policy, for its admin.
     pub fn cluster_policy_get(&self, caller: &Caller, now: u64) -> Result<ClusterPolicy, OpError> {
         let admin = self.gate_cluster_admin(caller, "cluster-policy-get", now)?;
-        let (policy, _) = crate::node::read_cluster_policy(&self.service, self.reader().as_mut())
+        let (policy, _) = crate::node::read_cluster_policy(&self.keyring, self.reader().as_mut())
             .map_err(|e| OpError::Internal(format!("the cluster policy: {e}")))?;
         self.audit(draft("cluster-policy-get", caller, None, None, "ok", now))?;
         Ok(ClusterPolicy {
@@ -65,7 +64,7 @@ impl AppState {
             )));
         }
         self.writer.submit(Job {
-            writes: vec![crate::node::seal_cluster_policy(&self.service, &policy)],
+            writes: vec![crate::node::seal_cluster_policy(&self.keyring, &policy)],
             audit: draft("cluster-policy-set", caller, None, None, "ok", now),
             on_conflict: "error",
         })?;

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl AppState {
+impl Service {
     /// `encrypt`: a small payload under the key's current version.
     pub fn encrypt(
         &self,
@@ -255,8 +255,38 @@ impl AppState {
         Ok((l.owner, l.key_id.clone(), rec))
     }
 
+    /// Room in the node's stream memory for a stream that may hold `needs` bytes (its
+    /// chunks are 2^`chunk_log2` bytes), waiting a little for other streams to end; a
+    /// refusal is audited. Blocks: called on the stream's own thread.
+    pub fn stream_room(
+        &self,
+        caller: &Caller,
+        op: &str,
+        key: (&OwnerPublicKey, &KeyId, u64),
+        needs: u64,
+        chunk_log2: u8,
+    ) -> Result<crate::budget::Reservation, OpError> {
+        use crate::budget::{NoRoom, STREAM_WAIT};
+        let refused = match self.streams.reserve(needs, STREAM_WAIT) {
+            Ok(room) => return Ok(room),
+            Err(NoRoom::TooLarge { needs, total }) => OpError::BadRequest(format!(
+                "a stream of 2^{chunk_log2} byte chunks needs {} MiB of stream memory, more than this node's {} MiB (--stream-memory); use a smaller chunk size",
+                needs >> 20,
+                total >> 20
+            )),
+            Err(NoRoom::Busy) => OpError::Busy(
+                "the node's stream memory is in use by other streams; retry shortly".into(),
+            ),
+        };
+        let outcome = format!("refused: {}", refused.reason());
+        Err(match self.stream_done(caller, op, key, outcome) {
+            Ok(()) => refused,
+            Err(e) => e,
+        })
+    }
+
     /// Records the end of a stream through the node (its start was authorized, and
-    /// refusals audited, by [`AppState::stream_key`]).
+    /// refusals audited, by [`Service::stream_key`]).
     pub fn stream_done(
         &self,
         caller: &Caller,

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl AppState {
+impl Service {
     /// `GET /v1/keys/{id}`: metadata, for the owner or callers granted `describe`.
     pub fn describe(
         &self,
@@ -62,16 +62,8 @@ impl AppState {
         let new_version = match edit(&l, &mut next) {
             Ok(v) => v,
             Err(e) => {
-                let why = match &e {
-                    OpError::BadRequest(m) | OpError::Forbidden(m) | OpError::KeyState(m) => {
-                        m.clone()
-                    }
-                    _ => "failed".into(),
-                };
-                return Err(self.refuse(
-                    key_draft(op, caller, &l, None, format!("error: {why}"), now),
-                    e,
-                ));
+                let why = format!("error: {}", e.reason());
+                return Err(self.refuse(key_draft(op, caller, &l, None, why, now), e));
             }
         };
         next.revision = l.state.revision + 1;
@@ -82,7 +74,7 @@ impl AppState {
                 owner: fp.clone(),
                 key_id: l.key_id.to_string(),
                 key_version: rec.key_version,
-                record: rec.seal(self.service.cluster()),
+                record: rec.seal(self.keyring.cluster()),
             }));
         }
         writes.push(Write::PutState {
@@ -90,7 +82,7 @@ impl AppState {
             key_id: l.key_id.to_string(),
             revision: next.revision,
             expected: l.state.revision,
-            record: next.seal(self.service.cluster(), &l.owner, &l.key_id),
+            record: next.seal(self.keyring.cluster(), &l.owner, &l.key_id),
         });
         // Whatever the outcome, the next use reads the stored state again: forgotten
         // once the change is durable, so no request that starts after the answer sees
@@ -111,7 +103,7 @@ impl AppState {
         self.cache.forget(&l.fp, l.key_id.as_str());
         let applied = applied?;
         if applied == Applied::Conflict {
-            return Err(OpError::Conflict(
+            return Err(OpError::Retry(
                 "the key was changed concurrently; retry".into(),
             ));
         }
@@ -156,7 +148,7 @@ impl AppState {
         wait: Option<&str>,
         now: u64,
     ) -> Result<KeyDescription, OpError> {
-        let min = self.min_deletion_wait;
+        let min = self.settings.min_deletion_wait;
         let wait = match wait {
             Some(w) => parse_duration(w).map_err(bad)?,
             None => DEFAULT_DELETION_WAIT.max(min),
@@ -302,7 +294,7 @@ impl AppState {
                 continue;
             };
             let Ok(state) = KeyState::open(
-                self.service.cluster(),
+                self.keyring.cluster(),
                 &owner,
                 &key_id,
                 row.revision,
@@ -339,7 +331,7 @@ impl AppState {
                 return Ok(Deletion::AlreadyGone);
             };
             let state = KeyState::open(
-                self.service.cluster(),
+                self.keyring.cluster(),
                 owner,
                 key_id,
                 stored.revision,
@@ -349,9 +341,10 @@ impl AppState {
             if state.deletion_at.is_none_or(|t| t > now) {
                 return Ok(Deletion::NoLongerDue);
             }
-            let record = super::owner_record(&self.service, &mut **self.reader(), owner);
+            let record = self.owner_record(owner);
             let mut next = match record {
                 Ok(super::OwnerRecord::Stored(state)) => state,
+                Err(e @ OpError::Store(_)) => return Err(e),
                 Ok(super::OwnerRecord::New) | Err(_) => {
                     return Err(OpError::Damaged(format!(
                         "the record of owner {fp} is missing or damaged; key {id:?} is not deleted until the store is restored"
@@ -372,7 +365,7 @@ impl AppState {
                         owner: fp.clone(),
                         revision: next.revision,
                         expected,
-                        record: next.seal(self.service.cluster(), owner),
+                        record: next.seal(self.keyring.cluster(), owner),
                     },
                 ],
                 audit: AuditDraft {
@@ -392,13 +385,13 @@ impl AppState {
                 return Ok(Deletion::Deleted);
             }
         }
-        Err(OpError::Conflict(format!(
+        Err(OpError::Retry(format!(
             "key {id:?} could not be deleted: it or its owner's record kept changing; it is tried again at the next sweep"
         )))
     }
 }
 
-/// What [`AppState::delete_due`] found.
+/// What [`Service::delete_due`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Deletion {
     /// Deleted now.

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl AppState {
+impl Service {
     /// A workload presents its attestation document on this connection: its statement
     /// must name the connection's client key, and its evidence must verify. Which keys
     /// it may use is then decided per key, by the key policies' workload entries.
@@ -85,13 +85,13 @@ impl AppState {
         caller: &Caller,
         now: u64,
     ) -> Result<teekms_core::api::JoinResponse, OpError> {
-        if !self.cluster {
+        if !self.settings.shared_store {
             return Err(OpError::Forbidden(
                 "this node keeps no shared store: there is no cluster to join".into(),
             ));
         }
         // Read at each join: the cluster admin may have changed it through any node.
-        let (_, policy) = crate::node::read_cluster_policy(&self.service, self.reader().as_mut())
+        let (_, policy) = crate::node::read_cluster_policy(&self.keyring, self.reader().as_mut())
             .map_err(|e| OpError::Internal(format!("the cluster policy: {e}")))?;
         let policy = &policy;
         let Some(w) = &caller.workload else {
@@ -125,12 +125,12 @@ impl AppState {
                 OpError::Forbidden(why),
             ));
         }
-        let check = teekms_core::recovery::cluster_check(self.service.cluster());
+        let check = teekms_core::recovery::cluster_check(self.keyring.cluster());
         let (enc, ct) = teekms_core::hpke::seal(
             &w.document.statement.hpke_public_key.0,
             teekms_core::api::CLUSTER_JOIN_INFO,
             &check.0,
-            self.service.cluster().expose(),
+            self.keyring.cluster().expose(),
         )
         .map_err(|_| OpError::BadRequest("the joiner's key is not a usable X25519 key".into()))?;
         self.audit(draft(

@@ -1,0 +1,171 @@
+//! One error type for every operation, and the stable error codes of spec/api-v1.md.
+//!
+//! An operation says *what* went wrong (`OpError`); each protocol layer turns that into
+//! its own wire names in one place (the native API: `api::ApiError`, from
+//! [`OpError::code`]).
+
+use teekms_core::CoreError;
+use teekms_store::StoreError;
+
+/// The stable codes of the native API's errors (spec/api-v1.md, "Errors").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400: the request is malformed.
+    BadRequest,
+    /// 413: the body is over its limit.
+    TooLarge,
+    /// 408: the request took longer than its deadline.
+    Timeout,
+    /// 400: the bundle is malformed or altered.
+    BadBundle,
+    /// 422: the bundle is for another node.
+    WrongNode,
+    /// 403: the bundle's signature does not verify.
+    BadSignature,
+    /// 401: no credentials, or credentials that do not verify.
+    Unauthenticated,
+    /// 403: not allowed (default deny).
+    Forbidden,
+    /// 404: no such key, owner, version or endpoint.
+    NotFound,
+    /// 409: the key is disabled or pending deletion.
+    KeyState,
+    /// 409: the key id holds other material already.
+    Conflict,
+    /// 409: a concurrent change won; retrying settles it.
+    Retry,
+    /// 409: a stored record is missing or fails authentication.
+    RecordDamaged,
+    /// 410: the owner deleted a key under this id.
+    Deleted,
+    /// 400: the ciphertext does not decrypt.
+    DecryptFailed,
+    /// 503: no room for a stream now.
+    Busy,
+    /// 503: not carried out (shutting down, store unreachable); may be sent again.
+    Unavailable,
+    /// 500: a failure that must not happen; details in the node's log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it goes on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::BadBundle => "bad_bundle",
+            ErrorCode::WrongNode => "wrong_node",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::KeyState => "key_state",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Retry => "retry",
+            ErrorCode::RecordDamaged => "record_damaged",
+            ErrorCode::Deleted => "deleted",
+            ErrorCode::DecryptFailed => "decrypt_failed",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// Why an operation was refused or failed. Messages are safe to return to the caller,
+/// except those of `Store` and `Internal`, which go to the node's log only.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The bundle is malformed, altered, or for another node.
+    #[error(transparent)]
+    Bundle(CoreError),
+    /// No credentials where some are needed, or credentials that do not verify.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Not allowed (default deny).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such key (or it was deleted), owner or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// The key is disabled or pending deletion.
+    #[error("{0}")]
+    KeyState(String),
+    /// The key id already holds other material: a key is never overwritten.
+    #[error("{0}")]
+    Exists(String),
+    /// A concurrent change won; retrying settles it.
+    #[error("{0}")]
+    Retry(String),
+    /// A stored record is missing or failed authentication.
+    #[error("{0}")]
+    Damaged(String),
+    /// The owner deleted a key under this id: deletion is final.
+    #[error("{0}")]
+    Deleted(String),
+    /// The ciphertext does not decrypt.
+    #[error("{0}")]
+    Decrypt(String),
+    /// The node has no room for this now (stream memory); a retry shortly may succeed.
+    #[error("{0}")]
+    Busy(String),
+    /// The node is shutting down; a retry (here later, or on another node) may succeed.
+    #[error("the node is shutting down or cannot reach its store; retry")]
+    Unavailable,
+    /// The store could not be read or written (mostly: it cannot be reached, as during
+    /// a PostgreSQL restart, and the next attempt reconnects).
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
+    /// Something that must not happen.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl OpError {
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            OpError::BadRequest(_) => ErrorCode::BadRequest,
+            OpError::Bundle(CoreError::BundleWrongNode { .. }) => ErrorCode::WrongNode,
+            OpError::Bundle(CoreError::BundleSignature) => ErrorCode::BadSignature,
+            OpError::Bundle(_) => ErrorCode::BadBundle,
+            OpError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            OpError::Forbidden(_) => ErrorCode::Forbidden,
+            OpError::NotFound(_) => ErrorCode::NotFound,
+            OpError::KeyState(_) => ErrorCode::KeyState,
+            OpError::Exists(_) => ErrorCode::Conflict,
+            OpError::Retry(_) => ErrorCode::Retry,
+            OpError::Damaged(_) => ErrorCode::RecordDamaged,
+            OpError::Deleted(_) => ErrorCode::Deleted,
+            OpError::Decrypt(_) => ErrorCode::DecryptFailed,
+            OpError::Busy(_) => ErrorCode::Busy,
+            OpError::Unavailable | OpError::Store(_) => ErrorCode::Unavailable,
+            OpError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The reason of a refusal, as its audit entry records it (`denied: <reason>`).
+    pub(crate) fn reason(&self) -> &str {
+        match self {
+            OpError::BadRequest(m)
+            | OpError::Forbidden(m)
+            | OpError::KeyState(m)
+            | OpError::NotFound(m)
+            | OpError::Busy(m) => m,
+            _ => "failed",
+        }
+    }
+}
+
+impl From<crate::writer::Unavailable> for OpError {
+    fn from(_: crate::writer::Unavailable) -> Self {
+        OpError::Unavailable
+    }
+}
