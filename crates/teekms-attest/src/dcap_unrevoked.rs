@@ -18,7 +18,7 @@ use dcap_qvl::{QeIdentity, QeTcbLevel};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use webpki::EndEntityCert;
 
-use crate::dcap::{
+use crate::dcap_collateral::{
     DcapCollateral, INTEL_SGX_ROOT_CA_DER, SignedQeIdentity, SignedTcbInfo, TEE_TYPE_SGX,
 };
 

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod collateral;
 pub mod danger;
 pub mod dcap;
+mod dcap_collateral;
 mod dcap_unrevoked;
 pub mod document;
 mod error;

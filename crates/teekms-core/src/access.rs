@@ -97,10 +97,10 @@ impl KeyPolicy {
     /// nothing, and malformed workload entries are errors).
     pub fn parse(text: &str) -> Result<KeyPolicy, CoreError> {
         let bad = |reason: String| CoreError::InvalidKeyPolicy {
-            max: crate::bundle::MAX_KEY_POLICY_LEN,
+            max: MAX_KEY_POLICY_LEN,
             reason,
         };
-        if text.len() > crate::bundle::MAX_KEY_POLICY_LEN {
+        if text.len() > MAX_KEY_POLICY_LEN {
             return Err(bad("too large".into()));
         }
         crate::strict_json::reject_duplicate_members(text).map_err(bad)?;
@@ -193,6 +193,9 @@ pub struct AttestedWorkload {
 /// Appraisals made on a connection: workload entry id → (admitted, until).
 pub type Appraisals =
     std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], (bool, u64)>>>;
+
+/// Largest key policy, in bytes.
+pub const MAX_KEY_POLICY_LEN: usize = 16 * 1024;
 
 /// How long an appraisal of a workload's evidence is reused on its connection (seconds).
 pub const APPRAISAL_TTL: u64 = 60;

@@ -14,8 +14,7 @@ pub const BUNDLE_FORMAT: &str = "teekms-bundle";
 pub const BUNDLE_VERSION: u32 = 1;
 /// Largest bundle accepted, in bytes of JSON.
 pub const MAX_BUNDLE_LEN: usize = 64 * 1024;
-/// Largest key policy, in bytes.
-pub const MAX_KEY_POLICY_LEN: usize = 16 * 1024;
+pub use crate::access::MAX_KEY_POLICY_LEN;
 /// HPKE `info` of a deployment.
 pub const HPKE_INFO: &[u8] = b"teekms/v1/deploy";
 const AAD_LABEL: &[u8] = b"teekms/v1/bundle-aad";

@@ -186,7 +186,7 @@ impl DataKeyRecord {
             let k = r.str(128)?.to_owned();
             let v = r.u64()?;
             let c = r.u64()?;
-            let p = r.str(crate::bundle::MAX_KEY_POLICY_LEN)?.to_owned();
+            let p = r.str(crate::access::MAX_KEY_POLICY_LEN)?.to_owned();
             let d: [u8; 32] = r.fixed()?;
             Ok((o, k, v, c, p, DataKey::from_bytes(&d).expect("32 bytes")))
         })();

@@ -16,11 +16,12 @@ use serde::de::DeserializeOwned;
 use teekms_attest::AttestationDocument;
 use teekms_attest::statement::MAX_NONCE_LEN;
 use teekms_core::access::Caller;
-use teekms_core::api::{ErrorBody, KeyList};
+use teekms_core::api::KeyList;
 use teekms_core::audit::AuditDraft;
 use teekms_core::bundle::MAX_BUNDLE_LEN;
 use teekms_core::{Bundle, OwnerPublicKey, Receipt};
 
+use crate::http::{ApiError, JsonOut, token};
 use crate::ops::{ConnState, Deployer, ErrorCode, OpError, Service};
 
 /// An authenticated owner (route guard).
@@ -40,87 +41,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Owner {
                 ErrorCode::Unauthenticated,
                 "this request needs an owner's TLS client certificate",
             )),
-        }
-    }
-}
-
-/// The one error type of the native API: a stable code (its status follows from it) and
-/// a message.
-#[derive(Debug)]
-pub struct ApiError {
-    code: ErrorCode,
-    message: String,
-}
-
-/// The HTTP status of each code (spec/api-v1.md): the one mapping.
-fn status(code: ErrorCode) -> StatusCode {
-    use ErrorCode as C;
-    use StatusCode as S;
-    match code {
-        C::BadRequest | C::BadBundle | C::DecryptFailed => S::BAD_REQUEST,
-        C::TooLarge => S::PAYLOAD_TOO_LARGE,
-        C::Timeout => S::REQUEST_TIMEOUT,
-        C::WrongNode => S::UNPROCESSABLE_ENTITY,
-        C::BadSignature | C::Forbidden => S::FORBIDDEN,
-        C::Unauthenticated => S::UNAUTHORIZED,
-        C::NotFound => S::NOT_FOUND,
-        C::KeyState | C::Conflict | C::Retry | C::RecordDamaged => S::CONFLICT,
-        C::Deleted => S::GONE,
-        C::Busy | C::Unavailable => S::SERVICE_UNAVAILABLE,
-        C::Internal => S::INTERNAL_SERVER_ERROR,
-    }
-}
-
-impl ApiError {
-    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// An internal failure: details go to the log under an id, the caller gets the id.
-    fn internal(what: &str, detail: &dyn std::fmt::Display) -> ApiError {
-        let mut id = [0u8; 8];
-        teekms_core::random_bytes(&mut id);
-        let id = hex::encode(id);
-        tracing::error!(error_id = %id, what, error = %detail, "internal error");
-        ApiError::new(
-            ErrorCode::Internal,
-            format!("internal error {id}; the node's log has the details"),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            code: self.code.as_str().into(),
-            message: self.message,
-        };
-        let mut response = (status(self.code), Json(body)).into_response();
-        if self.code == ErrorCode::Busy {
-            // Room comes back as other streams end: a second is a fair first wait.
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-        }
-        response
-    }
-}
-
-impl From<OpError> for ApiError {
-    fn from(e: OpError) -> Self {
-        match e {
-            OpError::Internal(m) => ApiError::internal("operation", &m),
-            OpError::Store(e) => {
-                // Mostly a store that cannot be reached (a PostgreSQL restart): the next
-                // attempt reconnects. The cause goes to the log only.
-                tracing::error!(error = %e, "store failed");
-                ApiError::new(ErrorCode::Unavailable, OpError::Unavailable.to_string())
-            }
-            e => ApiError::new(e.code(), e.to_string()),
         }
     }
 }
@@ -270,22 +190,6 @@ async fn list_keys(
 
 // ---- using the keys (ops.rs) ---------------------------------------------------------
 
-pub(crate) fn token(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get(axum::http::header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    v.to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| Some(t.trim().to_owned()))
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::BadRequest,
-                "Authorization must be `Bearer <access key token>`",
-            )
-        })
-}
-
 fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(|e| {
         ApiError::new(
@@ -317,30 +221,6 @@ async fn data_op<T: Serialize + Send + 'static>(
 ) -> Result<JsonOut<T>, ApiError> {
     let token = token(headers)?;
     Ok(JsonOut(app.call_data(conn, token, f).await?))
-}
-
-/// A JSON response written into one buffer sized for the usual answer: axum's `Json`
-/// starts at 128 bytes and grows by copying, four times for a 1 KiB envelope.
-pub struct JsonOut<T>(pub T);
-
-/// Room for the usual operation's answer (a 1 KiB envelope is about 1.5 KiB of JSON).
-const RESPONSE_CAPACITY: usize = 2048;
-
-impl<T: Serialize> IntoResponse for JsonOut<T> {
-    fn into_response(self) -> Response {
-        let mut body = Vec::with_capacity(RESPONSE_CAPACITY);
-        match serde_json::to_writer(&mut body, &self.0) {
-            Ok(()) => (
-                [(
-                    axum::http::header::CONTENT_TYPE,
-                    axum::http::HeaderValue::from_static("application/json"),
-                )],
-                body,
-            )
-                .into_response(),
-            Err(e) => ApiError::internal("response", &e).into_response(),
-        }
-    }
 }
 
 type Conn = axum::Extension<Arc<ConnState>>;

@@ -14,6 +14,7 @@ mod budget;
 mod connections;
 mod datadir;
 mod error;
+mod http;
 mod keyring;
 mod migrate;
 mod node;

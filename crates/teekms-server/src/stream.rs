@@ -20,7 +20,7 @@ use teekms_core::access::Operation;
 use teekms_core::stream::{self, Header};
 use tokio::sync::mpsc;
 
-use crate::api::ApiError;
+use crate::http::ApiError;
 use crate::now_unix;
 use crate::ops::{ConnState, OpError, Service};
 
@@ -194,7 +194,7 @@ async fn encrypt(
     if !(12..=24).contains(&chunk_log2) {
         return Err(OpError::BadRequest("chunk_log2 must be 12 to 24".into()).into());
     }
-    let token = crate::api::token(&headers)?;
+    let token = crate::http::token(&headers)?;
     run(
         app,
         conn,
@@ -234,7 +234,7 @@ async fn decrypt(
     body: Body,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(bad_query)?;
-    let token = crate::api::token(&headers)?;
+    let token = crate::http::token(&headers)?;
     run(
         app,
         conn,

@@ -1,7 +1,7 @@
 use teekms_attest::snp::Product;
 
 use crate::cli::{CollateralCmd, ProductArg, RealTee};
-use crate::cmd::key::format_time;
+use crate::cmd::format_time;
 use crate::failure::{CmdResult, Failure};
 use crate::paths;
 

@@ -72,7 +72,7 @@ async fn connect(node: &str, via: &ViaNode) -> Result<teekms_client::VerifiedCon
         .policy
         .clone()
         .ok_or_else(|| Failure::usage("--node needs --policy"))?;
-    super::use_keys::connect(&NodeArgs {
+    super::connect::connect(&NodeArgs {
         node: node.to_owned(),
         policy,
         access_key: via.access_key.clone(),

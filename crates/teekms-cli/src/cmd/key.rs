@@ -5,7 +5,8 @@ use teekms_core::{Bundle, DataKey, KeyId, Receipt};
 use teekms_server::{OpError, open_node};
 
 use crate::cli::{CollateralArg, DeployArgs, KeyCmd, OwnerArg, PlatformArgs, TeeArg, WrapArgs};
-use crate::cmd::{now, parse_url, warn_if_sim};
+use crate::cmd::connect::connect_verified;
+use crate::cmd::{format_time, now, parse_url, warn_if_sim};
 use crate::failure::{CmdResult, EXIT_REJECTED, Failure};
 use crate::paths;
 
@@ -102,30 +103,6 @@ fn load_bundle(path: &Path) -> Result<Bundle, Failure> {
         Failure::rejected(format!("{}: {e}", path.display()))
             .hint("ask the owner for a fresh bundle; do not edit it")
     })
-}
-
-pub(super) async fn connect_verified(
-    node: &str,
-    policy: &Path,
-    owner: Option<&teekms_core::OwnerKey>,
-    collateral: &CollateralArg,
-) -> Result<teekms_client::VerifiedConnection, Failure> {
-    let url = parse_url(node)?;
-    let policy = paths::load_policy(policy)?;
-    let files = match &collateral.collateral {
-        Some(dir) => Some(super::evidence::read_collateral_dir(dir)?),
-        None => None,
-    };
-    let conn = teekms_client::connect_verified_with_collateral(
-        &url,
-        &policy,
-        owner,
-        now(),
-        files.as_ref(),
-    )
-    .await?;
-    warn_if_sim(conn.node().statement().tee);
-    Ok(conn)
 }
 
 async fn deploy(a: DeployArgs) -> CmdResult {
@@ -245,7 +222,7 @@ fn import_offline(
 ) -> CmdResult {
     let tee = tee.ok_or_else(|| Failure::usage("--data-dir needs --tee (the node's TEE)"))?;
     if matches!(tee, TeeArg::Sim) {
-        eprintln!("{}", super::serve::SIM_WARNING);
+        eprintln!("{}", super::tee::SIM_WARNING);
     }
     if !crate::paths::holds_node(dir)? {
         return Err(
@@ -253,7 +230,7 @@ fn import_offline(
                 .hint("start the node once with `teekms serve` to create it"),
         );
     }
-    let platform = super::serve::platform(tee, platform_args, dir)?;
+    let platform = super::tee::platform(tee, platform_args, dir)?;
     let node = open_node(platform, dir)
         .map_err(|e| Failure::usage(format!("cannot open the node: {e}")))?;
     let deployed =
@@ -314,14 +291,4 @@ async fn list(
     }
     Err(Failure::rejected(format!("{} stored key record(s) failed authentication", list.damaged.len()))
         .hint("the node's storage was altered; restore those records from a backup or redeploy the keys from your copies"))
-}
-
-pub fn format_time(unix: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }

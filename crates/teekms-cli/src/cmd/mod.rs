@@ -4,6 +4,7 @@
 
 mod attest;
 mod collateral;
+mod connect;
 mod crypt;
 mod demo;
 mod evidence;
@@ -11,6 +12,7 @@ mod key;
 mod owner;
 mod recovery;
 mod serve;
+mod tee;
 mod use_keys;
 mod workload;
 
@@ -80,4 +82,15 @@ pub fn print_claims(claims: Option<&serde_json::Value>) {
             None => println!("  {k}: {v}"),
         }
     }
+}
+
+/// A Unix time as RFC 3339 (UTC), or the number if it has none.
+pub fn format_time(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
 }

@@ -76,7 +76,7 @@ pub fn run(cmd: RecoveryCmd) -> CmdResult {
                 })?;
                 open.push(share);
             }
-            let platform = super::serve::platform(tee, &platform, &data_dir)?;
+            let platform = super::tee::platform(tee, &platform, &data_dir)?;
             // On a thread of its own: the PostgreSQL client blocks, and must not run on
             // the async runtime this command is called from.
             let restored = std::thread::scope(|scope| {

@@ -10,43 +10,17 @@ use teekms_core::api::{B64, KeyDescription, ReEncryptRequest};
 
 use crate::cli::{
     AccessCmd, AuditCmd, AuditSource, ClusterCmd, ClusterPolicyCmd, EnvelopeCmd, InOut, KeyAdmin,
-    KeyPolicyCmd, NodeArgs,
+    KeyPolicyCmd,
 };
 use crate::failure::{CmdResult, EXIT_REJECTED, Failure};
 use crate::paths;
 
-use super::key::format_time;
+use super::connect::connect;
+use super::format_time;
 
 /// Largest envelope input read (the node takes 64 KiB of plaintext; ciphertexts are a
 /// little larger).
 const MAX_ENVELOPE_INPUT: u64 = 128 * 1024;
-
-/// Connects to a verified node as the owner, or with an access key (then anonymously:
-/// the token is the credential, sent only after the node verified).
-pub async fn connect(node: &NodeArgs) -> Result<VerifiedConnection, Failure> {
-    let token = match &node.access_key {
-        Some(path) => Some(read_token(path)?),
-        None => None,
-    };
-    let owner = match token {
-        Some(_) => None,
-        None => Some(paths::load_owner(&node.owner.owner)?),
-    };
-    let mut conn =
-        super::key::connect_verified(&node.node, &node.policy, owner.as_ref(), &node.collateral)
-            .await?;
-    if let Some(t) = token {
-        conn.use_access_key(&t);
-    }
-    Ok(conn)
-}
-
-fn read_token(path: &Path) -> Result<zeroize::Zeroizing<String>, Failure> {
-    let bytes = zeroize::Zeroizing::new(paths::read(path, "access key file", 1024)?);
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| Failure::usage(format!("{} is not an access key token", path.display())))?;
-    Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
-}
 
 fn print_description(d: &KeyDescription, json: bool) {
     if json {
@@ -469,7 +443,7 @@ async fn open_source(
 ) -> Result<Source, Failure> {
     if let (Some(node), Some(policy)) = (&source.node, &source.policy) {
         let owner = paths::load_owner(&owner.owner)?;
-        let conn = super::key::connect_verified(
+        let conn = super::connect::connect_verified(
             node,
             policy,
             Some(&owner),
@@ -489,7 +463,7 @@ async fn open_source(
             dir.display()
         )));
     }
-    let platform = super::serve::platform(tee, platform, dir)?;
+    let platform = super::tee::platform(tee, platform, dir)?;
     let handle = teekms_server::open_node(platform, dir)
         .map_err(|e| Failure::usage(format!("cannot open the node: {e}")))?;
     Ok(Source::Dir(handle))

@@ -33,7 +33,7 @@ pub async fn run(cmd: WorkloadCmd) -> CmdResult {
     // This program's keys are born here, in its TEE, for this exchange only.
     let scratch = tempfile::tempdir()
         .map_err(|e| Failure::usage(format!("cannot make a temporary directory: {e}")))?;
-    let platform = super::serve::platform(tee, &platform, scratch.path())?;
+    let platform = super::tee::platform(tee, &platform, scratch.path())?;
     let keys = NodeKeys::generate();
     // Mutual RA-TLS: this program's certificate carries its evidence, and the node's
     // certificate is verified against --policy in the same handshake.
