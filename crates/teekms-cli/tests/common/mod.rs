@@ -1,9 +1,11 @@
 //! Helpers to run the real `teekms` binary: isolated homes and node processes.
 #![allow(dead_code, missing_docs)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+#[allow(unused_imports)]
+pub use teekms_testkit::{NodeProcess, Serve, read_url};
 
 /// A path as the `&str` a command line takes.
 pub fn s(p: &Path) -> &str {
@@ -130,51 +132,14 @@ impl Env {
         extra: &[&str],
         log: &str,
     ) -> NodeProcess {
-        let mut c = Command::new(program);
-        self.isolate(&mut c);
-        c.envs(envs.iter().copied());
-        c.env("TEEKMS_LOG", log);
-        c.args([
-            "serve",
-            "--tee",
-            tee,
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let url = read_url(&mut child);
-        // Drain stderr continuously: a node logging at trace level must never block on a
-        // full pipe.
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut err, &mut s);
-            s
-        });
-        NodeProcess {
-            child,
-            url,
-            stderr: Some(stderr),
-        }
+        Serve::new(program, data_dir)
+            .home(self.dir.path())
+            .tee(tee)
+            .args(extra)
+            .envs(envs)
+            .log(log)
+            .spawn()
     }
-}
-
-/// The URL a starting `teekms serve` prints on its first line of stdout.
-pub fn read_url(child: &mut Child) -> String {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    line.split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_owned()
 }
 
 impl Env {
@@ -247,42 +212,5 @@ impl Env {
         std::fs::copy(quote, dir.join("quote")).unwrap();
         std::fs::write(dir.join("keys/_sgx_mrsigner"), [7u8; 16]).unwrap();
         dir
-    }
-}
-
-/// A running `teekms serve`; killed (SIGKILL) when dropped.
-pub struct NodeProcess {
-    pub child: Child,
-    pub url: String,
-    stderr: Option<std::thread::JoinHandle<String>>,
-}
-
-impl NodeProcess {
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and wait: the graceful path.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        self.child.wait().unwrap()
-    }
-
-    /// Everything the node wrote to stderr; call after it exited.
-    pub fn stderr(&mut self) -> String {
-        self.stderr
-            .take()
-            .map(|t| t.join().unwrap())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
