@@ -3,7 +3,7 @@
 //! authentication. Random input never decrypts under a fixed key.
 use libfuzzer_sys::fuzz_target;
 use teekms_core::DataKey;
-use teekms_core::stream::decrypt;
+use teekms_stream_io::decrypt;
 
 fuzz_target!(|data: &[u8]| {
     let dek = DataKey::from_bytes(&[7; 32]).unwrap();

@@ -143,7 +143,8 @@ fn main() {
 }
 
 fn stream_vector(out: &str) {
-    use teekms_core::stream::{Header, encrypt};
+    use teekms_core::stream::Header;
+    use teekms_stream_io::encrypt;
     let dek = DataKey::from_bytes(&[0x44; 32]).unwrap();
     let header = Header {
         key_id: KeyId::new("vector-key").unwrap(),

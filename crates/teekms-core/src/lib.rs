@@ -36,17 +36,6 @@ pub use receipt::Receipt;
 pub use record::SealingKey;
 pub use secret::{DataKey, Kcv};
 
-/// Seeds AWS-LC's generator on a background thread. AWS-LC gathers CPU-jitter entropy on
-/// first use in a process (tens of milliseconds); a node starts faster when that overlaps
-/// with its other start-up work instead of delaying its key generation and first TLS
-/// handshake (which use AWS-LC's generator, unlike [`random_bytes`]).
-pub fn warm_up_rng() {
-    std::thread::spawn(|| {
-        use aws_lc_rs::rand::SecureRandom;
-        let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut [0u8; 1]);
-    });
-}
-
 /// Fills `out` with random bytes from the operating system's CSPRNG (`getrandom(2)`):
 /// no user-space generator to seed first, so a short-lived command such as `teekms
 /// encrypt` does not spend tens of milliseconds gathering entropy for one salt.

@@ -45,3 +45,14 @@ pub fn now_unix() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// Seeds AWS-LC's generator on a background thread. AWS-LC gathers CPU-jitter entropy on
+/// first use in a process (tens of milliseconds); a node starts faster when that overlaps
+/// with its other start-up work instead of delaying its key generation and first TLS
+/// handshake (which use AWS-LC's generator, unlike `teekms_core::random_bytes`).
+pub fn warm_up_rng() {
+    std::thread::spawn(|| {
+        use aws_lc_rs::rand::SecureRandom;
+        let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut [0u8; 1]);
+    });
+}

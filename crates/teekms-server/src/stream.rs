@@ -17,7 +17,8 @@ use axum::{Extension, Router};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use teekms_core::access::Operation;
-use teekms_core::stream::{self, Header};
+use teekms_core::stream::{DEFAULT_CHUNK_LOG2, Header, StreamError};
+use teekms_stream_io as stream;
 use tokio::sync::mpsc;
 
 use crate::http::ApiError;
@@ -190,7 +191,7 @@ async fn encrypt(
     body: Body,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(bad_query)?;
-    let chunk_log2 = q.chunk_log2.unwrap_or(stream::DEFAULT_CHUNK_LOG2);
+    let chunk_log2 = q.chunk_log2.unwrap_or(DEFAULT_CHUNK_LOG2);
     if !(12..=24).contains(&chunk_log2) {
         return Err(OpError::BadRequest("chunk_log2 must be 12 to 24".into()).into());
     }
@@ -278,7 +279,7 @@ struct Started {
     chunk_log2: u8,
 }
 
-type Work = Box<dyn FnOnce() -> Result<(), stream::StreamError> + Send>;
+type Work = Box<dyn FnOnce() -> Result<(), StreamError> + Send>;
 
 /// Authorizes (and audits) on the blocking pool, then answers 200 and streams: the work
 /// runs on its own thread between the request body and the response body.

@@ -20,9 +20,10 @@ use std::process::ExitCode;
 
 use teekms_attest::Policy;
 use teekms_client::{Identity, NodeUrl};
-use teekms_core::stream::{self, Header};
+use teekms_core::stream::Header;
 use teekms_core::{DataKey, KeyId, NodeKeys};
 use teekms_platform::{Platform, SimPlatform};
+use teekms_stream_io as stream;
 
 struct Input {
     owner: String,

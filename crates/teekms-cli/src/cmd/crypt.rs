@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use teekms_core::KeyId;
-use teekms_core::stream::{self, Header, StreamError};
+use teekms_core::stream::{Header, StreamError};
+use teekms_stream_io as stream;
 
 use crate::cli::{DecryptArgs, EncryptArgs, NodeArgs, ViaNode};
 use crate::failure::{CmdResult, Failure};

@@ -12,7 +12,7 @@ use crate::failure::{CmdResult, Failure};
 use crate::paths;
 
 pub async fn run(args: ServeArgs) -> CmdResult {
-    teekms_core::warm_up_rng();
+    teekms_server::warm_up_rng();
     if matches!(args.tee, TeeArg::Sim) {
         eprintln!("{}", super::tee::SIM_WARNING);
     }

@@ -2,8 +2,9 @@
 //! kind of tampering the format must detect.
 
 use proptest::prelude::*;
-use teekms_core::stream::{Header, StreamError, decrypt, encrypt};
+use teekms_core::stream::{Header, StreamError};
 use teekms_core::{DataKey, KeyId};
+use teekms_stream_io::{decrypt, encrypt};
 
 fn seal(dek: &DataKey, data: &[u8], chunk_log2: u8) -> Vec<u8> {
     let header = Header::new(KeyId::new("k").unwrap(), 1, chunk_log2);
@@ -115,7 +116,7 @@ fn file_path_matches_stream_path() {
         std::fs::write(&plain, &data).unwrap();
         let header = Header::new(KeyId::new("k").unwrap(), 3, 12);
         let mut via_file = Vec::new();
-        teekms_core::stream::encrypt_file(
+        teekms_stream_io::encrypt_file(
             &dek,
             &header,
             &std::fs::File::open(&plain).unwrap(),
@@ -128,18 +129,15 @@ fn file_path_matches_stream_path() {
         let sealed = dir.path().join("c");
         std::fs::write(&sealed, &via_file).unwrap();
         let mut out = Vec::new();
-        let h = teekms_core::stream::decrypt_file(
-            &dek,
-            &std::fs::File::open(&sealed).unwrap(),
-            &mut out,
-        )
-        .unwrap();
+        let h =
+            teekms_stream_io::decrypt_file(&dek, &std::fs::File::open(&sealed).unwrap(), &mut out)
+                .unwrap();
         assert_eq!((out, h.key_version), (data, 3));
         // Truncated at a chunk boundary: refused by the file path too.
         if len > 4096 {
             std::fs::write(&sealed, &via_file[..via_file.len() - (len - 4096) - 16]).unwrap();
             assert!(
-                teekms_core::stream::decrypt_file(
+                teekms_stream_io::decrypt_file(
                     &dek,
                     &std::fs::File::open(&sealed).unwrap(),
                     Vec::new()
@@ -167,7 +165,7 @@ fn both_paths_stop_at_the_first_failing_chunk() {
         let path = dir.path().join("c");
         std::fs::write(&path, &sealed).unwrap();
         let mut from_file = Vec::new();
-        let file_err = teekms_core::stream::decrypt_file(
+        let file_err = teekms_stream_io::decrypt_file(
             &dek,
             &std::fs::File::open(&path).unwrap(),
             &mut from_file,
