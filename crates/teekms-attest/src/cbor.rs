@@ -83,11 +83,11 @@ impl Item {
     }
 
     /// Decodes exactly one item filling `bytes`.
-    pub fn decode(bytes: &[u8]) -> Result<Item, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Item, CborError> {
         let mut r = Decoder { bytes, pos: 0 };
         let item = r.item(0)?;
         if r.pos != bytes.len() {
-            return Err("trailing bytes after the CBOR item".into());
+            return Err(CborError::Trailing);
         }
         Ok(item)
     }
@@ -104,21 +104,51 @@ impl Item {
     }
 }
 
+/// Why bytes are not one CBOR item of the subset teekms reads.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CborError {
+    /// An item runs past the end of the bytes.
+    #[error("CBOR item runs past the end")]
+    Truncated,
+    /// Bytes follow the item.
+    #[error("trailing bytes after the CBOR item")]
+    Trailing,
+    /// A length or value not in its shortest encoding (one value, one spelling).
+    #[error("CBOR length not in shortest form")]
+    NotShortest,
+    /// An indefinite length, or a reserved one.
+    #[error("indefinite or reserved CBOR lengths are not accepted")]
+    Indefinite,
+    /// Nested deeper than the decoder goes.
+    #[error("CBOR nested too deep")]
+    TooDeep,
+    /// A length or container larger than the decoder takes.
+    #[error("CBOR length or container too large")]
+    TooLarge,
+    /// Text that is not UTF-8.
+    #[error("CBOR text is not UTF-8")]
+    NotUtf8,
+    /// A major type teekms does not read (negative integers, floats, ...).
+    #[error("CBOR major type {0} is not accepted here")]
+    MajorType(u8),
+}
+
 struct Decoder<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl Decoder<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    fn take(&mut self, n: usize) -> Result<&[u8], CborError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or("CBOR item runs past the end")?;
+        let end = end.ok_or(CborError::Truncated)?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
     }
 
-    fn head(&mut self) -> Result<(u8, u64), String> {
+    fn head(&mut self) -> Result<(u8, u64), CborError> {
         let b = self.take(1)?[0];
         let (major, info) = (b >> 5, b & 0x1f);
         let n = match info {
@@ -126,50 +156,49 @@ impl Decoder<'_> {
             24 => {
                 let v = u64::from(self.take(1)?[0]);
                 if v < 24 {
-                    return Err("CBOR length not in shortest form".into());
+                    return Err(CborError::NotShortest);
                 }
                 v
             }
             25 => {
                 let v = u64::from(u16::from_be_bytes(self.take(2)?.try_into().expect("2")));
                 if v <= 0xff {
-                    return Err("CBOR length not in shortest form".into());
+                    return Err(CborError::NotShortest);
                 }
                 v
             }
             26 => {
                 let v = u64::from(u32::from_be_bytes(self.take(4)?.try_into().expect("4")));
                 if v <= 0xffff {
-                    return Err("CBOR length not in shortest form".into());
+                    return Err(CborError::NotShortest);
                 }
                 v
             }
             27 => {
                 let v = u64::from_be_bytes(self.take(8)?.try_into().expect("8"));
                 if v <= 0xffff_ffff {
-                    return Err("CBOR length not in shortest form".into());
+                    return Err(CborError::NotShortest);
                 }
                 v
             }
-            _ => return Err("indefinite or reserved CBOR lengths are not accepted".into()),
+            _ => return Err(CborError::Indefinite),
         };
         Ok((major, n))
     }
 
-    fn item(&mut self, depth: usize) -> Result<Item, String> {
+    fn item(&mut self, depth: usize) -> Result<Item, CborError> {
         if depth > MAX_DEPTH {
-            return Err("CBOR nested too deep".into());
+            return Err(CborError::TooDeep);
         }
         let (major, n) = self.head()?;
-        let len = |n: u64| usize::try_from(n).map_err(|_| "CBOR length too large".to_string());
+        let len = |n: u64| usize::try_from(n).map_err(|_| CborError::TooLarge);
         Ok(match major {
             0 => Item::Uint(n),
             2 => Item::Bytes(self.take(len(n)?)?.to_vec()),
             3 => Item::Text(
-                String::from_utf8(self.take(len(n)?)?.to_vec())
-                    .map_err(|_| "CBOR text is not UTF-8".to_string())?,
+                String::from_utf8(self.take(len(n)?)?.to_vec()).map_err(|_| CborError::NotUtf8)?,
             ),
-            4 | 5 if n > MAX_ITEMS => return Err("CBOR container too large".into()),
+            4 | 5 if n > MAX_ITEMS => return Err(CborError::TooLarge),
             4 => Item::Array(
                 (0..n)
                     .map(|_| self.item(depth + 1))
@@ -178,10 +207,10 @@ impl Decoder<'_> {
             5 => Item::Map(
                 (0..n)
                     .map(|_| Ok((self.item(depth + 1)?, self.item(depth + 1)?)))
-                    .collect::<Result<_, String>>()?,
+                    .collect::<Result<_, CborError>>()?,
             ),
             6 => Item::Tag(n, Box::new(self.item(depth + 1)?)),
-            other => return Err(format!("CBOR major type {other} is not accepted here")),
+            other => return Err(CborError::MajorType(other)),
         })
     }
 }

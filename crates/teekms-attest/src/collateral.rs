@@ -269,7 +269,7 @@ pub fn fetch_plan(
     use crate::TeeKind;
     match tee {
         TeeKind::Sgx | TeeKind::Tdx => {
-            let end = crate::dcap::quote_extent(evidence)?;
+            let end = crate::dcap::quote_extent(evidence).map_err(|e| e.to_string())?;
             let quote = dcap_qvl::quote::Quote::parse(&evidence[..end])
                 .map_err(|e| format!("malformed quote: {e}"))?;
             let fmspc = dcap_qvl::intel::quote_fmspc(&quote)
@@ -311,7 +311,7 @@ pub fn fetch_plan(
             ])
         }
         TeeKind::Snp => {
-            let report = crate::snp::SnpReport::parse(evidence)?;
+            let report = crate::snp::SnpReport::parse(evidence).map_err(|e| e.to_string())?;
             let product =
                 product.ok_or("an SNP fetch needs the product (milan, genoa or turin)")?;
             let name = match product {

@@ -10,9 +10,9 @@
 use dcap_qvl::quote::{Quote, Report};
 use serde_json::json;
 
-use crate::TeeKind;
 use crate::dcap_collateral::TEE_TYPE_SGX;
 pub use crate::dcap_collateral::{DcapCollateral, INTEL_SGX_ROOT_CA_DER, PreparedCollateral};
+use crate::{EvidenceError, TeeKind};
 
 const HEADER_LEN: usize = 48;
 const SGX_BODY_LEN: usize = 384;
@@ -59,7 +59,11 @@ pub(crate) enum Revocation {
 
 /// Where a quote ends: header, body, then a 4-byte length and that many bytes of
 /// signature data. Errors name the inconsistency.
-pub fn quote_extent(quote: &[u8]) -> Result<usize, String> {
+pub fn quote_extent(quote: &[u8]) -> Result<usize, EvidenceError> {
+    let bad = |reason: String| EvidenceError::Malformed {
+        tee: "DCAP",
+        reason,
+    };
     let u16_at = |o: usize| {
         quote
             .get(o..o + 2)
@@ -70,49 +74,51 @@ pub fn quote_extent(quote: &[u8]) -> Result<usize, String> {
             .get(o..o + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
-    let version = u16_at(0).ok_or("quote is shorter than its header")?;
-    let tee_type = u32_at(4).ok_or("quote is shorter than its header")?;
+    let version = u16_at(0).ok_or_else(|| bad("quote is shorter than its header".into()))?;
+    let tee_type = u32_at(4).ok_or_else(|| bad("quote is shorter than its header".into()))?;
     let body_end = match (version, tee_type) {
         (3, TEE_TYPE_SGX) => HEADER_LEN + SGX_BODY_LEN,
         (4, TEE_TYPE_TDX) => HEADER_LEN + TD10_BODY_LEN,
         (5, _) => {
-            let body_type =
-                u16_at(HEADER_LEN).ok_or("quote v5 is shorter than its body descriptor")?;
+            let body_type = u16_at(HEADER_LEN)
+                .ok_or_else(|| bad("quote v5 is shorter than its body descriptor".into()))?;
             let body_len = u32_at(HEADER_LEN + 2)
-                .ok_or("quote v5 is shorter than its body descriptor")?
+                .ok_or_else(|| bad("quote v5 is shorter than its body descriptor".into()))?
                 as usize;
             let expected = match (body_type, tee_type) {
                 (1, TEE_TYPE_SGX) => SGX_BODY_LEN,
                 (2, TEE_TYPE_TDX) => TD10_BODY_LEN,
                 (3, TEE_TYPE_TDX) => TD15_BODY_LEN,
                 _ => {
-                    return Err(format!(
+                    return Err(bad(format!(
                         "unsupported quote v5 body type {body_type} for tee type {tee_type:#x}"
-                    ));
+                    )));
                 }
             };
             if body_len != expected {
-                return Err(format!(
+                return Err(bad(format!(
                     "quote v5 body size {body_len} does not match body type {body_type} ({expected})"
-                ));
+                )));
             }
             HEADER_LEN + 6 + body_len
         }
         (v, t) => {
-            return Err(format!(
+            return Err(bad(format!(
                 "unsupported quote format: version {v} with tee type {t:#x}"
-            ));
+            )));
         }
     };
-    let sig_len = u32_at(body_end).ok_or("quote ends before its signature data length")? as usize;
+    let sig_len = u32_at(body_end)
+        .ok_or_else(|| bad("quote ends before its signature data length".into()))?
+        as usize;
     let end = body_end
         .checked_add(4 + sig_len)
-        .ok_or("signature data length overflows")?;
+        .ok_or_else(|| bad("signature data length overflows".into()))?;
     if end > quote.len() {
-        return Err(format!(
+        return Err(bad(format!(
             "signature data length {sig_len} runs past the end of the quote ({} bytes)",
             quote.len()
-        ));
+        )));
     }
     Ok(end)
 }
@@ -225,8 +231,12 @@ pub(crate) fn appraise_dcap_prepared(
     };
     let end = match quote_extent(quote) {
         Ok(end) => end,
+        Err(EvidenceError::Malformed { reason, .. }) => {
+            out.reasons.push(format!("malformed quote: {reason}"));
+            return out;
+        }
         Err(e) => {
-            out.reasons.push(format!("malformed quote: {e}"));
+            out.reasons.push(e.to_string());
             return out;
         }
     };
@@ -336,7 +346,7 @@ mod tests {
         assert!(quote_extent(&[]).is_err());
         let mut q = vec![0u8; HEADER_LEN + SGX_BODY_LEN + 4];
         q[0] = 3;
-        assert_eq!(quote_extent(&q), Ok(q.len()));
+        assert_eq!(quote_extent(&q).unwrap(), q.len());
         q[HEADER_LEN + SGX_BODY_LEN] = 1;
         assert!(quote_extent(&q).is_err(), "signature data past the end");
         q[0] = 9;

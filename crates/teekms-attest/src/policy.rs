@@ -255,20 +255,46 @@ fn allowed_keys(tee: TeeKind) -> &'static [&'static str] {
 /// where adding it to a Unix time could wrap.
 pub const MAX_DURATION_SECS: u64 = 100 * 365 * 86_400;
 
+/// Why a duration was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurationError {
+    /// Not digits followed by a unit.
+    #[error("{0:?} is not a duration like \"30d\"")]
+    Malformed(String),
+    /// A unit other than s, m, h or d.
+    #[error("{0:?}: the unit must be s, m, h or d")]
+    Unit(String),
+    /// Longer than [`MAX_DURATION_SECS`] (as written).
+    #[error("{0:?} is longer than the limit of 100 years ({MAX_DURATION_SECS}s)")]
+    TooLong(String),
+    /// Longer than [`MAX_DURATION_SECS`] (in seconds).
+    #[error("a duration of {0}s is longer than the limit of 100 years ({MAX_DURATION_SECS}s)")]
+    TooLongSecs(u64),
+    /// The sum does not fit a Unix time in seconds.
+    #[error("{duration}s after {now} is past the end of time teekms can count")]
+    PastTheEnd {
+        /// The time added to.
+        now: u64,
+        /// The duration added.
+        duration: u64,
+    },
+}
+
 /// Parses a duration such as `30d`, `12h`, `90m` or `3600s` into seconds, at most
 /// [`MAX_DURATION_SECS`].
-pub fn parse_duration(s: &str) -> Result<u64, String> {
+pub fn parse_duration(s: &str) -> Result<u64, DurationError> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let too_long = || format!("{s:?} is longer than the limit of 100 years ({MAX_DURATION_SECS}s)");
+    let too_long = || DurationError::TooLong(s.to_owned());
     let mul = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+        _ => return Err(DurationError::Unit(s.to_owned())),
     };
     if num.is_empty() {
-        return Err(format!("{s:?} is not a duration like \"30d\""));
+        return Err(DurationError::Malformed(s.to_owned()));
     }
     // Digits that do not fit a u64 are too long, not malformed.
     let n: u64 = num.parse().map_err(|_| too_long())?;
@@ -279,14 +305,12 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
 
 /// `now + duration` (Unix seconds), refused rather than wrapped: the duration must be at
 /// most [`MAX_DURATION_SECS`] and the sum must fit.
-pub fn time_after(now: u64, duration: u64) -> Result<u64, String> {
+pub fn time_after(now: u64, duration: u64) -> Result<u64, DurationError> {
     if duration > MAX_DURATION_SECS {
-        return Err(format!(
-            "a duration of {duration}s is longer than the limit of 100 years ({MAX_DURATION_SECS}s)"
-        ));
+        return Err(DurationError::TooLongSecs(duration));
     }
     now.checked_add(duration)
-        .ok_or_else(|| format!("{duration}s after {now} is past the end of time teekms can count"))
+        .ok_or(DurationError::PastTheEnd { now, duration })
 }
 
 fn hex_field<const N: usize>(name: &str, v: &Option<String>) -> Result<Option<[u8; N]>, String> {
@@ -331,7 +355,8 @@ fn intel_common(e: &RawEntry) -> Result<IntelCommon, String> {
             .max_collateral_age
             .as_deref()
             .map(parse_duration)
-            .transpose()?,
+            .transpose()
+            .map_err(|e| e.to_string())?,
     })
 }
 
@@ -475,7 +500,8 @@ fn resolve(e: RawEntry) -> Result<AcceptEntry, String> {
                 .max_collateral_age
                 .as_deref()
                 .map(parse_duration)
-                .transpose()?,
+                .transpose()
+                .map_err(|e| e.to_string())?,
         }))),
     }
 }
@@ -544,7 +570,7 @@ mod tests {
                         Err(_) => prop_assert!(now as u128 + secs as u128 > u64::MAX as u128),
                     }
                 }
-                Err(e) => prop_assert!(unit.is_empty() || unit == "x" || e.contains("100 years"), "{}", e),
+                Err(e) => prop_assert!(unit.is_empty() || unit == "x" || e.to_string().contains("100 years"), "{}", e),
             }
         }
 
@@ -566,12 +592,22 @@ mod tests {
             "99999999999999999999999s",
             "3153600001s",
         ] {
-            let e = parse_duration(text).unwrap_err();
+            let e = parse_duration(text).unwrap_err().to_string();
             assert!(e.contains("limit of 100 years"), "{text}: {e}");
         }
-        assert!(parse_duration("s").unwrap_err().contains("not a duration"));
+        assert!(
+            parse_duration("s")
+                .unwrap_err()
+                .to_string()
+                .contains("not a duration")
+        );
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("5w").unwrap_err().contains("unit"));
+        assert!(
+            parse_duration("5w")
+                .unwrap_err()
+                .to_string()
+                .contains("unit")
+        );
     }
 
     #[test]

@@ -131,16 +131,30 @@ fn hash_by_alg(alg: u64, data: &[u8]) -> Option<Vec<u8>> {
     Some(digest::digest(algo, data).as_ref().to_vec())
 }
 
+/// Why a certificate's RA-TLS evidence could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RaTlsError {
+    /// The certificate is not DER X.509.
+    #[error("the certificate does not parse: {0}")]
+    Certificate(#[source] der::Error),
+    /// It has neither the DICE tagged-evidence extension nor Gramine's.
+    #[error("the certificate carries no RA-TLS evidence extension")]
+    NoEvidence,
+    /// The evidence extension is malformed or names another key.
+    #[error("RA-TLS evidence extension: {0}")]
+    Extension(String),
+}
+
 /// Reads the evidence of an RA-TLS certificate and checks what can be checked without
 /// it: the claims' `pubkey-hash` names this certificate's key.
-pub fn extract(cert_der: &[u8]) -> Result<RaTlsEvidence, String> {
-    let cert = x509_cert::Certificate::from_der(cert_der)
-        .map_err(|e| format!("the certificate does not parse: {e}"))?;
+pub fn extract(cert_der: &[u8]) -> Result<RaTlsEvidence, RaTlsError> {
+    let cert = x509_cert::Certificate::from_der(cert_der).map_err(RaTlsError::Certificate)?;
     let spki = cert
         .tbs_certificate()
         .subject_public_key_info()
         .to_der()
-        .map_err(|e| e.to_string())?;
+        .map_err(RaTlsError::Certificate)?;
     let exts: &[x509_cert::ext::Extension] = cert
         .tbs_certificate()
         .extensions()
@@ -168,12 +182,13 @@ pub fn extract(cert_der: &[u8]) -> Result<RaTlsEvidence, String> {
             collateral: None,
         });
     }
-    Err("the certificate carries no RA-TLS evidence extension".into())
+    Err(RaTlsError::NoEvidence)
 }
 
-fn parse_dice(value: &[u8], spki: &[u8]) -> Result<RaTlsEvidence, String> {
-    let bad = |why: &str| format!("RA-TLS evidence extension: {why}");
-    let Item::Tag(TEE_QUOTE_TAG, inner) = Item::decode(value).map_err(|e| bad(&e))? else {
+fn parse_dice(value: &[u8], spki: &[u8]) -> Result<RaTlsEvidence, RaTlsError> {
+    let bad = |why: &str| RaTlsError::Extension(why.to_owned());
+    let Item::Tag(TEE_QUOTE_TAG, inner) = Item::decode(value).map_err(|e| bad(&e.to_string()))?
+    else {
         return Err(bad("not CBOR tag 60000 (TEE quote)"));
     };
     let Item::Array(parts) = *inner else {

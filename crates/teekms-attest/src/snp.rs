@@ -11,6 +11,8 @@ use der::Decode;
 use serde_json::json;
 use x509_cert::Certificate;
 
+use crate::EvidenceError;
+
 /// Length of an SNP ATTESTATION_REPORT.
 pub const REPORT_LEN: usize = 0x4A0;
 const SIGNED_LEN: usize = 0x2A0;
@@ -116,29 +118,33 @@ pub struct SnpReport {
 
 impl SnpReport {
     /// Parses a report strictly: exact length, known version, ECDSA P-384 signature.
-    pub fn parse(raw: &[u8]) -> Result<SnpReport, String> {
+    pub fn parse(raw: &[u8]) -> Result<SnpReport, EvidenceError> {
+        let bad = |reason: String| EvidenceError::Malformed {
+            tee: "SEV-SNP",
+            reason,
+        };
         if raw.len() != REPORT_LEN {
-            return Err(format!(
+            return Err(bad(format!(
                 "an SNP report is {REPORT_LEN} bytes, this is {}",
                 raw.len()
-            ));
+            )));
         }
         let u32_at = |o: usize| u32::from_le_bytes(raw[o..o + 4].try_into().expect("4 bytes"));
         let u64_at = |o: usize| u64::from_le_bytes(raw[o..o + 8].try_into().expect("8 bytes"));
         let version = u32_at(0);
         if !matches!(version, 2 | 3 | 5) {
-            return Err(format!("unsupported SNP report version {version}"));
+            return Err(bad(format!("unsupported SNP report version {version}")));
         }
         // The unsigned tail of the signature field is reserved (zero): an altered byte
         // there must not pass for the same report.
         if raw[0x330..].iter().any(|&b| b != 0) {
-            return Err("reserved bytes after the signature are not zero".into());
+            return Err(bad("reserved bytes after the signature are not zero".into()));
         }
         if u32_at(0x34) != 1 {
-            return Err(format!(
+            return Err(bad(format!(
                 "unsupported signature algorithm {} (1 = ECDSA P-384)",
                 u32_at(0x34)
-            ));
+            )));
         }
         Ok(SnpReport {
             version,
@@ -506,8 +512,12 @@ pub fn verify_snp_with(
     };
     let report = match SnpReport::parse(raw) {
         Ok(r) => r,
+        Err(EvidenceError::Malformed { reason, .. }) => {
+            out.reasons.push(format!("malformed SNP report: {reason}"));
+            return out;
+        }
         Err(e) => {
-            out.reasons.push(format!("malformed SNP report: {e}"));
+            out.reasons.push(e.to_string());
             return out;
         }
     };

@@ -21,6 +21,7 @@ mod node;
 mod ops;
 mod readers;
 mod server;
+mod start;
 mod stream;
 mod tls;
 mod writer;
@@ -35,7 +36,8 @@ pub use node::{
     import_offline, open_node, restore_node,
 };
 pub use ops::{Deployed, ErrorCode, OpError};
-pub use server::{DEFAULT_STREAM_IDLE_TIMEOUT, RunningServer, ServeConfig, serve};
+pub use server::{DEFAULT_STREAM_IDLE_TIMEOUT, RunningServer, serve};
+pub use start::ServeConfig;
 pub use tls::owner_from_certificate;
 
 /// Seconds since the Unix epoch on this machine's clock.

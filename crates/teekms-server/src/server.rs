@@ -1,14 +1,11 @@
 //! The accept loop: TLS, then HTTP/1.1 with the caller's identity attached.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use teekms_platform::Platform;
-use teekms_store::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -19,9 +16,9 @@ use crate::ServerError;
 use crate::api::router;
 use crate::connections::{self, Connections};
 use crate::ops::ConnState;
-use crate::ops::{Service, Settings};
+use crate::ops::Service;
+use crate::start::{Resolved, ServeConfig};
 use crate::tls::{client_spki_sha256, owner_from_certificate, server_config};
-use crate::writer::Writer;
 
 /// Time a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,43 +27,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stream may stall, by default: a client that neither sends nor takes bytes
 /// for this long would otherwise hold the stream's threads and buffers for good.
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What a node needs to start.
-pub struct ServeConfig {
-    /// Address to listen on (port 0 picks a free port).
-    pub listen: SocketAddr,
-    /// The node's data directory.
-    pub data_dir: PathBuf,
-    /// The TEE it runs in.
-    pub platform: Arc<dyn Platform>,
-    /// Shortest waiting period of a scheduled deletion, seconds (7 days by default).
-    pub min_deletion_wait: u64,
-    /// How long a stream may go without request bytes coming in, or response bytes taken
-    /// out, before the node ends it with an error ([`DEFAULT_STREAM_IDLE_TIMEOUT`]).
-    pub stream_idle_timeout: Duration,
-    /// Bytes that streams through the node may hold at once
-    /// ([`crate::DEFAULT_STREAM_MEMORY`]); a stream that does not fit waits, then gets
-    /// 503 `busy`.
-    pub stream_memory: u64,
-    /// Most open client connections ([`default_max_connections`] from the file limit
-    /// when none is given); at the cap, the oldest connections that have not completed
-    /// a request are closed to let new ones in.
-    pub max_connections: Option<usize>,
-    /// Split the cluster key for recovery officers (done once, when first given).
-    pub recovery: Option<crate::RecoverySetup>,
-    /// Keep the cluster's records in this PostgreSQL database instead of the data dir's
-    /// SQLite file (the node's own sealed records stay in the data dir).
-    pub store: Option<String>,
-    /// On first start, join the cluster of this node (https://HOST:PORT) instead of
-    /// creating one.
-    pub join: Option<String>,
-    /// The cluster policy (TOML): who may join; for a joiner, what the node it joins
-    /// must be. Default: the same TEE and measurement as this node (and sim root).
-    pub cluster_policy: Option<String>,
-    /// The owner (fingerprint) who may change the cluster policy; taken only when the
-    /// cluster is made (first node on a new shared store).
-    pub cluster_admin: Option<String>,
-}
 
 /// A node that is serving.
 pub struct RunningServer {
@@ -97,156 +57,23 @@ impl RunningServer {
     }
 }
 
-/// Connections the kernel may hold for the node before it accepts them (capped by
-/// `net.core.somaxconn`). Clients that connect and send nothing wait there (see
-/// `TCP_DEFER_ACCEPT` below) instead of holding a descriptor; a queue too short for them
-/// would make the kernel fall back to SYN cookies, which hand such clients to `accept`.
-const LISTEN_BACKLOG: u32 = 4096;
-
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
-/// Reader connections of a node on PostgreSQL (its writer has one more).
-const PG_READERS: usize = 4;
-
 /// Opens the node and starts serving. Returns once the listener is bound.
 pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     let started = std::time::Instant::now();
-    // A service manager's soft limit (systemd: 1024) would let a few idle clients take
-    // every descriptor: the node uses what the hard limit allows.
-    let files = match teekms_platform::sys::raise_open_file_limit() {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(error = %e, "the open-file limit could not be raised");
-            teekms_platform::sys::open_file_limit().map_or(1024, |(soft, _)| soft)
-        }
-    };
-    let max_connections = config
-        .max_connections
-        .unwrap_or_else(|| crate::connections::default_max_connections(files));
-    // Listen first: a node that cannot listen must not have created anything.
-    let listener = listen(config.listen).map_err(|source| ServerError::Io {
-        what: format!("listening on {}", config.listen),
-        source,
-    })?;
-    let platform = config.platform.clone();
-    let data_dir = config.data_dir.clone();
-    let recovery = config.recovery.clone();
-    let store_url = config.store.clone();
-    let shared = store_url.is_some();
-    // Everything that touches the store happens here, off the runtime: a database client
-    // that blocks must not run on an async thread.
-    let joined = match &config.join {
-        Some(url) if !crate::node::has_node(&config.data_dir)? => Some(
-            join(
-                url,
-                config.platform.as_ref(),
-                config.cluster_policy.as_deref(),
-            )
-            .await?,
-        ),
-        _ => None,
-    };
-    let given_policy = config.cluster_policy.clone();
-    let cluster_admin = config.cluster_admin.clone();
-    let (node, readers, writer) = tokio::task::spawn_blocking(move || {
-        let node = crate::node::open_node_with(platform, &data_dir, joined)?;
-        let audit_key = node
-            .keyring
-            .cluster()
-            .derive(teekms_core::audit::AUDIT_KEY_LABEL);
-        // The reader's store, and the writer's own connection to it.
-        let (mut reader, writer, more_readers): (Box<dyn teekms_store::Store>, _, _) =
-            match &store_url {
-                None => (
-                    Box::new(SqliteStore::open(&data_dir)?),
-                    Writer::start(Box::new(node.store), audit_key)?,
-                    Vec::new(),
-                ),
-                Some(url) => {
-                    // Checked once (schema, cluster); the writer and the other readers
-                    // (each read is a network round trip) connect to the same database.
-                    let checked = crate::node::cluster_store(&node.keyring, url)?;
-                    let writer = Writer::start(Box::new(checked.another()?), audit_key)?;
-                    let mut more: Vec<Box<dyn teekms_store::Store>> = Vec::new();
-                    for _ in 1..PG_READERS {
-                        more.push(Box::new(checked.another()?));
-                    }
-                    (Box::new(checked), writer, more)
-                }
-            };
-        if let Some(setup) = &recovery
-            && crate::ensure_recovery(&node.keyring, reader.as_mut(), &data_dir, setup)?
-        {
-            tracing::info!(
-                threshold = setup.threshold,
-                officers = setup.officers.len(),
-                "recovery shares written to DATA_DIR/recovery/"
-            );
-        }
-        if store_url.is_some() {
-            let given = || match given_policy {
-                Some(text) => Ok(text),
-                None => {
-                    crate::node::default_cluster_policy(node.platform.as_ref(), node.keyring.keys())
-                }
-            };
-            crate::node::init_cluster(
-                &node.keyring,
-                reader.as_mut(),
-                given,
-                cluster_admin.as_deref(),
-            )?;
-            // Refuse to start on a cluster policy that does not open or parse.
-            crate::node::read_cluster_policy(&node.keyring, reader.as_mut())?;
-        }
-        // Store format 2 (every key with its bound state, every owner with its record):
-        // migrated once, then the node's own record says so.
-        if crate::migrate::migrate_if_needed(
-            &node.keyring,
-            reader.as_mut(),
-            &writer,
-            node.store_format,
-            crate::now_unix(),
-        )? && node.store_format != crate::node::StoreFormat::Current
-        {
-            crate::node::mark_store_current(
-                node.platform.as_ref(),
-                &data_dir,
-                node.keyring.keys(),
-            )?;
-        }
-        let node = (node.keyring, node.platform, node.lock);
-        let readers =
-            crate::readers::Readers::new(std::iter::once(reader).chain(more_readers).collect());
-        Ok::<_, ServerError>((node, readers, writer))
-    })
-    .await
-    .expect("node start task")?;
-    let (service, platform, lock) = node;
+    let resolved = crate::start::resolve(config).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "node state opened");
-    let ratls = platform.ratls_extension(service.keys())?;
-    let tls = server_config(service.keys(), &ratls)?;
+    start(resolved, started)
+}
+
+/// Serves a resolved configuration: the RA-TLS certificate, the service, the deletion
+/// sweep and the accept loop.
+fn start(r: Resolved, started: std::time::Instant) -> Result<RunningServer, ServerError> {
+    let ratls = r.platform.ratls_extension(r.keyring.keys())?;
+    let tls = server_config(r.keyring.keys(), &ratls)?;
     tracing::debug!(elapsed = ?started.elapsed(), "TLS configured");
-    let node_id = service.keys().node_id().to_hex();
+    let node_id = r.keyring.keys().node_id().to_hex();
     let state = Arc::new(Service::new(
-        service,
-        platform,
-        readers,
-        writer,
-        Settings {
-            min_deletion_wait: config.min_deletion_wait,
-            shared_store: shared,
-            stream_memory: config.stream_memory,
-            stream_idle_timeout: config.stream_idle_timeout,
-        },
+        r.keyring, r.platform, r.readers, r.writer, r.settings,
     ));
     // Made now: a node whose TEE cannot produce evidence does not start.
     state.attestation(None)?;
@@ -256,22 +83,22 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     {
         use std::os::fd::AsFd;
         let secs = HANDSHAKE_TIMEOUT.as_secs() as u32;
-        if let Err(e) = teekms_platform::sys::defer_accept(listener.as_fd(), secs) {
+        if let Err(e) = teekms_platform::sys::defer_accept(r.listener.as_fd(), secs) {
             tracing::warn!(error = %e, "accepts cannot be deferred until data arrives");
         }
     }
-    let addr = listener.local_addr().map_err(|source| ServerError::Io {
+    let addr = r.listener.local_addr().map_err(|source| ServerError::Io {
         what: "reading the bound address".into(),
         source,
     })?;
     let (shutdown, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(accept_loop(
-        listener,
+        r.listener,
         TlsAcceptor::from(Arc::new(tls)),
         state,
         shutdown_rx,
-        lock,
-        max_connections,
+        r.lock,
+        r.max_connections,
     ));
     Ok(RunningServer {
         addr,
@@ -528,42 +355,4 @@ async fn sweep_deletions(state: std::sync::Weak<Service>) {
             Err(_) => return,
         }
     }
-}
-
-/// Joins the cluster of the node at `url`: a fresh key set, an RA-TLS certificate carrying
-/// this TEE's evidence for it, the node verified against the cluster policy (given, or
-/// the default: the same TEE and measurement as this one), and the cluster key received
-/// sealed to this key set. Nothing is stored before it all succeeded.
-async fn join(
-    url: &str,
-    platform: &dyn teekms_platform::Platform,
-    given_policy: Option<&str>,
-) -> Result<(teekms_core::NodeKeys, teekms_core::SealingKey), ServerError> {
-    let refused = |what: &str, e: &dyn std::fmt::Display| {
-        ServerError::Refused(format!("joining the cluster at {url}: {what}: {e}"))
-    };
-    let keys = teekms_core::NodeKeys::generate();
-    let policy_text = match given_policy {
-        Some(t) => t.to_owned(),
-        None => crate::node::default_cluster_policy(platform, &keys)?,
-    };
-    let policy = teekms_attest::Policy::from_toml(&policy_text)
-        .map_err(|e| refused("the cluster policy", &e))?;
-    let extension = platform.ratls_extension(&keys)?;
-    let node_url = teekms_client::NodeUrl::parse(url).map_err(|e| refused("the URL", &e))?;
-    // Mutual RA-TLS: each side verifies the other's certificate in the handshake.
-    let mut conn = teekms_client::connect_attested_as(
-        &node_url,
-        &policy,
-        teekms_client::Identity::RaTlsWorkload(&keys, &extension),
-        crate::now_unix(),
-        None,
-    )
-    .await
-    .map_err(|e| refused("the node did not verify", &e))?;
-    let cluster = conn
-        .cluster_join(&keys)
-        .await
-        .map_err(|e| refused("the node refused", &e))?;
-    Ok((keys, cluster))
 }

@@ -27,7 +27,7 @@ pub async fn run(args: ServeArgs) -> CmdResult {
     let stream_idle_timeout =
         match teekms_attest::policy::parse_duration(&args.stream_idle_timeout) {
             Ok(0) => Err("it must be at least 1s".to_owned()),
-            other => other,
+            other => other.map_err(|e| e.to_string()),
         }
         .map(std::time::Duration::from_secs)
         .map_err(|e| Failure::usage(format!("--stream-idle-timeout: {e}")))?;

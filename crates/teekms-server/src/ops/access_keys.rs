@@ -32,8 +32,7 @@ impl Service {
             .expires_in
             .as_deref()
             .map(|d| parse_duration(d).and_then(|d| time_after(now, d)))
-            .transpose()
-            .map_err(bad)?;
+            .transpose()?;
         let new = access::new_access_key(&self.keyring.cluster().derive(ACCESS_KEY_HASH_LABEL));
         let rec = AccessKeyRecord {
             id: new.id.clone(),

@@ -169,3 +169,9 @@ impl From<crate::writer::Unavailable> for OpError {
         OpError::Unavailable
     }
 }
+
+impl From<teekms_attest::policy::DurationError> for OpError {
+    fn from(e: teekms_attest::policy::DurationError) -> Self {
+        OpError::BadRequest(e.to_string())
+    }
+}

@@ -150,7 +150,7 @@ impl Service {
     ) -> Result<KeyDescription, OpError> {
         let min = self.settings.min_deletion_wait;
         let wait = match wait {
-            Some(w) => parse_duration(w).map_err(bad)?,
+            Some(w) => parse_duration(w)?,
             None => DEFAULT_DELETION_WAIT.max(min),
         };
         if wait < min {
@@ -158,7 +158,7 @@ impl Service {
                 "the waiting period must be at least {min} s on this node"
             )));
         }
-        let at = time_after(now, wait).map_err(bad)?;
+        let at = time_after(now, wait)?;
         self.change("schedule-deletion", caller, key, now, |_, s| {
             s.deletion_at = Some(at);
             Ok(None)
