@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +17,7 @@ use serde::de::DeserializeOwned;
 use teekms_attest::AttestationDocument;
 use teekms_attest::statement::MAX_NONCE_LEN;
 use teekms_core::access::Caller;
-use teekms_core::api::KeyList;
+use teekms_core::api::{self, KeyList};
 use teekms_core::audit::AuditDraft;
 use teekms_core::bundle::MAX_BUNDLE_LEN;
 use teekms_core::{Bundle, OwnerPublicKey, Receipt};
@@ -121,9 +122,9 @@ struct AttestationQuery {
 
 async fn attestation(
     State(app): State<Arc<Service>>,
-    query: Result<Query<AttestationQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<AttestationQuery>, QueryRejection>,
 ) -> Result<JsonOut<AttestationDocument>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let q = query(q)?;
     let nonce = match q.nonce {
         None => None,
         Some(nonce_hex) => Some(
@@ -144,11 +145,7 @@ async fn attestation(
     Ok(JsonOut(doc))
 }
 
-async fn deploy(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    body: Body,
-) -> Result<Response, ApiError> {
+async fn deploy(ctx: Ctx, body: Body) -> Result<Response, ApiError> {
     let body = body.map_err(|e| {
         ApiError::new(
             ErrorCode::TooLarge,
@@ -160,8 +157,10 @@ async fn deploy(
     })?;
     let bundle =
         Bundle::from_json(&body).map_err(|e| ApiError::new(ErrorCode::BadBundle, e.to_string()))?;
-    let deployed = app
-        .call(conn, None, move |service, caller, now| {
+    // The owner is the connection's certificate's, or the bundle's signer: no token.
+    let deployed = ctx
+        .app
+        .call(ctx.conn, None, move |service, caller, now| {
             let deployer = caller
                 .owner
                 .as_ref()
@@ -177,20 +176,69 @@ async fn deploy(
     Ok((status, Json::<Receipt>(deployed.receipt)).into_response())
 }
 
-async fn list_keys(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    Owner(owner): Owner,
-) -> Result<JsonOut<KeyList>, ApiError> {
-    let list = app
-        .call(conn, None, move |service, _, _| service.list_keys(&owner))
+async fn list_keys(ctx: Ctx, Owner(owner): Owner) -> Result<JsonOut<KeyList>, ApiError> {
+    let list = ctx
+        .app
+        .call(ctx.conn, None, move |service, _, _| {
+            service.list_keys(&owner)
+        })
         .await?;
     Ok(JsonOut(list))
 }
 
-// ---- using the keys (ops.rs) ---------------------------------------------------------
+// ---- operations on keys --------------------------------------------------------------
 
-fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+/// What every operation's handler takes from its request: the service, the
+/// connection's identities, and the `Authorization` header (read when the operation
+/// runs, after the body, so a request wrong in both is told about its body first).
+struct Ctx {
+    app: Arc<Service>,
+    conn: Arc<ConnState>,
+    token: Result<Option<String>, ApiError>,
+}
+
+impl FromRequestParts<Arc<Service>> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<Service>,
+    ) -> Result<Self, Self::Rejection> {
+        let conn = parts
+            .extensions
+            .get::<Arc<ConnState>>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("request", &"no connection state"))?;
+        Ok(Ctx {
+            app: app.clone(),
+            conn,
+            token: token(&parts.headers),
+        })
+    }
+}
+
+impl Ctx {
+    /// Runs an operation with the request's caller (see [`Service::call`]).
+    async fn op<T: Serialize + Send + 'static>(
+        self,
+        f: impl FnOnce(&Service, &Caller, u64) -> Result<T, OpError> + Send + 'static,
+    ) -> Result<JsonOut<T>, ApiError> {
+        let token = self.token?;
+        Ok(JsonOut(self.app.call(self.conn, token, f).await?))
+    }
+
+    /// Runs a data operation with the request's caller (see [`Service::call_data`]):
+    /// the response goes out only once its audit entry is durable.
+    async fn data_op<T: Serialize + Send + 'static>(
+        self,
+        f: impl FnOnce(&Service, &Caller, u64) -> Result<(T, AuditDraft), OpError> + Send + 'static,
+    ) -> Result<JsonOut<T>, ApiError> {
+        let token = self.token?;
+        Ok(JsonOut(self.app.call_data(self.conn, token, f).await?))
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     let body = body.map_err(|e| {
         ApiError::new(
             ErrorCode::TooLarge,
@@ -200,33 +248,22 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
     serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
 }
 
-/// Runs an operation with the request's caller (see [`Service::call`]).
-async fn op<T: Serialize + Send + 'static>(
-    app: Arc<Service>,
-    conn: Arc<ConnState>,
-    headers: &axum::http::HeaderMap,
-    f: impl FnOnce(&Service, &Caller, u64) -> Result<T, OpError> + Send + 'static,
-) -> Result<JsonOut<T>, ApiError> {
-    let token = token(headers)?;
-    Ok(JsonOut(app.call(conn, token, f).await?))
+/// [`parse`], or the default when the body is empty.
+fn parse_or_default<T: DeserializeOwned + Default>(body: Body) -> Result<T, ApiError> {
+    match &body {
+        Ok(b) if b.is_empty() => Ok(T::default()),
+        _ => parse(body),
+    }
 }
 
-/// Runs a data operation with the request's caller (see [`Service::call_data`]): the
-/// response goes out only once its audit entry is durable.
-async fn data_op<T: Serialize + Send + 'static>(
-    app: Arc<Service>,
-    conn: Arc<ConnState>,
-    headers: &axum::http::HeaderMap,
-    f: impl FnOnce(&Service, &Caller, u64) -> Result<(T, AuditDraft), OpError> + Send + 'static,
-) -> Result<JsonOut<T>, ApiError> {
-    let token = token(headers)?;
-    Ok(JsonOut(app.call_data(conn, token, f).await?))
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
 }
 
-type Conn = axum::Extension<Arc<ConnState>>;
-type Headers = axum::http::HeaderMap;
 type Id = axum::extract::Path<String>;
 type Body = Result<Bytes, BytesRejection>;
+type Described = Result<JsonOut<api::KeyDescription>, ApiError>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,250 +272,150 @@ struct OwnerQuery {
 }
 
 async fn describe(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    axum::extract::Path(id): Id,
-    q: Result<Query<OwnerQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<JsonOut<teekms_core::api::KeyDescription>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
-    op(app, conn, &headers, move |a, c, now| {
-        a.describe(c, &id, q.owner.as_deref(), now)
-    })
-    .await
+    ctx: Ctx,
+    Path(id): Id,
+    q: Result<Query<OwnerQuery>, QueryRejection>,
+) -> Described {
+    let q = query(q)?;
+    ctx.op(move |a, c, now| a.describe(c, &id, q.owner.as_deref(), now))
+        .await
 }
 
-macro_rules! owner_op {
-    ($name:ident, |$a:ident, $c:ident, $id:ident, $now:ident| $body:expr) => {
-        async fn $name(
-            State(app): State<Arc<Service>>,
-            axum::Extension(conn): Conn,
-            headers: Headers,
-            axum::extract::Path($id): Id,
-        ) -> Result<JsonOut<teekms_core::api::KeyDescription>, ApiError> {
-            op(app, conn, &headers, move |$a, $c, $now| $body).await
-        }
-    };
+async fn rotate(ctx: Ctx, Path(id): Id) -> Described {
+    ctx.op(move |a, c, now| a.rotate(c, &id, now)).await
 }
 
-owner_op!(rotate, |a, c, id, now| a.rotate(c, &id, now));
-owner_op!(enable, |a, c, id, now| a.set_enabled(c, &id, true, now));
-owner_op!(disable, |a, c, id, now| a.set_enabled(c, &id, false, now));
-owner_op!(cancel_deletion, |a, c, id, now| a
-    .cancel_deletion(c, &id, now));
-
-async fn schedule_deletion(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    axum::extract::Path(id): Id,
-    body: Body,
-) -> Result<JsonOut<teekms_core::api::KeyDescription>, ApiError> {
-    let req: teekms_core::api::ScheduleDeletionRequest = match &body {
-        Ok(b) if b.is_empty() => Default::default(),
-        _ => parse(body)?,
-    };
-    op(app, conn, &headers, move |a, c, now| {
-        a.schedule_deletion(c, &id, req.wait.as_deref(), now)
-    })
-    .await
+async fn enable(ctx: Ctx, Path(id): Id) -> Described {
+    ctx.op(move |a, c, now| a.set_enabled(c, &id, true, now))
+        .await
 }
 
-async fn min_decryption_version(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    axum::extract::Path(id): Id,
-    body: Body,
-) -> Result<JsonOut<teekms_core::api::KeyDescription>, ApiError> {
-    let req: teekms_core::api::MinDecryptionVersionRequest = parse(body)?;
-    op(app, conn, &headers, move |a, c, now| {
-        a.set_min_decryption_version(c, &id, req.version, now)
-    })
-    .await
+async fn disable(ctx: Ctx, Path(id): Id) -> Described {
+    ctx.op(move |a, c, now| a.set_enabled(c, &id, false, now))
+        .await
 }
 
-async fn get_policy(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    axum::extract::Path(id): Id,
-) -> Result<JsonOut<serde_json::Value>, ApiError> {
-    op(app, conn, &headers, move |a, c, now| {
+async fn cancel_deletion(ctx: Ctx, Path(id): Id) -> Described {
+    ctx.op(move |a, c, now| a.cancel_deletion(c, &id, now))
+        .await
+}
+
+async fn schedule_deletion(ctx: Ctx, Path(id): Id, body: Body) -> Described {
+    let req: api::ScheduleDeletionRequest = parse_or_default(body)?;
+    ctx.op(move |a, c, now| a.schedule_deletion(c, &id, req.wait.as_deref(), now))
+        .await
+}
+
+async fn min_decryption_version(ctx: Ctx, Path(id): Id, body: Body) -> Described {
+    let req: api::MinDecryptionVersionRequest = parse(body)?;
+    ctx.op(move |a, c, now| a.set_min_decryption_version(c, &id, req.version, now))
+        .await
+}
+
+async fn get_policy(ctx: Ctx, Path(id): Id) -> Result<JsonOut<serde_json::Value>, ApiError> {
+    ctx.op(move |a, c, now| {
         let text = a.get_policy(c, &id, now)?;
         serde_json::from_str(&text).map_err(|e| OpError::Internal(e.to_string()))
     })
     .await
 }
 
-async fn set_policy(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    axum::extract::Path(id): Id,
-    body: Body,
-) -> Result<JsonOut<teekms_core::api::KeyDescription>, ApiError> {
+async fn set_policy(ctx: Ctx, Path(id): Id, body: Body) -> Described {
     let body = body.map_err(|e| ApiError::new(ErrorCode::TooLarge, e.body_text()))?;
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::new(ErrorCode::BadRequest, "policy is not UTF-8"))?;
-    op(app, conn, &headers, move |a, c, now| {
-        a.set_policy(c, &id, text, now)
-    })
-    .await
+    ctx.op(move |a, c, now| a.set_policy(c, &id, text, now))
+        .await
 }
 
 async fn export(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    axum::extract::Path(id): Id,
+    ctx: Ctx,
+    Path(id): Id,
     body: Body,
-) -> Result<JsonOut<teekms_core::api::ExportResponse>, ApiError> {
+) -> Result<JsonOut<api::ExportResponse>, ApiError> {
     let req = parse(body)?;
-    op(app, conn, &headers, move |a, c, now| {
-        a.export(c, &id, req, now)
-    })
-    .await
+    ctx.op(move |a, c, now| a.export(c, &id, req, now)).await
 }
 
 async fn fetch(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    axum::extract::Path(id): Id,
+    ctx: Ctx,
+    Path(id): Id,
     body: Body,
-) -> Result<JsonOut<teekms_core::api::FetchResponse>, ApiError> {
-    let req: teekms_core::api::FetchRequest = match &body {
-        Ok(b) if b.is_empty() => Default::default(),
-        _ => parse(body)?,
-    };
-    data_op(app, conn, &headers, move |a, c, now| {
-        a.fetch(c, &id, req, now)
-    })
-    .await
+) -> Result<JsonOut<api::FetchResponse>, ApiError> {
+    let req: api::FetchRequest = parse_or_default(body)?;
+    ctx.data_op(move |a, c, now| a.fetch(c, &id, req, now))
+        .await
 }
 
-/// A handler taking a JSON body and answering with an operation's result.
-macro_rules! body_op {
-    ($name:ident, $resp:ty, $run:ident, |$a:ident, $c:ident, $req:ident, $now:ident| $body:expr) => {
-        async fn $name(
-            State(app): State<Arc<Service>>,
-            axum::Extension(conn): Conn,
-            headers: Headers,
-            body: Body,
-        ) -> Result<JsonOut<$resp>, ApiError> {
-            let $req = parse(body)?;
-            $run(app, conn, &headers, move |$a, $c, $now| $body).await
-        }
-    };
-}
-
-body_op!(
-    encrypt,
-    teekms_core::api::CiphertextResponse,
-    data_op,
-    |a, c, req, now| a.encrypt(c, req, now)
-);
-body_op!(
-    decrypt,
-    teekms_core::api::SecretResponse,
-    data_op,
-    |a, c, req, now| a.decrypt(c, req, now)
-);
-body_op!(
-    generate_data_key,
-    teekms_core::api::SecretResponse,
-    data_op,
-    |a, c, req, now| { a.generate_data_key(c, req, now) }
-);
-body_op!(
-    re_encrypt,
-    teekms_core::api::CiphertextResponse,
-    data_op,
-    |a, c, req, now| { a.re_encrypt(c, req, now) }
-);
-
-async fn create_access_key(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    body: Body,
-) -> Result<Response, ApiError> {
+async fn encrypt(ctx: Ctx, body: Body) -> Result<JsonOut<api::CiphertextResponse>, ApiError> {
     let req = parse(body)?;
-    let created = op(app, conn, &headers, move |a, c, now| {
-        a.create_access_key(c, req, now)
-    })
-    .await?;
+    ctx.data_op(move |a, c, now| a.encrypt(c, req, now)).await
+}
+
+async fn decrypt(ctx: Ctx, body: Body) -> Result<JsonOut<api::SecretResponse>, ApiError> {
+    let req = parse(body)?;
+    ctx.data_op(move |a, c, now| a.decrypt(c, req, now)).await
+}
+
+async fn generate_data_key(ctx: Ctx, body: Body) -> Result<JsonOut<api::SecretResponse>, ApiError> {
+    let req = parse(body)?;
+    ctx.data_op(move |a, c, now| a.generate_data_key(c, req, now))
+        .await
+}
+
+async fn re_encrypt(ctx: Ctx, body: Body) -> Result<JsonOut<api::CiphertextResponse>, ApiError> {
+    let req = parse(body)?;
+    ctx.data_op(move |a, c, now| a.re_encrypt(c, req, now))
+        .await
+}
+
+async fn create_access_key(ctx: Ctx, body: Body) -> Result<Response, ApiError> {
+    let req = parse(body)?;
+    let created = ctx
+        .op(move |a, c, now| a.create_access_key(c, req, now))
+        .await?;
     Ok((StatusCode::CREATED, created).into_response())
 }
 
-async fn list_access_keys(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-) -> Result<JsonOut<teekms_core::api::AccessKeyList>, ApiError> {
-    op(app, conn, &headers, move |a, c, _| a.list_access_keys(c)).await
+async fn list_access_keys(ctx: Ctx) -> Result<JsonOut<api::AccessKeyList>, ApiError> {
+    ctx.op(move |a, c, _| a.list_access_keys(c)).await
 }
 
 async fn revoke_access_key(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    axum::extract::Path(id): Id,
-) -> Result<JsonOut<teekms_core::api::AccessKeyInfo>, ApiError> {
-    op(app, conn, &headers, move |a, c, now| {
-        a.revoke_access_key(c, &id, now)
-    })
-    .await
+    ctx: Ctx,
+    Path(id): Id,
+) -> Result<JsonOut<api::AccessKeyInfo>, ApiError> {
+    ctx.op(move |a, c, now| a.revoke_access_key(c, &id, now))
+        .await
 }
 
-async fn attest_workload(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    body: Body,
-) -> Result<JsonOut<serde_json::Value>, ApiError> {
+async fn attest_workload(ctx: Ctx, body: Body) -> Result<JsonOut<serde_json::Value>, ApiError> {
     let body = body.map_err(|e| ApiError::new(ErrorCode::TooLarge, e.body_text()))?;
     let doc = AttestationDocument::from_json(&body)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
-    let on = conn.clone();
-    let digest = app
-        .call(conn, None, move |service, _, now| {
+    let on = ctx.conn.clone();
+    // The token plays no part: a workload attests with its connection's certificate.
+    let digest = ctx
+        .app
+        .call(ctx.conn, None, move |service, _, now| {
             service.attest_workload(&on, doc, now)
         })
         .await?;
     Ok(JsonOut(serde_json::json!({ "claims_digest": digest })))
 }
 
-async fn cluster_join(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-) -> Result<JsonOut<teekms_core::api::JoinResponse>, ApiError> {
-    op(app, conn, &headers, move |a, c, now| a.cluster_join(c, now)).await
+async fn cluster_join(ctx: Ctx) -> Result<JsonOut<api::JoinResponse>, ApiError> {
+    ctx.op(move |a, c, now| a.cluster_join(c, now)).await
 }
 
-async fn cluster_policy_get(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-) -> Result<JsonOut<teekms_core::api::ClusterPolicy>, ApiError> {
-    op(app, conn, &headers, move |a, c, now| {
-        a.cluster_policy_get(c, now)
-    })
-    .await
+async fn cluster_policy_get(ctx: Ctx) -> Result<JsonOut<api::ClusterPolicy>, ApiError> {
+    ctx.op(move |a, c, now| a.cluster_policy_get(c, now)).await
 }
 
-async fn cluster_policy_set(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<JsonOut<teekms_core::api::ClusterPolicy>, ApiError> {
-    let req: teekms_core::api::ClusterPolicy = parse(body)?;
-    op(app, conn, &headers, move |a, c, now| {
-        a.cluster_policy_set(c, req.policy, now)
-    })
-    .await
+async fn cluster_policy_set(ctx: Ctx, body: Body) -> Result<JsonOut<api::ClusterPolicy>, ApiError> {
+    let req: api::ClusterPolicy = parse(body)?;
+    ctx.op(move |a, c, now| a.cluster_policy_set(c, req.policy, now))
+        .await
 }
 
 #[derive(Deserialize)]
@@ -488,22 +425,15 @@ struct TailQuery {
 }
 
 async fn audit_tail(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-    q: Result<Query<TailQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<JsonOut<teekms_core::api::AuditTail>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
-    let n = q.n.unwrap_or(20).min(10_000);
-    op(app, conn, &headers, move |a, c, _| a.audit_tail(c, n)).await
+    ctx: Ctx,
+    q: Result<Query<TailQuery>, QueryRejection>,
+) -> Result<JsonOut<api::AuditTail>, ApiError> {
+    let n = query(q)?.n.unwrap_or(20).min(10_000);
+    ctx.op(move |a, c, _| a.audit_tail(c, n)).await
 }
 
-async fn audit_verify(
-    State(app): State<Arc<Service>>,
-    axum::Extension(conn): Conn,
-    headers: Headers,
-) -> Result<JsonOut<teekms_core::api::AuditVerification>, ApiError> {
-    op(app, conn, &headers, move |a, c, _| a.audit_verify(c)).await
+async fn audit_verify(ctx: Ctx) -> Result<JsonOut<api::AuditVerification>, ApiError> {
+    ctx.op(move |a, c, _| a.audit_verify(c)).await
 }
 
 /// An authenticated request that does nothing: the baseline of the envelope benchmark.
