@@ -28,6 +28,50 @@ pub const KNOWN_FILES: &[&str] = &[
     "crl.der",
 ];
 
+/// Why collateral could not be used or fetched.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollateralError {
+    /// A file the evidence needs is not there.
+    #[error("collateral file {0} is missing")]
+    Missing(String),
+    /// A text file (PEM) is not UTF-8.
+    #[error("{0} is not UTF-8")]
+    NotUtf8(String),
+    /// Both an SNP VCEK and a VLEK were given.
+    #[error("give one of vcek.der and vlek.der, not both")]
+    BothKeys,
+    /// Neither an SNP VCEK nor a VLEK was given.
+    #[error("collateral file vcek.der (or vlek.der) is missing")]
+    NoKey,
+    /// The DCAP revocation files are not all there.
+    #[error(
+        "revocation data is missing (pck_crl.der, pck_crl_issuer_chain.pem and root_ca_crl.der are all required; --dangerous-skip-revocation verifies without them)"
+    )]
+    MissingRevocation,
+    /// A file does not parse as what its name says.
+    #[error("{file} is malformed: {reason}")]
+    Malformed {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The evidence to fetch collateral for does not parse.
+    #[error(transparent)]
+    Evidence(#[from] crate::EvidenceError),
+    /// What to fetch cannot be decided, or a fetched response is not what was asked for.
+    #[error("{0}")]
+    Fetch(String),
+}
+
+fn malformed(file: &str, reason: impl std::fmt::Display) -> CollateralError {
+    CollateralError::Malformed {
+        file: file.into(),
+        reason: reason.to_string(),
+    }
+}
+
 /// Largest collateral file accepted, in bytes.
 pub const MAX_FILE_LEN: usize = 256 * 1024;
 
@@ -90,17 +134,18 @@ impl CollateralFiles {
         self.files.get(name)
     }
 
-    fn required(&self, name: &str) -> Result<&Vec<u8>, String> {
+    fn required(&self, name: &str) -> Result<&Vec<u8>, CollateralError> {
         self.get(name)
-            .ok_or_else(|| format!("collateral file {name} is missing"))
+            .ok_or_else(|| CollateralError::Missing(name.into()))
     }
 
-    fn text(&self, name: &str) -> Result<String, String> {
-        String::from_utf8(self.required(name)?.clone()).map_err(|_| format!("{name} is not UTF-8"))
+    fn text(&self, name: &str) -> Result<String, CollateralError> {
+        String::from_utf8(self.required(name)?.clone())
+            .map_err(|_| CollateralError::NotUtf8(name.into()))
     }
 
     /// The DCAP collateral (CRLs optional here; their absence is reported later).
-    pub fn dcap(&self) -> Result<DcapCollateral, String> {
+    pub fn dcap(&self) -> Result<DcapCollateral, CollateralError> {
         Ok(DcapCollateral {
             tcb_info: self.required("tcb_info.json")?.clone(),
             qe_identity: self.required("qe_identity.json")?.clone(),
@@ -115,12 +160,12 @@ impl CollateralFiles {
     }
 
     /// The SNP collateral: a VCEK with its ASK, or a VLEK with its ASVK.
-    pub fn snp(&self) -> Result<SnpCollateral, String> {
+    pub fn snp(&self) -> Result<SnpCollateral, CollateralError> {
         let (vek, is_vlek, ask) = match (self.get("vcek.der"), self.get("vlek.der")) {
             (Some(v), None) => (v, false, self.required("ask.pem")?),
             (None, Some(v)) => (v, true, self.required("asvk.pem")?),
-            (Some(_), Some(_)) => return Err("give one of vcek.der and vlek.der, not both".into()),
-            (None, None) => return Err("collateral file vcek.der (or vlek.der) is missing".into()),
+            (Some(_), Some(_)) => return Err(CollateralError::BothKeys),
+            (None, None) => return Err(CollateralError::NoKey),
         };
         Ok(SnpCollateral {
             vek: vek.clone(),
@@ -265,17 +310,17 @@ pub fn fetch_plan(
     tee: crate::TeeKind,
     evidence: &[u8],
     product: Option<crate::snp::Product>,
-) -> Result<Vec<FetchItem>, String> {
+) -> Result<Vec<FetchItem>, CollateralError> {
     use crate::TeeKind;
     match tee {
         TeeKind::Sgx | TeeKind::Tdx => {
-            let end = crate::dcap::quote_extent(evidence).map_err(|e| e.to_string())?;
+            let end = crate::dcap::quote_extent(evidence)?;
             let quote = dcap_qvl::quote::Quote::parse(&evidence[..end])
-                .map_err(|e| format!("malformed quote: {e}"))?;
+                .map_err(|e| CollateralError::Fetch(format!("malformed quote: {e}")))?;
             let fmspc = dcap_qvl::intel::quote_fmspc(&quote)
-                .map_err(|e| format!("cannot read the FMSPC: {e}"))?;
+                .map_err(|e| CollateralError::Fetch(format!("cannot read the FMSPC: {e}")))?;
             let ca = match dcap_qvl::intel::quote_ca(&quote)
-                .map_err(|e| format!("cannot read the PCK CA: {e}"))?
+                .map_err(|e| CollateralError::Fetch(format!("cannot read the PCK CA: {e}")))?
             {
                 dcap_qvl::config::PckCa::Processor => "processor",
                 dcap_qvl::config::PckCa::Platform => "platform",
@@ -311,9 +356,12 @@ pub fn fetch_plan(
             ])
         }
         TeeKind::Snp => {
-            let report = crate::snp::SnpReport::parse(evidence).map_err(|e| e.to_string())?;
-            let product =
-                product.ok_or("an SNP fetch needs the product (milan, genoa or turin)")?;
+            let report = crate::snp::SnpReport::parse(evidence)?;
+            let product = product.ok_or_else(|| {
+                CollateralError::Fetch(
+                    "an SNP fetch needs the product (milan, genoa or turin)".into(),
+                )
+            })?;
             let name = match product {
                 crate::snp::Product::Milan => "Milan",
                 crate::snp::Product::Genoa => "Genoa",
@@ -341,7 +389,9 @@ pub fn fetch_plan(
                 },
             ])
         }
-        TeeKind::Sim => Err("sim evidence needs no collateral".into()),
+        TeeKind::Sim => Err(CollateralError::Fetch(
+            "sim evidence needs no collateral".into(),
+        )),
     }
 }
 
@@ -354,26 +404,27 @@ impl CollateralFiles {
         item: &FetchItem,
         body: Vec<u8>,
         header: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CollateralError> {
         match item.body_file {
             "cert_chain.pem" => {
                 let text =
-                    String::from_utf8(body).map_err(|_| "cert_chain is not PEM".to_string())?;
+                    String::from_utf8(body).map_err(|_| malformed("cert_chain.pem", "not PEM"))?;
                 let blocks: Vec<&str> = text
                     .split_inclusive("-----END CERTIFICATE-----")
                     .filter(|b| b.contains("BEGIN"))
                     .collect();
                 let [ask, ark] = blocks[..] else {
-                    return Err(format!(
-                        "cert_chain holds {} certificates, expected ASK and ARK",
-                        blocks.len()
+                    return Err(malformed(
+                        "cert_chain.pem",
+                        format!("{} certificates, expected ASK and ARK", blocks.len()),
                     ));
                 };
                 self.insert("ask.pem", ask.trim_start().as_bytes().to_vec());
                 self.insert("ark.pem", ark.trim_start().as_bytes().to_vec());
             }
             "root_ca_crl.der" if !body.is_empty() && body.iter().all(|b| b.is_ascii_hexdigit()) => {
-                let der = hex::decode(&body).map_err(|_| "root CA CRL is not hex".to_string())?;
+                let der =
+                    hex::decode(&body).map_err(|_| malformed("root_ca_crl.der", "not hex"))?;
                 self.insert("root_ca_crl.der", der);
             }
             name => {
@@ -381,15 +432,18 @@ impl CollateralFiles {
             }
         }
         if let Some((name, file)) = item.header_file {
-            let value = header.ok_or_else(|| format!("the response lacks the {name} header"))?;
-            self.insert(file, percent_decode(value)?.into_bytes());
+            let value = header.ok_or_else(|| {
+                CollateralError::Fetch(format!("the response lacks the {name} header"))
+            })?;
+            let text = percent_decode(value).map_err(|why| malformed(file, why))?;
+            self.insert(file, text.into_bytes());
         }
         Ok(())
     }
 }
 
-/// Decodes a URL-encoded (percent-encoded) header value.
-pub fn percent_decode(s: &str) -> Result<String, String> {
+/// Decodes a URL-encoded (percent-encoded) header value; the error says what is wrong.
+pub fn percent_decode(s: &str) -> Result<String, &'static str> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -406,5 +460,5 @@ pub fn percent_decode(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "header is not UTF-8".into())
+    String::from_utf8(out).map_err(|_| "header is not UTF-8")
 }

@@ -10,6 +10,7 @@
 use dcap_qvl::quote::{Quote, Report};
 use serde_json::json;
 
+use crate::collateral::CollateralError;
 use crate::dcap_collateral::TEE_TYPE_SGX;
 pub use crate::dcap_collateral::{DcapCollateral, INTEL_SGX_ROOT_CA_DER, PreparedCollateral};
 use crate::{EvidenceError, TeeKind};
@@ -189,13 +190,7 @@ pub(crate) fn appraise_dcap(
     now_unix: u64,
 ) -> DcapResult {
     let prepared = collateral.prepare();
-    appraise_dcap_prepared(
-        tee,
-        quote,
-        prepared.as_ref().map_err(String::as_str),
-        revocation,
-        now_unix,
-    )
+    appraise_dcap_prepared(tee, quote, prepared.as_ref(), revocation, now_unix)
 }
 
 /// Verifies a DCAP quote with collateral prepared earlier (or the reason it could not
@@ -203,7 +198,7 @@ pub(crate) fn appraise_dcap(
 pub fn verify_dcap_prepared(
     tee: TeeKind,
     quote: &[u8],
-    collateral: Result<&PreparedCollateral, &str>,
+    collateral: Result<&PreparedCollateral, &CollateralError>,
     now_unix: u64,
 ) -> DcapResult {
     appraise_dcap_prepared(tee, quote, collateral, Revocation::Required, now_unix)
@@ -213,7 +208,7 @@ pub fn verify_dcap_prepared(
 pub(crate) fn appraise_dcap_prepared(
     tee: TeeKind,
     quote: &[u8],
-    collateral: Result<&PreparedCollateral, &str>,
+    collateral: Result<&PreparedCollateral, &CollateralError>,
     revocation: Revocation,
     now_unix: u64,
 ) -> DcapResult {
@@ -285,7 +280,7 @@ pub(crate) fn appraise_dcap_prepared(
     let coll = match collateral {
         Ok(c) => c,
         Err(e) => {
-            out.reasons.push(e.to_owned());
+            out.reasons.push(e.to_string());
             return out;
         }
     };
@@ -304,7 +299,7 @@ pub(crate) fn appraise_dcap_prepared(
             return out;
         }
         (Err(e), Revocation::Required) => {
-            out.reasons.push(e.clone());
+            out.reasons.push(e.to_string());
             return out;
         }
     };

@@ -7,6 +7,8 @@ use dcap_qvl::QuoteCollateralV3;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::collateral::CollateralError;
+
 /// The Intel SGX Root CA every DCAP chain must end in (DER).
 pub const INTEL_SGX_ROOT_CA_DER: &[u8] = include_bytes!("../roots/intel_sgx_root_ca.der");
 
@@ -46,21 +48,19 @@ pub(crate) struct SignedQeIdentity<'a> {
     pub signature: String,
 }
 
-const MISSING_REVOCATION: &str = "revocation data is missing (pck_crl.der, pck_crl_issuer_chain.pem and root_ca_crl.der are all required; --dangerous-skip-revocation verifies without them)";
-
-fn collateral_v3(c: &DcapCollateral) -> Result<QuoteCollateralV3, String> {
-    let tcb: SignedTcbInfo<'_> = serde_json::from_slice(&c.tcb_info)
-        .map_err(|e| format!("tcb_info.json is malformed: {e}"))?;
-    let qe: SignedQeIdentity<'_> = serde_json::from_slice(&c.qe_identity)
-        .map_err(|e| format!("qe_identity.json is malformed: {e}"))?;
+fn collateral_v3(c: &DcapCollateral) -> Result<QuoteCollateralV3, CollateralError> {
+    let tcb: SignedTcbInfo<'_> =
+        serde_json::from_slice(&c.tcb_info).map_err(|e| malformed("tcb_info.json", e))?;
+    let qe: SignedQeIdentity<'_> =
+        serde_json::from_slice(&c.qe_identity).map_err(|e| malformed("qe_identity.json", e))?;
     let tcb_info_signature = hex::decode(&tcb.signature)
-        .map_err(|_| "tcb_info.json signature is not hex".to_string())?;
+        .map_err(|_| malformed("tcb_info.json", "its signature is not hex"))?;
     let qe_identity_signature = hex::decode(&qe.signature)
-        .map_err(|_| "qe_identity.json signature is not hex".to_string())?;
+        .map_err(|_| malformed("qe_identity.json", "its signature is not hex"))?;
     let (Some(pck_crl), Some(pck_crl_issuer_chain), Some(root_ca_crl)) =
         (&c.pck_crl, &c.pck_crl_issuer_chain, &c.root_ca_crl)
     else {
-        return Err(MISSING_REVOCATION.into());
+        return Err(CollateralError::MissingRevocation);
     };
     Ok(QuoteCollateralV3 {
         pck_crl_issuer_chain: pck_crl_issuer_chain.clone(),
@@ -79,10 +79,10 @@ fn collateral_v3(c: &DcapCollateral) -> Result<QuoteCollateralV3, String> {
 /// A CRL's validity window `(thisUpdate, nextUpdate)` in Unix seconds. dcap-qvl checks
 /// the signature and the entries but not that the CRL was already issued, so we check
 /// the whole window ourselves.
-fn crl_window(name: &str, der: &[u8]) -> Result<(u64, Option<u64>), String> {
+fn crl_window(name: &str, der: &[u8]) -> Result<(u64, Option<u64>), CollateralError> {
     use der::Decode;
     let crl = x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der)
-        .map_err(|e| format!("{name} is not a DER CRL: {e}"))?;
+        .map_err(|e| malformed(name, format!("not a DER CRL: {e}")))?;
     let this = crl.tbs_cert_list.this_update.to_unix_duration().as_secs();
     let next = crl
         .tbs_cert_list
@@ -108,7 +108,7 @@ pub(crate) type CrlWindow = (&'static str, u64, Option<u64>);
 #[derive(Clone, Debug)]
 pub struct PreparedCollateral {
     /// With its revocation data: dcap-qvl's form and the CRLs' validity windows.
-    pub(crate) revocable: Result<(QuoteCollateralV3, [CrlWindow; 2]), String>,
+    pub(crate) revocable: Result<(QuoteCollateralV3, [CrlWindow; 2]), CollateralError>,
     /// The files as given, for the appraisal without revocation data.
     pub(crate) files: DcapCollateral,
     pub(crate) issued: Option<u64>,
@@ -118,7 +118,7 @@ impl DcapCollateral {
     /// Converts the files into the verifier's form; errors name the defective file.
     /// Missing revocation data is not an error here: whether it may be missing is
     /// decided at verification ([`Revocation`]).
-    pub fn prepare(&self) -> Result<PreparedCollateral, String> {
+    pub fn prepare(&self) -> Result<PreparedCollateral, CollateralError> {
         let revocable = match collateral_v3(self) {
             Ok(v3) => {
                 let (pck_this, pck_next) = crl_window("pck_crl.der", &v3.pck_crl)?;
@@ -130,7 +130,7 @@ impl DcapCollateral {
                 Ok((v3, windows))
             }
             // Whether revocation data may be missing is decided at verification.
-            Err(e) if e == MISSING_REVOCATION => Err(e),
+            Err(e @ CollateralError::MissingRevocation) => Err(e),
             Err(e) => return Err(e),
         };
         let bodies = [&self.tcb_info, &self.qe_identity];
@@ -148,5 +148,12 @@ impl DcapCollateral {
             files: self.clone(),
             issued,
         })
+    }
+}
+
+fn malformed(file: &str, reason: impl std::fmt::Display) -> CollateralError {
+    CollateralError::Malformed {
+        file: file.into(),
+        reason: reason.to_string(),
     }
 }

@@ -4,7 +4,7 @@ use crate::codec::DecodeError;
 ///
 /// These are faults of whoever produced the bytes (or of the storage and network in
 /// between), never of the verifier's caller.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EvidenceError {
     /// The attestation document is not valid JSON of the expected shape.

@@ -88,13 +88,7 @@ pub(crate) fn appraise_evidence(
     let facts = match tee {
         TeeKind::Sgx | TeeKind::Tdx => {
             let prepared = collateral.dcap().and_then(|c| c.prepare());
-            let r = appraise_dcap_prepared(
-                tee,
-                evidence,
-                prepared.as_ref().map_err(String::as_str),
-                revocation,
-                now_unix,
-            );
+            let r = appraise_dcap_prepared(tee, evidence, prepared.as_ref(), revocation, now_unix);
             v.claims = r.claims;
             v.report_data = r.report_data;
             v.trailing_bytes = Some(r.trailing_bytes);
@@ -112,7 +106,7 @@ pub(crate) fn appraise_evidence(
         }
         TeeKind::Snp => {
             let coll = collateral.snp();
-            let r = verify_snp_with(evidence, coll.as_ref().map_err(String::as_str), now_unix);
+            let r = verify_snp_with(evidence, coll.as_ref(), now_unix);
             v.claims = r.claims;
             v.report_data = r.report.as_ref().map(|r| r.report_data);
             v.verified = r.verified;

@@ -4,6 +4,26 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Why a string is not the hex of a fixed-size byte string.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HexError {
+    /// Uppercase digits where one spelling (lowercase) is required.
+    #[error("hex must be lowercase")]
+    Uppercase,
+    /// Another length than `2N` characters.
+    #[error("expected {expected} hex characters, found {found}")]
+    Length {
+        /// `2N`.
+        expected: usize,
+        /// The string's length.
+        found: usize,
+    },
+    /// A character that is not a hex digit.
+    #[error("not hex: {0}")]
+    NotHex(#[source] hex::FromHexError),
+}
+
 /// `N` bytes that serialize as exactly `2N` lowercase hex characters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HexBytes<const N: usize>(pub [u8; N]);
@@ -11,24 +31,23 @@ pub struct HexBytes<const N: usize>(pub [u8; N]);
 impl<const N: usize> HexBytes<N> {
     /// Parses exactly `2N` lowercase hex characters: one value, one spelling, so an
     /// altered byte in a signed document can never decode to the same value.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, HexError> {
         if s.bytes().any(|c| c.is_ascii_uppercase()) {
-            return Err("hex must be lowercase".into());
+            return Err(HexError::Uppercase);
         }
         Self::parse_any_case(s)
     }
 
     /// Parses exactly `2N` hex characters of either case (for hand-written files).
-    pub fn parse_any_case(s: &str) -> Result<Self, String> {
+    pub fn parse_any_case(s: &str) -> Result<Self, HexError> {
         if s.len() != 2 * N {
-            return Err(format!(
-                "expected {} hex characters, found {}",
-                2 * N,
-                s.len()
-            ));
+            return Err(HexError::Length {
+                expected: 2 * N,
+                found: s.len(),
+            });
         }
         let mut out = [0u8; N];
-        hex::decode_to_slice(s, &mut out).map_err(|e| format!("not hex: {e}"))?;
+        hex::decode_to_slice(s, &mut out).map_err(HexError::NotHex)?;
         Ok(HexBytes(out))
     }
 
@@ -74,7 +93,7 @@ impl<'de, const N: usize> Deserialize<'de> for HexBytes<N> {
 /// what is expected.
 struct StrVisitor<F>(&'static str, F);
 
-impl<T, F: FnOnce(&str) -> Result<T, String>> serde::de::Visitor<'_> for StrVisitor<F> {
+impl<T, M: fmt::Display, F: FnOnce(&str) -> Result<T, M>> serde::de::Visitor<'_> for StrVisitor<F> {
     type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -498,7 +498,7 @@ pub fn verify_snp(raw: &[u8], c: &SnpCollateral, now_unix: u64) -> SnpResult {
 /// read (claims are still read from the report).
 pub fn verify_snp_with(
     raw: &[u8],
-    collateral: Result<&SnpCollateral, &str>,
+    collateral: Result<&SnpCollateral, &crate::collateral::CollateralError>,
     now_unix: u64,
 ) -> SnpResult {
     let mut out = SnpResult {
@@ -526,7 +526,7 @@ pub fn verify_snp_with(
     let c = match collateral {
         Ok(c) => c,
         Err(e) => {
-            out.reasons.push(e.to_owned());
+            out.reasons.push(e.to_string());
             return out;
         }
     };

@@ -140,7 +140,7 @@ async fn fetch_own_collateral(
     let mut last = None;
     for product in products {
         let plan = teekms_attest::collateral::fetch_plan(probe.tee(), &evidence, *product)
-            .map_err(Failure::usage)?;
+            .map_err(|e| Failure::usage(e.to_string()))?;
         match teekms_client::fetch::fetch_collateral(url, &plan).await {
             Ok(files) => {
                 let dir = data_dir.join("collateral");
