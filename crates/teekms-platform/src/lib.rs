@@ -64,21 +64,20 @@ pub trait Platform: Send + Sync {
         true
     }
 
-    /// The RA-TLS certificate extension for `keys` (spec/ratls-v1.md): this TEE's
-    /// evidence over claims naming their TLS key and statement, with the collateral
-    /// (if any) so that a peer can verify it offline.
-    fn ratls_extension(&self, keys: &teekms_core::NodeKeys) -> Result<Vec<u8>, PlatformError> {
+    /// The RA-TLS certificate extension (spec/ratls-v1.md) for a node or workload whose
+    /// statement is `statement` and whose TLS key is `tls_spki_der`: this TEE's evidence
+    /// over claims naming both, with the collateral (if any) so that a peer can verify
+    /// it offline. Only public parts go in: the private keys never leave their owner.
+    fn ratls_extension(
+        &self,
+        statement: &teekms_attest::statement::NodeStatement,
+        tls_spki_der: &[u8],
+    ) -> Result<Vec<u8>, PlatformError> {
         use teekms_attest::ratls;
-        let statement = keys.statement(self.tee(), None);
         let collateral: Option<teekms_attest::collateral::CollateralFiles> = self
             .collateral()
             .and_then(|c| serde_json::from_value(c).ok());
-        let claims = ratls::claims_buffer(
-            keys.tls_spki_der(),
-            self.tee(),
-            &statement,
-            collateral.as_ref(),
-        );
+        let claims = ratls::claims_buffer(tls_spki_der, self.tee(), statement, collateral.as_ref());
         let evidence = self.evidence(&ratls::report_data_for_claims(&claims))?;
         Ok(ratls::evidence_extension(&evidence, &claims))
     }

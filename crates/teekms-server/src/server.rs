@@ -68,7 +68,10 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
 /// Serves a resolved configuration: the RA-TLS certificate, the service, the deletion
 /// sweep and the accept loop.
 fn start(r: Resolved, started: std::time::Instant) -> Result<RunningServer, ServerError> {
-    let ratls = r.platform.ratls_extension(r.keyring.keys())?;
+    let keys = r.keyring.keys();
+    let ratls = r
+        .platform
+        .ratls_extension(&keys.statement(r.platform.tee(), None), keys.tls_spki_der())?;
     let tls = server_config(r.keyring.keys(), &ratls)?;
     tracing::debug!(elapsed = ?started.elapsed(), "TLS configured");
     let node_id = r.keyring.keys().node_id().to_hex();

@@ -259,7 +259,8 @@ async fn join(
     };
     let policy = teekms_attest::Policy::from_toml(&policy_text)
         .map_err(|e| refused("the cluster policy", &e))?;
-    let extension = platform.ratls_extension(&keys)?;
+    let extension =
+        platform.ratls_extension(&keys.statement(platform.tee(), None), keys.tls_spki_der())?;
     let node_url = teekms_client::NodeUrl::parse(url).map_err(|e| refused("the URL", &e))?;
     // Mutual RA-TLS: each side verifies the other's certificate in the handshake.
     let mut conn = teekms_client::connect_attested_as(

@@ -129,7 +129,10 @@ async fn run(args: Args) -> Result<(), String> {
     let keys = NodeKeys::generate();
     // Its RA-TLS certificate carries its evidence: the node sees a workload of this
     // measurement from the handshake on.
-    let extension = platform.ratls_extension(&keys).map_err(|e| e.to_string())?;
+    let statement = keys.statement(platform.tee(), None);
+    let extension = platform
+        .ratls_extension(&statement, keys.tls_spki_der())
+        .map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&scratch);
     let policy_text = std::fs::read_to_string(&args.policy).map_err(|e| e.to_string())?;
     let policy = Policy::from_toml(&policy_text).map_err(|e| e.to_string())?;

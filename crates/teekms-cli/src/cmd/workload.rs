@@ -38,7 +38,7 @@ pub async fn run(cmd: WorkloadCmd) -> CmdResult {
     // Mutual RA-TLS: this program's certificate carries its evidence, and the node's
     // certificate is verified against --policy in the same handshake.
     let extension = platform
-        .ratls_extension(&keys)
+        .ratls_extension(&keys.statement(platform.tee(), None), keys.tls_spki_der())
         .map_err(|e| Failure::usage(format!("cannot make evidence in this TEE: {e}")))?;
     let url = parse_url(&node)?;
     let policy = paths::load_policy(&policy)?;
