@@ -159,46 +159,121 @@ pub(crate) fn appraise_evidence(
     v
 }
 
-fn pin(claims: &Value, field: &str, expected: &[u8]) -> Result<(), String> {
+/// Why evidence that verified does not meet one `[[accept]]` entry of a policy.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Mismatch {
+    /// A measured value is not the one the entry pins.
+    #[error("{field} {got} is not the pinned {want}")]
+    NotPinned {
+        /// The claim.
+        field: &'static str,
+        /// Its value.
+        got: String,
+        /// The pinned value.
+        want: String,
+    },
+    /// A measured value is none of the values the entry pins.
+    #[error("{field} {got} is not one of the pinned values")]
+    NoneOfPinned {
+        /// The claim.
+        field: &'static str,
+        /// Its value.
+        got: String,
+    },
+    /// A claim has another value than the entry requires.
+    #[error("{field} {got} is not {want}")]
+    NotRequired {
+        /// The claim.
+        field: &'static str,
+        /// Its value.
+        got: String,
+        /// The required value.
+        want: u64,
+    },
+    /// A version or security number is below the entry's floor.
+    #[error("{field} {got} is below {floor_name} {floor}")]
+    BelowFloor {
+        /// The claim.
+        field: String,
+        /// Its value.
+        got: String,
+        /// The policy field that sets the floor.
+        floor_name: &'static str,
+        /// The floor.
+        floor: u64,
+    },
+    /// The TCB status is not one the entry accepts.
+    #[error("TCB status {status} is not one of {allowed:?}")]
+    TcbStatus {
+        /// The status found.
+        status: String,
+        /// The statuses accepted.
+        allowed: Vec<String>,
+    },
+    /// An advisory applies that the entry does not list.
+    #[error("advisory {0} applies and is not listed in advisory_ids")]
+    Advisory(String),
+    /// The collateral is older than `max_collateral_age`.
+    #[error(
+        "collateral issued {age} s before the verification time is older than max_collateral_age ({max} s)"
+    )]
+    CollateralTooOld {
+        /// Its age at the verification time (seconds).
+        age: u64,
+        /// The limit (seconds).
+        max: u64,
+    },
+    /// `max_collateral_age` is set but the collateral has no issue date.
+    #[error("max_collateral_age is set but the collateral's issue date is unknown")]
+    CollateralAgeUnknown,
+    /// A property of the TEE the entry does not allow (debug, a service TD, a
+    /// migration agent, a VLEK).
+    #[error("{0}")]
+    NotAllowed(&'static str),
+}
+
+fn pin(claims: &Value, field: &'static str, expected: &[u8]) -> Result<(), Mismatch> {
     let got = claims[field].as_str().unwrap_or_default();
     if got == hex::encode(expected) {
         Ok(())
     } else {
-        Err(format!(
-            "{field} {got} is not the pinned {}",
-            hex::encode(expected)
-        ))
+        Err(Mismatch::NotPinned {
+            field,
+            got: got.to_owned(),
+            want: hex::encode(expected),
+        })
     }
 }
 
-fn collateral_age(max: Option<u64>, issued: Option<u64>, now: u64) -> Result<(), String> {
+fn collateral_age(max: Option<u64>, issued: Option<u64>, now: u64) -> Result<(), Mismatch> {
     match (max, issued) {
-        (Some(max), Some(issued)) if now.saturating_sub(issued) > max => Err(format!(
-            "collateral issued {} s before the verification time is older than max_collateral_age ({max} s)",
-            now.saturating_sub(issued)
-        )),
-        (Some(_), None) => {
-            Err("max_collateral_age is set but the collateral's issue date is unknown".into())
+        (Some(max), Some(issued)) if now.saturating_sub(issued) > max => {
+            Err(Mismatch::CollateralTooOld {
+                age: now.saturating_sub(issued),
+                max,
+            })
         }
+        (Some(_), None) => Err(Mismatch::CollateralAgeUnknown),
         _ => Ok(()),
     }
 }
 
-fn intel(c: &IntelCommon, v: &EvidenceVerdict, f: &Facts, now: u64) -> Result<(), String> {
+fn intel(c: &IntelCommon, v: &EvidenceVerdict, f: &Facts, now: u64) -> Result<(), Mismatch> {
     if f.debug && !c.allow_debug {
-        return Err("debug is enabled and the policy does not allow_debug".into());
+        return Err(Mismatch::NotAllowed(
+            "debug is enabled and the policy does not allow_debug",
+        ));
     }
     let status = v.tcb_status.as_deref().unwrap_or("unknown");
     if !c.tcb_status.iter().any(|s| s == status) {
-        return Err(format!(
-            "TCB status {status} is not one of {:?}",
-            c.tcb_status
-        ));
+        return Err(Mismatch::TcbStatus {
+            status: status.to_owned(),
+            allowed: c.tcb_status.clone(),
+        });
     }
     if let Some(a) = v.advisory_ids.iter().find(|a| !c.advisory_ids.contains(a)) {
-        return Err(format!(
-            "advisory {a} applies and is not listed in advisory_ids"
-        ));
+        return Err(Mismatch::Advisory(a.clone()));
     }
     collateral_age(c.max_collateral_age, f.collateral_issued, now)
 }
@@ -209,7 +284,7 @@ fn appraise_sgx(
     v: &EvidenceVerdict,
     f: &Facts,
     now: u64,
-) -> Result<(), String> {
+) -> Result<(), Mismatch> {
     intel(&e.common, v, f, now)?;
     if !e.mrenclave.is_empty()
         && !e
@@ -217,10 +292,10 @@ fn appraise_sgx(
             .iter()
             .any(|m| pin(claims, "mrenclave", m).is_ok())
     {
-        return Err(format!(
-            "mrenclave {} is not one of the pinned values",
-            claims["mrenclave"]
-        ));
+        return Err(Mismatch::NoneOfPinned {
+            field: "mrenclave",
+            got: claims["mrenclave"].to_string(),
+        });
     }
     if let Some(m) = &e.mrsigner {
         pin(claims, "mrsigner", m)?;
@@ -228,15 +303,21 @@ fn appraise_sgx(
     if let Some(p) = e.isv_prod_id
         && claims["isv_prod_id"].as_u64() != Some(u64::from(p))
     {
-        return Err(format!("isv_prod_id {} is not {p}", claims["isv_prod_id"]));
+        return Err(Mismatch::NotRequired {
+            field: "isv_prod_id",
+            got: claims["isv_prod_id"].to_string(),
+            want: u64::from(p),
+        });
     }
     if let Some(min) = e.min_isv_svn
         && claims["isv_svn"].as_u64().unwrap_or(0) < u64::from(min)
     {
-        return Err(format!(
-            "isv_svn {} is below min_isv_svn {min}",
-            claims["isv_svn"]
-        ));
+        return Err(Mismatch::BelowFloor {
+            field: "isv_svn".into(),
+            got: claims["isv_svn"].to_string(),
+            floor_name: "min_isv_svn",
+            floor: u64::from(min),
+        });
     }
     Ok(())
 }
@@ -247,10 +328,12 @@ fn appraise_tdx(
     v: &EvidenceVerdict,
     f: &Facts,
     now: u64,
-) -> Result<(), String> {
+) -> Result<(), Mismatch> {
     intel(&e.common, v, f, now)?;
     if f.service_td && !e.allow_service_td {
-        return Err("the TD is bound to a service TD (MR_SERVICETD is set) and the policy does not allow_service_td".into());
+        return Err(Mismatch::NotAllowed(
+            "the TD is bound to a service TD (MR_SERVICETD is set) and the policy does not allow_service_td",
+        ));
     }
     let pins = [
         ("mrtd", &e.mrtd),
@@ -269,20 +352,30 @@ fn appraise_tdx(
     Ok(())
 }
 
-fn appraise_snp(e: &SnpEntry, claims: &Value, f: &Facts, now: u64) -> Result<(), String> {
+fn appraise_snp(e: &SnpEntry, claims: &Value, f: &Facts, now: u64) -> Result<(), Mismatch> {
     if f.debug && !e.allow_debug {
-        return Err("the guest policy allows debugging and the policy does not allow_debug".into());
+        return Err(Mismatch::NotAllowed(
+            "the guest policy allows debugging and the policy does not allow_debug",
+        ));
     }
     if f.migration_agent {
-        return Err("the guest policy allows a migration agent, which teekms refuses".into());
+        return Err(Mismatch::NotAllowed(
+            "the guest policy allows a migration agent, which teekms refuses",
+        ));
     }
     if f.vlek && !e.allow_vlek {
-        return Err("the report is signed by a VLEK and the policy sets allow_vlek = false".into());
+        return Err(Mismatch::NotAllowed(
+            "the report is signed by a VLEK and the policy sets allow_vlek = false",
+        ));
     }
     if let Some(vmpl) = e.vmpl
         && claims["vmpl"].as_u64() != Some(u64::from(vmpl))
     {
-        return Err(format!("vmpl {} is not {vmpl}", claims["vmpl"]));
+        return Err(Mismatch::NotRequired {
+            field: "vmpl",
+            got: claims["vmpl"].to_string(),
+            want: u64::from(vmpl),
+        });
     }
     if let Some(m) = &e.measurement {
         pin(claims, "measurement", m)?;
@@ -302,10 +395,12 @@ fn appraise_snp(e: &SnpEntry, claims: &Value, f: &Facts, now: u64) -> Result<(),
             if let Some(floor) = floor {
                 let got = t[name].as_u64();
                 if got.is_none_or(|g| g < u64::from(floor)) {
-                    return Err(format!(
-                        "reported TCB {name} {} is below min_reported_tcb {floor}",
-                        t[name]
-                    ));
+                    return Err(Mismatch::BelowFloor {
+                        field: format!("reported TCB {name}"),
+                        got: t[name].to_string(),
+                        floor_name: "min_reported_tcb",
+                        floor: u64::from(floor),
+                    });
                 }
             }
         }

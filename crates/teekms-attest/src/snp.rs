@@ -172,14 +172,14 @@ impl SnpReport {
     }
 
     /// The ECDSA signature as fixed-size big-endian r || s.
-    fn signature(&self) -> Result<[u8; 96], String> {
+    fn signature(&self) -> Result<[u8; 96], ChainError> {
         let mut out = [0u8; 96];
         for (half, raw) in [&self.raw_signature_r, &self.raw_signature_s]
             .into_iter()
             .enumerate()
         {
             if raw[48..].iter().any(|&b| b != 0) {
-                return Err("report signature component is larger than 384 bits".into());
+                return Err(ChainError::SignatureTooLarge);
             }
             // Little-endian on the wire, big-endian for the verifier.
             for (i, b) in raw[..48].iter().enumerate() {
@@ -256,23 +256,107 @@ fn pinned_arks() -> &'static [(Product, Cert)] {
     })
 }
 
+/// Why an SNP report's endorsement chain or signature does not verify.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// The report names another kind of endorsement key than the one given.
+    #[error("the report was signed with key type {found}, but a {given} was given")]
+    WrongKeyType {
+        /// The report's SIGNING_KEY.
+        found: u8,
+        /// VCEK or VLEK.
+        given: &'static str,
+    },
+    /// A PEM file holds no certificate.
+    #[error("{0} is not PEM")]
+    NotPem(String),
+    /// A certificate is not X.509.
+    #[error("{name} does not parse as X.509: {reason}")]
+    NotX509 {
+        /// Which certificate.
+        name: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// The ASK (ASVK) chains to none of the pinned ARKs.
+    #[error("the {0} is not signed by any pinned AMD ARK (Milan, Genoa, Turin)")]
+    UnknownArk(&'static str),
+    /// `ark.pem` is given and is not the pinned ARK of its product.
+    #[error("ark.pem is not AMD's pinned {0:?} ARK")]
+    NotPinnedArk(Product),
+    /// A certificate is not signed by its issuer.
+    #[error("the {cert} is not signed by the {issuer}")]
+    NotSignedBy {
+        /// The certificate.
+        cert: &'static str,
+        /// Its issuer.
+        issuer: &'static str,
+    },
+    /// A certificate or CRL is not valid yet at the verification time.
+    #[error("{0} is not valid yet at the verification time")]
+    NotYetValid(String),
+    /// A certificate or CRL has expired at the verification time.
+    #[error("{0} has expired at the verification time")]
+    Expired(String),
+    /// The report's signature is not in the format's range.
+    #[error("report signature component is larger than 384 bits")]
+    SignatureTooLarge,
+    /// The report's signature does not verify under the endorsement key.
+    #[error("the report signature does not verify under the {0}")]
+    BadReportSignature(&'static str),
+    /// The endorsement key lacks a TCB extension.
+    #[error("the endorsement key lacks the TCB extension {0}")]
+    MissingTcbExtension(&'static str),
+    /// A TCB extension is not a small integer.
+    #[error("the endorsement key's TCB extension {0} is not a small INTEGER")]
+    BadTcbExtension(&'static str),
+    /// REPORTED_TCB differs from the endorsement key's TCB.
+    #[error("REPORTED_TCB {what} SPL {reported} differs from the endorsement key's {cert}")]
+    TcbMismatch {
+        /// Which component.
+        what: &'static str,
+        /// The report's SPL.
+        reported: u8,
+        /// The certificate's SPL.
+        cert: u8,
+    },
+    /// The VCEK has no hwID.
+    #[error("VCEK lacks the hwID extension")]
+    NoHwid,
+    /// The VCEK's hwID does not parse.
+    #[error("VCEK hwID is malformed")]
+    BadHwid,
+    /// The report comes from another chip than the VCEK's.
+    #[error("the report's CHIP_ID is not the VCEK's hwID (a report from another chip)")]
+    OtherChip,
+    /// `crl.der` is not a CRL signed by the ARK with AMD's parameters.
+    #[error("crl.der {0}")]
+    BadCrl(String),
+    /// A certificate of the chain is revoked.
+    #[error("{0} is revoked by AMD's CRL")]
+    Revoked(String),
+}
+
 struct Cert {
     der: Vec<u8>,
     parsed: Certificate,
 }
 
 impl Cert {
-    fn parse(name: &str, bytes: &[u8]) -> Result<Cert, String> {
+    fn parse(name: &str, bytes: &[u8]) -> Result<Cert, ChainError> {
         let der = if bytes.starts_with(b"-----BEGIN") {
             crate::pem::certificates(bytes)
                 .into_iter()
                 .next()
-                .ok_or_else(|| format!("{name} is not PEM"))?
+                .ok_or_else(|| ChainError::NotPem(name.into()))?
         } else {
             bytes.to_vec()
         };
-        let parsed = Certificate::from_der(&der)
-            .map_err(|e| format!("{name} does not parse as X.509: {e}"))?;
+        let parsed = Certificate::from_der(&der).map_err(|e| ChainError::NotX509 {
+            name: name.into(),
+            reason: e.to_string(),
+        })?;
         Ok(Cert { der, parsed })
     }
 
@@ -301,17 +385,17 @@ impl Cert {
             .is_ok()
     }
 
-    fn check_validity(&self, name: &str, now: u64) -> Result<(), String> {
+    fn check_validity(&self, name: &str, now: u64) -> Result<(), ChainError> {
         let v = self.parsed.tbs_certificate().validity();
         let (nb, na) = (
             v.not_before.to_unix_duration().as_secs(),
             v.not_after.to_unix_duration().as_secs(),
         );
         if now < nb {
-            return Err(format!("{name} is not valid yet at the verification time"));
+            return Err(ChainError::NotYetValid(name.into()));
         }
         if now > na {
-            return Err(format!("{name} has expired at the verification time"));
+            return Err(ChainError::Expired(name.into()));
         }
         Ok(())
     }
@@ -373,12 +457,11 @@ const OID_UCODE_SPL: &str = "1.3.6.1.4.1.3704.1.3.8";
 const OID_FMC_SPL: &str = "1.3.6.1.4.1.3704.1.3.9";
 const OID_HWID: &str = "1.3.6.1.4.1.3704.1.4";
 
-fn spl(cert: &Cert, oid: &str) -> Result<u8, String> {
+fn spl(cert: &Cert, oid: &'static str) -> Result<u8, ChainError> {
     let raw = cert
         .extension(oid)
-        .ok_or_else(|| format!("the endorsement key lacks the TCB extension {oid}"))?;
-    u8::from_der(raw)
-        .map_err(|_| format!("the endorsement key's TCB extension {oid} is not a small INTEGER"))
+        .ok_or(ChainError::MissingTcbExtension(oid))?;
+    u8::from_der(raw).map_err(|_| ChainError::BadTcbExtension(oid))
 }
 
 /// Checks the endorsement key's TCB extensions against REPORTED_TCB (VCEK and VLEK both
@@ -388,7 +471,7 @@ fn check_vek_extensions(
     report: &SnpReport,
     product: Product,
     is_vlek: bool,
-) -> Result<(), String> {
+) -> Result<(), ChainError> {
     let tcb = Tcb::decode(report.reported_tcb, product);
     let pairs = [
         ("boot loader", OID_BL_SPL, tcb.bootloader),
@@ -399,73 +482,78 @@ fn check_vek_extensions(
     for (what, oid, reported) in pairs {
         let cert_spl = spl(vcek, oid)?;
         if cert_spl != reported {
-            return Err(format!(
-                "REPORTED_TCB {what} SPL {reported} differs from the endorsement key's {cert_spl}"
-            ));
+            return Err(ChainError::TcbMismatch {
+                what,
+                reported,
+                cert: cert_spl,
+            });
         }
     }
     if let Some(fmc) = tcb.fmc {
         let cert_spl = spl(vcek, OID_FMC_SPL)?;
         if cert_spl != fmc {
-            return Err(format!(
-                "REPORTED_TCB FMC SPL {fmc} differs from the endorsement key's {cert_spl}"
-            ));
+            return Err(ChainError::TcbMismatch {
+                what: "FMC",
+                reported: fmc,
+                cert: cert_spl,
+            });
         }
     }
     if is_vlek {
         return Ok(());
     }
-    let hwid = vcek
-        .extension(OID_HWID)
-        .ok_or("VCEK lacks the hwID extension")?;
+    let hwid = vcek.extension(OID_HWID).ok_or(ChainError::NoHwid)?;
     let hwid = if hwid.len() == 64 {
         hwid.to_vec()
     } else {
         der::asn1::OctetString::from_der(hwid)
             .map(|o| o.as_bytes().to_vec())
-            .map_err(|_| "VCEK hwID is malformed")?
+            .map_err(|_| ChainError::BadHwid)?
     };
     if hwid != report.chip_id {
-        return Err(
-            "the report's CHIP_ID is not the VCEK's hwID (a report from another chip)".into(),
-        );
+        return Err(ChainError::OtherChip);
     }
     Ok(())
 }
 
-fn check_crl(crl_der: &[u8], ark: &Cert, certs: &[(&str, &Cert)], now: u64) -> Result<(), String> {
+fn check_crl(
+    crl_der: &[u8],
+    ark: &Cert,
+    certs: &[(&str, &Cert)],
+    now: u64,
+) -> Result<(), ChainError> {
     let crl = x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(crl_der)
-        .map_err(|e| format!("crl.der is not a DER CRL: {e}"))?;
+        .map_err(|e| ChainError::BadCrl(format!("is not a DER CRL: {e}")))?;
     let tbs = tlv(crl_der)
         .and_then(|(_, c, _)| tlv(c))
         .map(|(t, _, _)| t)
-        .ok_or("crl.der is malformed")?;
+        .ok_or_else(|| ChainError::BadCrl("is malformed".into()))?;
     if !is_amd_pss(&crl.signature_algorithm)
         || crl.signature_algorithm != crl.tbs_cert_list.signature
     {
-        return Err(
-            "crl.der is not signed with AMD's RSASSA-PSS parameters (SHA-384, MGF1-SHA-384, salt 48)"
+        return Err(ChainError::BadCrl(
+            "is not signed with AMD's RSASSA-PSS parameters (SHA-384, MGF1-SHA-384, salt 48)"
                 .into(),
-        );
+        ));
     }
     if UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA384, ark.public_key())
         .verify(tbs, crl.signature.raw_bytes())
         .is_err()
     {
-        return Err("crl.der is not signed by the ARK".into());
+        return Err(ChainError::BadCrl("is not signed by the ARK".into()));
     }
     if now < crl.tbs_cert_list.this_update.to_unix_duration().as_secs() {
-        return Err("crl.der is not valid yet at the verification time".into());
+        return Err(ChainError::NotYetValid("crl.der".into()));
     }
     if let Some(next) = crl.tbs_cert_list.next_update
         && now > next.to_unix_duration().as_secs()
     {
-        return Err("crl.der has expired at the verification time".into());
+        return Err(ChainError::Expired("crl.der".into()));
     }
     for revoked in crl.tbs_cert_list.revoked_certificates.iter().flatten() {
         for (name, cert) in certs {
             if revoked.serial_number.as_bytes() == cert.serial() {
-                return Err(format!("{name} is revoked by AMD's CRL"));
+                return Err(ChainError::Revoked((*name).into()));
             }
         }
     }
@@ -537,7 +625,7 @@ pub fn verify_snp_with(
             out.claims = Some(claims(&report, Some(product)));
             out.verified = true;
         }
-        Err(e) => out.reasons.push(e),
+        Err(e) => out.reasons.push(e.to_string()),
     }
     out
 }
@@ -547,17 +635,17 @@ fn check_chain(
     report: &SnpReport,
     c: &SnpCollateral,
     now: u64,
-) -> Result<(Product, u64), String> {
+) -> Result<(Product, u64), ChainError> {
     let (vek_name, ask_name) = if c.is_vlek {
         ("VLEK", "ASVK")
     } else {
         ("VCEK", "ASK")
     };
     if report.signing_key != u8::from(c.is_vlek) {
-        return Err(format!(
-            "the report was signed with key type {}, but a {vek_name} was given",
-            report.signing_key
-        ));
+        return Err(ChainError::WrongKeyType {
+            found: report.signing_key,
+            given: vek_name,
+        });
     }
     let vek = Cert::parse(vek_name, &c.vek)?;
     let ask = Cert::parse(ask_name, &c.ask)?;
@@ -565,17 +653,18 @@ fn check_chain(
         .iter()
         .find(|(_, ark)| ask.signed_by(ark))
         .map(|(p, ark)| (*p, ark))
-        .ok_or_else(|| {
-            format!("the {ask_name} is not signed by any pinned AMD ARK (Milan, Genoa, Turin)")
-        })?;
+        .ok_or(ChainError::UnknownArk(ask_name))?;
     if let Some(given) = &c.ark {
         let given = Cert::parse("ark.pem", given)?;
         if given.der != ark.der {
-            return Err(format!("ark.pem is not AMD's pinned {product:?} ARK"));
+            return Err(ChainError::NotPinnedArk(product));
         }
     }
     if !vek.signed_by(&ask) {
-        return Err(format!("the {vek_name} is not signed by the {ask_name}"));
+        return Err(ChainError::NotSignedBy {
+            cert: vek_name,
+            issuer: ask_name,
+        });
     }
     for (name, cert) in [("ARK", ark), (ask_name, &ask), (vek_name, &vek)] {
         cert.check_validity(name, now)?;
@@ -583,7 +672,7 @@ fn check_chain(
     let sig = report.signature()?;
     UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, vek.public_key())
         .verify(&raw[..SIGNED_LEN], &sig)
-        .map_err(|_| format!("the report signature does not verify under the {vek_name}"))?;
+        .map_err(|_| ChainError::BadReportSignature(vek_name))?;
     check_vek_extensions(&vek, report, product, c.is_vlek)?;
     if let Some(crl) = &c.crl {
         check_crl(crl, ark, &[(ask_name, &ask), (vek_name, &vek)], now)?;
