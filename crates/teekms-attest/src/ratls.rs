@@ -144,6 +144,12 @@ pub enum RaTlsError {
     /// The evidence extension is malformed or names another key.
     #[error("RA-TLS evidence extension: {0}")]
     Extension(String),
+    /// The certificate carries evidence but no teekms statement (not a teekms node's).
+    #[error("not a teekms RA-TLS certificate (no teekms-tee and teekms-statement claims)")]
+    NotTeekms,
+    /// The statement names another TLS key than the certificate's.
+    #[error("the statement names another key than the certificate's")]
+    KeyMismatch,
 }
 
 /// Reads the evidence of an RA-TLS certificate and checks what can be checked without
@@ -271,15 +277,12 @@ impl RaTlsEvidence {
         cert_spki_sha256: &[u8; 32],
         policy: &Policy,
         now_unix: u64,
-    ) -> Result<Verdict, String> {
+    ) -> Result<Verdict, RaTlsError> {
         let (Some(tee), Some(statement)) = (self.tee, &self.statement) else {
-            return Err(
-                "not a teekms RA-TLS certificate (no teekms-tee and teekms-statement claims)"
-                    .into(),
-            );
+            return Err(RaTlsError::NotTeekms);
         };
         if statement.tls_spki_sha256.0 != *cert_spki_sha256 {
-            return Err("the statement names another key than the certificate's".into());
+            return Err(RaTlsError::KeyMismatch);
         }
         let doc = AttestationDocument {
             version: DOCUMENT_VERSION,

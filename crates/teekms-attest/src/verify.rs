@@ -306,7 +306,7 @@ impl CheckedEvidence {
         }
     }
 
-    fn appraise(&self, entry: &AcceptEntry) -> Result<(), String> {
+    fn appraise(&self, entry: &AcceptEntry) -> Result<(), crate::evidence::Mismatch> {
         match (self, entry) {
             (
                 CheckedEvidence::Sim(ev),
@@ -316,25 +316,27 @@ impl CheckedEvidence {
                 },
             ) => {
                 if ev.root_public_key != *sim_root {
-                    return Err(format!(
-                        "sim root {} is not the pinned root {}",
-                        hex::encode(ev.root_public_key),
-                        hex::encode(sim_root)
-                    ));
+                    return Err(crate::evidence::Mismatch::NotPinned {
+                        field: "sim root",
+                        got: hex::encode(ev.root_public_key),
+                        want: hex::encode(sim_root),
+                    });
                 }
                 if let Some(m) = measurement
                     && *m != ev.measurement
                 {
-                    return Err(format!(
-                        "measurement {} is not the pinned {}",
-                        hex::encode(ev.measurement),
-                        hex::encode(m)
-                    ));
+                    return Err(crate::evidence::Mismatch::NotPinned {
+                        field: "measurement",
+                        got: hex::encode(ev.measurement),
+                        want: hex::encode(m),
+                    });
                 }
                 Ok(())
             }
             #[allow(unreachable_patterns)]
-            _ => Err("entry is for another tee".into()),
+            _ => Err(crate::evidence::Mismatch::NotAllowed(
+                "entry is for another tee",
+            )),
         }
     }
 }
