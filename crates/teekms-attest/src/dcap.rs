@@ -294,7 +294,7 @@ pub(crate) fn appraise_dcap_prepared(
                     out.tcb_status = Some(a.status);
                     out.advisory_ids = a.advisory_ids;
                 }
-                Err(e) => out.reasons.push(e),
+                Err(e) => out.reasons.push(e.to_string()),
             }
             return out;
         }

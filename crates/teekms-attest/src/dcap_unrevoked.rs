@@ -27,6 +27,86 @@ const ECDSA_P256_KEY: u16 = 2;
 /// Intel's chains are short (leaf, one CA, root); anything longer is not Intel's.
 const MAX_CHAIN: usize = 4;
 
+/// Why a quote fails the appraisal without revocation data.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum UnrevokedError {
+    /// A check with a fixed reason (the quote, the QE, the TD or the TCB level).
+    #[error("{0}")]
+    Check(&'static str),
+    /// A collateral file does not parse or says something inconsistent.
+    #[error("{file} is malformed: {reason}")]
+    Malformed {
+        /// The file.
+        file: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A collateral file is not within its validity at the verification time.
+    #[error("{file} {when}")]
+    OutOfDate {
+        /// The file.
+        file: &'static str,
+        /// Not valid yet, or expired, and why.
+        when: &'static str,
+    },
+    /// A collateral file's signature is not hex, or does not verify.
+    #[error("{file}: {what}")]
+    Signature {
+        /// The file.
+        file: &'static str,
+        /// What is wrong with the signature.
+        what: &'static str,
+    },
+    /// A certificate chain does not lead to the pinned Intel root.
+    #[error("the {what}'s {reason}")]
+    Chain {
+        /// Whose chain.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The QE identity is for another quoting enclave.
+    #[error("qe_identity.json is for {id} version {version}, this quote needs {want}")]
+    OtherQe {
+        /// Its id.
+        id: String,
+        /// Its version.
+        version: u8,
+        /// The id this quote needs.
+        want: &'static str,
+    },
+    /// The TCB info is for another TEE or of an old version.
+    #[error("tcb_info.json is {id} TCB info version {version}, not for this quote")]
+    OtherTcbInfo {
+        /// Its id.
+        id: String,
+        /// Its version.
+        version: u8,
+    },
+    /// A security version number is below every level Intel publishes.
+    #[error("the {what} ISVSVN {svn} is below every level of {of}")]
+    BelowEveryLevel {
+        /// Whose number.
+        what: &'static str,
+        /// Its value.
+        svn: u16,
+        /// The structure whose levels were searched.
+        of: &'static str,
+    },
+    /// A level holds a TCB status Intel does not define for its structure.
+    #[error("{structure} holds an unexpected TCB status {status}")]
+    UnknownStatus {
+        /// The structure.
+        structure: &'static str,
+        /// The status.
+        status: String,
+    },
+    /// The pinned root does not parse (a build defect).
+    #[error("the pinned Intel root does not parse: {0}")]
+    PinnedRoot(String),
+}
+
 /// The TCB verdict of a quote that verified.
 pub(crate) struct Appraisal {
     pub status: String,
@@ -64,27 +144,29 @@ pub(crate) fn appraise(
     quote: &Quote,
     coll: &DcapCollateral,
     now_unix: u64,
-) -> Result<Appraisal, String> {
+) -> Result<Appraisal, UnrevokedError> {
     let root = CertificateDer::from(INTEL_SGX_ROOT_CA_DER);
     let anchor = webpki::anchor_from_trusted_cert(&root)
-        .map_err(|e| format!("the pinned Intel root does not parse: {e}"))?;
+        .map_err(|e| UnrevokedError::PinnedRoot(e.to_string()))?;
     let time = UnixTime::since_unix_epoch(Duration::from_secs(now_unix));
     let chain_check = |pem: &[u8], what: &str| signer_key(pem, what, &anchor, time);
 
     let is_sgx = quote.header.tee_type == TEE_TYPE_SGX;
     if quote.header.qe_vendor_id != dcap_qvl::INTEL_QE_VENDOR_ID {
-        return Err("the quote's QE vendor is not Intel".into());
+        return Err(UnrevokedError::Check("the quote's QE vendor is not Intel"));
     }
     if quote.header.attestation_key_type != ECDSA_P256_KEY {
-        return Err("unsupported attestation key type (ECDSA P-256 required)".into());
+        return Err(UnrevokedError::Check(
+            "unsupported attestation key type (ECDSA P-256 required)",
+        ));
     }
     let auth = quote.auth_data.clone().into_v3();
 
     // 1. TCB info: issued by Intel's TCB signing key, directly under the root, in date.
-    let signed: SignedTcbInfo<'_> = serde_json::from_slice(&coll.tcb_info)
-        .map_err(|e| format!("tcb_info.json is malformed: {e}"))?;
-    let mut tcb_info: TcbInfo = serde_json::from_str(signed.body.get())
-        .map_err(|e| format!("tcb_info.json is malformed: {e}"))?;
+    let signed: SignedTcbInfo<'_> =
+        serde_json::from_slice(&coll.tcb_info).map_err(|e| malformed("tcb_info.json", e))?;
+    let mut tcb_info: TcbInfo =
+        serde_json::from_str(signed.body.get()).map_err(|e| malformed("tcb_info.json", e))?;
     in_date(
         &tcb_info.issue_date,
         &tcb_info.next_update,
@@ -97,16 +179,21 @@ pub(crate) fn appraise(
         signed.body.get().as_bytes(),
         &hex_sig(&signed.signature, "tcb_info.json")?,
     )
-    .map_err(|()| "tcb_info.json: signature is invalid".to_string())?;
+    .map_err(|()| UnrevokedError::Signature {
+        file: "tcb_info.json",
+        what: "signature is invalid",
+    })?;
     if tcb_signer.intermediates != 0 {
-        return Err("the TCB info signer must be issued directly by the Intel root".into());
+        return Err(UnrevokedError::Check(
+            "the TCB info signer must be issued directly by the Intel root",
+        ));
     }
 
     // 2. QE identity, the same way.
-    let signed: SignedQeIdentity<'_> = serde_json::from_slice(&coll.qe_identity)
-        .map_err(|e| format!("qe_identity.json is malformed: {e}"))?;
-    let qe_identity: QeIdentity = serde_json::from_str(signed.body.get())
-        .map_err(|e| format!("qe_identity.json is malformed: {e}"))?;
+    let signed: SignedQeIdentity<'_> =
+        serde_json::from_slice(&coll.qe_identity).map_err(|e| malformed("qe_identity.json", e))?;
+    let qe_identity: QeIdentity =
+        serde_json::from_str(signed.body.get()).map_err(|e| malformed("qe_identity.json", e))?;
     in_date(
         &qe_identity.issue_date,
         &qe_identity.next_update,
@@ -122,9 +209,14 @@ pub(crate) fn appraise(
         signed.body.get().as_bytes(),
         &hex_sig(&signed.signature, "qe_identity.json")?,
     )
-    .map_err(|()| "qe_identity.json: signature is invalid".to_string())?;
+    .map_err(|()| UnrevokedError::Signature {
+        file: "qe_identity.json",
+        what: "signature is invalid",
+    })?;
     if qe_signer.intermediates != 0 {
-        return Err("the QE identity signer must be issued directly by the Intel root".into());
+        return Err(UnrevokedError::Check(
+            "the QE identity signer must be issued directly by the Intel root",
+        ));
     }
     let (want_id, versions): (&str, &[u8]) = if is_sgx {
         ("QE", &[2])
@@ -132,29 +224,36 @@ pub(crate) fn appraise(
         ("TD_QE", &[2, 3])
     };
     if qe_identity.id != want_id || !versions.contains(&qe_identity.version) {
-        return Err(format!(
-            "qe_identity.json is for {} version {}, this quote needs {want_id}",
-            qe_identity.id, qe_identity.version
-        ));
+        return Err(UnrevokedError::OtherQe {
+            id: qe_identity.id.clone(),
+            version: qe_identity.version,
+            want: want_id,
+        });
     }
 
     // 3. The PCK certificate chain inside the quote, and the platform's SVNs in it.
     let pck_pem = quote
         .raw_cert_chain()
-        .map_err(|_| "the quote carries no PCK certificate chain".to_string())?;
+        .map_err(|_| UnrevokedError::Check("the quote carries no PCK certificate chain"))?;
     let pck = chain_check(pck_pem, "PCK certificate")?;
-    let pck_ext = dcap_qvl::intel::parse_pck_extension(&pck.leaf)
-        .map_err(|e| format!("the PCK certificate's SGX extension: {e:#}"))?;
+    let pck_ext =
+        dcap_qvl::intel::parse_pck_extension(&pck.leaf).map_err(|e| UnrevokedError::Chain {
+            what: "PCK certificate".into(),
+            reason: format!("SGX extension: {e:#}"),
+        })?;
 
     // 4–5. The QE report is signed by the PCK key and binds the attestation key.
-    verify_p256(&pck.key, &auth.qe_report, &auth.qe_report_signature)
-        .map_err(|()| "the QE report signature (by the PCK key) is invalid".to_string())?;
+    verify_p256(&pck.key, &auth.qe_report, &auth.qe_report_signature).map_err(|()| {
+        UnrevokedError::Check("the QE report signature (by the PCK key) is invalid")
+    })?;
     let qe_report = QeReport::parse(&auth.qe_report);
     let mut bound = digest::Context::new(&digest::SHA256);
     bound.update(&auth.ecdsa_attestation_key);
     bound.update(&auth.qe_auth_data.data);
     if qe_report.report_data[..32] != *bound.finish().as_ref() {
-        return Err("the QE report does not bind the quote's attestation key".into());
+        return Err(UnrevokedError::Check(
+            "the QE report does not bind the quote's attestation key",
+        ));
     }
 
     // 6. The QE is Intel's, and its TCB level.
@@ -165,30 +264,32 @@ pub(crate) fn appraise(
     attestation_key[1..].copy_from_slice(&auth.ecdsa_attestation_key);
     let signed_part = raw
         .get(..quote.signed_length())
-        .ok_or("the quote is shorter than its signed part")?;
-    verify_p256(&attestation_key, signed_part, &auth.ecdsa_signature)
-        .map_err(|()| "the quote signature (by the attestation key) is invalid".to_string())?;
+        .ok_or(UnrevokedError::Check(
+            "the quote is shorter than its signed part",
+        ))?;
+    verify_p256(&attestation_key, signed_part, &auth.ecdsa_signature).map_err(|()| {
+        UnrevokedError::Check("the quote signature (by the attestation key) is invalid")
+    })?;
 
     // 8. The platform's TCB level (and for TDX, the module's).
     if hex::decode(&tcb_info.fmspc).ok().as_deref() != Some(&pck_ext.fmspc[..]) {
-        return Err(
-            "tcb_info.json is for another platform (FMSPC differs from the PCK certificate's)"
-                .into(),
-        );
+        return Err(UnrevokedError::Check(
+            "tcb_info.json is for another platform (FMSPC differs from the PCK certificate's)",
+        ));
     }
     if hex::decode(&tcb_info.pce_id).ok().as_deref() != Some(&pck_ext.pce_id[..]) {
-        return Err(
-            "tcb_info.json is for another PCE (PCEID differs from the PCK certificate's)".into(),
-        );
+        return Err(UnrevokedError::Check(
+            "tcb_info.json is for another PCE (PCEID differs from the PCK certificate's)",
+        ));
     }
     match (is_sgx, tcb_info.id.as_str()) {
         (true, "SGX") if tcb_info.version >= 2 => {}
         (false, "TDX") if tcb_info.version >= 3 => {}
         _ => {
-            return Err(format!(
-                "tcb_info.json is {} TCB info version {}, not for this quote",
-                tcb_info.id, tcb_info.version
-            ));
+            return Err(UnrevokedError::OtherTcbInfo {
+                id: tcb_info.id.clone(),
+                version: tcb_info.version,
+            });
         }
     }
     // Highest level first, as Intel publishes them; the first one met applies.
@@ -224,7 +325,7 @@ pub(crate) fn appraise(
     );
     let current = current.map(|c| merge_component(c.tcb_status, qe_level.tcb_status));
     if verdict.status == TcbStatus::Revoked || current == Some(TcbStatus::Revoked) {
-        return Err("the platform's TCB level is Revoked".into());
+        return Err(UnrevokedError::Check("the platform's TCB level is Revoked"));
     }
     if let Some(current) = current {
         verdict.status = relaunch_advice(verdict.status, current);
@@ -249,19 +350,19 @@ fn signer_key(
     what: &str,
     anchor: &rustls_pki_types::TrustAnchor<'_>,
     time: UnixTime,
-) -> Result<Signer, String> {
+) -> Result<Signer, UnrevokedError> {
     let certs = crate::pem::certificates(pem);
     let Some((leaf, rest)) = certs.split_first() else {
-        return Err(format!("the {what}'s certificate chain is empty"));
+        return Err(chain(what, "certificate chain is empty"));
     };
     if certs.len() > MAX_CHAIN {
-        return Err(format!("the {what}'s certificate chain is too long"));
+        return Err(chain(what, "certificate chain is too long"));
     }
     let intermediates: Vec<CertificateDer<'_>> =
         rest.iter().map(|c| CertificateDer::from(&c[..])).collect();
     let leaf_der = CertificateDer::from(&leaf[..]);
     let ee = EndEntityCert::try_from(&leaf_der)
-        .map_err(|e| format!("the {what}'s certificate does not parse: {e}"))?;
+        .map_err(|e| chain(what, format!("certificate does not parse: {e}")))?;
     let path = ee
         .verify_for_usage(
             &[webpki::ring::ECDSA_P256_SHA256],
@@ -273,12 +374,15 @@ fn signer_key(
             None,
         )
         .map_err(|e| {
-            format!("the {what}'s certificate chain does not verify to the Intel SGX Root CA: {e}")
+            chain(
+                what,
+                format!("certificate chain does not verify to the Intel SGX Root CA: {e}"),
+            )
         })?;
     let intermediates = path.intermediate_certificates().count();
     use der::Decode;
     let cert = x509_cert::Certificate::from_der(leaf)
-        .map_err(|e| format!("the {what}'s certificate does not parse: {e}"))?;
+        .map_err(|e| chain(what, format!("certificate does not parse: {e}")))?;
     let key = cert
         .tbs_certificate()
         .subject_public_key_info()
@@ -298,57 +402,78 @@ fn verify_p256(key: &[u8], message: &[u8], raw_signature: &[u8]) -> Result<(), (
         .map_err(|_| ())
 }
 
-fn hex_sig(text: &str, file: &str) -> Result<Vec<u8>, String> {
-    hex::decode(text).map_err(|_| format!("{file}: the signature is not hex"))
+fn hex_sig(text: &str, file: &'static str) -> Result<Vec<u8>, UnrevokedError> {
+    hex::decode(text).map_err(|_| UnrevokedError::Signature {
+        file,
+        what: "the signature is not hex",
+    })
 }
 
-fn in_date(issued: &str, next_update: &str, now: u64, file: &str) -> Result<(), String> {
+fn in_date(
+    issued: &str,
+    next_update: &str,
+    now: u64,
+    file: &'static str,
+) -> Result<(), UnrevokedError> {
     let (Some(issued), Some(next)) = (
         crate::parse_rfc3339(issued),
         crate::parse_rfc3339(next_update),
     ) else {
-        return Err(format!("{file}: issueDate or nextUpdate is not a date"));
+        return Err(malformed(file, "issueDate or nextUpdate is not a date"));
     };
     if now < issued {
-        return Err(format!(
-            "{file} is not valid yet (issued after the verification time)"
-        ));
+        return Err(UnrevokedError::OutOfDate {
+            file,
+            when: "is not valid yet (issued after the verification time)",
+        });
     }
     if now > next {
-        return Err(format!(
-            "{file} has expired (nextUpdate is before the verification time)"
-        ));
+        return Err(UnrevokedError::OutOfDate {
+            file,
+            when: "has expired (nextUpdate is before the verification time)",
+        });
     }
     Ok(())
 }
 
 /// Statuses Intel defines for each structure; anything else is not a level we know.
-fn known_status(status: TcbStatus, in_structure: &str, known: &[TcbStatus]) -> Result<(), String> {
+fn known_status(
+    status: TcbStatus,
+    in_structure: &'static str,
+    known: &[TcbStatus],
+) -> Result<(), UnrevokedError> {
     if known.contains(&status) {
         Ok(())
     } else {
-        Err(format!(
-            "{in_structure} holds an unexpected TCB status {status}"
-        ))
+        Err(UnrevokedError::UnknownStatus {
+            structure: in_structure,
+            status: status.to_string(),
+        })
     }
 }
 
-fn qe_tcb_level(qe: &QeReport, id: &QeIdentity) -> Result<QeTcbLevel, String> {
+fn qe_tcb_level(qe: &QeReport, id: &QeIdentity) -> Result<QeTcbLevel, UnrevokedError> {
     use TcbStatus::*;
     if qe.mr_signer != id.mrsigner {
-        return Err(
-            "the quoting enclave is not Intel's (MRSIGNER differs from the QE identity)".into(),
-        );
+        return Err(UnrevokedError::Check(
+            "the quoting enclave is not Intel's (MRSIGNER differs from the QE identity)",
+        ));
     }
     if qe.attributes[0] & 0x02 != 0 {
-        return Err("the quoting enclave runs in debug mode".into());
+        return Err(UnrevokedError::Check(
+            "the quoting enclave runs in debug mode",
+        ));
     }
     if qe.isv_prod_id != id.isvprodid {
-        return Err("the quoting enclave's ISVPRODID differs from the QE identity".into());
+        return Err(UnrevokedError::Check(
+            "the quoting enclave's ISVPRODID differs from the QE identity",
+        ));
     }
     let mask = u32::from_le_bytes(id.miscselect_mask);
     if qe.misc_select & mask != u32::from_le_bytes(id.miscselect) & mask {
-        return Err("the quoting enclave's MISCSELECT differs from the QE identity".into());
+        return Err(UnrevokedError::Check(
+            "the quoting enclave's MISCSELECT differs from the QE identity",
+        ));
     }
     let attributes_match = qe
         .attributes
@@ -357,17 +482,18 @@ fn qe_tcb_level(qe: &QeReport, id: &QeIdentity) -> Result<QeTcbLevel, String> {
         .zip(&id.attributes_mask)
         .all(|((have, want), mask)| have & mask == want & mask);
     if !attributes_match {
-        return Err("the quoting enclave's ATTRIBUTES differ from the QE identity".into());
+        return Err(UnrevokedError::Check(
+            "the quoting enclave's ATTRIBUTES differ from the QE identity",
+        ));
     }
     let level = id
         .tcb_levels
         .iter()
         .find(|l| qe.isv_svn >= l.tcb.isvsvn)
-        .ok_or_else(|| {
-            format!(
-                "the quoting enclave's ISVSVN {} is below every level of the QE identity",
-                qe.isv_svn
-            )
+        .ok_or(UnrevokedError::BelowEveryLevel {
+            what: "quoting enclave's",
+            svn: qe.isv_svn,
+            of: "the QE identity",
         })?;
     let known = [
         UpToDate,
@@ -385,12 +511,12 @@ fn platform_level<'a>(
     cpu_svn: &[u8; 16],
     pce_svn: u16,
     tee_tcb_svn: Option<&[u8; 16]>,
-) -> Result<&'a TcbLevel, String> {
+) -> Result<&'a TcbLevel, UnrevokedError> {
     use TcbStatus::*;
     for level in &info.tcb_levels {
         let short = level
             .shortfalls(cpu_svn, pce_svn, tee_tcb_svn)
-            .map_err(|e| format!("tcb_info.json: {e:#}"))?;
+            .map_err(|e| malformed("tcb_info.json", format!("{e:#}")))?;
         if short.is_empty() {
             let known = [
                 UpToDate,
@@ -405,7 +531,9 @@ fn platform_level<'a>(
             return Ok(level);
         }
     }
-    Err("no matching TCB level: the platform's TCB is not in tcb_info.json".into())
+    Err(UnrevokedError::Check(
+        "no matching TCB level: the platform's TCB is not in tcb_info.json",
+    ))
 }
 
 fn td10(report: &Report) -> &TDReport10 {
@@ -422,11 +550,11 @@ fn tdx_level(
     info: &TcbInfo,
     pck: &dcap_qvl::intel::PckExtension,
     tee_tcb_svn: &[u8; 16],
-) -> Result<TcbLevel, String> {
+) -> Result<TcbLevel, UnrevokedError> {
     let mut level = platform_level(info, &pck.cpu_svn, pck.pce_svn, Some(tee_tcb_svn))?.clone();
     let Some(identity) = info
         .tdx_module_identity(tee_tcb_svn)
-        .map_err(|e| format!("tcb_info.json: {e:#}"))?
+        .map_err(|e| malformed("tcb_info.json", format!("{e:#}")))?
     else {
         return Ok(level);
     };
@@ -434,11 +562,10 @@ fn tdx_level(
         .tcb_levels
         .iter()
         .find(|l| l.shortfall(tee_tcb_svn).is_none())
-        .ok_or_else(|| {
-            format!(
-                "the TDX module's ISVSVN {} is below every level of its identity",
-                tee_tcb_svn[0]
-            )
+        .ok_or(UnrevokedError::BelowEveryLevel {
+            what: "TDX module's",
+            svn: u16::from(tee_tcb_svn[0]),
+            of: "its identity",
         })?;
     use TcbStatus::*;
     known_status(
@@ -457,14 +584,14 @@ fn tdx_level(
 
 /// The TDX module that made the report is Intel's: MRSIGNER_SEAM and SEAM attributes as
 /// the TCB info says (its module identity for this module version, or the base module).
-fn check_tdx_module(info: &TcbInfo, td: &TDReport10) -> Result<(), String> {
+fn check_tdx_module(info: &TcbInfo, td: &TDReport10) -> Result<(), UnrevokedError> {
     let base = info
         .tdx_module
         .as_ref()
-        .ok_or("tcb_info.json has no tdxModule")?;
+        .ok_or(UnrevokedError::Check("tcb_info.json has no tdxModule"))?;
     let identity = info
         .tdx_module_identity(&td.tee_tcb_svn)
-        .map_err(|e| format!("tcb_info.json: {e:#}"))?;
+        .map_err(|e| malformed("tcb_info.json", format!("{e:#}")))?;
     let (signer, attributes, mask) = match identity {
         Some(i) => (&i.mrsigner, &i.attributes, &i.attributes_mask),
         None => (&base.mrsigner, &base.attributes, &base.attributes_mask),
@@ -473,7 +600,7 @@ fn check_tdx_module(info: &TcbInfo, td: &TDReport10) -> Result<(), String> {
         hex::decode(h)
             .ok()
             .filter(|b| b.len() == len)
-            .ok_or_else(|| "tcb_info.json: a TDX module field is not hex of its size".to_string())
+            .ok_or_else(|| malformed("tcb_info.json", "a TDX module field is not hex of its size"))
     };
     let (signer, attributes, mask) = (
         decode(signer, 48)?,
@@ -481,13 +608,15 @@ fn check_tdx_module(info: &TcbInfo, td: &TDReport10) -> Result<(), String> {
         decode(mask, 8)?,
     );
     if td.mr_signer_seam[..] != signer[..] {
-        return Err(
-            "the TDX module is not Intel's (MRSIGNER_SEAM differs from tcb_info.json)".into(),
-        );
+        return Err(UnrevokedError::Check(
+            "the TDX module is not Intel's (MRSIGNER_SEAM differs from tcb_info.json)",
+        ));
     }
     for ((have, want), mask) in td.seam_attributes.iter().zip(&attributes).zip(&mask) {
         if have & mask != want & mask || have & !mask != 0 {
-            return Err("the TDX module's SEAM attributes differ from tcb_info.json".into());
+            return Err(UnrevokedError::Check(
+                "the TDX module's SEAM attributes differ from tcb_info.json",
+            ));
         }
     }
     Ok(())
@@ -495,20 +624,22 @@ fn check_tdx_module(info: &TcbInfo, td: &TDReport10) -> Result<(), String> {
 
 /// TD attributes that make the report untrustworthy whatever the policy says (debug and
 /// a service-TD binding are the policy's to decide).
-fn check_td_attributes(report: &Report, td: &TDReport10) -> Result<(), String> {
+fn check_td_attributes(report: &Report, td: &TDReport10) -> Result<(), UnrevokedError> {
     let attrs = TDAttributes::parse(td.td_attributes)
-        .map_err(|_| "TD attributes do not parse".to_string())?;
+        .map_err(|_| UnrevokedError::Check("TD attributes do not parse"))?;
     if attrs.reserved != 0 {
-        return Err("reserved TD attribute bits are set".into());
+        return Err(UnrevokedError::Check("reserved TD attribute bits are set"));
     }
     if attrs.sec.migratable {
-        return Err("the TD is migratable".into());
+        return Err(UnrevokedError::Check("the TD is migratable"));
     }
     if !attrs.sec.sept_ve_disable {
-        return Err("the TD does not have SEPT_VE_DISABLE set".into());
+        return Err(UnrevokedError::Check(
+            "the TD does not have SEPT_VE_DISABLE set",
+        ));
     }
     if attrs.sec.servtd_ext && matches!(report, Report::TD10(_)) {
-        return Err("a TD 1.0 report with SERVTD_EXT set".into());
+        return Err(UnrevokedError::Check("a TD 1.0 report with SERVTD_EXT set"));
     }
     Ok(())
 }
@@ -552,5 +683,19 @@ fn relaunch_advice(launch: TcbStatus, current: TcbStatus) -> TcbStatus {
             }
         }
         (status, _) => status,
+    }
+}
+
+fn malformed(file: &'static str, reason: impl std::fmt::Display) -> UnrevokedError {
+    UnrevokedError::Malformed {
+        file,
+        reason: reason.to_string(),
+    }
+}
+
+fn chain(what: &str, reason: impl Into<String>) -> UnrevokedError {
+    UnrevokedError::Chain {
+        what: what.into(),
+        reason: reason.into(),
     }
 }
