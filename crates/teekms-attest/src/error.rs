@@ -56,7 +56,8 @@ pub enum PolicyError {
         /// Zero-based position of the entry.
         index: usize,
         /// What is wrong.
-        reason: String,
+        #[source]
+        reason: crate::policy::EntryError,
     },
     /// The policy has no `[[accept]]` entry, so it would reject everything.
     #[error("policy has no [[accept]] entry; it would reject all evidence")]

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::hexbytes::HexBytes;
+use crate::hexbytes::{HexBytes, HexError};
 use crate::{PolicyError, TeeKind};
 
 /// Largest policy file this crate parses, in bytes.
@@ -313,27 +313,65 @@ pub fn time_after(now: u64, duration: u64) -> Result<u64, DurationError> {
         .ok_or(DurationError::PastTheEnd { now, duration })
 }
 
-fn hex_field<const N: usize>(name: &str, v: &Option<String>) -> Result<Option<[u8; N]>, String> {
+/// Why one `[[accept]]` entry of a policy is not valid.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryError {
+    /// `tee` names no TEE teekms knows.
+    #[error("unknown tee {0:?} (expected sim, sgx, tdx or snp)")]
+    UnknownTee(String),
+    /// A key that does not apply to the entry's TEE.
+    #[error("`{key}` does not apply to tee = \"{tee}\"")]
+    NotForTee {
+        /// The key.
+        key: String,
+        /// The entry's TEE.
+        tee: TeeKind,
+    },
+    /// A required value is missing, or a value admits nothing.
+    #[error("{0}")]
+    Required(&'static str),
+    /// A pinned value is not the hex of its size.
+    #[error("{field}: {source}")]
+    Hex {
+        /// The key.
+        field: &'static str,
+        /// What is wrong with it.
+        #[source]
+        source: HexError,
+    },
+    /// A TCB status Intel does not define.
+    #[error("tcb_status: unknown status {0:?} (one of {list})", list = TCB_STATUSES.join(", "))]
+    TcbStatus(String),
+    /// Not an Intel advisory id.
+    #[error("advisory_ids: {0:?} is not an Intel advisory id like \"INTEL-SA-00615\"")]
+    Advisory(String),
+    /// `max_collateral_age` is not a duration teekms accepts.
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+}
+
+fn hex_field<const N: usize>(
+    field: &'static str,
+    v: &Option<String>,
+) -> Result<Option<[u8; N]>, EntryError> {
     v.as_ref()
         .map(|s| {
             HexBytes::<N>::parse_any_case(s)
                 .map(|h| h.0)
-                .map_err(|m| format!("{name}: {m}"))
+                .map_err(|source| EntryError::Hex { field, source })
         })
         .transpose()
 }
 
-fn intel_common(e: &RawEntry) -> Result<IntelCommon, String> {
+fn intel_common(e: &RawEntry) -> Result<IntelCommon, EntryError> {
     let tcb_status = e
         .tcb_status
         .clone()
         .unwrap_or_else(|| vec!["UpToDate".into()]);
     for s in &tcb_status {
         if !TCB_STATUSES.contains(&s.as_str()) {
-            return Err(format!(
-                "tcb_status: unknown status {s:?} (one of {})",
-                TCB_STATUSES.join(", ")
-            ));
+            return Err(EntryError::TcbStatus(s.clone()));
         }
     }
     let advisory_ids = e.advisory_ids.clone().unwrap_or_default();
@@ -342,9 +380,7 @@ fn intel_common(e: &RawEntry) -> Result<IntelCommon, String> {
             .strip_prefix("INTEL-SA-")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
         if !ok {
-            return Err(format!(
-                "advisory_ids: {a:?} is not an Intel advisory id like \"INTEL-SA-00615\""
-            ));
+            return Err(EntryError::Advisory(a.clone()));
         }
     }
     Ok(IntelCommon {
@@ -355,8 +391,7 @@ fn intel_common(e: &RawEntry) -> Result<IntelCommon, String> {
             .max_collateral_age
             .as_deref()
             .map(parse_duration)
-            .transpose()
-            .map_err(|e| e.to_string())?,
+            .transpose()?,
     })
 }
 
@@ -434,17 +469,20 @@ impl Policy {
     }
 }
 
-fn resolve(e: RawEntry) -> Result<AcceptEntry, String> {
-    let tee = TeeKind::parse(&e.tee)
-        .ok_or_else(|| format!("unknown tee {:?} (expected sim, sgx, tdx or snp)", e.tee))?;
+fn resolve(e: RawEntry) -> Result<AcceptEntry, EntryError> {
+    let tee = TeeKind::parse(&e.tee).ok_or_else(|| EntryError::UnknownTee(e.tee.clone()))?;
     let allowed = allowed_keys(tee);
     if let Some(k) = e.keys_set().into_iter().find(|k| !allowed.contains(k)) {
-        return Err(format!("`{k}` does not apply to tee = \"{tee}\""));
+        return Err(EntryError::NotForTee {
+            key: k.to_string(),
+            tee,
+        });
     }
     match tee {
         TeeKind::Sim => {
-            let sim_root = hex_field::<32>("sim_root", &e.sim_root)?
-                .ok_or("a sim entry must pin `sim_root` (see `teekms sim root`)")?;
+            let sim_root = hex_field::<32>("sim_root", &e.sim_root)?.ok_or(
+                EntryError::Required("a sim entry must pin `sim_root` (see `teekms sim root`)"),
+            )?;
             Ok(AcceptEntry::Sim {
                 sim_root,
                 measurement: hex_field("measurement", &e.measurement)?,
@@ -455,9 +493,9 @@ fn resolve(e: RawEntry) -> Result<AcceptEntry, String> {
                 None => Vec::new(),
                 Some(OneOrMany::One(s)) => vec![s.clone()],
                 Some(OneOrMany::Many(v)) if v.is_empty() => {
-                    return Err(
-                        "mrenclave: an empty list admits nothing; leave it out instead".into(),
-                    );
+                    return Err(EntryError::Required(
+                        "mrenclave: an empty list admits nothing; leave it out instead",
+                    ));
                 }
                 Some(OneOrMany::Many(v)) => v.clone(),
             }
@@ -465,7 +503,10 @@ fn resolve(e: RawEntry) -> Result<AcceptEntry, String> {
             .map(|s| {
                 HexBytes::<32>::parse_any_case(s)
                     .map(|h| h.0)
-                    .map_err(|m| format!("mrenclave: {m}"))
+                    .map_err(|source| EntryError::Hex {
+                        field: "mrenclave",
+                        source,
+                    })
             })
             .collect::<Result<_, _>>()?;
             Ok(AcceptEntry::Sgx(Box::new(SgxEntry {
@@ -500,8 +541,7 @@ fn resolve(e: RawEntry) -> Result<AcceptEntry, String> {
                 .max_collateral_age
                 .as_deref()
                 .map(parse_duration)
-                .transpose()
-                .map_err(|e| e.to_string())?,
+                .transpose()?,
         }))),
     }
 }
