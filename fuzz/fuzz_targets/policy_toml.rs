@@ -7,7 +7,9 @@ use teekms_attest::policy::AcceptEntry;
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data)
         && let Ok(p) = Policy::from_toml(text)
-        && p.entries().iter().all(|e| matches!(e, AcceptEntry::Sim { .. }))
+        && p.entries()
+            .iter()
+            .all(|e| matches!(e, AcceptEntry::Sim { .. }))
     {
         assert_eq!(Policy::from_toml(&p.to_toml()).unwrap(), p);
     }

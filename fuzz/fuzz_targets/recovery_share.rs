@@ -3,8 +3,8 @@
 //! opened shares from officers' files; all untrusted. Parsing, opening with an officer
 //! key, and recovering from any set of shares must never panic.
 use libfuzzer_sys::fuzz_target;
-use teekms_core::hpke::HpkePrivateKey;
 use teekms_attest::hexbytes::HexBytes;
+use teekms_core::hpke::HpkePrivateKey;
 use teekms_core::recovery::{OpenShare, SealedShare, recover};
 
 fuzz_target!(|data: &[u8]| {

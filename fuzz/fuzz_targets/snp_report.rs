@@ -12,6 +12,10 @@ fuzz_target!(|data: &[u8]| {
     report[..head.len()].copy_from_slice(head);
     report[0] = 2;
     report[0x34] = 1;
-    let coll = SnpCollateral { vek: cert.to_vec(), ask: cert.to_vec(), ..SnpCollateral::default() };
+    let coll = SnpCollateral {
+        vek: cert.to_vec(),
+        ask: cert.to_vec(),
+        ..SnpCollateral::default()
+    };
     assert!(!verify_snp(&report, &coll, 1_748_736_000).verified);
 });

@@ -23,6 +23,7 @@ pub mod receipt;
 pub mod record;
 pub mod recovery;
 pub mod secret;
+pub mod sigv4;
 pub mod state;
 pub mod stream;
 pub mod strict_json;
