@@ -27,19 +27,15 @@ use teekms_core::audit::{AuditDraft, AuditEntry};
 use teekms_core::envelope::{self, Envelope};
 use teekms_core::record::DataKeyRecord;
 use teekms_core::state::{AccessKeyRecord, DEFAULT_DELETION_WAIT, KeyState, OwnerState};
-use teekms_core::{DataKey, KeyId, OwnerPublicKey};
+use teekms_core::{DataKey, KeyId, OwnerPublicKey, Receipt};
+use teekms_platform::Platform;
 use teekms_store::{Applied, KeyRow, Write};
 use zeroize::Zeroizing;
-
-use crate::writer::Job;
-
-use teekms_core::Receipt;
-use teekms_platform::Platform;
 
 use crate::budget::StreamBudget;
 use crate::keyring::Keyring;
 use crate::readers::Readers;
-use crate::writer::Writer;
+use crate::writer::{Job, Writer};
 
 mod access_keys;
 mod anonymous;
@@ -55,7 +51,7 @@ mod workload;
 
 pub use anonymous::AnonymousRefusals;
 pub use audit::verification;
-pub use cache::KeyCache;
+use cache::KeyCache;
 use cache::{Loaded, LoadedKey};
 use deploy::OwnerRecord;
 pub(crate) use deploy::registered_owner;
