@@ -131,3 +131,29 @@ impl<T: Serialize> IntoResponse for JsonOut<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// spec/api-v1.md's table of error codes is the mapping, row for row: every code
+    /// with the status this layer answers it with, and no other code.
+    #[test]
+    fn the_spec_lists_every_code_with_its_status() {
+        let spec = include_str!("../../../spec/api-v1.md");
+        let rows: Vec<(String, u16)> = spec
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let code = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                let status = cells.get(2)?.parse().ok()?;
+                Some((code.to_owned(), status))
+            })
+            .collect();
+        let ours: Vec<(String, u16)> = ErrorCode::ALL
+            .iter()
+            .map(|&c| (c.as_str().to_owned(), status(c).as_u16()))
+            .collect();
+        assert_eq!(rows, ours);
+    }
+}

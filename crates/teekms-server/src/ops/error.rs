@@ -50,6 +50,28 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of spec/api-v1.md's table.
+    pub const ALL: [ErrorCode; 18] = [
+        ErrorCode::BadRequest,
+        ErrorCode::BadBundle,
+        ErrorCode::DecryptFailed,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::BadSignature,
+        ErrorCode::NotFound,
+        ErrorCode::Timeout,
+        ErrorCode::KeyState,
+        ErrorCode::Conflict,
+        ErrorCode::Retry,
+        ErrorCode::RecordDamaged,
+        ErrorCode::Deleted,
+        ErrorCode::TooLarge,
+        ErrorCode::WrongNode,
+        ErrorCode::Internal,
+        ErrorCode::Busy,
+        ErrorCode::Unavailable,
+    ];
+
     /// The code as it goes on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
