@@ -213,6 +213,13 @@ fn signed_json_body(bytes: &[u8], key: &str) -> Option<serde_json::Value> {
 }
 
 impl CollateralFiles {
+    /// When the first of these files stops being valid (its `nextUpdate`, or its
+    /// certificate's end of validity): the time evidence that needs them stops verifying.
+    /// None if no file states an end.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.describe().iter().filter_map(|i| i.expires).min()
+    }
+
     /// Describes every known file: what it covers and its validity window. Files that do
     /// not parse are listed with `covers` saying so.
     pub fn describe(&self) -> Vec<CollateralItem> {

@@ -470,3 +470,30 @@ fn dcap_qvl_collateral(c: &DcapCollateral) -> dcap_qvl::QuoteCollateralV3 {
         pck_certificate_chain: None,
     }
 }
+
+/// The earliest end of validity among a collateral directory's files is what a node's
+/// readiness check counts down to.
+#[test]
+fn collateral_expires_with_its_first_file() {
+    let dir = vectors().join("sgx/dcapqvl-sgx-v3-processor-ca");
+    let mut files = teekms_attest::collateral::CollateralFiles::default();
+    for name in teekms_attest::collateral::KNOWN_FILES {
+        if let Ok(bytes) = std::fs::read(dir.join(name)) {
+            files.insert(name, bytes);
+        }
+    }
+    let described = files.describe();
+    let first = files
+        .expires_at()
+        .expect("the vector's collateral states its end");
+    assert!(
+        described
+            .iter()
+            .all(|i| i.expires.is_none_or(|e| e >= first))
+    );
+    assert!(described.iter().any(|i| i.expires == Some(first)));
+    assert_eq!(
+        teekms_attest::collateral::CollateralFiles::default().expires_at(),
+        None
+    );
+}

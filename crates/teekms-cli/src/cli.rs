@@ -124,6 +124,10 @@ pub struct ServeArgs {
     /// sent a request are closed to let new clients in.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// `GET /v1/ready` answers 503 once the TEE's collateral (DCAP, SNP) expires within
+    /// this many days, so that a load balancer moves away before evidence stops verifying.
+    #[arg(long, value_name = "DAYS", default_value_t = teekms_server::DEFAULT_COLLATERAL_WARN_DAYS)]
+    pub collateral_warn: u64,
     /// Recovery officers' public key files (from `teekms recovery officer-init`),
     /// comma-separated: the cluster key is split among them once, shares written to
     /// DATA_DIR/recovery/.

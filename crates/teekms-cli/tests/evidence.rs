@@ -321,6 +321,17 @@ fn real_tee_nodes_start_or_refuse_clearly() {
     );
     let url = node.url.clone();
 
+    // Its collateral expired in 2025: it serves, but it is not ready: 503 with the
+    // readiness body (no error `code`, which the client reports as "unknown"; the
+    // body's shape is the ready answer's, checked in the server's API tests).
+    let (status, code) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let url = teekms_client::NodeUrl::parse(&url).unwrap();
+        let mut conn = teekms_client::connect(&url, None).await.unwrap();
+        conn.raw_request(teekms_client::Method::GET, "/v1/ready", None)
+            .await
+    });
+    assert_eq!((status, &code[..]), (503, &b"unknown"[..]));
+
     // As the first node of a PostgreSQL cluster without --cluster-policy, it pins its own
     // MRENCLAVE (read from the captured quote) as the cluster policy.
     let pg = teekms_testkit::PgServer::start();

@@ -23,7 +23,7 @@ use teekms_core::bundle::MAX_BUNDLE_LEN;
 use teekms_core::{Bundle, OwnerPublicKey, Receipt};
 
 use crate::http::{ApiError, JsonOut, token};
-use crate::ops::{ConnState, Deployer, ErrorCode, OpError, Service};
+use crate::ops::{ConnState, Deployer, ErrorCode, Health, OpError, Service};
 
 /// An authenticated owner (route guard).
 pub struct Owner(pub OwnerPublicKey);
@@ -90,6 +90,8 @@ pub fn router(state: Arc<Service>) -> Router {
         .route("/v1/audit", get(audit_tail))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/ping", get(ping))
+        .route("/v1/health", get(health))
+        .route("/v1/ready", get(ready))
         .route_layer(axum::middleware::from_fn(request_deadline))
         .merge(crate::stream::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
@@ -434,6 +436,24 @@ async fn audit_tail(
 
 async fn audit_verify(ctx: Ctx) -> Result<JsonOut<api::AuditVerification>, ApiError> {
     ctx.op(move |a, c, _| a.audit_verify(c)).await
+}
+
+/// Alive: answered by any node that runs (no credentials, no audit).
+async fn health() -> JsonOut<Health> {
+    JsonOut(Health::alive())
+}
+
+/// Ready to serve: 200, or 503 naming the check that failed (no credentials, no audit).
+async fn ready(State(app): State<Arc<Service>>) -> Result<Response, ApiError> {
+    let health = tokio::task::spawn_blocking(move || app.readiness(crate::now_unix()))
+        .await
+        .map_err(|e| ApiError::internal("readiness task", &e))?;
+    let status = if health.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, JsonOut(health)).into_response())
 }
 
 /// An authenticated request that does nothing: the baseline of the envelope benchmark.

@@ -38,6 +38,10 @@ pub use node::{
 pub use ops::{Deployed, ErrorCode, OpError};
 pub use server::{DEFAULT_STREAM_IDLE_TIMEOUT, RunningServer, serve};
 pub use start::ServeConfig;
+
+/// Days of validity the TEE's collateral must have left for `GET /v1/ready` to answer
+/// ready, by default (`teekms serve --collateral-warn`).
+pub const DEFAULT_COLLATERAL_WARN_DAYS: u64 = 7;
 pub use tls::owner_from_certificate;
 
 /// Seconds since the Unix epoch on this machine's clock.

@@ -36,6 +36,9 @@ pub struct ServeConfig {
     /// ([`crate::DEFAULT_STREAM_MEMORY`]); a stream that does not fit waits, then gets
     /// 503 `busy`.
     pub stream_memory: u64,
+    /// Days of validity the TEE's collateral must have left for the node to report
+    /// ready ([`crate::DEFAULT_COLLATERAL_WARN_DAYS`]).
+    pub collateral_warn_days: u64,
     /// Most open client connections ([`crate::default_max_connections`] from the file limit
     /// when none is given); at the cap, the oldest connections that have not completed
     /// a request are closed to let new ones in.
@@ -113,6 +116,7 @@ pub(crate) async fn resolve(config: ServeConfig) -> Result<Resolved, ServerError
         shared_store: config.store.is_some(),
         stream_memory: config.stream_memory,
         stream_idle_timeout: config.stream_idle_timeout,
+        collateral_warn_days: config.collateral_warn_days,
     };
     // Everything that touches the store happens off the runtime: a database client that
     // blocks must not run on an async thread.

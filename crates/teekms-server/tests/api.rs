@@ -357,3 +357,34 @@ async fn fresh_evidence_binds_the_nonce_and_the_tls_key() {
         conn.server_spki_sha256()
     );
 }
+
+/// `GET /v1/health` and `GET /v1/ready` answer anyone (no certificate, no token) with a
+/// JSON object, and leave nothing in the audit log.
+#[tokio::test]
+async fn health_and_readiness_need_no_credentials_and_are_not_audited() {
+    let node = Node::start().await;
+    let owner = OwnerKey::generate();
+    let mut conn = node.verified(Some(&owner)).await;
+    let before = conn.audit_verify().await.unwrap().entries;
+    let mut plain = teekms_client::connect(&node.url(), None).await.unwrap();
+    let (status, body) = plain.raw_request(Method::GET, "/v1/health", None).await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(health["checks"].is_object());
+    let (status, body) = plain.raw_request(Method::GET, "/v1/ready", None).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(ready["status"], "ready");
+    for check in ["sealed_state", "store", "collateral"] {
+        assert_eq!(ready["checks"][check]["ok"], true, "{check}: {ready}");
+    }
+    // A sim node has no collateral: it is ready without any.
+    assert!(
+        ready["checks"]["collateral"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("none")
+    );
+    assert_eq!(conn.audit_verify().await.unwrap().entries, before);
+}

@@ -121,6 +121,7 @@ async fn nodes_share_a_postgres_store() {
         stream_idle_timeout: teekms_server::DEFAULT_STREAM_IDLE_TIMEOUT,
         stream_memory: teekms_server::DEFAULT_STREAM_MEMORY,
         max_connections: None,
+        collateral_warn_days: teekms_server::DEFAULT_COLLATERAL_WARN_DAYS,
         recovery: None,
         store: Some(url.clone()),
         join: None,

@@ -33,6 +33,7 @@ async fn start(root: &Path, data_dir: &Path) -> Result<RunningServer, Failure> {
         stream_idle_timeout: teekms_server::DEFAULT_STREAM_IDLE_TIMEOUT,
         stream_memory: teekms_server::DEFAULT_STREAM_MEMORY,
         max_connections: None,
+        collateral_warn_days: teekms_server::DEFAULT_COLLATERAL_WARN_DAYS,
         recovery: None,
         store: None,
         join: None,

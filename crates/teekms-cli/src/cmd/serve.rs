@@ -55,6 +55,7 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         stream_idle_timeout,
         stream_memory,
         max_connections: args.max_connections,
+        collateral_warn_days: args.collateral_warn,
         recovery,
         store: args.store.clone(),
         join: args.join.clone(),

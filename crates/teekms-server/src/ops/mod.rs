@@ -46,6 +46,7 @@ mod deploy;
 mod envelopes;
 mod error;
 mod gate;
+mod health;
 mod lifecycle;
 mod workload;
 
@@ -58,6 +59,7 @@ pub(crate) use deploy::registered_owner;
 pub use deploy::{Deployed, Deployer, register_owner};
 pub use error::{ErrorCode, OpError};
 use gate::{bad, draft, key_draft, key_id, seal_for};
+pub use health::Health;
 
 /// Label of the subkey that hashes access-key secrets.
 pub const ACCESS_KEY_HASH_LABEL: &str = "teekms/v1/access-key-hash";
@@ -88,6 +90,9 @@ pub struct Settings {
     /// How long a stream may go without request bytes coming in, or response bytes
     /// taken out, before it is ended.
     pub stream_idle_timeout: std::time::Duration,
+    /// The node is not ready (`GET /v1/ready`) once its TEE's collateral expires within
+    /// this many days.
+    pub collateral_warn_days: u64,
 }
 
 impl Settings {
@@ -98,6 +103,7 @@ impl Settings {
             shared_store: false,
             stream_memory: 0,
             stream_idle_timeout: std::time::Duration::ZERO,
+            collateral_warn_days: 0,
         }
     }
 }
