@@ -142,8 +142,46 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
 }
 
+/// Unix seconds as RFC 3339 UTC, `YYYY-MM-DDTHH:MM:SSZ`, for times a person reads in
+/// messages (the inverse of [`parse_rfc3339`]).
+pub fn format_rfc3339(unix: u64) -> String {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    // The civil date from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
 #[cfg(test)]
 mod time_tests {
+    use super::*;
+
+    #[test]
+    fn formatted_times_parse_back() {
+        for t in [
+            0,
+            1_369_353_600,
+            1_798_780_372,
+            4_102_444_800,
+            253_402_300_799,
+        ] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t), "{t}");
+        }
+        assert_eq!(format_rfc3339(1_369_353_600), "2013-05-24T00:00:00Z");
+    }
+
     #[test]
     fn rfc3339() {
         assert_eq!(super::parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));

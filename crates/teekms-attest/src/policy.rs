@@ -255,6 +255,18 @@ fn allowed_keys(tee: TeeKind) -> &'static [&'static str] {
 /// where adding it to a Unix time could wrap.
 pub const MAX_DURATION_SECS: u64 = 100 * 365 * 86_400;
 
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
 /// Why a duration was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -403,8 +415,15 @@ impl Policy {
                 "policy is larger than {MAX_POLICY_LEN} bytes"
             )));
         }
-        let raw: RawPolicy =
-            toml::from_str(text).map_err(|e| PolicyError::Syntax(e.message().to_owned()))?;
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            PolicyError::Syntax(match e.span() {
+                Some(span) => {
+                    let (line, column) = line_and_column(text, span.start);
+                    format!("line {line}, column {column}: {}", e.message())
+                }
+                None => e.message().to_owned(),
+            })
+        })?;
         if raw.accept.is_empty() {
             return Err(PolicyError::Empty);
         }
@@ -621,6 +640,14 @@ mod tests {
                 Err(_) => prop_assert!(d > MAX_DURATION_SECS || now.checked_add(d).is_none()),
             }
         }
+    }
+
+    #[test]
+    fn toml_errors_say_where() {
+        let e = Policy::from_toml("[[accept]]\ntee = \"sgx\"\nmrenclave = 5x\n").unwrap_err();
+        assert!(e.to_string().contains("line 3, column 13"), "{e}");
+        assert_eq!(line_and_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_and_column("é", 1), (1, 1));
     }
 
     #[test]

@@ -131,3 +131,38 @@ fn files_pipes_and_tampering() {
     ]);
     assert_eq!(code, 1, "{err}");
 }
+
+/// On a terminal (a pseudo-terminal made by `script`, from util-linux's bsdutils, which
+/// Debian always installs), `encrypt` without `-o` refuses to write ciphertext, as age
+/// does; redirected, it writes.
+#[test]
+fn ciphertext_is_never_written_to_a_terminal() {
+    let env = Env::new();
+    let dek = env.path("dek");
+    env.ok(&["key", "generate", "-o", dek.to_str().unwrap()]);
+    let line = format!(
+        "{} encrypt --dek {} --key-id k < /dev/null",
+        common::bin().display(),
+        dek.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("HOME", env.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("refusing to write binary ciphertext to a terminal"),
+        "{shown}"
+    );
+    // The same command with its output redirected writes the stream.
+    let out = std::process::Command::new("sh")
+        .args(["-c", &line])
+        .env("HOME", env.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.starts_with(b"TKMS-STR"));
+}

@@ -135,6 +135,14 @@ async fn envelope_operations_and_lifecycle_for_the_owner() {
     assert!(d.deletion_at.unwrap() >= now_unix() + 3500);
     let e = c.encrypt("exp", None, b"x", None).await.unwrap_err();
     assert_eq!(api_status(&e), (409, "key_state".into()));
+    // When, as a person reads it, and how to undo it.
+    let at = teekms_attest::format_rfc3339(d.deletion_at.unwrap());
+    assert!(
+        e.to_string()
+            .contains(&format!("pending deletion (at {at})"))
+            && e.to_string().contains("teekms key cancel-deletion"),
+        "{e}"
+    );
     assert!(
         c.cancel_deletion("exp")
             .await

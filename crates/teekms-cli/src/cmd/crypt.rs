@@ -16,6 +16,7 @@ use crate::failure::{CmdResult, Failure};
 use crate::paths;
 
 pub async fn encrypt(a: EncryptArgs) -> CmdResult {
+    super::refuse_ciphertext_to_terminal(a.output.as_deref())?;
     let key_id = KeyId::new(&a.key_id).map_err(|e| Failure::usage(e.to_string()))?;
     if let Some(node) = &a.node {
         let mut conn = connect(node, &a.via).await?;

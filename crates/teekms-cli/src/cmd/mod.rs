@@ -94,3 +94,19 @@ pub fn format_time(unix: u64) -> String {
         })
         .unwrap_or_else(|| unix.to_string())
 }
+
+/// Refuses to write a ciphertext to a terminal, as age does: binary on a terminal is
+/// unreadable, and can leave the terminal in a broken state. `-o` or a redirection
+/// says where it goes.
+pub fn refuse_ciphertext_to_terminal(
+    output: Option<&std::path::Path>,
+) -> Result<(), crate::failure::Failure> {
+    use std::io::IsTerminal;
+    if output.is_none() && std::io::stdout().is_terminal() {
+        return Err(crate::failure::Failure::usage(
+            "refusing to write binary ciphertext to a terminal",
+        )
+        .hint("give -o FILE, or redirect standard output to a file or a pipe"));
+    }
+    Ok(())
+}

@@ -185,6 +185,7 @@ pub async fn envelope(cmd: EnvelopeCmd) -> CmdResult {
             io,
             node,
         } => {
+            super::refuse_ciphertext_to_terminal(io.output.as_deref())?;
             let pt = zeroize::Zeroizing::new(read_input(&io)?);
             let ct = connect(&node)
                 .await?
@@ -245,6 +246,7 @@ pub async fn envelope(cmd: EnvelopeCmd) -> CmdResult {
             io,
             node,
         } => {
+            super::refuse_ciphertext_to_terminal(io.output.as_deref())?;
             let ct = read_input(&io)?;
             let req = ReEncryptRequest {
                 ciphertext: B64(ct),

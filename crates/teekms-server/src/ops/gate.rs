@@ -238,8 +238,9 @@ impl Service {
                 });
             }
             return Err(refuse(OpError::KeyState(format!(
-                "key {:?} is pending deletion (at {at}); the owner can cancel it",
-                l.key_id
+                "key {:?} is pending deletion (at {}); its owner can cancel that with `teekms key cancel-deletion`",
+                l.key_id,
+                teekms_attest::format_rfc3339(at)
             ))));
         }
         if !l.state.enabled {
