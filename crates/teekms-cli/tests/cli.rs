@@ -148,7 +148,7 @@ fn the_whole_flow_online_offline_and_across_restarts() {
     assert!(out.contains("deployed key a"), "{out}");
     // Offline, imported into the running node.
     let bundle_b = env.path("b.bundle");
-    env.ok(&[
+    let wrapped = env.ok(&[
         "key",
         "wrap",
         "--evidence",
@@ -162,6 +162,12 @@ fn the_whole_flow_online_offline_and_across_restarts() {
         "-o",
         bundle_b.to_str().unwrap(),
     ]);
+    // The hint names the import commands as they work (a node, or a data dir and TEE).
+    assert!(
+        wrapped.contains(&format!("teekms key import {} --node", bundle_b.display()))
+            && wrapped.contains("--data-dir DIR --tee TEE"),
+        "{wrapped}"
+    );
     env.ok(&["key", "import", bundle_b.to_str().unwrap(), "--node", &url]);
     let receipt_b = env.path("b.bundle.receipt");
     env.ok(&[

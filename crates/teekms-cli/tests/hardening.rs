@@ -312,7 +312,10 @@ fn one_node_per_data_dir_and_nothing_created_when_it_cannot_listen() {
         !fresh.exists(),
         "the data dir was created by a node that could not listen"
     );
-    assert!(!err.contains("recovery restore"), "{err}");
+    assert!(
+        !err.contains("recovery restore") && err.contains("another process on that port"),
+        "{err}"
+    );
     // Once the first node is gone, the data dir is free again; a loosened one is
     // tightened at start.
     first.stop();
@@ -734,4 +737,49 @@ fn removed_or_swapped_records_are_damage_and_deletion_is_final() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"enabled\":false"), "{out}");
     assert_eq!(as_key(&node.url).0, 0);
+}
+
+/// Refusals say what is wrong in a person's terms: the node's minimum waiting period in
+/// days, and a key policy's actual fault (not a blanket size limit).
+#[test]
+fn refusals_name_the_minimum_in_days_and_the_policys_fault() {
+    let env = Env::new();
+    let node = env.serve(&env.path("node"));
+    let (policy, _, _) = env.key_with_access(&node.url);
+    let p = s(&policy);
+    let (code, _, err) = env.run(&[
+        "key",
+        "schedule-deletion",
+        "k",
+        "--wait",
+        "1h",
+        "--node",
+        &node.url,
+        "--policy",
+        p,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("at least 7 days on this node") && err.contains("400"),
+        "{err}"
+    );
+    let bad = env.path("bad-policy.json");
+    std::fs::write(&bad, "[1, 2]").unwrap();
+    let (code, _, err) = env.run(&[
+        "key",
+        "policy",
+        "set",
+        "k",
+        "--file",
+        s(&bad),
+        "--node",
+        &node.url,
+        "--policy",
+        p,
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("must be a JSON object") && !err.contains("at most 16384 bytes"),
+        "{err}"
+    );
 }

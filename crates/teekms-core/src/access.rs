@@ -101,13 +101,18 @@ impl KeyPolicy {
             reason,
         };
         if text.len() > MAX_KEY_POLICY_LEN {
-            return Err(bad("too large".into()));
+            return Err(bad(format!(
+                "it is {} bytes, more than the {MAX_KEY_POLICY_LEN} a key policy may have",
+                text.len()
+            )));
         }
         crate::strict_json::reject_duplicate_members(text).map_err(bad)?;
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
         if !value.is_object() {
-            return Err(bad("not a JSON object".into()));
+            return Err(bad(
+                "it must be a JSON object (`{\"rules\": [...]}`, or `{}`)".into(),
+            ));
         }
         let raw: RawKeyPolicy = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         let mut rules = Vec::with_capacity(raw.rules.len());

@@ -13,10 +13,10 @@ pub enum CoreError {
     /// A data-key file that is not 64 lowercase hex characters and a newline.
     #[error("data key file is not 64 lowercase hex characters followed by a newline")]
     InvalidDataKeyFile,
-    /// A key policy that is not a JSON object within the size limit.
-    #[error("key policy must be a JSON object of at most {max} bytes: {reason}")]
+    /// A key policy that is not valid: its reason says what is wrong and where.
+    #[error("key policy is not valid: {reason}")]
     InvalidKeyPolicy {
-        /// Size limit in bytes.
+        /// Size limit in bytes (named by the reason when it is exceeded).
         max: usize,
         /// What is wrong.
         reason: String,

@@ -163,11 +163,10 @@ fn wrap(a: WrapArgs) -> CmdResult {
         .map_err(|e| Failure::usage(e.to_string()))?;
     paths::write_atomic(output, (bundle.to_json() + "\n").as_bytes(), 0o644)?;
     println!(
-        "wrapped key {key_id} (kcv {}) to node {} in {}; import it on the node with `teekms key import {}`",
+        "wrapped key {key_id} (kcv {}) to node {} in {out}; import it into the running node with `teekms key import {out} --node https://HOST:PORT`, or into the stopped one, inside its TEE, with `teekms key import {out} --data-dir DIR --tee TEE`",
         dek.kcv(),
         node.statement().node_id,
-        output.display(),
-        output.display()
+        out = output.display(),
     );
     Ok(())
 }

@@ -94,9 +94,10 @@ pub async fn run(args: ServeArgs) -> CmdResult {
             teekms_server::ServerError::Io { .. } => {
                 "check --listen (is another process on that port?) and the permissions of --data-dir"
             }
-            _ => {
-                "check --data-dir and --listen; a damaged data dir must be restored from a backup; a node whose hardware changed (its sealed records no longer open) is restored with `teekms recovery restore`"
+            teekms_server::ServerError::Damaged(_) => {
+                "the data dir was sealed by another TEE or altered: restore it from a backup, or, if this node's hardware changed, restore its state with `teekms recovery restore`"
             }
+            _ => "check --data-dir, --listen and the options the message names",
         };
         Failure::usage(format!("cannot start the node: {e}")).hint(hint)
     })?;

@@ -155,7 +155,8 @@ impl Service {
         };
         if wait < min {
             return Err(bad(format!(
-                "the waiting period must be at least {min} s on this node"
+                "the waiting period must be at least {} on this node ({min} s; `teekms serve --min-deletion-wait`)",
+                days(min)
             )));
         }
         let at = time_after(now, wait)?;
@@ -400,4 +401,17 @@ pub(super) enum Deletion {
     AlreadyGone,
     /// A change committed first: the key is no longer due (its deletion was cancelled).
     NoLongerDue,
+}
+
+/// A duration in whole days and the rest in hours, as a person reads it ("7 days",
+/// "1 day 12 h", "2 h").
+fn days(secs: u64) -> String {
+    let (d, h) = (secs / 86_400, secs % 86_400 / 3600);
+    match (d, h) {
+        (0, h) => format!("{h} h"),
+        (1, 0) => "1 day".into(),
+        (d, 0) => format!("{d} days"),
+        (1, h) => format!("1 day {h} h"),
+        (d, h) => format!("{d} days {h} h"),
+    }
 }
