@@ -565,8 +565,8 @@ pub enum AuditCmd {
         #[command(flatten)]
         platform: PlatformArgs,
     },
-    /// Show the most recent entries, one JSON object per line (through a node: those
-    /// about your keys or made by you).
+    /// Show the most recent entries as a table, every field in full (through a node:
+    /// those about your keys or made by you); `--json` for one JSON object per line.
     Tail {
         #[command(flatten)]
         source: AuditSource,
@@ -576,6 +576,9 @@ pub enum AuditCmd {
         /// How many.
         #[arg(short = 'n', default_value_t = 20)]
         n: usize,
+        /// One JSON object per line, as stored (chain hash and MAC included).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         owner: OwnerArg,
         #[command(flatten)]

@@ -585,7 +585,9 @@ fn removed_or_swapped_records_are_damage_and_deletion_is_final() {
             && out.contains("deploy under another id"),
         "{out}"
     );
-    let tail = env.ok(&["audit", "tail", "-n", "20", "--node", &url, "--policy", &p]);
+    let tail = env.ok(&[
+        "audit", "tail", "-n", "20", "--json", "--node", &url, "--policy", &p,
+    ]);
     assert!(
         tail.contains("denied: key \\\"c\\\" of this owner was deleted"),
         "{tail}"

@@ -391,7 +391,9 @@ fn streaming_envelopes_lifecycle_access_and_audit_through_the_binary() {
     assert_eq!(code, 1, "revoked");
 
     // The audit log, through the node.
-    let tail = env.ok(&["audit", "tail", "-n", "500", "--node", &url, "--policy", p]);
+    let tail = env.ok(&[
+        "audit", "tail", "-n", "500", "--json", "--node", &url, "--policy", p,
+    ]);
     for op in [
         "\"stream-encrypt\"",
         "\"stream-decrypt\"",
@@ -425,12 +427,40 @@ fn streaming_envelopes_lifecycle_access_and_audit_through_the_binary() {
         "tail",
         "-n",
         "3",
+        "--json",
         "--data-dir",
         s(&data_dir),
         "--tee",
         "sim",
     ]);
     assert_eq!(offline_tail.lines().count(), 3);
+    // By default, a table a person reads: a header, then one row per entry with every
+    // field in full and the time in RFC 3339.
+    let table = env.ok(&[
+        "audit",
+        "tail",
+        "-n",
+        "3",
+        "--data-dir",
+        s(&data_dir),
+        "--tee",
+        "sim",
+    ]);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(
+        rows[0].starts_with("SEQ") && rows[0].contains("OUTCOME"),
+        "{table}"
+    );
+    let last: teekms_core::audit::AuditEntry =
+        serde_json::from_str(offline_tail.lines().last().unwrap()).unwrap();
+    assert!(
+        rows[3].starts_with(&last.seq.to_string())
+            && rows[3].contains(&teekms_attest::format_rfc3339(last.draft.time))
+            && rows[3].contains(&last.draft.caller)
+            && rows[3].ends_with(&last.draft.outcome),
+        "{table}"
+    );
     let db = data_dir.join("teekms.sqlite3");
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute("DELETE FROM audit WHERE seq = 5", []).unwrap();

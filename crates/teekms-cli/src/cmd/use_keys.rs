@@ -410,22 +410,28 @@ pub async fn audit(cmd: AuditCmd) -> CmdResult {
             source,
             tee,
             n,
+            json,
             owner,
             platform,
         } => {
-            match open_source(&source, tee, &owner, &platform).await? {
-                Source::Node(mut conn) => {
-                    for e in conn.audit_tail(n).await?.entries {
-                        println!("{}", serde_json::to_string(&e).expect("JSON"));
-                    }
+            // Each entry as stored (a JSON line), whichever the source.
+            let lines: Vec<Vec<u8>> = match open_source(&source, tee, &owner, &platform).await? {
+                Source::Node(mut conn) => conn
+                    .audit_tail(n)
+                    .await?
+                    .entries
+                    .iter()
+                    .map(|e| serde_json::to_vec(e).expect("JSON"))
+                    .collect(),
+                Source::Dir(mut handle) => teekms_server::audit_tail_offline(&mut handle, n as u64)
+                    .map_err(|e| Failure::usage(e.to_string()))?,
+            };
+            if json {
+                for line in &lines {
+                    println!("{}", String::from_utf8_lossy(line));
                 }
-                Source::Dir(mut handle) => {
-                    for e in teekms_server::audit_tail_offline(&mut handle, n as u64)
-                        .map_err(|e| Failure::usage(e.to_string()))?
-                    {
-                        println!("{}", String::from_utf8_lossy(&e));
-                    }
-                }
+            } else {
+                print!("{}", audit_table(&lines));
             }
             Ok(())
         }
@@ -477,4 +483,63 @@ fn check_duration(flag: &str, text: &str) -> Result<(), Failure> {
     teekms_attest::policy::parse_duration(text)
         .map(|_| ())
         .map_err(|e| Failure::usage(format!("{flag}: {e}")))
+}
+
+/// Audit entries as a table a person reads: one row each, every field in full, times in
+/// RFC 3339; a line that is not an entry is shown as it is.
+fn audit_table(lines: &[Vec<u8>]) -> String {
+    use teekms_core::audit::AuditEntry;
+    let dash = || "-".to_owned();
+    let mut rows = vec![[
+        "SEQ".to_owned(),
+        "TIME".into(),
+        "OPERATION".into(),
+        "KEY".into(),
+        "OWNER".into(),
+        "CALLER".into(),
+        "OUTCOME".into(),
+    ]];
+    let mut raw = Vec::new();
+    for line in lines {
+        match serde_json::from_slice::<AuditEntry>(line) {
+            Ok(e) => rows.push([
+                e.seq.to_string(),
+                format_time(e.draft.time),
+                e.draft.operation,
+                match (e.draft.key_id, e.draft.key_version) {
+                    (Some(k), Some(v)) => format!("{k} v{v}"),
+                    (Some(k), None) => k,
+                    _ => dash(),
+                },
+                e.draft.owner.unwrap_or_else(dash),
+                e.draft.caller,
+                e.draft.outcome,
+            ]),
+            Err(_) => raw.push(String::from_utf8_lossy(line).into_owned()),
+        }
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    for line in raw {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
