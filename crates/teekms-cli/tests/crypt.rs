@@ -166,3 +166,37 @@ fn ciphertext_is_never_written_to_a_terminal() {
     assert!(out.status.success());
     assert!(out.stdout.starts_with(b"TKMS-STR"));
 }
+
+/// Progress goes to a terminal only: shown under a pseudo-terminal, absent when stderr is
+/// a pipe (logs and scripts get no carriage returns).
+#[test]
+fn progress_is_shown_on_a_terminal_only() {
+    let env = Env::new();
+    let dek = env.path("dek");
+    env.ok(&["key", "generate", "-o", dek.to_str().unwrap()]);
+    let input = env.path("big");
+    std::fs::write(&input, vec![7u8; 3 << 20]).unwrap();
+    let line = format!(
+        "{} encrypt --dek {} --key-id k -i {} -o {}",
+        common::bin().display(),
+        dek.display(),
+        input.display(),
+        env.path("big.tkms").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("HOME", env.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("100.0% 3 MiB"), "{shown}");
+    let out = std::process::Command::new("sh")
+        .args(["-c", &line])
+        .env("HOME", env.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains('%'));
+}
