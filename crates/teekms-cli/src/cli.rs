@@ -61,6 +61,18 @@ pub enum Command {
     Recovery(RecoveryCmd),
     /// Run the whole flow in a temporary directory and narrate it.
     Demo,
+    /// Print the shell completion script (bash: `source <(teekms completions bash)`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (`teekms.1` and a `teekms-<subcommand>.1` each) into DIR.
+    Man {
+        /// Where to write them (made if absent).
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Clone)]

@@ -7,6 +7,7 @@ mod collateral;
 mod connect;
 mod crypt;
 mod demo;
+mod docs;
 mod evidence;
 mod key;
 mod owner;
@@ -43,6 +44,8 @@ pub async fn run(command: Command) -> CmdResult {
         Command::Access(c) => use_keys::access(c).await,
         Command::Audit(c) => use_keys::audit(c).await,
         Command::Demo => demo::run().await,
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(&dir),
     }
 }
 
