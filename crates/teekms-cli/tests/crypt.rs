@@ -145,12 +145,7 @@ fn ciphertext_is_never_written_to_a_terminal() {
         common::bin().display(),
         dek.display()
     );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env("HOME", env.dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = at_a_terminal(&env, &line);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{shown}");
     assert!(
@@ -158,11 +153,7 @@ fn ciphertext_is_never_written_to_a_terminal() {
         "{shown}"
     );
     // The same command with its output redirected writes the stream.
-    let out = std::process::Command::new("sh")
-        .args(["-c", &line])
-        .env("HOME", env.dir.path())
-        .output()
-        .unwrap();
+    let out = piped(&env, &line);
     assert!(out.status.success());
     assert!(out.stdout.starts_with(b"TKMS-STR"));
 }
@@ -183,20 +174,32 @@ fn progress_is_shown_on_a_terminal_only() {
         input.display(),
         env.path("big.tkms").display()
     );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env("HOME", env.dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = at_a_terminal(&env, &line);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{shown}");
     assert!(shown.contains("100.0% 3 MiB"), "{shown}");
-    let out = std::process::Command::new("sh")
-        .args(["-c", &line])
-        .env("HOME", env.dir.path())
-        .output()
-        .unwrap();
+    let out = piped(&env, &line);
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains('%'));
+}
+
+/// Runs a shell command line with its standard output and error on a pseudo-terminal
+/// (`script`, from util-linux's bsdutils, which Debian always installs), as at a
+/// terminal; what it showed comes back as stdout.
+fn at_a_terminal(env: &Env, line: &str) -> std::process::Output {
+    std::process::Command::new("script")
+        .args(["-qec", line, "/dev/null"])
+        .env("HOME", env.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The same command line with its output and error going to pipes.
+fn piped(env: &Env, line: &str) -> std::process::Output {
+    std::process::Command::new("sh")
+        .args(["-c", line])
+        .env("HOME", env.dir.path())
+        .output()
+        .unwrap()
 }
