@@ -93,9 +93,12 @@ const PG_READERS: usize = 4;
 /// cannot listen must not have created anything), joins the cluster if asked to, and
 /// opens the node's state and store.
 pub(crate) async fn resolve(config: ServeConfig) -> Result<Resolved, ServerError> {
+    // Raised whatever the cap: the connections, the store and the streams all need
+    // descriptors.
+    let files = open_files();
     let max_connections = config
         .max_connections
-        .unwrap_or_else(|| crate::connections::default_max_connections(open_files()));
+        .unwrap_or_else(|| crate::connections::default_max_connections(files));
     let listener = listen(config.listen).map_err(|source| ServerError::Io {
         what: format!("listening on {}", config.listen),
         source,
