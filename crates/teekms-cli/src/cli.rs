@@ -93,6 +93,18 @@ pub struct SimRootArg {
 pub enum OwnerCmd {
     /// Create the owner key pair (prints the fingerprint if it already exists).
     Init(OwnerArg),
+    /// Write the owner's TLS client certificate and key in PEM, for curl, OpenSSL or
+    /// Python to call the API as the owner (the key file is as secret as the owner key).
+    TlsCert {
+        #[command(flatten)]
+        owner: OwnerArg,
+        /// Where to write the certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// Where to write the private key (PEM, PKCS#8, mode 0600).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]

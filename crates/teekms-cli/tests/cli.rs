@@ -532,3 +532,74 @@ fn secrets_never_reach_logs_or_disk_in_clear() {
         }
     }
 }
+
+/// `owner tls-cert` writes the owner's certificate and key in PEM that another TLS stack
+/// (Python's ssl, on OpenSSL) loads and calls the API with, as the owner.
+#[test]
+fn owner_tls_cert_lets_another_tls_stack_call_the_api_as_the_owner() {
+    let env = Env::new();
+    let node = env.serve(&env.path("node"));
+    env.key_with_access(&node.url);
+    let (cert, key) = (env.path("owner.crt"), env.path("owner.pem"));
+    env.ok(&[
+        "owner",
+        "tls-cert",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Python checks no certificate of the node here: trust in the node comes from its
+    // attestation (teekms attest), which this test is not about.
+    let script = r#"
+import http.client, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+if len(sys.argv) > 2:
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+host, port = sys.argv[1].split(":")
+conn = http.client.HTTPSConnection(host, int(port), context=ctx)
+conn.request("GET", "/v1/keys")
+answer = conn.getresponse()
+print(answer.status, answer.read().decode())
+"#;
+    let addr = node.url.trim_start_matches("https://");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(addr)
+            .args(args)
+            .output()
+            .expect("python3 (./test installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let as_owner = run(&[cert.to_str().unwrap(), key.to_str().unwrap()]);
+    assert!(
+        as_owner.starts_with("200 ") && as_owner.contains("\"key_id\":\"k\""),
+        "{as_owner}"
+    );
+    let anonymous = run(&[]);
+    assert!(anonymous.starts_with("401 "), "{anonymous}");
+    // The key file is never written over.
+    let (code, _, err) = env.run(&[
+        "owner",
+        "tls-cert",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{err}");
+}

@@ -425,7 +425,20 @@ fn client_config(
         ),
     };
     let pkcs8 = PrivatePkcs8KeyDer::from(pkcs8);
-    let key = rcgen::KeyPair::try_from(&pkcs8).map_err(|e| e.to_string())?;
+    let (cert, _) = client_certificate(&pkcs8, name, extension)?;
+    builder
+        .with_client_auth_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(pkcs8))
+        .map_err(|e| e.to_string())
+}
+
+/// A self-signed client certificate for `pkcs8`'s key, named `name`, with an RA-TLS
+/// evidence `extension` if given; and the key pair in rcgen's form.
+fn client_certificate(
+    pkcs8: &PrivatePkcs8KeyDer<'_>,
+    name: String,
+    extension: Option<Vec<u8>>,
+) -> Result<(rcgen::Certificate, rcgen::KeyPair), String> {
+    let key = rcgen::KeyPair::try_from(pkcs8).map_err(|e| e.to_string())?;
     let mut params =
         rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
     params
@@ -440,9 +453,21 @@ fn client_config(
             ));
     }
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-    builder
-        .with_client_auth_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(pkcs8))
-        .map_err(|e| e.to_string())
+    Ok((cert, key))
+}
+
+/// The owner's TLS client certificate and its private key, both PEM (the certificate
+/// this library presents for the owner, for curl, OpenSSL or Python to present instead).
+/// The key is the owner's Ed25519 key, as PKCS#8 version 1 (which OpenSSL 3.0 reads):
+/// keep the file as private as the owner key.
+pub fn owner_tls_certificate(
+    owner: &teekms_core::OwnerKey,
+) -> Result<(String, zeroize::Zeroizing<String>), String> {
+    let pkcs8 = PrivatePkcs8KeyDer::from(owner.pkcs8_der().to_vec());
+    let name = format!("teekms owner {}", owner.public_key().fingerprint());
+    let (cert, _) = client_certificate(&pkcs8, name, None)?;
+    let key = owner.to_pkcs8_v1_pem().map_err(|e| e.to_string())?;
+    Ok((cert.pem(), key))
 }
 
 /// Records the server's SPKI hash and either accepts the certificate *for now* (trust

@@ -17,7 +17,7 @@ mod url;
 
 pub use connection::{
     Connection, Identity, VerifiedConnection, connect, connect_as, connect_attested_as,
-    connect_verified, connect_verified_as, connect_verified_with_collateral,
+    connect_verified, connect_verified_as, connect_verified_with_collateral, owner_tls_certificate,
 };
 pub use error::ClientError;
 pub use failover::Failover;

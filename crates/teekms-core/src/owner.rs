@@ -12,6 +12,21 @@ use crate::CoreError;
 const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
 const PEM_END: &str = "-----END PRIVATE KEY-----";
 
+/// `-----BEGIN PRIVATE KEY-----` PEM of a PKCS#8 DER key, 64 characters a line.
+fn private_key_pem(der: &[u8]) -> Zeroizing<String> {
+    let b64 = Zeroizing::new(STANDARD.encode(der));
+    let mut out = Zeroizing::new(String::new());
+    out.push_str(PEM_BEGIN);
+    out.push('\n');
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(PEM_END);
+    out.push('\n');
+    out
+}
+
 /// An owner's key pair. The private half never leaves the owner's machine.
 pub struct OwnerKey {
     pair: Ed25519KeyPair,
@@ -58,17 +73,33 @@ impl OwnerKey {
 
     /// PEM-encoded PKCS#8, for the owner key file.
     pub fn to_pem(&self) -> Zeroizing<String> {
-        let b64 = Zeroizing::new(STANDARD.encode(self.pkcs8.as_slice()));
-        let mut out = Zeroizing::new(String::new());
-        out.push_str(PEM_BEGIN);
-        out.push('\n');
-        for chunk in b64.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
-            out.push('\n');
-        }
-        out.push_str(PEM_END);
-        out.push('\n');
-        out
+        private_key_pem(&self.pkcs8)
+    }
+
+    /// PEM-encoded PKCS#8 version 1 (RFC 8410's form: the seed, no public key), which
+    /// every TLS stack reads; OpenSSL 3.0 does not read version 2, which AWS-LC writes.
+    pub fn to_pkcs8_v1_pem(&self) -> Result<Zeroizing<String>, CoreError> {
+        const V1: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        const V2: [u8; 16] = [
+            0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        let der = self.pkcs8.as_slice();
+        let seed = match der.get(..16) {
+            Some(p) if (p == V1 && der.len() == 48) || p == V2 => &der[16..48],
+            _ => {
+                return Err(CoreError::InvalidOwnerKey(
+                    "the key is not in a PKCS#8 form this can convert".into(),
+                ));
+            }
+        };
+        let mut v1 = Zeroizing::new(Vec::with_capacity(48));
+        v1.extend_from_slice(&V1);
+        v1.extend_from_slice(seed);
+        Ok(private_key_pem(&v1))
     }
 
     /// PKCS#8 DER (for the TLS client certificate).
@@ -137,5 +168,17 @@ mod tests {
             OwnerKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----")
                 .is_err()
         );
+    }
+
+    /// The version-1 form holds the same key (48 bytes of DER), and converts again to
+    /// itself when loaded back.
+    #[test]
+    fn pkcs8_v1_is_the_same_key() {
+        let k = OwnerKey::generate();
+        let v1 = k.to_pkcs8_v1_pem().unwrap();
+        let back = OwnerKey::from_pem(&v1).unwrap();
+        assert_eq!(back.public_key(), k.public_key());
+        assert_eq!(back.pkcs8_der().len(), 48);
+        assert_eq!(back.to_pkcs8_v1_pem().unwrap(), v1);
     }
 }
