@@ -87,15 +87,9 @@ pub fn print_claims(claims: Option<&serde_json::Value>) {
     }
 }
 
-/// A Unix time as RFC 3339 (UTC), or the number if it has none.
+/// A Unix time as RFC 3339 (UTC), as people read it everywhere in the CLI.
 pub fn format_time(unix: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
+    teekms_attest::format_rfc3339(unix)
 }
 
 /// Refuses to write a ciphertext to a terminal, as age does: binary on a terminal is
