@@ -2,13 +2,39 @@
 //! managers: unauthenticated, cheap, never audited.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::*;
 
+/// How long a store check's answer is reused: anyone may ask for readiness, so asking
+/// often must not cost more than one store read a second (on PostgreSQL, one of a few
+/// reader connections that key operations need).
+const STORE_CHECK_REUSE: Duration = Duration::from_secs(1);
+
+/// What readiness keeps between requests: the last store check, and the collateral's
+/// end of validity (the collateral a node serves is fixed when it starts: read once).
+#[derive(Default)]
+pub struct HealthState {
+    store: Mutex<Option<(Instant, Check)>>,
+    collateral: std::sync::OnceLock<CollateralEnd>,
+}
+
+/// The end of validity of the collateral a node serves.
+enum CollateralEnd {
+    /// The TEE's evidence carries none (sim, or no collateral configured).
+    NoCollateral,
+    /// None of its files states an end.
+    Unstated,
+    /// Its first file stops being valid then (Unix seconds).
+    At(u64),
+    /// It does not parse.
+    Unreadable(String),
+}
+
 /// One check of readiness.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Check {
     /// Whether it passed.
     pub ok: bool,
@@ -53,7 +79,26 @@ impl Service {
                 detail: "open".into(),
             },
         );
-        let store = match self.reader().audit_last() {
+        let store = self.store_check();
+        checks.insert("store", store);
+        checks.insert("collateral", self.collateral_check(now));
+        let status = if checks.values().all(|c| c.ok) {
+            "ready"
+        } else {
+            "not_ready"
+        };
+        Health { status, checks }
+    }
+
+    /// A store read, or the answer of one made in the last second.
+    fn store_check(&self) -> Check {
+        let mut last = self.health.store.lock().expect("health lock");
+        if let Some((at, check)) = last.as_ref()
+            && at.elapsed() < STORE_CHECK_REUSE
+        {
+            return check.clone();
+        }
+        let check = match self.reader().audit_last() {
             Ok(_) => Check {
                 ok: true,
                 detail: "reachable".into(),
@@ -66,45 +111,47 @@ impl Service {
                 }
             }
         };
-        checks.insert("store", store);
-        checks.insert("collateral", self.collateral_check(now));
-        let status = if checks.values().all(|c| c.ok) {
-            "ready"
-        } else {
-            "not_ready"
-        };
-        Health { status, checks }
+        *last = Some((Instant::now(), check.clone()));
+        check
+    }
+
+    /// The end of validity of the collateral the node serves, read and parsed once.
+    fn collateral_end(&self) -> &CollateralEnd {
+        self.health.collateral.get_or_init(|| {
+            let Some(value) = self.platform.collateral() else {
+                return CollateralEnd::NoCollateral;
+            };
+            match serde_json::from_value::<teekms_attest::collateral::CollateralFiles>(value) {
+                Ok(files) => files
+                    .expires_at()
+                    .map_or(CollateralEnd::Unstated, CollateralEnd::At),
+                Err(e) => {
+                    CollateralEnd::Unreadable(format!("the node's collateral does not parse: {e}"))
+                }
+            }
+        })
     }
 
     fn collateral_check(&self, now: u64) -> Check {
-        let Some(value) = self.platform.collateral() else {
-            return Check {
-                ok: true,
-                detail: "none: this TEE's evidence carries no collateral".into(),
-            };
+        let fixed = |ok: bool, detail: &str| Check {
+            ok,
+            detail: detail.into(),
         };
-        let files: teekms_attest::collateral::CollateralFiles = match serde_json::from_value(value)
-        {
-            Ok(f) => f,
-            Err(e) => {
-                return Check {
-                    ok: false,
-                    detail: format!("the node's collateral does not parse: {e}"),
-                };
+        let until = match self.collateral_end() {
+            CollateralEnd::At(until) => *until,
+            CollateralEnd::NoCollateral => {
+                return fixed(true, "none: this TEE's evidence carries no collateral");
             }
-        };
-        let Some(until) = files.expires_at() else {
-            return Check {
-                ok: true,
-                detail: "no file states an end of validity".into(),
-            };
+            CollateralEnd::Unstated => return fixed(true, "no file states an end of validity"),
+            CollateralEnd::Unreadable(why) => return fixed(false, why),
         };
         let warn = self.settings.collateral_warn_days.saturating_mul(86_400);
         let days_left = until.saturating_sub(now) / 86_400;
         Check {
             ok: until >= now.saturating_add(warn),
             detail: format!(
-                "valid until {until} (Unix seconds), {days_left} days from now; --collateral-warn is {} days",
+                "valid until {} ({days_left} days from now); --collateral-warn is {} days",
+                teekms_attest::format_rfc3339(until),
                 self.settings.collateral_warn_days
             ),
         }

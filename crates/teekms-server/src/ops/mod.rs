@@ -73,6 +73,7 @@ pub struct Service {
     cache: KeyCache,
     anonymous: AnonymousRefusals,
     streams: Arc<StreamBudget>,
+    health: health::HealthState,
     settings: Settings,
     /// The node's attestation without a verifier's nonce, made once.
     attestation: std::sync::OnceLock<teekms_attest::AttestationDocument>,
@@ -125,6 +126,7 @@ impl Service {
             cache: KeyCache::new(!settings.shared_store),
             anonymous: AnonymousRefusals::default(),
             streams: StreamBudget::new(settings.stream_memory),
+            health: health::HealthState::default(),
             settings,
             attestation: std::sync::OnceLock::new(),
         }
