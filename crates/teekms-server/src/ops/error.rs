@@ -197,3 +197,37 @@ impl From<teekms_attest::policy::DurationError> for OpError {
         OpError::BadRequest(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` holds every code once. The match is exhaustive: a new code does not compile
+    /// until it is given its place here, and so in `ALL` and in spec/api-v1.md's table.
+    #[test]
+    fn all_holds_every_code_once() {
+        let place = |c: ErrorCode| match c {
+            ErrorCode::BadRequest => 0,
+            ErrorCode::BadBundle => 1,
+            ErrorCode::DecryptFailed => 2,
+            ErrorCode::Unauthenticated => 3,
+            ErrorCode::Forbidden => 4,
+            ErrorCode::BadSignature => 5,
+            ErrorCode::NotFound => 6,
+            ErrorCode::Timeout => 7,
+            ErrorCode::KeyState => 8,
+            ErrorCode::Conflict => 9,
+            ErrorCode::Retry => 10,
+            ErrorCode::RecordDamaged => 11,
+            ErrorCode::Deleted => 12,
+            ErrorCode::TooLarge => 13,
+            ErrorCode::WrongNode => 14,
+            ErrorCode::Internal => 15,
+            ErrorCode::Busy => 16,
+            ErrorCode::Unavailable => 17,
+        };
+        for (i, &c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(place(c), i, "{}", c.as_str());
+        }
+    }
+}
