@@ -88,8 +88,8 @@ impl OwnerKey {
             0x04, 0x20,
         ];
         let der = self.pkcs8.as_slice();
-        let seed = match der.get(..16) {
-            Some(p) if (p == V1 && der.len() == 48) || p == V2 => &der[16..48],
+        let seed = match (der.get(..16), der.get(16..48)) {
+            (Some(p), Some(seed)) if (p == V1 && der.len() == 48) || p == V2 => seed,
             _ => {
                 return Err(CoreError::InvalidOwnerKey(
                     "the key is not in a PKCS#8 form this can convert".into(),
