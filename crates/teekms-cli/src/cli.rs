@@ -450,20 +450,38 @@ pub enum EnvelopeCmd {
         /// Associated data (needed again to decrypt).
         #[arg(long)]
         aad: Option<String>,
+        /// Encryption context (KEY=VALUE, repeatable), bound as the associated data
+        /// (spec/envelope-v1.md); what AWS KMS calls EncryptionContext.
+        #[arg(long = "context", value_name = "KEY=VALUE", conflicts_with = "aad")]
+        context: Vec<String>,
         #[command(flatten)]
         io: InOut,
         #[command(flatten)]
         node: NodeArgs,
     },
-    /// Decrypt an envelope ciphertext.
+    /// Decrypt an envelope ciphertext: through a node that holds its key (--node), or
+    /// offline with your copy of the key version that made it (--dek).
+    #[command(group(clap::ArgGroup::new("keysource").required(true).args(["dek", "node"])))]
     Decrypt {
         /// Associated data given at encryption.
         #[arg(long)]
         aad: Option<String>,
+        /// Encryption context (KEY=VALUE, repeatable), bound as the associated data
+        /// (spec/envelope-v1.md); what AWS KMS calls EncryptionContext.
+        #[arg(long = "context", value_name = "KEY=VALUE", conflicts_with = "aad")]
+        context: Vec<String>,
+        /// Your copy of the data key (a data key file): no node needed.
+        #[arg(long, value_name = "FILE")]
+        dek: Option<PathBuf>,
+        /// Decrypt through this node, which holds the key (https://HOST:PORT).
+        #[arg(long, requires = "policy")]
+        node: Option<String>,
+        #[command(flatten)]
+        via: ViaNode,
+        #[command(flatten)]
+        collateral: CollateralArg,
         #[command(flatten)]
         io: InOut,
-        #[command(flatten)]
-        node: NodeArgs,
     },
     /// A fresh data key: written in plaintext to -o (mode 0600), wrapped under the key
     /// to --wrapped.
@@ -480,6 +498,9 @@ pub enum EnvelopeCmd {
         /// Where the wrapped copy goes.
         #[arg(long, value_name = "FILE")]
         wrapped: PathBuf,
+        /// Encryption context (KEY=VALUE, repeatable) bound to the wrapped copy.
+        #[arg(long = "context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -488,12 +509,23 @@ pub enum EnvelopeCmd {
         /// Associated data of the input.
         #[arg(long)]
         aad: Option<String>,
+        /// Encryption context (KEY=VALUE, repeatable), bound as the associated data
+        /// (spec/envelope-v1.md); what AWS KMS calls EncryptionContext.
+        #[arg(long = "context", value_name = "KEY=VALUE", conflicts_with = "aad")]
+        context: Vec<String>,
         /// Destination key [default: the same key].
         #[arg(long)]
         to_key_id: Option<String>,
         /// Destination associated data [default: the same].
         #[arg(long)]
         to_aad: Option<String>,
+        /// Destination encryption context (KEY=VALUE, repeatable) [default: the same].
+        #[arg(
+            long = "to-context",
+            value_name = "KEY=VALUE",
+            conflicts_with = "to_aad"
+        )]
+        to_context: Vec<String>,
         #[command(flatten)]
         io: InOut,
         #[command(flatten)]

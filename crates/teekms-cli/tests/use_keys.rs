@@ -168,6 +168,79 @@ fn streaming_envelopes_lifecycle_access_and_audit_through_the_binary() {
         s(&env_ct),
     ]);
     assert_eq!(code, 1, "{err}");
+    // An encryption context: bound by its canonical encoding, so pairs in any order
+    // open it, through the node or offline with the owner's copy; another context or
+    // none does not.
+    let ctx_ct = env.path("small.ctx");
+    env.ok(&[
+        "envelope",
+        "encrypt",
+        "--node",
+        &url,
+        "--policy",
+        p,
+        "--key-id",
+        "db",
+        "--context",
+        "tenant=acme",
+        "--context",
+        "purpose=a=b",
+        "-i",
+        s(&small),
+        "-o",
+        s(&ctx_ct),
+    ]);
+    let through_node = env.ok(&[
+        "envelope",
+        "decrypt",
+        "--node",
+        &url,
+        "--policy",
+        p,
+        "--context",
+        "purpose=a=b",
+        "--context",
+        "tenant=acme",
+        "-i",
+        s(&ctx_ct),
+    ]);
+    assert_eq!(through_node, "4111 1111 1111 1111");
+    let offline = env.ok(&[
+        "envelope",
+        "decrypt",
+        "--dek",
+        s(&dek),
+        "--context",
+        "tenant=acme",
+        "--context",
+        "purpose=a=b",
+        "-i",
+        s(&ctx_ct),
+    ]);
+    assert_eq!(offline, "4111 1111 1111 1111");
+    for wrong in [
+        &["--context", "tenant=other", "--context", "purpose=a=b"][..],
+        &[],
+    ] {
+        let mut args = vec!["envelope", "decrypt", "--dek", s(&dek), "-i", s(&ctx_ct)];
+        args.extend_from_slice(wrong);
+        let (code, _, err) = env.run(&args);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("--context"), "{err}");
+    }
+    let (code, _, err) = env.run(&[
+        "envelope",
+        "decrypt",
+        "--dek",
+        s(&dek),
+        "--aad",
+        "x",
+        "--context",
+        "a=b",
+        "-i",
+        s(&ctx_ct),
+    ]);
+    assert_eq!(code, 2, "--aad and --context are exclusive: {err}");
     let (gdk, wrapped) = (env.path("gdk.key"), env.path("gdk.wrapped"));
     env.ok(&[
         "envelope",

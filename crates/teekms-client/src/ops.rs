@@ -62,8 +62,17 @@ impl VerifiedConnection {
             owner: owner.map(Into::into),
             plaintext: SecretB64(Zeroizing::new(plaintext.to_vec())),
             aad: aad.map(|a| B64(a.to_vec())),
+            context: None,
         };
-        self.call(Method::POST, "/v1/envelope/encrypt", Some(&req))
+        self.encrypt_request(&req).await
+    }
+
+    /// Envelope `encrypt` of a whole request (an encryption context, another owner).
+    pub async fn encrypt_request(
+        &mut self,
+        req: &EncryptRequest,
+    ) -> Result<CiphertextResponse, ClientError> {
+        self.call(Method::POST, "/v1/envelope/encrypt", Some(req))
             .await
     }
 
@@ -76,8 +85,17 @@ impl VerifiedConnection {
         let req = DecryptRequest {
             ciphertext: B64(ciphertext.to_vec()),
             aad: aad.map(|a| B64(a.to_vec())),
+            context: None,
         };
-        self.call(Method::POST, "/v1/envelope/decrypt", Some(&req))
+        self.decrypt_request(&req).await
+    }
+
+    /// Envelope `decrypt` of a whole request (an encryption context).
+    pub async fn decrypt_request(
+        &mut self,
+        req: &DecryptRequest,
+    ) -> Result<SecretResponse, ClientError> {
+        self.call(Method::POST, "/v1/envelope/decrypt", Some(req))
             .await
     }
 
@@ -93,8 +111,18 @@ impl VerifiedConnection {
             key_id: key_id.into(),
             owner: owner.map(Into::into),
             aad: aad.map(|a| B64(a.to_vec())),
+            context: None,
+            number_of_bytes: None,
         };
-        self.call(Method::POST, "/v1/envelope/generate-data-key", Some(&req))
+        self.generate_data_key_request(&req).await
+    }
+
+    /// `generate-data-key` of a whole request (an encryption context, a length).
+    pub async fn generate_data_key_request(
+        &mut self,
+        req: &GenerateDataKeyRequest,
+    ) -> Result<SecretResponse, ClientError> {
+        self.call(Method::POST, "/v1/envelope/generate-data-key", Some(req))
             .await
     }
 

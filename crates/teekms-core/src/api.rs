@@ -123,6 +123,10 @@ pub struct EncryptRequest {
     /// Associated data, needed again to decrypt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aad: Option<B64>,
+    /// An encryption context, bound as the associated data by its canonical encoding
+    /// (spec/envelope-v1.md); exclusive with `aad`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::context::EncryptionContext>,
 }
 
 /// A ciphertext and the key version that made it.
@@ -146,6 +150,10 @@ pub struct DecryptRequest {
     /// The associated data given at encryption.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aad: Option<B64>,
+    /// An encryption context, bound as the associated data by its canonical encoding
+    /// (spec/envelope-v1.md); exclusive with `aad`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::context::EncryptionContext>,
 }
 
 /// A secret returned to the caller: in plaintext over the attested channel, or sealed to
@@ -180,6 +188,13 @@ pub struct GenerateDataKeyRequest {
     /// Associated data bound to the wrapped copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aad: Option<B64>,
+    /// An encryption context, bound as the associated data by its canonical encoding
+    /// (spec/envelope-v1.md); exclusive with `aad`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::context::EncryptionContext>,
+    /// Length of the data key in bytes, 1 to 1024 [default: 32].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_of_bytes: Option<u32>,
 }
 
 /// `POST /v1/envelope/re-encrypt`.
@@ -191,6 +206,10 @@ pub struct ReEncryptRequest {
     /// Its associated data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aad: Option<B64>,
+    /// An encryption context, bound as the associated data by its canonical encoding
+    /// (spec/envelope-v1.md); exclusive with `aad`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::context::EncryptionContext>,
     /// Destination key [default: the same key, latest version].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_key_id: Option<String>,
@@ -200,6 +219,10 @@ pub struct ReEncryptRequest {
     /// Associated data of the new ciphertext [default: the same].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_aad: Option<B64>,
+    /// Encryption context of the new ciphertext; exclusive with `destination_aad`
+    /// [default: the same associated data as the input's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_context: Option<crate::context::EncryptionContext>,
 }
 
 /// `GET /v1/keys/{id}`: a key's metadata. Never material.

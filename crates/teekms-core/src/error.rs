@@ -70,6 +70,9 @@ pub enum CoreError {
         /// What is wrong.
         reason: String,
     },
+    /// An encryption context that cannot be bound (spec/envelope-v1.md).
+    #[error("invalid encryption context: {0}")]
+    InvalidContext(String),
     /// An envelope ciphertext that does not parse.
     #[error("envelope ciphertext is malformed: {0}")]
     EnvelopeMalformed(String),

@@ -13,6 +13,7 @@ pub mod access;
 pub mod api;
 pub mod audit;
 pub mod bundle;
+pub mod context;
 pub mod envelope;
 mod error;
 pub mod hpke;

@@ -19,7 +19,8 @@ pub async fn encrypt(a: EncryptArgs) -> CmdResult {
     super::refuse_ciphertext_to_terminal(a.output.as_deref())?;
     let key_id = KeyId::new(&a.key_id).map_err(|e| Failure::usage(e.to_string()))?;
     if let Some(node) = &a.node {
-        let mut conn = connect(node, &a.via).await?;
+        let mut conn =
+            connect(node, &a.via, crate::cli::CollateralArg { collateral: None }).await?;
         let (owner, chunk_log2) = (a.via.key_owner.clone(), a.chunk_log2);
         return run(a.input.as_deref(), a.output.as_deref(), move |input, w| {
             through_node(move || async move {
@@ -48,7 +49,8 @@ pub async fn encrypt(a: EncryptArgs) -> CmdResult {
 
 pub async fn decrypt(a: DecryptArgs) -> CmdResult {
     if let Some(node) = &a.node {
-        let mut conn = connect(node, &a.via).await?;
+        let mut conn =
+            connect(node, &a.via, crate::cli::CollateralArg { collateral: None }).await?;
         let owner = a.via.key_owner.clone();
         return run(a.input.as_deref(), a.output.as_deref(), move |input, w| {
             through_node(move || async move {
@@ -69,7 +71,11 @@ pub async fn decrypt(a: DecryptArgs) -> CmdResult {
 }
 
 /// A verified node for streaming, as the owner or with an access key.
-async fn connect(node: &str, via: &ViaNode) -> Result<teekms_client::VerifiedConnection, Failure> {
+pub(super) async fn connect(
+    node: &str,
+    via: &ViaNode,
+    collateral: crate::cli::CollateralArg,
+) -> Result<teekms_client::VerifiedConnection, Failure> {
     let policy = via
         .policy
         .clone()
@@ -79,7 +85,7 @@ async fn connect(node: &str, via: &ViaNode) -> Result<teekms_client::VerifiedCon
         policy,
         access_key: via.access_key.clone(),
         owner: via.owner.clone(),
-        collateral: crate::cli::CollateralArg { collateral: None },
+        collateral,
     })
     .await
 }

@@ -6,7 +6,12 @@ use std::path::Path;
 
 use teekms_client::{VerifiedConnection, secret_of};
 use teekms_core::access::Operation;
-use teekms_core::api::{B64, KeyDescription, ReEncryptRequest};
+use teekms_core::api::{
+    B64, DecryptRequest, EncryptRequest, GenerateDataKeyRequest, KeyDescription, ReEncryptRequest,
+    SecretB64,
+};
+use teekms_core::context::{EncryptionContext, context_aad};
+use teekms_core::envelope::Envelope;
 
 use crate::cli::{
     AccessCmd, AuditCmd, AuditSource, ClusterCmd, ClusterPolicyCmd, EnvelopeCmd, InOut, KeyAdmin,
@@ -175,6 +180,26 @@ fn write_output(io: &InOut, bytes: &[u8], mode: u32) -> CmdResult {
     }
 }
 
+/// An encryption context from `--context KEY=VALUE` arguments (none: no context).
+fn parse_context(pairs: &[String]) -> Result<Option<EncryptionContext>, Failure> {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let mut context = EncryptionContext::new();
+    for pair in pairs {
+        let (k, v) =
+            teekms_core::context::parse_pair(pair).map_err(|e| Failure::usage(e.to_string()))?;
+        if context.insert(k.clone(), v).is_some() {
+            return Err(Failure::usage(format!("--context names key {k:?} twice")));
+        }
+    }
+    Ok(Some(context))
+}
+
+fn b64(text: Option<String>) -> Option<B64> {
+    text.map(|a| B64(a.into_bytes()))
+}
+
 /// `teekms envelope ...`.
 pub async fn envelope(cmd: EnvelopeCmd) -> CmdResult {
     match cmd {
@@ -182,33 +207,52 @@ pub async fn envelope(cmd: EnvelopeCmd) -> CmdResult {
             key_id,
             key_owner,
             aad,
+            context,
             io,
             node,
         } => {
             super::refuse_ciphertext_to_terminal(io.output.as_deref())?;
-            let pt = zeroize::Zeroizing::new(read_input(&io)?);
-            let ct = connect(&node)
-                .await?
-                .encrypt(
-                    &key_id,
-                    key_owner.as_deref(),
-                    &pt,
-                    aad.as_deref().map(str::as_bytes),
-                )
-                .await?;
+            let req = EncryptRequest {
+                key_id,
+                owner: key_owner,
+                plaintext: SecretB64(zeroize::Zeroizing::new(read_input(&io)?)),
+                aad: b64(aad),
+                context: parse_context(&context)?,
+            };
+            let ct = connect(&node).await?.encrypt_request(&req).await?;
             write_output(&io, &ct.ciphertext.0, 0o644)?;
             eprintln!(
                 "encrypted under key {} version {}",
                 ct.key_id, ct.key_version
             );
         }
-        EnvelopeCmd::Decrypt { aad, io, node } => {
+        EnvelopeCmd::Decrypt {
+            aad,
+            context,
+            dek,
+            node,
+            via,
+            collateral,
+            io,
+        } => {
             let ct = read_input(&io)?;
-            let resp = connect(&node)
-                .await?
-                .decrypt(&ct, aad.as_deref().map(str::as_bytes))
-                .await?;
-            let pt = secret_of(&resp, "decrypt", None)?;
+            let context = parse_context(&context)?;
+            let pt = match (dek, node) {
+                (Some(dek), _) => open_offline(&paths::load_dek(&dek)?, &ct, aad, context)?,
+                (None, Some(node)) => {
+                    let req = DecryptRequest {
+                        ciphertext: B64(ct),
+                        aad: b64(aad),
+                        context,
+                    };
+                    let resp = super::crypt::connect(&node, &via, collateral)
+                        .await?
+                        .decrypt_request(&req)
+                        .await?;
+                    secret_of(&resp, "decrypt", None)?
+                }
+                (None, None) => unreachable!("clap requires --dek or --node"),
+            };
             write_output(&io, &pt, 0o600)?;
         }
         EnvelopeCmd::GenerateDataKey {
@@ -216,11 +260,19 @@ pub async fn envelope(cmd: EnvelopeCmd) -> CmdResult {
             key_owner,
             output,
             wrapped,
+            context,
             node,
         } => {
+            let req = GenerateDataKeyRequest {
+                key_id,
+                owner: key_owner,
+                aad: None,
+                context: parse_context(&context)?,
+                number_of_bytes: None,
+            };
             let resp = connect(&node)
                 .await?
-                .generate_data_key(&key_id, key_owner.as_deref(), None)
+                .generate_data_key_request(&req)
                 .await?;
             let key = secret_of(&resp, "generate-data-key", None)?;
             let dek = teekms_core::DataKey::from_bytes(&key)
@@ -241,8 +293,10 @@ pub async fn envelope(cmd: EnvelopeCmd) -> CmdResult {
         }
         EnvelopeCmd::ReEncrypt {
             aad,
+            context,
             to_key_id,
             to_aad,
+            to_context,
             io,
             node,
         } => {
@@ -250,10 +304,12 @@ pub async fn envelope(cmd: EnvelopeCmd) -> CmdResult {
             let ct = read_input(&io)?;
             let req = ReEncryptRequest {
                 ciphertext: B64(ct),
-                aad: aad.map(|a| B64(a.into_bytes())),
+                aad: b64(aad),
+                context: parse_context(&context)?,
                 destination_key_id: to_key_id,
                 destination_owner: None,
-                destination_aad: to_aad.map(|a| B64(a.into_bytes())),
+                destination_aad: b64(to_aad),
+                destination_context: parse_context(&to_context)?,
             };
             let out = connect(&node).await?.re_encrypt(&req).await?;
             write_output(&io, &out.ciphertext.0, 0o644)?;
@@ -264,6 +320,29 @@ pub async fn envelope(cmd: EnvelopeCmd) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// Opens an envelope with the owner's own copy of the key version that made it: no
+/// node, no lock-in.
+fn open_offline(
+    dek: &teekms_core::DataKey,
+    ciphertext: &[u8],
+    aad: Option<String>,
+    context: Option<EncryptionContext>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, Failure> {
+    let env = Envelope::parse(ciphertext).map_err(|e| Failure::rejected(e.to_string()))?;
+    let aad = match (aad, context) {
+        (Some(a), _) => a.into_bytes(),
+        (None, Some(c)) => context_aad(&c).map_err(|e| Failure::usage(e.to_string()))?,
+        (None, None) => Vec::new(),
+    };
+    env.open(dek, &aad).map_err(|e| {
+        Failure::rejected(e.to_string()).hint(format!(
+            "it was made by key {:?} version {}: check that --dek is that version (its check value is in `teekms key describe`) and that --aad or --context match",
+            env.header.key_id.as_str(),
+            env.header.key_version
+        ))
+    })
 }
 
 /// `teekms access ...`.

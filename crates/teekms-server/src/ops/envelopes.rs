@@ -14,7 +14,7 @@ impl Service {
         let l = self.load(&owner, &key_id(&req.key_id)?)?;
         self.gate("encrypt", caller, &l, Operation::Encrypt, now)?;
         let rec = self.version(&l, l.state.current_version)?;
-        let aad = req.aad.map(|a| a.0).unwrap_or_default();
+        let aad = bound_aad(req.aad, req.context.as_ref())?;
         let ct = envelope::seal(
             &l.owner,
             &l.key_id,
@@ -24,7 +24,8 @@ impl Service {
             &aad,
         )
         .map_err(|e| bad(e.to_string()))?;
-        let audit = key_draft("encrypt", caller, &l, Some(rec.key_version), "ok", now);
+        let outcome = with_context("ok", req.context.as_ref());
+        let audit = key_draft("encrypt", caller, &l, Some(rec.key_version), outcome, now);
         let resp = CiphertextResponse {
             key_id: l.key_id.to_string(),
             key_version: rec.key_version,
@@ -72,7 +73,7 @@ impl Service {
         req: DecryptRequest,
         now: u64,
     ) -> Result<(SecretResponse, AuditDraft), OpError> {
-        let aad = req.aad.map(|a| a.0).unwrap_or_default();
+        let aad = bound_aad(req.aad, req.context.as_ref())?;
         let (l, version, pt) = self.open_envelope(
             "decrypt",
             Operation::Decrypt,
@@ -81,7 +82,8 @@ impl Service {
             &aad,
             now,
         )?;
-        let audit = key_draft("decrypt", caller, &l, Some(version), "ok", now);
+        let outcome = with_context("ok", req.context.as_ref());
+        let audit = key_draft("decrypt", caller, &l, Some(version), outcome, now);
         let (plaintext, sealed) = seal_for(caller, "decrypt", &pt);
         let resp = SecretResponse {
             key_id: l.key_id.to_string(),
@@ -110,26 +112,19 @@ impl Service {
             now,
         )?;
         let rec = self.version(&l, l.state.current_version)?;
-        let fresh = DataKey::generate();
-        let aad = req.aad.map(|a| a.0).unwrap_or_default();
-        let wrapped = envelope::seal(
-            &l.owner,
-            &l.key_id,
-            rec.key_version,
-            &rec.dek,
-            fresh.expose(),
-            &aad,
-        )
-        .map_err(|e| bad(e.to_string()))?;
+        let fresh = random_secret(req.number_of_bytes.unwrap_or(32))?;
+        let aad = bound_aad(req.aad, req.context.as_ref())?;
+        let wrapped = envelope::seal(&l.owner, &l.key_id, rec.key_version, &rec.dek, &fresh, &aad)
+            .map_err(|e| bad(e.to_string()))?;
         let audit = key_draft(
             "generate-data-key",
             caller,
             &l,
             Some(rec.key_version),
-            "ok",
+            with_context("ok", req.context.as_ref()),
             now,
         );
-        let (plaintext, sealed) = seal_for(caller, "generate-data-key", fresh.expose());
+        let (plaintext, sealed) = seal_for(caller, "generate-data-key", &fresh);
         let resp = SecretResponse {
             key_id: l.key_id.to_string(),
             key_version: rec.key_version,
@@ -147,7 +142,7 @@ impl Service {
         req: ReEncryptRequest,
         now: u64,
     ) -> Result<(CiphertextResponse, AuditDraft), OpError> {
-        let aad = req.aad.map(|a| a.0).unwrap_or_default();
+        let aad = bound_aad(req.aad, req.context.as_ref())?;
         let (src, src_version, pt) = self.open_envelope(
             "re-encrypt",
             Operation::ReEncrypt,
@@ -167,7 +162,10 @@ impl Service {
         let dst = self.load(&dst_owner, &dst_id)?;
         self.gate("re-encrypt", caller, &dst, Operation::Encrypt, now)?;
         let rec = self.version(&dst, dst.state.current_version)?;
-        let dst_aad = req.destination_aad.map(|a| a.0).unwrap_or(aad);
+        let dst_aad = match (req.destination_aad, &req.destination_context) {
+            (None, None) => aad,
+            (a, c) => bound_aad(a, c.as_ref())?,
+        };
         let ct = envelope::seal(
             &dst.owner,
             &dst.key_id,
@@ -177,7 +175,10 @@ impl Service {
             &dst_aad,
         )
         .map_err(|e| bad(e.to_string()))?;
-        let outcome = format!("ok (from {:?} version {src_version})", src.key_id.as_str());
+        let outcome = with_context(
+            &format!("ok (from {:?} version {src_version})", src.key_id.as_str()),
+            req.destination_context.as_ref().or(req.context.as_ref()),
+        );
         let audit = key_draft(
             "re-encrypt",
             caller,
@@ -192,6 +193,20 @@ impl Service {
             ciphertext: B64(ct),
         };
         Ok((resp, audit))
+    }
+
+    /// `generate-random`: bytes from the node's generator (AWS KMS's GenerateRandom),
+    /// for any caller with credentials; sealed to an attested workload.
+    pub fn generate_random(
+        &self,
+        caller: &Caller,
+        number_of_bytes: u32,
+        now: u64,
+    ) -> Result<((Option<SecretB64>, Option<SealedSecret>), AuditDraft), OpError> {
+        self.require_credentials(caller)?;
+        let bytes = random_secret(number_of_bytes)?;
+        let audit = draft("generate-random", caller, None, None, "ok", now);
+        Ok((seal_for(caller, "generate-random", &bytes), audit))
     }
 
     /// `fetch`: a key version's material for an attested workload, sealed to its key.
@@ -304,4 +319,19 @@ impl Service {
             now,
         ))
     }
+}
+
+/// Largest secret `generate-data-key` and `generate-random` make (AWS KMS's limit).
+pub const MAX_RANDOM_BYTES: u32 = 1024;
+
+/// `n` random bytes (1 to [`MAX_RANDOM_BYTES`]) from AWS-LC's generator.
+fn random_secret(n: u32) -> Result<Zeroizing<Vec<u8>>, OpError> {
+    if !(1..=MAX_RANDOM_BYTES).contains(&n) {
+        return Err(bad(format!(
+            "number of bytes must be 1 to {MAX_RANDOM_BYTES}, not {n}"
+        )));
+    }
+    let mut out = Zeroizing::new(vec![0u8; n as usize]);
+    aws_lc_rs::rand::fill(&mut out).expect("AWS-LC's generator does not fail");
+    Ok(out)
 }

@@ -9,6 +9,34 @@ pub(super) fn bad(msg: impl Into<String>) -> OpError {
     OpError::BadRequest(msg.into())
 }
 
+/// The associated data a request binds: its raw `aad`, or the canonical encoding of
+/// its encryption context (spec/envelope-v1.md), never both.
+pub(super) fn bound_aad(
+    aad: Option<B64>,
+    context: Option<&EncryptionContext>,
+) -> Result<Vec<u8>, OpError> {
+    match (aad, context) {
+        (Some(_), Some(_)) => Err(bad(
+            "give either associated data (aad) or an encryption context, not both",
+        )),
+        (Some(a), None) => Ok(a.0),
+        (None, Some(c)) => context_aad(c).map_err(|e| bad(e.to_string())),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+/// An outcome with the encryption context in clear, as AWS KMS records it in CloudTrail:
+/// `ok (context {"k":"v"})`.
+pub(super) fn with_context(outcome: &str, context: Option<&EncryptionContext>) -> String {
+    match context.filter(|c| !c.is_empty()) {
+        Some(c) => format!(
+            "{outcome} (context {})",
+            serde_json::to_string(c).expect("a string map serializes")
+        ),
+        None => outcome.to_owned(),
+    }
+}
+
 pub(super) fn key_id(s: &str) -> Result<KeyId, OpError> {
     KeyId::new(s).map_err(|e| bad(e.to_string()))
 }

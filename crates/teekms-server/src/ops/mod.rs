@@ -24,6 +24,7 @@ use teekms_core::api::{
     SecretResponse,
 };
 use teekms_core::audit::{AuditDraft, AuditEntry};
+use teekms_core::context::{EncryptionContext, context_aad};
 use teekms_core::envelope::{self, Envelope};
 use teekms_core::record::DataKeyRecord;
 use teekms_core::state::{AccessKeyRecord, DEFAULT_DELETION_WAIT, KeyState, OwnerState};
@@ -58,7 +59,7 @@ use deploy::OwnerRecord;
 pub(crate) use deploy::registered_owner;
 pub use deploy::{Deployed, Deployer, register_owner};
 pub use error::{ErrorCode, OpError};
-use gate::{bad, draft, key_draft, key_id, seal_for};
+use gate::{bad, bound_aad, draft, key_draft, key_id, seal_for, with_context};
 pub use health::Health;
 
 /// Label of the subkey that hashes access-key secrets.
