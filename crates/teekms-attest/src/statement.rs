@@ -11,8 +11,11 @@ use crate::{EvidenceError, TeeKind};
 
 /// Domain-separation label of the statement encoding.
 pub const STATEMENT_LABEL: &[u8] = b"teekms/v1/statement";
-/// The only statement format version this build knows.
-pub const STATEMENT_VERSION: u32 = 1;
+/// The statement format version this build makes: 2 binds the cluster's TLS CA.
+pub const STATEMENT_VERSION: u32 = 2;
+/// The first format, without a CA (still verified: nodes about to join a cluster, and
+/// bundles made for older nodes, carry it).
+pub const STATEMENT_VERSION_1: u32 = 1;
 /// The one HPKE suite a v1 statement can name (RFC 9180 ids 0x0020/0x0001/0x0002).
 pub const HPKE_SUITE: &str = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM";
 /// Largest nonce a verifier may send, in bytes.
@@ -36,6 +39,10 @@ pub struct NodeStatement {
     pub signing_public_key: HexBytes<32>,
     /// SHA-256 of the DER SubjectPublicKeyInfo of the node's TLS certificate.
     pub tls_spki_sha256: HexBytes<32>,
+    /// SHA-256 of the DER SubjectPublicKeyInfo of the CA that issues the TLS
+    /// certificates of the node's cluster (version 2; absent in version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_spki_sha256: Option<HexBytes<32>>,
     /// The verifier's nonce (hex), when the evidence was made for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
@@ -50,11 +57,23 @@ impl NodeStatement {
 
     /// Checks version, suite, node id and nonce syntax.
     pub fn validate(&self) -> Result<(), EvidenceError> {
-        if self.version != STATEMENT_VERSION {
-            return Err(EvidenceError::Statement(format!(
-                "unknown statement version {} (this build knows {STATEMENT_VERSION})",
-                self.version
-            )));
+        match (self.version, &self.ca_spki_sha256) {
+            (STATEMENT_VERSION, Some(_)) | (STATEMENT_VERSION_1, None) => {}
+            (STATEMENT_VERSION, None) => {
+                return Err(EvidenceError::Statement(
+                    "a version 2 statement must name the cluster's CA (ca_spki_sha256)".into(),
+                ));
+            }
+            (STATEMENT_VERSION_1, Some(_)) => {
+                return Err(EvidenceError::Statement(
+                    "a version 1 statement has no ca_spki_sha256".into(),
+                ));
+            }
+            (v, _) => {
+                return Err(EvidenceError::Statement(format!(
+                    "unknown statement version {v} (this build knows {STATEMENT_VERSION_1} and {STATEMENT_VERSION})"
+                )));
+            }
         }
         if self.hpke_suite != HPKE_SUITE {
             return Err(EvidenceError::Statement(format!(
@@ -99,8 +118,12 @@ impl NodeStatement {
             .str(&self.hpke_suite)
             .bytes(&self.hpke_public_key.0)
             .bytes(&self.signing_public_key.0)
-            .bytes(&self.tls_spki_sha256.0)
-            .opt_bytes(nonce.as_deref());
+            .bytes(&self.tls_spki_sha256.0);
+        // Version 1 has no CA field: its encoding is unchanged.
+        if let Some(ca) = &self.ca_spki_sha256 {
+            w.bytes(&ca.0);
+        }
+        w.opt_bytes(nonce.as_deref());
         w.finish()
     }
 
@@ -123,6 +146,10 @@ impl NodeStatement {
         let hpke_public_key = HexBytes(r.fixed()?);
         let signing_public_key = HexBytes(r.fixed()?);
         let tls_spki_sha256 = HexBytes(r.fixed()?);
+        let ca_spki_sha256 = match version {
+            STATEMENT_VERSION_1 => None,
+            _ => Some(HexBytes(r.fixed()?)),
+        };
         let nonce = match r.u8()? {
             0 => None,
             1 => Some(hex::encode(r.bytes(MAX_NONCE_LEN)?)),
@@ -137,6 +164,7 @@ impl NodeStatement {
             hpke_public_key,
             signing_public_key,
             tls_spki_sha256,
+            ca_spki_sha256,
             nonce,
         };
         s.validate()?;
@@ -158,14 +186,25 @@ mod tests {
             hpke_public_key: HexBytes([1; 32]),
             signing_public_key: HexBytes(sign),
             tls_spki_sha256: HexBytes([3; 32]),
+            ca_spki_sha256: None,
             nonce: nonce.map(hex::encode),
         }
     }
 
+    fn with_ca(mut s: NodeStatement, ca: [u8; 32]) -> NodeStatement {
+        s.version = STATEMENT_VERSION;
+        s.ca_spki_sha256 = Some(HexBytes(ca));
+        s
+    }
+
     proptest! {
         #[test]
-        fn canonical_round_trip(sign in any::<[u8; 32]>(), nonce in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..64))) {
+        fn canonical_round_trip(sign in any::<[u8; 32]>(), nonce in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..64)), ca in proptest::option::of(any::<[u8; 32]>())) {
             let s = statement(sign, nonce);
+            let s = match ca {
+                Some(ca) => with_ca(s, ca),
+                None => s,
+            };
             prop_assert!(s.validate().is_ok());
             let back = NodeStatement::from_canonical_bytes(&s.canonical_bytes()).unwrap();
             prop_assert_eq!(&back, &s);
@@ -182,6 +221,26 @@ mod tests {
         let mut other = base.clone();
         other.nonce = Some("00".into());
         assert_ne!(base.hash(), other.hash());
+        let v2 = with_ca(base.clone(), [7; 32]);
+        assert_ne!(base.hash(), v2.hash());
+        assert_ne!(v2.hash(), with_ca(base.clone(), [8; 32]).hash());
+    }
+
+    #[test]
+    fn the_version_decides_whether_a_ca_is_named() {
+        let v1 = statement([2; 32], None);
+        let v2 = with_ca(v1.clone(), [7; 32]);
+        assert!(v1.validate().is_ok() && v2.validate().is_ok());
+        let mut no_ca = v2.clone();
+        no_ca.ca_spki_sha256 = None;
+        assert!(no_ca.validate().is_err());
+        let mut v1_with_ca = v2.clone();
+        v1_with_ca.version = STATEMENT_VERSION_1;
+        assert!(v1_with_ca.validate().is_err());
+        // A version 1 encoding does not decode as version 2, nor the other way round.
+        let mut bytes = v2.canonical_bytes();
+        bytes[4 + STATEMENT_LABEL.len() + 3] = 1;
+        assert!(NodeStatement::from_canonical_bytes(&bytes).is_err());
     }
 
     #[test]

@@ -346,6 +346,7 @@ fn real_evidence_in_a_document_must_bind_the_statement() {
         hpke_public_key: teekms_attest::hexbytes::HexBytes([1; 32]),
         signing_public_key: teekms_attest::hexbytes::HexBytes(sign),
         tls_spki_sha256: teekms_attest::hexbytes::HexBytes([2; 32]),
+        ca_spki_sha256: None,
         nonce: None,
     };
     let doc = AttestationDocument {

@@ -56,6 +56,10 @@ pub enum Command {
     /// The cluster: who may join it (its admin changes that, e.g. for an upgrade).
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// The cluster's TLS CA, for clients that check certificate chains, not evidence
+    /// (AWS SDKs, curl, Python).
+    #[command(subcommand)]
+    Ca(CaCmd),
     /// Restore a cluster from its officers' shares when every node is gone.
     #[command(subcommand)]
     Recovery(RecoveryCmd),
@@ -152,6 +156,19 @@ pub struct ServeArgs {
     /// this many days, so that a load balancer moves away before evidence stops verifying.
     #[arg(long, value_name = "DAYS", default_value_t = teekms_server::DEFAULT_COLLATERAL_WARN_DAYS)]
     pub collateral_warn: u64,
+    /// A DNS name or IP address for the node's TLS certificate (repeatable), which
+    /// clients that check host names (AWS SDKs, curl) connect by [default: localhost,
+    /// 127.0.0.1, ::1]. The certificate chains to the cluster's CA (`teekms ca export`).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_san: Vec<String>,
+    /// How long the node's TLS certificate is valid; the node renews it after two
+    /// thirds of that, while it runs (e.g. 7d, 12h).
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    pub tls_cert_lifetime: String,
+    /// The AWS region of the AWS KMS API: SigV4 credential scopes must name it, and
+    /// ARNs carry it.
+    #[arg(long, value_name = "REGION", default_value = teekms_server::DEFAULT_AWS_REGION)]
+    pub aws_region: String,
     /// Recovery officers' public key files (from `teekms recovery officer-init`),
     /// comma-separated: the cluster key is split among them once, shares written to
     /// DATA_DIR/recovery/.
@@ -434,6 +451,26 @@ pub enum KeyPolicyCmd {
         file: PathBuf,
         #[command(flatten)]
         node: NodeArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CaCmd {
+    /// Verify the node's fresh evidence against the policy, then write the CA
+    /// certificate its statement binds (PEM): a trust file for AWS_CA_BUNDLE, curl
+    /// --cacert, Python's ssl. The same CA serves every node of the cluster, for good.
+    Export {
+        /// The node, https://HOST:PORT.
+        #[arg(long)]
+        node: String,
+        /// Verification policy (TOML) the node must satisfy.
+        #[arg(long, value_name = "POLICY")]
+        policy: PathBuf,
+        /// Where to write the CA certificate [default: stdout].
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        collateral: CollateralArg,
     },
 }
 

@@ -355,6 +355,39 @@ impl VerifiedConnection {
         &self.node
     }
 
+    /// The cluster's TLS CA certificate (PEM), for clients that verify a certificate
+    /// chain rather than evidence: taken from the verified node over this connection,
+    /// and accepted only if its key is the one the node's verified statement binds.
+    pub async fn cluster_ca_pem(&mut self) -> Result<String, ClientError> {
+        use der::{Decode, Encode};
+        use rustls::pki_types::pem::PemObject;
+        let Some(bound) = self.node.statement().ca_spki_sha256.clone() else {
+            return Err(ClientError::Response(
+                "the node's statement names no TLS CA (a node of an older version); upgrade it"
+                    .into(),
+            ));
+        };
+        let (_, body) = self.conn.request(Method::GET, "/v1/ca", None).await?;
+        let malformed = |why: &str| ClientError::Response(format!("the CA certificate {why}"));
+        let certs: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(&body)
+            .collect::<Result<_, _>>()
+            .map_err(|_| malformed("is not PEM"))?;
+        let [cert] = certs.as_slice() else {
+            return Err(malformed("is not exactly one PEM certificate"));
+        };
+        let spki = x509_cert::Certificate::from_der(cert)
+            .ok()
+            .and_then(|c| c.tbs_certificate().subject_public_key_info().to_der().ok())
+            .ok_or_else(|| malformed("does not parse"))?;
+        if teekms_attest::sha256(&spki) != bound.0 {
+            return Err(ClientError::Response(
+                "the CA certificate's key is not the one the node's attested statement binds"
+                    .into(),
+            ));
+        }
+        String::from_utf8(body.to_vec()).map_err(|_| malformed("is not text"))
+    }
+
     /// Wraps `dek` to the verified node, deploys it, and checks the signed receipt.
     /// Returns the receipt and whether the key is new (false: it was already there).
     pub async fn deploy(

@@ -4,7 +4,7 @@
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use teekms_attest::codec::{Reader, Writer};
 use teekms_attest::hexbytes::HexBytes;
-use teekms_attest::statement::{HPKE_SUITE, STATEMENT_VERSION};
+use teekms_attest::statement::{HPKE_SUITE, STATEMENT_VERSION, STATEMENT_VERSION_1};
 use teekms_attest::{NodeStatement, TeeKind};
 use zeroize::Zeroizing;
 
@@ -141,22 +141,43 @@ impl NodeKeys {
     }
 
     /// The statement naming these keys, optionally for a verifier's nonce.
+    /// The statement of a node not yet in a cluster (version 1: no CA), as a node
+    /// about to join presents it.
     pub fn statement(&self, tee: TeeKind, nonce: Option<&[u8]>) -> NodeStatement {
         NodeStatement {
-            version: STATEMENT_VERSION,
+            version: STATEMENT_VERSION_1,
             tee,
             node_id: self.node_id(),
             hpke_suite: HPKE_SUITE.into(),
             hpke_public_key: HexBytes(self.hpke_public_key()),
             signing_public_key: HexBytes(self.signing_public_key()),
             tls_spki_sha256: HexBytes(teekms_attest::sha256(&self.tls_spki)),
+            ca_spki_sha256: None,
             nonce: nonce.map(hex::encode),
         }
     }
 
-    /// True if `statement` names exactly these keys (its nonce is not compared).
+    /// The statement of a node of a cluster whose TLS CA has the SPKI hash
+    /// `ca_spki_sha256` (version 2).
+    pub fn cluster_statement(
+        &self,
+        tee: TeeKind,
+        nonce: Option<&[u8]>,
+        ca_spki_sha256: [u8; 32],
+    ) -> NodeStatement {
+        NodeStatement {
+            version: STATEMENT_VERSION,
+            ca_spki_sha256: Some(HexBytes(ca_spki_sha256)),
+            ..self.statement(tee, nonce)
+        }
+    }
+
+    /// True if `statement` names exactly these keys (its nonce, and the CA a version 2
+    /// statement names, are not compared: a bundle is for the keys).
     pub fn is_own_statement(&self, tee: TeeKind, statement: &NodeStatement) -> bool {
         let mut own = self.statement(tee, None);
+        own.version = statement.version;
+        own.ca_spki_sha256 = statement.ca_spki_sha256.clone();
         own.nonce = statement.nonce.clone();
         own == *statement
     }

@@ -53,6 +53,7 @@ const MAX_REQUEST: usize = 128 * 1024;
 pub fn router(state: Arc<Service>) -> Router {
     Router::new()
         .route("/v1/attestation", get(attestation))
+        .route("/v1/ca", get(ca_certificate))
         .route(
             "/v1/keys",
             get(list_keys)
@@ -145,6 +146,17 @@ async fn attestation(
         .attestation(nonce.as_deref())
         .map_err(|e| ApiError::internal("evidence", &e))?;
     Ok(JsonOut(doc))
+}
+
+/// The cluster's TLS CA certificate (PEM). Anyone may fetch it: it is public, and a
+/// client trusts it only once a node's verified statement binds its key (`teekms ca
+/// export`).
+async fn ca_certificate(State(app): State<Arc<Service>>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+        app.ca_pem().to_owned(),
+    )
+        .into_response()
 }
 
 async fn deploy(ctx: Ctx, body: Body) -> Result<Response, ApiError> {

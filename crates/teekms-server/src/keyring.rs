@@ -9,16 +9,42 @@ use teekms_core::record::DataKeyRecord;
 use teekms_core::{NodeKeys, Receipt, SealingKey};
 use teekms_platform::{Platform, PlatformError};
 
-/// A node's key set and cluster key.
+use crate::ServerError;
+use crate::ca::ClusterCa;
+
+/// A node's key set and cluster key, and the cluster's TLS CA made from it.
 pub struct Keyring {
     tee: TeeKind,
     keys: NodeKeys,
     cluster: SealingKey,
+    ca: ClusterCa,
 }
 
 impl Keyring {
-    pub(crate) fn new(tee: TeeKind, keys: NodeKeys, cluster: SealingKey) -> Keyring {
-        Keyring { tee, keys, cluster }
+    pub(crate) fn new(
+        tee: TeeKind,
+        keys: NodeKeys,
+        cluster: SealingKey,
+    ) -> Result<Keyring, ServerError> {
+        let ca = ClusterCa::derive(&cluster)?;
+        Ok(Keyring {
+            tee,
+            keys,
+            cluster,
+            ca,
+        })
+    }
+
+    /// The cluster's TLS CA.
+    pub(crate) fn ca(&self) -> &ClusterCa {
+        &self.ca
+    }
+
+    /// The node's statement (version 2: it binds the cluster's CA), for a verifier's
+    /// `nonce` if any.
+    pub fn statement(&self, nonce: Option<&[u8]>) -> teekms_attest::NodeStatement {
+        self.keys
+            .cluster_statement(self.tee, nonce, self.ca.spki_sha256())
     }
 
     /// The cluster key (seals records; subkeys for the audit MAC and access keys).
@@ -37,7 +63,7 @@ impl Keyring {
         platform: &dyn Platform,
         nonce: Option<&[u8]>,
     ) -> Result<AttestationDocument, PlatformError> {
-        let statement = self.keys.statement(self.tee, nonce);
+        let statement = self.statement(nonce);
         let evidence = platform.evidence(&statement.hash())?;
         Ok(AttestationDocument {
             version: DOCUMENT_VERSION,

@@ -11,6 +11,7 @@
 
 mod api;
 mod budget;
+mod ca;
 mod connections;
 mod datadir;
 mod error;
@@ -37,7 +38,7 @@ pub use node::{
 };
 pub use ops::{Deployed, ErrorCode, OpError};
 pub use server::{DEFAULT_STREAM_IDLE_TIMEOUT, RunningServer, serve};
-pub use start::ServeConfig;
+pub use start::{DEFAULT_AWS_REGION, DEFAULT_TLS_CERT_LIFETIME, ServeConfig, TlsSettings};
 
 /// Days of validity the TEE's collateral must have left for `GET /v1/ready` to answer
 /// ready, by default (`teekms serve --collateral-warn`).

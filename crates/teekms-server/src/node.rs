@@ -83,7 +83,7 @@ pub fn open_node_with(
             )));
         };
         return Ok(NodeHandle {
-            keyring: Arc::new(Keyring::new(platform.tee(), keys, cluster)),
+            keyring: Arc::new(Keyring::new(platform.tee(), keys, cluster)?),
             platform,
             store: SqliteStore::open(data_dir)?,
             lock,
@@ -113,7 +113,7 @@ pub fn open_node_with(
                 let cluster: [u8; 32] = cluster_plain.as_slice().try_into().map_err(|_| {
                     ServerError::Inconsistent("cluster key record has the wrong length".into())
                 })?;
-                let keyring = Keyring::new(platform.tee(), keys, SealingKey::from_bytes(cluster));
+                let keyring = Keyring::new(platform.tee(), keys, SealingKey::from_bytes(cluster))?;
                 return Ok(NodeHandle {
                     keyring: Arc::new(keyring),
                     platform,

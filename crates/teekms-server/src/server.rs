@@ -14,6 +14,7 @@ use tower::ServiceExt;
 
 use crate::ServerError;
 use crate::api::router;
+use crate::ca::LeafCerts;
 use crate::connections::{self, Connections};
 use crate::ops::ConnState;
 use crate::ops::Service;
@@ -65,14 +66,41 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServerError> {
     start(resolved, started)
 }
 
+/// Renews the node's leaf certificate while the node runs (see [`LeafCerts`]).
+async fn renew_leaves(leaves: std::sync::Weak<LeafCerts>) {
+    loop {
+        let Some(interval) = leaves.upgrade().map(|l| l.check_interval()) else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
+        let Some(l) = leaves.upgrade() else { return };
+        match l.renew_if_due(crate::now_unix()) {
+            Ok(true) => tracing::info!("TLS certificate renewed"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the TLS certificate could not be renewed; retrying")
+            }
+        }
+    }
+}
+
 /// Serves a resolved configuration: the RA-TLS certificate, the service, the deletion
 /// sweep and the accept loop.
 fn start(r: Resolved, started: std::time::Instant) -> Result<RunningServer, ServerError> {
-    let keys = r.keyring.keys();
     let ratls = r
         .platform
-        .ratls_extension(&keys.statement(r.platform.tee(), None), keys.tls_spki_der())?;
-    let tls = server_config(r.keyring.keys(), &ratls)?;
+        .ratls_extension(&r.keyring.statement(None), r.keyring.keys().tls_spki_der())?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let leaves = Arc::new(LeafCerts::new(
+        r.keyring.clone(),
+        r.tls.certificate_names(),
+        ratls,
+        r.tls.cert_lifetime,
+        &provider,
+        crate::now_unix(),
+    )?);
+    let tls = server_config(provider, leaves.clone())?;
+    tokio::spawn(renew_leaves(Arc::downgrade(&leaves)));
     tracing::debug!(elapsed = ?started.elapsed(), "TLS configured");
     let node_id = r.keyring.keys().node_id().to_hex();
     let state = Arc::new(Service::new(

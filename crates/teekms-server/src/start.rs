@@ -57,6 +57,51 @@ pub struct ServeConfig {
     /// The owner (fingerprint) who may change the cluster policy; taken only when the
     /// cluster is made (first node on a new shared store).
     pub cluster_admin: Option<String>,
+    /// The node's TLS certificate: its names and lifetime.
+    pub tls: TlsSettings,
+    /// The AWS region the node answers the AWS KMS API for (`--aws-region`).
+    pub aws_region: String,
+}
+
+/// The AWS region a node answers for unless told otherwise.
+pub const DEFAULT_AWS_REGION: &str = "us-east-1";
+
+/// The node's TLS certificate, issued by the cluster's CA (see `ca`).
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    /// DNS names and IP addresses the certificate names (`--tls-san`), besides
+    /// `teekms-node`; none given: `localhost`, `127.0.0.1` and `::1`.
+    pub names: Vec<String>,
+    /// Seconds a leaf certificate is valid; the node renews it after two thirds.
+    pub cert_lifetime: u64,
+}
+
+/// A leaf certificate's lifetime unless told otherwise: seven days.
+pub const DEFAULT_TLS_CERT_LIFETIME: u64 = 7 * 24 * 3600;
+
+impl Default for TlsSettings {
+    fn default() -> TlsSettings {
+        TlsSettings {
+            names: Vec::new(),
+            cert_lifetime: DEFAULT_TLS_CERT_LIFETIME,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// The names the certificate carries.
+    pub(crate) fn certificate_names(&self) -> Vec<String> {
+        let mut names = vec!["teekms-node".to_string()];
+        if self.names.is_empty() {
+            names.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+        }
+        for n in &self.names {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
+    }
 }
 
 /// A configuration resolved: everything opened, nothing served yet.
@@ -77,6 +122,8 @@ pub(crate) struct Resolved {
     pub writer: Writer,
     /// How the operations are set up.
     pub settings: Settings,
+    /// The node's TLS certificate.
+    pub tls: TlsSettings,
 }
 
 /// Listen backlog: room for clients that connect faster than the node accepts (capped by
@@ -120,7 +167,9 @@ pub(crate) async fn resolve(config: ServeConfig) -> Result<Resolved, ServerError
         stream_memory: config.stream_memory,
         stream_idle_timeout: config.stream_idle_timeout,
         collateral_warn_days: config.collateral_warn_days,
+        aws_region: config.aws_region.clone(),
     };
+    let tls = config.tls.clone();
     // Everything that touches the store happens off the runtime: a database client that
     // blocks must not run on an async thread.
     let opened = tokio::task::spawn_blocking(move || open_state(&config, joined))
@@ -135,6 +184,7 @@ pub(crate) async fn resolve(config: ServeConfig) -> Result<Resolved, ServerError
         readers: opened.readers,
         writer: opened.writer,
         settings,
+        tls,
     })
 }
 

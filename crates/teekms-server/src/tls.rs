@@ -6,12 +6,13 @@ use std::sync::Arc;
 use der::{Decode, Encode};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
-use teekms_core::{NodeKeys, OwnerPublicKey};
+use teekms_core::OwnerPublicKey;
 
 use crate::ServerError;
+use crate::ca::LeafCerts;
 
 /// OID of Ed25519 (RFC 8410).
 const ED25519_OID: &str = "1.3.101.112";
@@ -44,47 +45,20 @@ pub fn client_spki_sha256(der: &[u8]) -> Option<[u8; 32]> {
     Some(teekms_attest::sha256(&spki))
 }
 
-/// The node's server config: TLS 1.3 only, certificate on the attested key, optional
-/// owner client certificates.
-pub fn server_config(keys: &NodeKeys, ratls_extension: &[u8]) -> Result<ServerConfig, ServerError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls_err = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
-    let pkcs8 = PrivatePkcs8KeyDer::from(keys.tls_pkcs8_der().to_vec());
-    let key_pair = rcgen::KeyPair::try_from(&pkcs8).map_err(|e| tls_err(&e))?;
-    let mut params =
-        rcgen::CertificateParams::new(vec!["teekms-node".to_string()]).map_err(|e| tls_err(&e))?;
-    params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        format!("teekms node {}", keys.node_id()),
-    );
-    // The node's evidence, bound to this key (spec/ratls-v1.md): peers that verify in
-    // the handshake (workloads, joining nodes) need no further request.
-    params
-        .custom_extensions
-        .push(rcgen::CustomExtension::from_oid_content(
-            teekms_attest::ratls::TCG_DICE_TAGGED_EVIDENCE_ARCS,
-            ratls_extension.to_vec(),
-        ));
-    let cert = params.self_signed(&key_pair).map_err(|e| tls_err(&e))?;
-    // The statement names the key by its SPKI hash; make sure the certificate carries
-    // exactly that SPKI, or clients would (rightly) refuse every connection.
-    let parsed = x509_cert::Certificate::from_der(cert.der()).map_err(|e| tls_err(&e))?;
-    let spki = parsed
-        .tbs_certificate()
-        .subject_public_key_info()
-        .to_der()
-        .map_err(|e| tls_err(&e))?;
-    if spki != keys.tls_spki_der() {
-        return Err(ServerError::Tls(
-            "certificate SPKI differs from the attested TLS key".into(),
-        ));
-    }
+/// The node's server config: TLS 1.3 only, the leaf certificate (on the attested key,
+/// issued by the cluster's CA, renewed as it runs) from `leaves`, optional owner client
+/// certificates.
+pub fn server_config(
+    provider: Arc<CryptoProvider>,
+    leaves: Arc<LeafCerts>,
+) -> Result<ServerConfig, ServerError> {
     ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| tls_err(&e))?
-        .with_client_cert_verifier(Arc::new(OwnerCertVerifier { provider }))
-        .with_single_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(pkcs8))
-        .map_err(|e| tls_err(&e))
+        .map_err(|e| ServerError::Tls(e.to_string()))
+        .map(|b| {
+            b.with_client_cert_verifier(Arc::new(OwnerCertVerifier { provider }))
+                .with_cert_resolver(leaves)
+        })
 }
 
 /// Accepts any client certificate whose handshake signature verifies: an Ed25519 key is

@@ -93,6 +93,8 @@ async fn envelope_operations_and_lifecycle_for_the_owner() {
             destination_key_id: None,
             destination_owner: None,
             destination_aad: None,
+            context: None,
+            destination_context: None,
         })
         .await
         .unwrap();

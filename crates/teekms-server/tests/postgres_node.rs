@@ -127,6 +127,8 @@ async fn nodes_share_a_postgres_store() {
         join: None,
         cluster_policy: None,
         cluster_admin: None,
+        tls: Default::default(),
+        aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
     })
     .await;
     let err = r

@@ -60,3 +60,28 @@ fn read_token(path: &Path) -> Result<zeroize::Zeroizing<String>, Failure> {
         .map_err(|_| Failure::usage(format!("{} is not an access key token", path.display())))?;
     Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
 }
+
+/// `teekms ca export`: the CA certificate, only from a node whose fresh evidence the
+/// policy admits, and only if its key is the one the node's statement binds.
+pub async fn ca(cmd: crate::cli::CaCmd) -> crate::failure::CmdResult {
+    let crate::cli::CaCmd::Export {
+        node,
+        policy,
+        output,
+        collateral,
+    } = cmd;
+    let mut conn = connect_verified(&node, &policy, None, &collateral).await?;
+    let pem = conn.cluster_ca_pem().await?;
+    match &output {
+        Some(path) => {
+            paths::write_atomic(path, pem.as_bytes(), 0o644)?;
+            eprintln!(
+                "the CA of node {}'s cluster, verified, in {} (use it as AWS_CA_BUNDLE)",
+                conn.node().statement().node_id,
+                path.display()
+            );
+        }
+        None => print!("{pem}"),
+    }
+    Ok(())
+}

@@ -39,6 +39,8 @@ async fn start(root: &Path, data_dir: &Path) -> Result<RunningServer, Failure> {
         join: None,
         cluster_policy: None,
         cluster_admin: None,
+        tls: Default::default(),
+        aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
     })
     .await
     .map_err(fail)

@@ -34,6 +34,7 @@ pub async fn run(command: Command) -> CmdResult {
         Command::Workload(c) => workload::run(c).await,
         Command::Recovery(c) => recovery::run(c),
         Command::Cluster(c) => use_keys::cluster(c).await,
+        Command::Ca(c) => connect::ca(c).await,
         Command::Attest(c) => attest::run(c).await,
         Command::Evidence(c) => evidence::run(c),
         Command::Collateral(c) => collateral::run(c).await,

@@ -56,6 +56,8 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         stream_memory,
         max_connections: args.max_connections,
         collateral_warn_days: args.collateral_warn,
+        tls: tls_settings(&args)?,
+        aws_region: aws_region(&args.aws_region)?,
         recovery,
         store: args.store.clone(),
         join: args.join.clone(),
@@ -219,4 +221,52 @@ mod tests {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// `--tls-san` and `--tls-cert-lifetime`, checked before anything starts.
+fn tls_settings(args: &ServeArgs) -> Result<teekms_server::TlsSettings, Failure> {
+    for name in &args.tls_san {
+        let is_ip = name.parse::<std::net::IpAddr>().is_ok();
+        let is_dns = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && (label == "*"
+                        || label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            });
+        if !is_ip && !is_dns {
+            return Err(Failure::usage(format!(
+                "--tls-san {name:?} is neither an IP address nor a DNS name"
+            )));
+        }
+    }
+    let lifetime = teekms_attest::policy::parse_duration(&args.tls_cert_lifetime)
+        .map_err(|e| Failure::usage(format!("--tls-cert-lifetime: {e}")))?;
+    if !(60..=366 * 24 * 3600).contains(&lifetime) {
+        return Err(Failure::usage(
+            "--tls-cert-lifetime must be from a minute to a year",
+        ));
+    }
+    Ok(teekms_server::TlsSettings {
+        names: args.tls_san.clone(),
+        cert_lifetime: lifetime,
+    })
+}
+
+/// `--aws-region`: lowercase letters, digits and dashes, as AWS names regions.
+fn aws_region(region: &str) -> Result<String, Failure> {
+    if region.is_empty()
+        || region.len() > 32
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(Failure::usage(format!(
+            "--aws-region {region:?} is not a region name (such as us-east-1)"
+        )));
+    }
+    Ok(region.to_owned())
 }

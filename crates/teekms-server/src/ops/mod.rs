@@ -95,6 +95,8 @@ pub struct Settings {
     /// The node is not ready (`GET /v1/ready`) once its TEE's collateral expires within
     /// this many days.
     pub collateral_warn_days: u64,
+    /// The AWS region of the AWS KMS API (SigV4 credential scopes and ARNs).
+    pub aws_region: String,
 }
 
 impl Settings {
@@ -106,6 +108,7 @@ impl Settings {
             stream_memory: 0,
             stream_idle_timeout: std::time::Duration::ZERO,
             collateral_warn_days: 0,
+            aws_region: crate::start::DEFAULT_AWS_REGION.into(),
         }
     }
 }
@@ -194,6 +197,11 @@ impl Service {
             })
             .await?;
         Ok(result)
+    }
+
+    /// The cluster's TLS CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        self.keyring.ca().cert_pem()
     }
 
     /// How long a stream may stall before it is ended.

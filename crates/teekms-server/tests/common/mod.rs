@@ -95,6 +95,8 @@ impl Node {
             join: node.join.clone(),
             cluster_policy,
             cluster_admin: None,
+            tls: Default::default(),
+            aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -144,6 +146,8 @@ impl Node {
                 join: self.join.clone(),
                 cluster_policy: None,
                 cluster_admin: None,
+                tls: Default::default(),
+                aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
             })
             .await
             .unwrap(),
