@@ -600,6 +600,19 @@ pub enum AccessCmd {
         /// Token file to write (must not exist).
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
+        /// Also write an AWS shared-credentials file (mode 0600; must not exist) for the
+        /// AWS KMS API: aws_access_key_id (the access key's id) and
+        /// aws_secret_access_key.
+        #[arg(long, value_name = "FILE")]
+        aws_credentials: Option<PathBuf>,
+        /// The profile of --aws-credentials.
+        #[arg(
+            long,
+            value_name = "NAME",
+            default_value = "default",
+            requires = "aws_credentials"
+        )]
+        aws_profile: String,
         #[command(flatten)]
         node: NodeArgs,
     },

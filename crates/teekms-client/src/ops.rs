@@ -290,8 +290,17 @@ impl VerifiedConnection {
             operations,
             expires_in: expires_in.map(Into::into),
             description: description.into(),
+            aws: false,
         };
-        self.call(Method::POST, "/v1/access-keys", Some(&req)).await
+        self.create_access_key_request(&req).await
+    }
+
+    /// Creates an access key from a whole request (`aws`: also its AWS secret).
+    pub async fn create_access_key_request(
+        &mut self,
+        req: &AccessKeyCreateRequest,
+    ) -> Result<AccessKeyCreated, ClientError> {
+        self.call(Method::POST, "/v1/access-keys", Some(req)).await
     }
 
     /// The owner's access keys.

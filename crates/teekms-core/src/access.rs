@@ -381,6 +381,21 @@ pub struct NewAccessKey {
     pub secret_hash: [u8; 32],
 }
 
+/// Label of the cluster subkey that derives access keys' AWS secrets.
+pub const AWS_SECRET_LABEL: &str = "teekms/v1/aws-secret";
+
+/// The AWS secret access key of access key `id` (`aws_secret_access_key` of its
+/// credentials file): HMAC-SHA256 under `secret_key` (the cluster's
+/// [`AWS_SECRET_LABEL`] subkey) of the id, its first 30 bytes in base64 (40
+/// characters, as AWS's are). Derived, never stored: every node of the cluster checks
+/// it, and a copy of the database reveals nothing.
+pub fn aws_secret_access_key(secret_key: &[u8; 32], id: &str) -> Zeroizing<String> {
+    use base64::Engine;
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret_key);
+    let tag = aws_lc_rs::hmac::sign(&key, id.as_bytes());
+    Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&tag.as_ref()[..30]))
+}
+
 /// Creates an access key; `hash_key` is the node's access-key hashing subkey.
 pub fn new_access_key(hash_key: &[u8; 32]) -> NewAccessKey {
     let mut id = [0u8; 8];

@@ -245,6 +245,9 @@ pub struct KeyDescription {
     pub exportable: bool,
     /// Every version, with its key check value.
     pub versions: Vec<KeyInfo>,
+    /// The key's ARN in the AWS KMS API (spec/aws-kms-v1.md).
+    #[serde(default)]
+    pub arn: String,
 }
 
 /// `POST /v1/keys/{id}/schedule-deletion`.
@@ -307,6 +310,9 @@ pub struct AccessKeyCreateRequest {
     /// Free text.
     #[serde(default)]
     pub description: String,
+    /// Also return the key's AWS secret access key (for the AWS KMS API's SigV4).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aws: bool,
 }
 
 /// An access key's public description.
@@ -338,6 +344,10 @@ pub struct AccessKeyCreated {
     pub info: AccessKeyInfo,
     /// `<id>.<secret>`: present it as `Authorization: Bearer <token>`.
     pub token: String,
+    /// With `"aws": true`: the secret that signs AWS KMS API requests (SigV4) with the
+    /// id as access key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret_access_key: Option<String>,
 }
 
 /// `GET /v1/access-keys`.

@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod api;
+pub mod arn;
 pub mod audit;
 pub mod bundle;
 pub mod context;
@@ -21,6 +22,7 @@ pub mod keyid;
 pub mod node_keys;
 pub mod owner;
 pub mod receipt;
+pub mod recipient;
 pub mod record;
 pub mod recovery;
 pub mod secret;

@@ -209,6 +209,13 @@ impl AccessKeyRecord {
         {
             return Err("access key secret does not match".into());
         }
+        self.grant_signed(now)
+    }
+
+    /// The grant of a request signed (AWS SigV4) with this key's derived secret
+    /// ([`crate::access::aws_secret_access_key`]), whose signature the caller verified:
+    /// refused if the key is revoked or expired.
+    pub fn grant_signed(&self, now: u64) -> Result<AccessGrant, String> {
         if self.revoked_at.is_some() {
             return Err(format!("access key {} is revoked", self.id));
         }

@@ -52,6 +52,8 @@ const MAX_REQUEST: usize = 128 * 1024;
 /// The router of API v1.
 pub fn router(state: Arc<Service>) -> Router {
     Router::new()
+        // The AWS KMS API (JSON 1.1, SigV4): spec/aws-kms-v1.md.
+        .route("/", post(crate::aws::handle))
         .route("/v1/attestation", get(attestation))
         .route("/v1/ca", get(ca_certificate))
         .route(

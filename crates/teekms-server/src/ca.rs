@@ -272,6 +272,7 @@ impl LeafCerts {
     }
 
     /// The leaf certificate now served, DER.
+    #[cfg(test)]
     pub fn current_der(&self) -> Vec<u8> {
         self.current.read().expect("leaf lock").0.cert[0].to_vec()
     }

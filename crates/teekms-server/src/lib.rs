@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod aws;
 mod budget;
 mod ca;
 mod connections;

@@ -7,8 +7,8 @@ use std::path::Path;
 use teekms_client::{VerifiedConnection, secret_of};
 use teekms_core::access::Operation;
 use teekms_core::api::{
-    B64, DecryptRequest, EncryptRequest, GenerateDataKeyRequest, KeyDescription, ReEncryptRequest,
-    SecretB64,
+    AccessKeyCreateRequest, B64, DecryptRequest, EncryptRequest, GenerateDataKeyRequest,
+    KeyDescription, ReEncryptRequest, SecretB64,
 };
 use teekms_core::context::{EncryptionContext, context_aad};
 use teekms_core::envelope::Envelope;
@@ -354,6 +354,8 @@ pub async fn access(cmd: AccessCmd) -> CmdResult {
             expires_in,
             description,
             output,
+            aws_credentials,
+            aws_profile,
             node,
         } => {
             let ops = operations
@@ -370,18 +372,54 @@ pub async fn access(cmd: AccessCmd) -> CmdResult {
             if let Some(e) = &expires_in {
                 check_duration("--expires-in", e)?;
             }
-            if output.exists() {
+            for path in std::iter::once(&output).chain(aws_credentials.as_ref()) {
+                if path.exists() {
+                    return Err(Failure::usage(format!(
+                        "{} exists; access key secrets are never overwritten",
+                        path.display()
+                    )));
+                }
+            }
+            if aws_profile.is_empty()
+                || !aws_profile
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
                 return Err(Failure::usage(format!(
-                    "{} exists; access key tokens are never overwritten",
-                    output.display()
+                    "--aws-profile {aws_profile:?} is not a profile name (letters, digits, - _ .)"
                 )));
             }
+            let req = AccessKeyCreateRequest {
+                keys,
+                operations: ops,
+                expires_in,
+                description,
+                aws: aws_credentials.is_some(),
+            };
             let created = connect(&node)
                 .await?
-                .create_access_key(keys, ops, expires_in.as_deref(), &description)
+                .create_access_key_request(&req)
                 .await?;
             let token = zeroize::Zeroizing::new(format!("{}\n", created.token));
             paths::write_new_secret(&output, token.as_bytes(), "access key")?;
+            if let Some(path) = &aws_credentials {
+                let secret = created.aws_secret_access_key.as_deref().ok_or_else(|| {
+                    Failure::rejected(
+                        "the node returned no AWS secret (is it older than this CLI?)",
+                    )
+                })?;
+                let file = zeroize::Zeroizing::new(format!(
+                    "[{aws_profile}]\naws_access_key_id = {}\naws_secret_access_key = {secret}\n",
+                    created.info.id
+                ));
+                paths::write_new_secret(path, file.as_bytes(), "AWS credentials")?;
+                eprintln!(
+                    "AWS credentials (profile {aws_profile}) in {}: AWS_SHARED_CREDENTIALS_FILE={} with AWS_ENDPOINT_URL_KMS={} and AWS_CA_BUNDLE from `teekms ca export`",
+                    path.display(),
+                    path.display(),
+                    node.node
+                );
+            }
             println!("{}", created.info.id);
             eprintln!(
                 "access key {} created; its token is in {} (shown nowhere else). Name it in a key policy to grant it operations.",

@@ -73,6 +73,7 @@ impl Service {
         Ok(AccessKeyCreated {
             info: info(&rec),
             token: new.token.to_string(),
+            aws_secret_access_key: req.aws.then(|| self.aws_secret(&rec.id).to_string()),
         })
     }
 
@@ -147,5 +148,47 @@ fn info(rec: &AccessKeyRecord) -> AccessKeyInfo {
         created_at: rec.created_at,
         expires_at: rec.expires_at,
         revoked_at: rec.revoked_at,
+    }
+}
+
+impl Service {
+    /// The ids of the keys an access key's scope reaches in its creator's namespace,
+    /// sorted (AWS KMS's ListKeys and ListAliases); audited.
+    pub fn keys_in_scope(&self, caller: &Caller, now: u64) -> Result<Vec<String>, OpError> {
+        self.require_credentials(caller)?;
+        let (owner, scope) = match (&caller.access_key, &caller.owner) {
+            (Some(grant), _) => (grant.owner, Some(&grant.keys)),
+            (None, Some(owner)) => (*owner, None),
+            (None, None) => {
+                return Err(OpError::Forbidden(
+                    "listing keys needs an access key or the owner's certificate".into(),
+                ));
+            }
+        };
+        let list = self.list_keys(&owner)?;
+        let mut ids: Vec<String> = list
+            .keys
+            .into_iter()
+            .map(|k| k.key_id)
+            .filter(|id| scope.is_none_or(|s| s.iter().any(|k| k == "*" || k == id)))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        self.audit(draft(
+            "list-keys",
+            caller,
+            None,
+            None,
+            format!("ok ({} keys)", ids.len()),
+            now,
+        ))?;
+        Ok(ids)
+    }
+
+    /// Records the refusal of a request before any operation ran (malformed, or an
+    /// operation this API does not offer), then returns it.
+    pub fn refuse_request(&self, caller: &Caller, op: &str, err: OpError, now: u64) -> OpError {
+        let why = format!("denied: {err}");
+        self.refuse(draft(op, caller, None, None, why, now), err)
     }
 }

@@ -117,9 +117,20 @@ pub enum OpError {
     /// No such key (or it was deleted), owner or version.
     #[error("{0}")]
     NotFound(String),
-    /// The key is disabled or pending deletion.
+    /// The key is not in the state the operation needs (for a cancellation: not
+    /// pending deletion).
     #[error("{0}")]
     KeyState(String),
+    /// The key is disabled.
+    #[error("{0}")]
+    Disabled(String),
+    /// The key is pending deletion.
+    #[error("{0}")]
+    PendingDeletion(String),
+    /// A signed request (AWS SigV4) whose signature does not verify: a wrong secret,
+    /// an altered request, another region, a clock too far off.
+    #[error("{0}")]
+    BadRequestSignature(String),
     /// The key id already holds other material: a key is never overwritten.
     #[error("{0}")]
     Exists(String),
@@ -135,6 +146,12 @@ pub enum OpError {
     /// The ciphertext does not decrypt.
     #[error("{0}")]
     Decrypt(String),
+    /// The request names another key than the one its ciphertext was made with.
+    #[error("{0}")]
+    IncorrectKey(String),
+    /// The request asks for something this API does not offer.
+    #[error("{0}")]
+    Unsupported(String),
     /// The node has no room for this now (stream memory); a retry shortly may succeed.
     #[error("{0}")]
     Busy(String),
@@ -154,14 +171,19 @@ impl OpError {
     /// The stable code of this error.
     pub fn code(&self) -> ErrorCode {
         match self {
-            OpError::BadRequest(_) => ErrorCode::BadRequest,
+            OpError::BadRequest(_) | OpError::IncorrectKey(_) | OpError::Unsupported(_) => {
+                ErrorCode::BadRequest
+            }
             OpError::Bundle(CoreError::BundleWrongNode { .. }) => ErrorCode::WrongNode,
             OpError::Bundle(CoreError::BundleSignature) => ErrorCode::BadSignature,
             OpError::Bundle(_) => ErrorCode::BadBundle,
             OpError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             OpError::Forbidden(_) => ErrorCode::Forbidden,
             OpError::NotFound(_) => ErrorCode::NotFound,
-            OpError::KeyState(_) => ErrorCode::KeyState,
+            OpError::KeyState(_) | OpError::Disabled(_) | OpError::PendingDeletion(_) => {
+                ErrorCode::KeyState
+            }
+            OpError::BadRequestSignature(_) => ErrorCode::Unauthenticated,
             OpError::Exists(_) => ErrorCode::Conflict,
             OpError::Retry(_) => ErrorCode::Retry,
             OpError::Damaged(_) => ErrorCode::RecordDamaged,
@@ -177,8 +199,12 @@ impl OpError {
     pub(crate) fn reason(&self) -> &str {
         match self {
             OpError::BadRequest(m)
+            | OpError::IncorrectKey(m)
+            | OpError::Unsupported(m)
             | OpError::Forbidden(m)
             | OpError::KeyState(m)
+            | OpError::Disabled(m)
+            | OpError::PendingDeletion(m)
             | OpError::NotFound(m)
             | OpError::Busy(m) => m,
             _ => "failed",

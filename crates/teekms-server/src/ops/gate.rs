@@ -140,23 +140,7 @@ impl Service {
         };
         let hash_key = self.keyring.cluster().derive(ACCESS_KEY_HASH_LABEL);
         let refused = |caller: &Caller, why: String| {
-            // A token that does not verify, on a connection with no other identity, is
-            // an anonymous request: counted, not logged one by one.
-            if caller.is_anonymous() {
-                self.count_anonymous(caller);
-                return OpError::Unauthenticated(why);
-            }
-            self.refuse(
-                draft(
-                    "authenticate",
-                    caller,
-                    None,
-                    None,
-                    format!("denied: {why}"),
-                    now,
-                ),
-                OpError::Unauthenticated(why),
-            )
+            self.refuse_credential(caller, OpError::Unauthenticated(why), now)
         };
         let (id, hash) = match access::parse_access_token(&hash_key, token) {
             Ok(x) => x,
@@ -175,6 +159,17 @@ impl Service {
             }
             Err(why) => Err(refused(&caller, why)),
         }
+    }
+
+    /// Refuses credentials that do not verify. On a connection with no other identity
+    /// the request is anonymous: counted, not logged one by one; otherwise audited.
+    pub(super) fn refuse_credential(&self, caller: &Caller, err: OpError, now: u64) -> OpError {
+        if caller.is_anonymous() {
+            self.count_anonymous(caller);
+            return err;
+        }
+        let why = format!("denied: {}", err);
+        self.refuse(draft("authenticate", caller, None, None, why, now), err)
     }
 
     /// The owner whose key a request names: `owner` (a fingerprint) if given, else the
@@ -265,14 +260,14 @@ impl Service {
                     _ => OpError::NotFound(format!("key {:?} was deleted", l.key_id)),
                 });
             }
-            return Err(refuse(OpError::KeyState(format!(
+            return Err(refuse(OpError::PendingDeletion(format!(
                 "key {:?} is pending deletion (at {}); its owner can cancel that with `teekms key cancel-deletion`",
                 l.key_id,
                 teekms_attest::format_rfc3339(at)
             ))));
         }
         if !l.state.enabled {
-            return Err(refuse(OpError::KeyState(format!(
+            return Err(refuse(OpError::Disabled(format!(
                 "key {:?} is disabled",
                 l.key_id
             ))));

@@ -40,6 +40,7 @@ impl Service {
             deletion_at: l.state.deletion_at,
             exportable: l.policy.exportable,
             versions,
+            arn: teekms_core::arn::key_arn(&self.settings.aws_region, &l.owner, l.key_id.as_str()),
         })
     }
 

@@ -49,6 +49,7 @@ mod error;
 mod gate;
 mod health;
 mod lifecycle;
+mod signed;
 mod workload;
 
 pub use anonymous::AnonymousRefusals;
@@ -158,13 +159,14 @@ impl Service {
     pub async fn call<T: Send + 'static>(
         self: &Arc<Self>,
         conn: Arc<ConnState>,
-        token: Option<String>,
+        credentials: impl Into<Credentials>,
         op: impl FnOnce(&Service, &Caller, u64) -> Result<T, OpError> + Send + 'static,
     ) -> Result<T, OpError> {
         let service = self.clone();
+        let credentials = credentials.into();
         tokio::task::spawn_blocking(move || {
             let now = crate::now_unix();
-            let caller = service.caller(&conn, token.as_deref(), now)?;
+            let caller = service.caller_with(&conn, &credentials, now)?;
             op(&service, &caller, now)
         })
         .await
@@ -178,16 +180,17 @@ impl Service {
     pub async fn call_data<T: Send + 'static>(
         self: &Arc<Self>,
         conn: Arc<ConnState>,
-        token: Option<String>,
+        credentials: impl Into<Credentials>,
         op: impl FnOnce(&Service, &Caller, u64) -> Result<(T, AuditDraft), OpError> + Send + 'static,
     ) -> Result<T, OpError> {
         let now = crate::now_unix();
+        let credentials = credentials.into();
         let (result, audit) = if self.cache.enabled() {
-            let caller = self.caller(&conn, token.as_deref(), now)?;
+            let caller = self.caller_with(&conn, &credentials, now)?;
             op(self, &caller, now)?
         } else {
             // A shared (PostgreSQL) store: every operation reads it, with a blocking client.
-            self.call(conn, token, op).await?
+            self.call(conn, credentials, op).await?
         };
         self.writer
             .submit_async(Job {
@@ -197,6 +200,11 @@ impl Service {
             })
             .await?;
         Ok(result)
+    }
+
+    /// The AWS region of the AWS KMS API.
+    pub fn aws_region(&self) -> &str {
+        &self.settings.aws_region
     }
 
     /// The cluster's TLS CA certificate, PEM.
@@ -214,6 +222,68 @@ impl Service {
     pub fn shutdown(&self) {
         self.flush_anonymous();
         self.writer.close();
+    }
+}
+
+/// What a request presents besides its connection's identities.
+pub enum Credentials {
+    /// Nothing.
+    None,
+    /// An access key's token (`Authorization: Bearer`).
+    Token(String),
+    /// An AWS SigV4 signature by an access key (the AWS KMS API).
+    Signed(Box<SignedRequest>),
+}
+
+impl From<Option<String>> for Credentials {
+    fn from(token: Option<String>) -> Credentials {
+        token.map_or(Credentials::None, Credentials::Token)
+    }
+}
+
+/// A request as it was signed (SigV4), to check its signature.
+pub struct SignedRequest {
+    /// `POST`, …
+    pub method: String,
+    /// The path as sent.
+    pub path: String,
+    /// The query string as sent, without `?`.
+    pub query: String,
+    /// Every header received.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// The parsed `Authorization` header.
+    pub authorization: teekms_core::sigv4::Authorization,
+}
+
+impl Service {
+    /// The caller of a request with `credentials` on `conn`.
+    pub fn caller_with(
+        &self,
+        conn: &ConnState,
+        credentials: &Credentials,
+        now: u64,
+    ) -> Result<Caller, OpError> {
+        match credentials {
+            Credentials::None => self.caller(conn, None, now),
+            Credentials::Token(t) => self.caller(conn, Some(t), now),
+            Credentials::Signed(r) => {
+                let headers: Vec<(&str, &[u8])> = r
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_slice()))
+                    .collect();
+                let req = teekms_core::sigv4::Request {
+                    method: &r.method,
+                    path: &r.path,
+                    query: &r.query,
+                    headers: &headers,
+                    body: &r.body,
+                };
+                self.signed_caller(conn, &req, &r.authorization, now)
+            }
+        }
     }
 }
 

@@ -38,6 +38,41 @@ impl Service {
         Ok(digest)
     }
 
+    /// The caller of a request that names a recipient (AWS KMS's `Recipient`): an
+    /// attestation document of a teekms workload, made around the HPKE key that
+    /// secrets are then sealed to. Its evidence must verify (appraisal against key
+    /// policies comes with each key); the caller carries it as its workload, beside its
+    /// access key, so a rule naming both needs both.
+    pub fn with_recipient(
+        &self,
+        caller: &Caller,
+        document: &[u8],
+        now: u64,
+    ) -> Result<Caller, OpError> {
+        let refused = |why: String| {
+            let err = OpError::Forbidden(format!("the recipient's attestation document {why}"));
+            self.refuse(
+                draft(
+                    "recipient",
+                    caller,
+                    None,
+                    None,
+                    format!("denied: {err}"),
+                    now,
+                ),
+                err,
+            )
+        };
+        let doc = teekms_attest::AttestationDocument::from_json(document)
+            .map_err(|e| refused(format!("is not a teekms attestation document: {e}")))?;
+        let workload = Self::verified_workload(doc, None, now)
+            .map_err(|why| refused(format!("does not verify: {why}")))?;
+        Ok(Caller {
+            workload: Some(workload),
+            ..caller.clone()
+        })
+    }
+
     /// A workload whose TLS client certificate is an RA-TLS certificate (spec/ratls-v1.md):
     /// its evidence was checked for authenticity in the handshake; here it becomes the
     /// connection's workload, appraised per key policy on each request.
