@@ -361,7 +361,7 @@ impl VerifiedConnection {
     pub async fn cluster_ca_pem(&mut self) -> Result<String, ClientError> {
         use der::{Decode, Encode};
         use rustls::pki_types::pem::PemObject;
-        let Some(bound) = self.node.statement().ca_spki_sha256.clone() else {
+        let Some(bound) = self.node.statement().ca_spki_sha256 else {
             return Err(ClientError::Response(
                 "the node's statement names no TLS CA (a node of an older version); upgrade it"
                     .into(),

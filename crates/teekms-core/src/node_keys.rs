@@ -177,7 +177,7 @@ impl NodeKeys {
     pub fn is_own_statement(&self, tee: TeeKind, statement: &NodeStatement) -> bool {
         let mut own = self.statement(tee, None);
         own.version = statement.version;
-        own.ca_spki_sha256 = statement.ca_spki_sha256.clone();
+        own.ca_spki_sha256 = statement.ca_spki_sha256;
         own.nonce = statement.nonce.clone();
         own == *statement
     }

@@ -200,29 +200,6 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} must be between 1MiB and 1024GiB"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        for bad in [
-            "",
-            "MiB",
-            "1KiB",
-            "2TiB",
-            "99999999999999999999GiB",
-            "5 MiB",
-            "-1MiB",
-        ] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
-    }
-}
-
 /// `--tls-san` and `--tls-cert-lifetime`, checked before anything starts.
 fn tls_settings(args: &ServeArgs) -> Result<teekms_server::TlsSettings, Failure> {
     for name in &args.tls_san {
@@ -269,4 +246,27 @@ fn aws_region(region: &str) -> Result<String, Failure> {
         )));
     }
     Ok(region.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        for bad in [
+            "",
+            "MiB",
+            "1KiB",
+            "2TiB",
+            "99999999999999999999GiB",
+            "5 MiB",
+            "-1MiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -202,7 +202,7 @@ impl Service {
         caller: &Caller,
         number_of_bytes: u32,
         now: u64,
-    ) -> Result<((Option<SecretB64>, Option<SealedSecret>), AuditDraft), OpError> {
+    ) -> Result<(SecretAnswer, AuditDraft), OpError> {
         self.require_credentials(caller)?;
         let bytes = random_secret(number_of_bytes)?;
         let audit = draft("generate-random", caller, None, None, "ok", now);

@@ -76,11 +76,7 @@ pub(super) fn key_draft(
     }
 }
 
-pub(super) fn seal_for(
-    caller: &Caller,
-    op: &str,
-    secret: &[u8],
-) -> (Option<SecretB64>, Option<SealedSecret>) {
+pub(super) fn seal_for(caller: &Caller, op: &str, secret: &[u8]) -> SecretAnswer {
     match caller.workload_hpke_key() {
         Some(pk) => {
             let (enc, ct) =

@@ -225,6 +225,9 @@ impl Service {
     }
 }
 
+/// A secret answered: in plaintext, or (to an attested workload) sealed to its key.
+pub type SecretAnswer = (Option<SecretB64>, Option<SealedSecret>);
+
 /// What a request presents besides its connection's identities.
 pub enum Credentials {
     /// Nothing.
