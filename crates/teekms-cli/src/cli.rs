@@ -939,6 +939,31 @@ pub enum WorkloadCmd {
         #[command(flatten)]
         platform: PlatformArgs,
     },
+    /// Make this program's attestation document around a fresh HPKE key, for AWS KMS
+    /// API calls that name it as `Recipient` (the node then seals its answer to that
+    /// key: `CiphertextForRecipient`).
+    Attest {
+        /// The TEE this program runs in.
+        #[arg(long, value_enum)]
+        tee: TeeArg,
+        /// Where to write the workload's private keys (mode 0600; must not exist).
+        #[arg(long, value_name = "FILE")]
+        key_out: PathBuf,
+        /// Where to write the attestation document (JSON) [default: stdout].
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        platform: PlatformArgs,
+    },
+    /// Open a CiphertextForRecipient (raw bytes, or base64 as AWS answers carry it)
+    /// with the key from `workload attest`; writes the plaintext bytes.
+    Open {
+        /// The workload's key file (from `workload attest --key-out`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        #[command(flatten)]
+        io: InOut,
+    },
 }
 
 #[derive(Subcommand)]

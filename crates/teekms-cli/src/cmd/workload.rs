@@ -10,6 +10,104 @@ use crate::paths;
 use super::{now, parse_url, warn_if_sim};
 
 pub async fn run(cmd: WorkloadCmd) -> CmdResult {
+    match cmd {
+        WorkloadCmd::Attest {
+            tee,
+            key_out,
+            output,
+            platform,
+        } => attest(tee, &key_out, output.as_deref(), &platform),
+        WorkloadCmd::Open { key, io } => open(&key, &io),
+        fetch @ WorkloadCmd::Fetch { .. } => self::fetch(fetch).await,
+    }
+}
+
+/// `teekms workload attest`: a fresh key set, and this TEE's evidence for it.
+fn attest(
+    tee: crate::cli::TeeArg,
+    key_out: &std::path::Path,
+    output: Option<&std::path::Path>,
+    platform_args: &crate::cli::PlatformArgs,
+) -> CmdResult {
+    if key_out.exists() {
+        return Err(Failure::usage(format!(
+            "{} exists; keys are never overwritten",
+            key_out.display()
+        )));
+    }
+    let scratch = tempfile::tempdir()
+        .map_err(|e| Failure::usage(format!("cannot make a temporary directory: {e}")))?;
+    let platform = super::tee::platform(tee, platform_args, scratch.path())?;
+    let keys = NodeKeys::generate();
+    let statement = keys.statement(platform.tee(), None);
+    let evidence = platform
+        .evidence(&statement.hash())
+        .map_err(|e| Failure::usage(format!("cannot make evidence in this TEE: {e}")))?;
+    let doc = teekms_attest::AttestationDocument {
+        version: teekms_attest::document::DOCUMENT_VERSION,
+        tee: platform.tee(),
+        evidence,
+        statement,
+        collateral: platform.collateral(),
+    };
+    let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(keys.to_bytes().as_slice())));
+    paths::write_new_secret(key_out, text.as_bytes(), "workload key")?;
+    let json = doc.to_json();
+    match output {
+        Some(p) => paths::write_atomic(p, json.as_bytes(), 0o644)?,
+        None => println!("{json}"),
+    }
+    warn_if_sim(platform.tee());
+    Ok(())
+}
+
+/// `teekms workload open`: a CiphertextForRecipient opened with the workload's key.
+fn open(key: &std::path::Path, io: &crate::cli::InOut) -> CmdResult {
+    use base64::Engine;
+    let text = zeroize::Zeroizing::new(paths::read(key, "workload key", 4096)?);
+    let bytes = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| hex::decode(t.trim()).ok())
+        .map(zeroize::Zeroizing::new)
+        .ok_or_else(|| Failure::usage(format!("{} is not a workload key file", key.display())))?;
+    let keys = NodeKeys::from_bytes(&bytes)
+        .map_err(|e| Failure::usage(format!("{}: {e}", key.display())))?;
+    let input = match &io.input {
+        Some(p) => paths::read(p, "CiphertextForRecipient", 1 << 20)?,
+        None => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::io::stdin(), 1 << 20),
+                &mut buf,
+            )
+            .map_err(|e| Failure::usage(format!("reading stdin: {e}")))?;
+            buf
+        }
+    };
+    // Raw bytes start with the magic; otherwise it is base64 (as in AWS's JSON).
+    let blob = if input.starts_with(teekms_core::recipient::MAGIC) {
+        input
+    } else {
+        let t: Vec<u8> = input
+            .into_iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(&t)
+            .map_err(|_| {
+                Failure::usage("the input is neither a CiphertextForRecipient nor its base64")
+            })?
+    };
+    let plaintext =
+        teekms_core::recipient::open(&keys, &blob).map_err(|e| Failure::rejected(e.to_string()))?;
+    match &io.output {
+        Some(p) => paths::write_atomic(p, &plaintext, 0o600),
+        None => std::io::Write::write_all(&mut std::io::stdout(), &plaintext)
+            .map_err(|e| Failure::usage(format!("writing stdout: {e}"))),
+    }
+}
+
+async fn fetch(cmd: WorkloadCmd) -> CmdResult {
     let WorkloadCmd::Fetch {
         node,
         policy,
@@ -21,7 +119,10 @@ pub async fn run(cmd: WorkloadCmd) -> CmdResult {
         gramine_key,
         gramine_keys_dir,
         platform,
-    } = cmd;
+    } = cmd
+    else {
+        unreachable!("called for fetch only")
+    };
     if let Some(out) = &output
         && out.exists()
     {

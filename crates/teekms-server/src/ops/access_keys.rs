@@ -174,21 +174,30 @@ impl Service {
             .collect();
         ids.sort();
         ids.dedup();
-        self.audit(draft(
-            "list-keys",
-            caller,
-            None,
-            None,
-            format!("ok ({} keys)", ids.len()),
-            now,
-        ))?;
+        self.audit(AuditDraft {
+            owner: Some(owner.fingerprint()),
+            ..draft(
+                "list-keys",
+                caller,
+                None,
+                None,
+                format!("ok ({} keys)", ids.len()),
+                now,
+            )
+        })?;
         Ok(ids)
     }
 
     /// Records the refusal of a request before any operation ran (malformed, or an
     /// operation this API does not offer), then returns it.
+    /// The entry goes to the log of the access key's creator, who sees what its keys
+    /// attempted.
     pub fn refuse_request(&self, caller: &Caller, op: &str, err: OpError, now: u64) -> OpError {
         let why = format!("denied: {err}");
-        self.refuse(draft(op, caller, None, None, why, now), err)
+        let d = AuditDraft {
+            owner: caller.access_key.as_ref().map(|a| a.owner.fingerprint()),
+            ..draft(op, caller, None, None, why, now)
+        };
+        self.refuse(d, err)
     }
 }
