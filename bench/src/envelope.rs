@@ -97,6 +97,7 @@ pub(crate) static ENCRYPT_BODY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLo
         owner: None,
         plaintext: teekms_core::api::SecretB64(PLAINTEXT.to_vec().into()),
         aad: None,
+        context: None,
     };
     serde_json::to_vec(&req).unwrap()
 });
