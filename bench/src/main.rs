@@ -15,6 +15,9 @@
 //! - `envelope`: 1 KiB envelope `encrypt` over HTTPS keep-alive with concurrent clients
 //!   (each acknowledged only once its audit entry is durable), next to the same node's
 //!   throughput on an empty authenticated request (`GET /v1/ping`); p50 and p99 latency.
+//! - `aws`: 1 KiB `Encrypt` through the AWS KMS API, each request SigV4-signed by the
+//!   client, beside the native envelope `encrypt` with the same access key, interleaved;
+//!   node CPU per request of each.
 //! - `cluster`: the same envelope `encrypt` against 1, 2 and 3 nodes sharing one
 //!   PostgreSQL server (a private one started for the run), clients spread evenly.
 //! - `release`: attested key releases to sim workloads (a new connection, mutual
@@ -34,6 +37,7 @@ use teekms_attest::Policy;
 use teekms_client::NodeUrl;
 use teekms_core::{DataKey, KeyId, OwnerKey};
 
+mod aws;
 mod cluster;
 mod deploy;
 mod envelope;
@@ -43,6 +47,7 @@ mod start;
 mod stream;
 mod verify;
 
+use aws::*;
 use cluster::*;
 use deploy::*;
 use envelope::*;
@@ -65,6 +70,9 @@ fn main() {
     }
     if what == "envelope" || what == "all" {
         rt.block_on(envelope_bench(&teekms));
+    }
+    if what == "aws" || what == "all" {
+        rt.block_on(aws_bench(&teekms));
     }
     if what == "cluster" || what == "all" {
         rt.block_on(cluster_bench(&teekms));

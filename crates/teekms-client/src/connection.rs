@@ -293,10 +293,43 @@ impl Connection {
         }
     }
 
+    /// Sends a request with `headers` besides `Host` (a `Content-Type` among them
+    /// replaces the JSON default), and returns status and body uninterpreted: for
+    /// protocols other than API v1 (the AWS KMS API, whose requests the caller signs
+    /// over these very headers and [`Connection::host`]).
+    pub async fn raw_request_with_headers(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, Bytes) {
+        match self.request_with(method, path, headers, Some(body)).await {
+            Ok((status, body)) => (status.as_u16(), body),
+            Err(ClientError::Api { status, code, .. }) => (status, Bytes::from(code)),
+            Err(e) => (0, Bytes::from(e.to_string())),
+        }
+    }
+
+    /// The `Host` header this connection sends.
+    pub fn host(&self) -> String {
+        self.url.authority()
+    }
+
     pub(crate) async fn request(
         &mut self,
         method: Method,
         path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        self.request_with(method, path, &[], body).await
+    }
+
+    async fn request_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
@@ -304,8 +337,14 @@ impl Connection {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, self.url.authority());
-        if body.is_some() {
+        let typed = headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+        if body.is_some() && !typed {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         if let Some(token) = &self.access_token {
             req = req.header(

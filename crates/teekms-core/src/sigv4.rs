@@ -11,6 +11,9 @@
 
 use aws_lc_rs::{digest, hmac};
 
+/// A day's signing key (HMAC-SHA256), as [`signing_key`] derives it.
+pub use aws_lc_rs::hmac::Key as SigningKey;
+
 /// The only algorithm SigV4 names.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// Largest difference between the request's `x-amz-date` and the server's clock (AWS
@@ -42,6 +45,9 @@ pub enum SigV4Error {
     /// `x-amz-date` is too far from the server's clock.
     #[error("the signature was made at a time more than 15 minutes from the server's clock")]
     Skewed,
+    /// `x-amz-content-sha256` is not the SHA-256 of the body.
+    #[error("x-amz-content-sha256 is not the SHA-256 of the request body")]
+    PayloadHash,
     /// The signature does not match (a wrong secret, or an altered request).
     #[error(
         "the request signature we calculated does not match the signature you provided; check your AWS secret access key and signing method"
@@ -169,6 +175,21 @@ pub fn verify(
     service: &str,
     now: u64,
 ) -> Result<(), SigV4Error> {
+    let key = signing_key(secret, &auth.date, &auth.region, &auth.service);
+    verify_with_key(req, auth, &key, region, service, now)
+}
+
+/// [`verify`] with the signing key already derived ([`signing_key`] for the scope's date,
+/// region and service): a server may keep it for the day rather than derive it for every
+/// request.
+pub fn verify_with_key(
+    req: &Request<'_>,
+    auth: &Authorization,
+    key: &hmac::Key,
+    region: &str,
+    service: &str,
+    now: u64,
+) -> Result<(), SigV4Error> {
     if auth.region != region || auth.service != service {
         return Err(SigV4Error::WrongScope {
             found: format!("{}/{}", auth.region, auth.service),
@@ -202,10 +223,58 @@ pub fn verify(
         "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
         hex::encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
     );
-    let key = signing_key(secret, &auth.date, &auth.region, &auth.service);
-    let expected = hmac::sign(&key, to_sign.as_bytes());
+    let expected = hmac::sign(key, to_sign.as_bytes());
     aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_ref(), &auth.signature)
         .map_err(|_| SigV4Error::Mismatch)
+}
+
+/// `x-amz-date` for Unix time `unix`: `YYYYMMDDTHHMMSSZ`.
+pub fn amz_date(unix: u64) -> String {
+    teekms_attest::format_rfc3339(unix).replace(['-', ':'], "")
+}
+
+/// A client's `Authorization` header for `req` (tests and benchmarks sign with it; AWS
+/// SDKs sign real clients' requests): over the headers named in `signed` (lowercase,
+/// sorted; `req.headers` holds them, `x-amz-date` among them, equal to `amz_date`).
+#[allow(clippy::too_many_arguments)]
+pub fn authorization(
+    req: &Request<'_>,
+    access_key_id: &str,
+    secret: &[u8],
+    amz_date: &str,
+    region: &str,
+    service: &str,
+    signed: &[&str],
+) -> Result<String, SigV4Error> {
+    let date = amz_date.get(..8).ok_or(SigV4Error::BadDate)?;
+    let key = signing_key(secret, date, region, service);
+    authorization_with_key(req, access_key_id, &key, amz_date, region, service, signed)
+}
+
+/// [`authorization`] with the day's signing key already derived.
+#[allow(clippy::too_many_arguments)]
+pub fn authorization_with_key(
+    req: &Request<'_>,
+    access_key_id: &str,
+    key: &hmac::Key,
+    amz_date: &str,
+    region: &str,
+    service: &str,
+    signed: &[&str],
+) -> Result<String, SigV4Error> {
+    let date = amz_date.get(..8).ok_or(SigV4Error::BadDate)?;
+    let signed_owned: Vec<String> = signed.iter().map(|h| (*h).to_owned()).collect();
+    let canonical = canonical_request(req, &signed_owned)?;
+    let to_sign = format!(
+        "{ALGORITHM}\n{amz_date}\n{date}/{region}/{service}/aws4_request\n{}",
+        hex::encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
+    );
+    let signature = hmac::sign(key, to_sign.as_bytes());
+    Ok(format!(
+        "{ALGORITHM} Credential={access_key_id}/{date}/{region}/{service}/aws4_request, SignedHeaders={}, Signature={}",
+        signed.join(";"),
+        hex::encode(signature.as_ref())
+    ))
 }
 
 /// The signing key: HMAC-SHA256 chained over the date, region, service and
@@ -238,43 +307,54 @@ pub fn canonical_request(req: &Request<'_>, signed: &[String]) -> Result<String,
         ))?;
         out.push_str(name);
         out.push(':');
-        out.push_str(&canonical_value(&value));
+        push_canonical_value(&mut out, &value);
         out.push('\n');
     }
     out.push('\n');
     out.push_str(&signed.join(";"));
     out.push('\n');
-    let payload = match header(req.headers, "x-amz-content-sha256") {
-        Some(v) if signed.iter().any(|h| h == "x-amz-content-sha256") => {
-            String::from_utf8(v).map_err(|_| SigV4Error::Malformed("x-amz-content-sha256"))?
-        }
-        _ => hex::encode(digest::digest(&digest::SHA256, req.body)),
-    };
+    // The body is always hashed here: an `x-amz-content-sha256` header must state that
+    // very hash (S3's UNSIGNED-PAYLOAD has no place in a key service), else a signature
+    // over the header would not cover the body.
+    let payload = hex::encode(digest::digest(&digest::SHA256, req.body));
+    if let Some(stated) = header(req.headers, "x-amz-content-sha256")
+        && *stated != *payload.as_bytes()
+    {
+        return Err(SigV4Error::PayloadHash);
+    }
     out.push_str(&payload);
     Ok(out)
 }
 
 /// A header's values, joined by `,` in the order received (names compared ignoring case).
-fn header(headers: &[(&str, &[u8])], name: &str) -> Option<Vec<u8>> {
-    let mut found: Option<Vec<u8>> = None;
+fn header<'a>(headers: &[(&str, &'a [u8])], name: &str) -> Option<std::borrow::Cow<'a, [u8]>> {
+    use std::borrow::Cow;
+    let mut found: Option<Cow<'a, [u8]>> = None;
     for (n, v) in headers {
         if n.eq_ignore_ascii_case(name) {
-            match &mut found {
+            found = Some(match found {
                 Some(acc) => {
-                    acc.push(b',');
-                    acc.extend_from_slice(v);
+                    let mut joined = acc.into_owned();
+                    joined.push(b',');
+                    joined.extend_from_slice(v);
+                    Cow::Owned(joined)
                 }
-                None => found = Some(v.to_vec()),
-            }
+                None => Cow::Borrowed(v),
+            });
         }
     }
     found
 }
 
-/// Trimmed, with every run of spaces inside collapsed to one.
-fn canonical_value(value: &[u8]) -> String {
+/// Appends `value` trimmed, with every run of spaces inside collapsed to one.
+fn push_canonical_value(out: &mut String, value: &[u8]) {
     let text = String::from_utf8_lossy(value);
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    for (i, word) in text.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
 }
 
 /// The path with each segment percent-encoded once more (AWS's rule for every service
@@ -467,8 +547,94 @@ mod tests {
         assert_eq!(canonical_uri("/a%20b/c"), "/a%2520b/c");
         assert_eq!(canonical_query("b=2&a=1&a=0"), "a=0&a=1&b=2");
         assert_eq!(canonical_query("k=a%20b"), "k=a%20b");
-        assert_eq!(canonical_value(b"  a   b  "), "a b");
+        let mut value = String::new();
+        push_canonical_value(&mut value, b"  a   b  ");
+        assert_eq!(value, "a b");
         assert_eq!(parse_amz_date("20130524T000000Z"), Some(1_369_353_600));
         assert_eq!(parse_amz_date("2013-05-24T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn what_a_client_signs_the_server_verifies_and_nothing_else() {
+        let now = 1_796_212_609;
+        let date = amz_date(now);
+        assert_eq!(date.len(), 16);
+        let body = br#"{"KeyId":"db"}"#;
+        let headers: Vec<(&str, &[u8])> = vec![
+            ("Host", b"127.0.0.1:8443"),
+            ("X-Amz-Date", date.as_bytes()),
+            ("X-Amz-Target", b"TrentService.DescribeKey"),
+        ];
+        let req = Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body,
+        };
+        let signed = ["host", "x-amz-date", "x-amz-target"];
+        let header = authorization(
+            &req,
+            "ak-0123456789abcdef",
+            b"secret",
+            &date,
+            "us-east-1",
+            "kms",
+            &signed,
+        )
+        .unwrap();
+        let auth = Authorization::parse(&header).unwrap();
+        assert_eq!(
+            verify(&req, &auth, b"secret", "us-east-1", "kms", now),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&req, &auth, b"other", "us-east-1", "kms", now),
+            Err(SigV4Error::Mismatch)
+        );
+        let altered = Request {
+            body: br#"{"KeyId":"xx"}"#,
+            ..req
+        };
+        assert_eq!(
+            verify(&altered, &auth, b"secret", "us-east-1", "kms", now),
+            Err(SigV4Error::Mismatch)
+        );
+        assert_eq!(
+            verify(&req, &auth, b"secret", "us-east-1", "kms", now + 901),
+            Err(SigV4Error::Skewed)
+        );
+    }
+
+    #[test]
+    fn a_stated_payload_hash_must_be_the_bodys() {
+        let now = 1_796_212_609;
+        let date = amz_date(now);
+        let stated = EMPTY_SHA256;
+        let headers: Vec<(&str, &[u8])> = vec![
+            ("host", b"h"),
+            ("x-amz-content-sha256", stated.as_bytes()),
+            ("x-amz-date", date.as_bytes()),
+        ];
+        let req = Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body: b"not empty",
+        };
+        let signed = ["host", "x-amz-content-sha256", "x-amz-date"];
+        assert_eq!(
+            authorization(
+                &req,
+                "ak-0123456789abcdef",
+                b"s",
+                &date,
+                "us-east-1",
+                "kms",
+                &signed
+            ),
+            Err(SigV4Error::PayloadHash)
+        );
     }
 }

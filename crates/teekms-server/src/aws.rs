@@ -7,9 +7,8 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -101,40 +100,60 @@ impl IntoResponse for AwsError {
 
 /// The body of an answer, with AWS's content type and a request id.
 fn aws_json(body: String) -> impl IntoResponse {
-    let mut id = [0u8; 16];
-    teekms_core::random_bytes(&mut id);
-    let h = hex::encode(id);
-    let request_id = format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    );
     (
         [
-            ("content-type", "application/x-amz-json-1.1".to_string()),
-            ("x-amzn-requestid", request_id),
+            (
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-amz-json-1.1"),
+            ),
+            (
+                axum::http::HeaderName::from_static("x-amzn-requestid"),
+                request_id(),
+            ),
         ],
         body,
     )
+}
+
+/// A request id in UUID form, unique on this node: random bits chosen at start, then a
+/// counter (no random draw per answer).
+fn request_id() -> HeaderValue {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::LazyLock<[u8; 8]> = std::sync::LazyLock::new(|| {
+        let mut p = [0u8; 8];
+        teekms_core::random_bytes(&mut p);
+        p
+    });
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+    let (p, c) = (hex::encode(*PREFIX), hex::encode(n));
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &p[..8],
+        &p[8..12],
+        &p[12..16],
+        &c[..4],
+        &c[4..]
+    );
+    HeaderValue::from_str(&id).expect("hex and dashes")
 }
 
 fn ok<T: Serialize>(value: T) -> Response {
     aws_json(serde_json::to_string(&value).expect("responses serialize")).into_response()
 }
 
-/// `POST /`: one AWS KMS API request.
+/// Largest request body (AWS's largest request, an `Encrypt` of 4 KiB or a recipient's
+/// document, fits with room).
+const MAX_BODY: usize = 128 * 1024;
+
+/// `POST /`: one AWS KMS API request. Taken whole: its headers and body are checked as
+/// received, not copied.
 pub async fn handle(
     State(app): State<Arc<Service>>,
     Extension(conn): Extension<Arc<ConnState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
-    match dispatch(app, conn, method, uri, headers, body).await {
+    match dispatch(app, conn, request).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -143,12 +162,11 @@ pub async fn handle(
 async fn dispatch(
     app: Arc<Service>,
     conn: Arc<ConnState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Result<Response, AwsError> {
-    let target = header_str(&headers, "x-amz-target")
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let target = header_str(headers, "x-amz-target")
         .and_then(|t| t.strip_prefix("TrentService."))
         .ok_or_else(|| {
             AwsError::new(
@@ -157,7 +175,7 @@ async fn dispatch(
             )
         })?
         .to_owned();
-    if header_str(&headers, "content-type")
+    if header_str(headers, "content-type")
         .is_none_or(|t| !t.starts_with("application/x-amz-json-1.1"))
     {
         return Err(AwsError::new(
@@ -165,7 +183,7 @@ async fn dispatch(
             "Content-Type must be application/x-amz-json-1.1",
         ));
     }
-    let auth = header_str(&headers, "authorization").ok_or_else(|| {
+    let auth = header_str(headers, "authorization").ok_or_else(|| {
         AwsError::new(
             "MissingAuthenticationTokenException",
             "the request is not signed (AWS Signature Version 4 with an access key's credentials)",
@@ -173,15 +191,17 @@ async fn dispatch(
     })?;
     let authorization = Authorization::parse(auth)
         .map_err(|e| AwsError::new("IncompleteSignatureException", e.to_string()))?;
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        AwsError::new(
+            "ValidationException",
+            format!("the request body is over {MAX_BODY} bytes, or was not received"),
+        )
+    })?;
     let signed = SignedRequest {
-        method: method.as_str().to_owned(),
-        path: uri.path().to_owned(),
-        query: uri.query().unwrap_or("").to_owned(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-            .collect(),
-        body: body.to_vec(),
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        body: body.clone(),
         authorization,
     };
     let creds = Credentials::Signed(Box::new(signed));

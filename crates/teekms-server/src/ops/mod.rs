@@ -76,6 +76,7 @@ pub struct Service {
     anonymous: AnonymousRefusals,
     streams: Arc<StreamBudget>,
     health: health::HealthState,
+    signing_keys: signed::SigningKeys,
     settings: Settings,
     /// The node's attestation without a verifier's nonce, made once.
     attestation: std::sync::OnceLock<teekms_attest::AttestationDocument>,
@@ -132,6 +133,7 @@ impl Service {
             anonymous: AnonymousRefusals::default(),
             streams: StreamBudget::new(settings.stream_memory),
             health: health::HealthState::default(),
+            signing_keys: signed::SigningKeys::default(),
             settings,
             attestation: std::sync::OnceLock::new(),
         }
@@ -244,18 +246,17 @@ impl From<Option<String>> for Credentials {
     }
 }
 
-/// A request as it was signed (SigV4), to check its signature.
+/// A request as it was signed (SigV4), to check its signature (as received: nothing
+/// copied).
 pub struct SignedRequest {
     /// `POST`, …
-    pub method: String,
-    /// The path as sent.
-    pub path: String,
-    /// The query string as sent, without `?`.
-    pub query: String,
+    pub method: axum::http::Method,
+    /// The path and query as sent.
+    pub uri: axum::http::Uri,
     /// Every header received.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: axum::http::HeaderMap,
     /// The body.
-    pub body: Vec<u8>,
+    pub body: axum::body::Bytes,
     /// The parsed `Authorization` header.
     pub authorization: teekms_core::sigv4::Authorization,
 }
@@ -275,12 +276,12 @@ impl Service {
                 let headers: Vec<(&str, &[u8])> = r
                     .headers
                     .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_slice()))
+                    .map(|(n, v)| (n.as_str(), v.as_bytes()))
                     .collect();
                 let req = teekms_core::sigv4::Request {
-                    method: &r.method,
-                    path: &r.path,
-                    query: &r.query,
+                    method: r.method.as_str(),
+                    path: r.uri.path(),
+                    query: r.uri.query().unwrap_or(""),
                     headers: &headers,
                     body: &r.body,
                 };

@@ -1,9 +1,20 @@
 //! Callers of signed requests (the AWS KMS API's SigV4): an access key whose AWS secret
 //! is derived from the cluster key and its id, so it is never stored.
 
+use aws_lc_rs::hmac;
 use teekms_core::sigv4::{self, Authorization, SigV4Error};
 
 use super::*;
+
+/// SigV4 signing keys by (access key id, day): deriving one takes the secret's derivation
+/// and four HMACs, and a day's requests of one access key all use the same. Only keys
+/// of this node's region and service are kept; at most [`SIGNING_KEYS_MAX`], then the
+/// cache starts over. Whether the access key is still valid is checked at every request.
+#[derive(Default)]
+pub struct SigningKeys(Mutex<HashMap<(String, String), hmac::Key>>);
+
+/// Most signing keys kept.
+const SIGNING_KEYS_MAX: usize = 4096;
 
 impl Service {
     /// The AWS secret access key of access key `id` (see
@@ -11,6 +22,29 @@ impl Service {
     pub(super) fn aws_secret(&self, id: &str) -> Zeroizing<String> {
         let key = self.keyring.cluster().derive(access::AWS_SECRET_LABEL);
         access::aws_secret_access_key(&key, id)
+    }
+
+    /// The signing key of access key `id` for `date` in this node's region (kept; see
+    /// [`SigningKeys`]).
+    fn signing_key(&self, id: &str, date: &str) -> hmac::Key {
+        let cache_key = (id.to_owned(), date.to_owned());
+        if let Some(k) = self
+            .signing_keys
+            .0
+            .lock()
+            .expect("signing keys")
+            .get(&cache_key)
+        {
+            return k.clone();
+        }
+        let secret = self.aws_secret(id);
+        let key = sigv4::signing_key(secret.as_bytes(), date, &self.settings.aws_region, "kms");
+        let mut keys = self.signing_keys.0.lock().expect("signing keys");
+        if keys.len() >= SIGNING_KEYS_MAX {
+            keys.clear();
+        }
+        keys.insert(cache_key, key.clone());
+        key
     }
 
     /// The caller of a SigV4-signed request: the connection's identities and the access
@@ -51,25 +85,22 @@ impl Service {
             &record,
         )
         .map_err(|e| OpError::Damaged(e.to_string()))?;
-        let secret = self.aws_secret(&rec.id);
-        if let Err(e) = sigv4::verify(
-            req,
-            auth,
-            secret.as_bytes(),
-            &self.settings.aws_region,
-            "kms",
-            now,
-        ) {
+        let region = &self.settings.aws_region;
+        let verified = if auth.region == *region && auth.service == "kms" {
+            let key = self.signing_key(&rec.id, &auth.date);
+            sigv4::verify_with_key(req, auth, &key, region, "kms", now)
+        } else {
+            // Refused for its scope; no key to keep.
+            sigv4::verify(req, auth, b"", region, "kms", now)
+        };
+        if let Err(e) = verified {
             let err = match e {
                 SigV4Error::Malformed(_) | SigV4Error::Unsigned(_) => {
                     OpError::BadRequest(e.to_string())
                 }
                 _ => OpError::BadRequestSignature(e.to_string()),
             };
-            // Attributed to the key it names, though not proven: the owner sees attempts.
-            let mut c = caller.clone();
-            c.access_key = None;
-            return Err(self.refuse_credential(&c, err, now));
+            return Err(self.refuse_credential(&caller, err, now));
         }
         match rec.grant_signed(now) {
             Ok(grant) => Ok(Caller {
