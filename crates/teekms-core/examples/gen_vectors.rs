@@ -66,6 +66,19 @@ fn main() {
         }),
     );
 
+    // Statement version 2: the same keys, in a cluster whose CA has this SPKI hash.
+    let v2 = keys.cluster_statement(TeeKind::Sim, Some(&nonce), [0x7c; 32]);
+    write(
+        &out,
+        "statement-v2.json",
+        json!({
+            "description": "A version 2 node statement (spec/binding-v1.md): version 1's fields and the cluster CA's SPKI hash, before the nonce. Its canonical encoding and hash (= report data).",
+            "statement": v2,
+            "canonical_hex": hex::encode(v2.canonical_bytes()),
+            "report_data_hex": hex::encode(v2.hash()),
+        }),
+    );
+
     let owner = OwnerKey::generate();
     let dek = DataKey::from_bytes(&[0x42; 32]).unwrap();
     let key_id = KeyId::new("vector-key").unwrap();

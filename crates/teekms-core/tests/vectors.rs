@@ -46,6 +46,20 @@ fn binding_vector() {
 }
 
 #[test]
+fn statement_v2_vector() {
+    let v = load("statement-v2.json");
+    let statement: NodeStatement = serde_json::from_value(v["statement"].clone()).unwrap();
+    assert_eq!(statement.version, 2);
+    assert!(statement.ca_spki_sha256.is_some());
+    assert_eq!(statement.canonical_bytes(), unhex(&v["canonical_hex"]));
+    assert_eq!(statement.hash().to_vec(), unhex(&v["report_data_hex"]));
+    assert_eq!(
+        NodeStatement::from_canonical_bytes(&unhex(&v["canonical_hex"])).unwrap(),
+        statement
+    );
+}
+
+#[test]
 fn bundle_vector() {
     let v = load("bundle-v1.json");
     let keys = NodeKeys::from_bytes(&unhex(&v["node_keys_hex"])).unwrap();
