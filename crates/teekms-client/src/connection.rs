@@ -306,7 +306,6 @@ impl Connection {
     ) -> (u16, Bytes) {
         match self.request_with(method, path, headers, Some(body)).await {
             Ok((status, body)) => (status.as_u16(), body),
-            Err(ClientError::Api { status, code, .. }) => (status, Bytes::from(code)),
             Err(e) => (0, Bytes::from(e.to_string())),
         }
     }
@@ -322,9 +321,14 @@ impl Connection {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        self.request_with(method, path, &[], body).await
+        let (status, body) = self.request_with(method, path, &[], body).await?;
+        if status.is_success() {
+            return Ok((status, body));
+        }
+        Err(api_error(status, &body))
     }
 
+    /// A request and its answer, whatever its status.
     async fn request_with(
         &mut self,
         method: Method,
@@ -370,13 +374,9 @@ impl Connection {
                 .to_bytes();
             Ok::<_, ClientError>((status, body))
         };
-        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, fut)
+        tokio::time::timeout(REQUEST_TIMEOUT, fut)
             .await
-            .map_err(|_| ClientError::Transport("the node did not answer in time".into()))??;
-        if status.is_success() {
-            return Ok((status, body));
-        }
-        Err(api_error(status, &body))
+            .map_err(|_| ClientError::Transport("the node did not answer in time".into()))?
     }
 }
 
