@@ -270,7 +270,13 @@ async fn hostile_requests_get_aws_errors_and_harm_nothing() {
     }
     // An oversized body is answered, then the connection may close (its rest unread).
     let mut big = node.verified(None).await;
-    let (s, v) = send(&mut big, "Encrypt", huge.as_bytes(), Some((&signer, now_unix(), "us-east-1"))).await;
+    let (s, v) = send(
+        &mut big,
+        "Encrypt",
+        huge.as_bytes(),
+        Some((&signer, now_unix(), "us-east-1")),
+    )
+    .await;
     assert_eq!((s, kind(&v)), (400, "ValidationException"), "{v}");
     for expected in [
         "ValidationException",

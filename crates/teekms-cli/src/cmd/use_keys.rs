@@ -42,6 +42,9 @@ fn print_description(d: &KeyDescription, json: bool) {
     };
     println!("key {} (owner {})", d.key_id, d.owner);
     println!("  state: {state}");
+    if !d.arn.is_empty() {
+        println!("  AWS KMS API: {} (alias/{})", d.arn, d.key_id);
+    }
     println!(
         "  current version: {}, decrypts from version {}, exportable: {}",
         d.current_version, d.min_decryption_version, d.exportable
