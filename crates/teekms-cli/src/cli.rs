@@ -169,6 +169,9 @@ pub struct ServeArgs {
     /// ARNs carry it.
     #[arg(long, value_name = "REGION", default_value = teekms_server::DEFAULT_AWS_REGION)]
     pub aws_region: String,
+    /// Where the Vault Transit API is mounted: /v1/NAME/ (Vault's `mount_point`).
+    #[arg(long, value_name = "NAME", default_value = teekms_server::DEFAULT_TRANSIT_MOUNT)]
+    pub transit_mount: String,
     /// Recovery officers' public key files (from `teekms recovery officer-init`),
     /// comma-separated: the cluster key is split among them once, shares written to
     /// DATA_DIR/recovery/.

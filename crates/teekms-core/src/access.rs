@@ -173,6 +173,8 @@ pub struct AccessGrant {
     pub keys: Vec<String>,
     /// Operations it is scoped to.
     pub operations: Vec<Operation>,
+    /// When it expires, if it does (Unix seconds).
+    pub expires_at: Option<u64>,
 }
 
 /// An attested workload on this connection: its document, whose statement names the
@@ -446,6 +448,7 @@ mod tests {
             owner: OwnerPublicKey([1; 32]),
             keys: keys.iter().map(|s| s.to_string()).collect(),
             operations: ops.to_vec(),
+            expires_at: None,
         }
     }
 

@@ -227,6 +227,7 @@ impl AccessKeyRecord {
             owner: OwnerPublicKey(self.owner.0),
             keys: self.keys.clone(),
             operations: self.operations.clone(),
+            expires_at: self.expires_at,
         })
     }
 }

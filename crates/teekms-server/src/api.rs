@@ -97,6 +97,7 @@ pub fn router(state: Arc<Service>) -> Router {
         .route("/v1/ready", get(ready))
         .route_layer(axum::middleware::from_fn(request_deadline))
         .merge(crate::stream::routes())
+        .merge(crate::transit::routes(state.transit_mount()))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_REQUEST))
         .with_state(state)
@@ -108,7 +109,10 @@ pub fn router(state: Arc<Service>) -> Router {
 /// have their own idle timeout.)
 const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
-async fn request_deadline(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub(crate) async fn request_deadline(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(

@@ -26,6 +26,7 @@ mod server;
 mod start;
 mod stream;
 mod tls;
+mod transit;
 mod writer;
 
 pub use budget::DEFAULT_STREAM_MEMORY;
@@ -40,6 +41,7 @@ pub use node::{
 pub use ops::{Deployed, ErrorCode, OpError};
 pub use server::{DEFAULT_STREAM_IDLE_TIMEOUT, RunningServer, serve};
 pub use start::{DEFAULT_AWS_REGION, DEFAULT_TLS_CERT_LIFETIME, ServeConfig, TlsSettings};
+pub use transit::DEFAULT_MOUNT as DEFAULT_TRANSIT_MOUNT;
 
 /// Days of validity the TEE's collateral must have left for `GET /v1/ready` to answer
 /// ready, by default (`teekms serve --collateral-warn`).

@@ -61,6 +61,8 @@ pub struct ServeConfig {
     pub tls: TlsSettings,
     /// The AWS region the node answers the AWS KMS API for (`--aws-region`).
     pub aws_region: String,
+    /// Where the Vault Transit API is mounted (`/v1/<mount>/`, `--transit-mount`).
+    pub transit_mount: String,
 }
 
 /// The AWS region a node answers for unless told otherwise.
@@ -168,6 +170,7 @@ pub(crate) async fn resolve(config: ServeConfig) -> Result<Resolved, ServerError
         stream_idle_timeout: config.stream_idle_timeout,
         collateral_warn_days: config.collateral_warn_days,
         aws_region: config.aws_region.clone(),
+        transit_mount: config.transit_mount.clone(),
     };
     let tls = config.tls.clone();
     // Everything that touches the store happens off the runtime: a database client that

@@ -113,6 +113,23 @@ impl Writer {
         outcome(reply_rx.await.ok())
     }
 
+    /// Applies jobs durably, all queued before any is awaited, so that they commit
+    /// together (a batch's entries share a commit); resolves once all are committed.
+    pub async fn submit_all_async(&self, jobs: Vec<Job>) -> Result<(), Unavailable> {
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+            if !self.enqueue(job, Reply::Async(reply_tx)) {
+                return Err(Unavailable);
+            }
+            replies.push(reply_rx);
+        }
+        for r in replies {
+            outcome(r.await.ok())?;
+        }
+        Ok(())
+    }
+
     /// Queues a job without waiting for it: for records that answer no one (counts of
     /// refusals), which must not hold a runtime thread for a commit. It commits with the
     /// next batch; a failure is logged by the writer.

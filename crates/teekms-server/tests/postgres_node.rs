@@ -129,6 +129,7 @@ async fn nodes_share_a_postgres_store() {
         cluster_admin: None,
         tls: Default::default(),
         aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
+        transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
     })
     .await;
     let err = r

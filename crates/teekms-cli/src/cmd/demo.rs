@@ -41,6 +41,7 @@ async fn start(root: &Path, data_dir: &Path) -> Result<RunningServer, Failure> {
         cluster_admin: None,
         tls: Default::default(),
         aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
+        transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
     })
     .await
     .map_err(fail)

@@ -58,6 +58,7 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         collateral_warn_days: args.collateral_warn,
         tls: tls_settings(&args)?,
         aws_region: aws_region(&args.aws_region)?,
+        transit_mount: transit_mount(&args.transit_mount)?,
         recovery,
         store: args.store.clone(),
         join: args.join.clone(),
@@ -232,6 +233,39 @@ fn tls_settings(args: &ServeArgs) -> Result<teekms_server::TlsSettings, Failure>
         names: args.tls_san.clone(),
         cert_lifetime: lifetime,
     })
+}
+
+/// `--transit-mount`: one path segment that no native endpoint uses.
+fn transit_mount(name: &str) -> Result<String, Failure> {
+    const TAKEN: [&str; 15] = [
+        "keys",
+        "envelope",
+        "access-keys",
+        "workload",
+        "cluster",
+        "audit",
+        "ping",
+        "health",
+        "ready",
+        "attestation",
+        "ca",
+        "stream",
+        "streams",
+        "sys",
+        "auth",
+    ];
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !plain || TAKEN.contains(&name) {
+        return Err(Failure::usage(format!(
+            "--transit-mount {name:?} must be one path segment (a-z, 0-9, - and _) that is not one of the node's own: {}",
+            TAKEN.join(", ")
+        )));
+    }
+    Ok(name.to_owned())
 }
 
 /// `--aws-region`: lowercase letters, digits and dashes, as AWS names regions.

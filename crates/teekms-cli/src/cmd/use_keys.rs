@@ -238,7 +238,7 @@ pub async fn envelope(cmd: EnvelopeCmd) -> CmdResult {
             collateral,
             io,
         } => {
-            let ct = read_input(&io)?;
+            let ct = unwrap_vault_form(read_input(&io)?)?;
             let context = parse_context(&context)?;
             let pt = match (dek, node) {
                 (Some(dek), _) => open_offline(&paths::load_dek(&dek)?, &ct, aad, context)?,
@@ -323,6 +323,27 @@ pub async fn envelope(cmd: EnvelopeCmd) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// A ciphertext in Vault Transit's form (`vault:v<N>:<base64>`, spec/vault-transit-v1.md)
+/// as the envelope it holds; anything else as it is.
+fn unwrap_vault_form(input: Vec<u8>) -> Result<Vec<u8>, Failure> {
+    use base64::Engine;
+    let Some(rest) = input.strip_prefix(b"vault:v") else {
+        return Ok(input);
+    };
+    let text = std::str::from_utf8(rest)
+        .ok()
+        .and_then(|t| t.trim_end().split_once(':'))
+        .filter(|(v, _)| v.parse::<u64>().is_ok());
+    let Some((_, b64)) = text else {
+        return Err(Failure::rejected(
+            "the input starts like vault:v<N>: but is not one",
+        ));
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| Failure::rejected("the base64 after vault:v<N>: does not decode"))
 }
 
 /// Opens an envelope with the owner's own copy of the key version that made it: no

@@ -99,6 +99,8 @@ pub struct Settings {
     pub collateral_warn_days: u64,
     /// The AWS region of the AWS KMS API (SigV4 credential scopes and ARNs).
     pub aws_region: String,
+    /// The mount of the Vault Transit API.
+    pub transit_mount: String,
 }
 
 impl Settings {
@@ -111,6 +113,7 @@ impl Settings {
             stream_idle_timeout: std::time::Duration::ZERO,
             collateral_warn_days: 0,
             aws_region: crate::start::DEFAULT_AWS_REGION.into(),
+            transit_mount: crate::transit::DEFAULT_MOUNT.into(),
         }
     }
 }
@@ -204,6 +207,11 @@ impl Service {
         Ok(result)
     }
 
+    /// The mount of the Vault Transit API.
+    pub fn transit_mount(&self) -> &str {
+        &self.settings.transit_mount
+    }
+
     /// The AWS region of the AWS KMS API.
     pub fn aws_region(&self) -> &str {
         &self.settings.aws_region
@@ -212,6 +220,50 @@ impl Service {
     /// The cluster's TLS CA certificate, PEM.
     pub fn ca_pem(&self) -> &str {
         self.keyring.ca().cert_pem()
+    }
+
+    /// Runs a data operation on each item of a batch (Vault Transit's `batch_input`):
+    /// one caller, one operation and one audit entry per item, the entries committed
+    /// together, the results returned (each item's own) once all are durable.
+    pub async fn call_batch<I: Send + 'static, T: Send + 'static>(
+        self: &Arc<Self>,
+        conn: Arc<ConnState>,
+        credentials: impl Into<Credentials>,
+        items: Vec<I>,
+        op: impl Fn(&Service, &Caller, I, u64) -> Result<(T, AuditDraft), OpError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Result<Vec<Result<T, OpError>>, OpError> {
+        let run = move |service: &Service, caller: &Caller, now: u64| {
+            let mut results = Vec::with_capacity(items.len());
+            let mut drafts = Vec::new();
+            for item in items {
+                results.push(op(service, caller, item, now).map(|(t, d)| {
+                    drafts.push(d);
+                    t
+                }));
+            }
+            Ok((results, drafts))
+        };
+        let credentials = credentials.into();
+        let (results, drafts) = if self.cache.enabled() {
+            let now = crate::now_unix();
+            let caller = self.caller_with(&conn, &credentials, now)?;
+            run(self, &caller, now)?
+        } else {
+            self.call(conn, credentials, run).await?
+        };
+        let jobs = drafts
+            .into_iter()
+            .map(|audit| Job {
+                writes: Vec::new(),
+                audit,
+                on_conflict: "error",
+            })
+            .collect();
+        self.writer.submit_all_async(jobs).await?;
+        Ok(results)
     }
 
     /// How long a stream may stall before it is ended.

@@ -97,6 +97,7 @@ impl Node {
             cluster_admin: None,
             tls: Default::default(),
             aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
+            transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -148,6 +149,7 @@ impl Node {
                 cluster_admin: None,
                 tls: Default::default(),
                 aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
+                transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
             })
             .await
             .unwrap(),
