@@ -193,9 +193,10 @@ fn envelope_of(text: &str, key: &str) -> Result<Vec<u8>, OpError> {
 }
 
 fn no_convergence(convergent: Option<bool>, nonce: &Option<String>) -> Result<(), OpError> {
+    // Vault's answer for convergent encryption on a key that is not derived: 400.
     if convergent == Some(true) || nonce.is_some() {
-        return Err(OpError::Unsupported(
-            "convergent encryption (and nonces) is not supported".into(),
+        return Err(bad(
+            "convergent encryption requires derivation to be enabled; teekms keys are not derived (nonces are not taken)",
         ));
     }
     Ok(())
