@@ -18,6 +18,8 @@
 //! - `aws`: 1 KiB `Encrypt` through the AWS KMS API, each request SigV4-signed by the
 //!   client, beside the native envelope `encrypt` with the same access key, interleaved;
 //!   node CPU per request of each.
+//! - `transit`: 1 KiB Vault Transit `encrypt` beside the native envelope `encrypt` with the
+//!   same access key, interleaved; and batches of 100 items against single items.
 //! - `cluster`: the same envelope `encrypt` against 1, 2 and 3 nodes sharing one
 //!   PostgreSQL server (a private one started for the run), clients spread evenly.
 //! - `release`: attested key releases to sim workloads (a new connection, mutual
@@ -45,6 +47,7 @@ mod harness;
 mod release;
 mod start;
 mod stream;
+mod transit;
 mod verify;
 
 use aws::*;
@@ -55,6 +58,7 @@ use harness::*;
 use release::*;
 use start::*;
 use stream::*;
+use transit::*;
 use verify::*;
 
 fn main() {
@@ -73,6 +77,9 @@ fn main() {
     }
     if what == "aws" || what == "all" {
         rt.block_on(aws_bench(&teekms));
+    }
+    if what == "transit" || what == "all" {
+        rt.block_on(transit_bench(&teekms));
     }
     if what == "cluster" || what == "all" {
         rt.block_on(cluster_bench(&teekms));

@@ -117,7 +117,7 @@ fn aws_json(body: String) -> impl IntoResponse {
 
 /// A request id in UUID form, unique on this node: random bits chosen at start, then a
 /// counter (no random draw per answer).
-fn request_id() -> HeaderValue {
+pub(crate) fn request_id() -> HeaderValue {
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: std::sync::LazyLock<[u8; 8]> = std::sync::LazyLock::new(|| {
         let mut p = [0u8; 8];

@@ -55,7 +55,12 @@ pub fn routes(mount: &str) -> Router<Arc<Service>> {
             post(unsupported_path),
         )
         .route_layer(axum::middleware::from_fn(crate::api::request_deadline))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
+
+/// Largest request body: a batch of about 2,000 items of 1 KiB (Vault allows 32 MiB;
+/// the node holds a body in memory while it works on it).
+pub const MAX_BODY: usize = 4 << 20;
 
 // ---- Vault's envelope and errors ------------------------------------------------------
 
@@ -97,23 +102,50 @@ impl From<OpError> for VaultError {
     }
 }
 
+/// Vault's response envelope.
+#[derive(serde::Serialize)]
+struct VaultResponse<'a, T> {
+    request_id: &'a str,
+    lease_id: &'static str,
+    renewable: bool,
+    lease_duration: u64,
+    data: T,
+    wrap_info: Option<()>,
+    warnings: Option<()>,
+    auth: Option<()>,
+    mount_type: &'static str,
+}
+
 /// Vault's response envelope around `data`.
-fn answer(data: Value) -> Response {
-    let mut id = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut id).expect("AWS-LC's generator does not fail");
-    let h = hex::encode(id);
-    axum::Json(json!({
-        "request_id": format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]),
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": data,
-        "wrap_info": null,
-        "warnings": null,
-        "auth": null,
-        "mount_type": "transit",
-    }))
+fn answer<T: serde::Serialize>(data: T) -> Response {
+    let id = crate::aws::request_id();
+    axum::Json(VaultResponse {
+        request_id: id.to_str().expect("ASCII"),
+        lease_id: "",
+        renewable: false,
+        lease_duration: 0,
+        data,
+        wrap_info: None,
+        warnings: None,
+        auth: None,
+        mount_type: "transit",
+    })
     .into_response()
+}
+
+/// One item's answer (or, in a batch, its error).
+#[derive(serde::Serialize, Default)]
+struct ItemOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 /// The request's token: `X-Vault-Token`, or `Authorization: Bearer`. None: permission
@@ -270,7 +302,7 @@ impl Batchable {
     }
 }
 
-type Op = fn(&Service, &Caller, &str, Item, u64) -> Result<(Value, AuditDraft), OpError>;
+type Op = fn(&Service, &Caller, &str, Item, u64) -> Result<(ItemOut, AuditDraft), OpError>;
 
 /// Runs `op` on each item; a single item answers its result or error, a batch answers
 /// `batch_results` (an item that failed holds its `error`), 400 if any failed unless
@@ -315,11 +347,14 @@ async fn batch(
         return Ok(answer(results.pop().expect("one item")?));
     }
     let failed = results.iter().any(Result::is_err);
-    let out: Vec<Value> = results
+    let out: Vec<ItemOut> = results
         .into_iter()
         .map(|r| match r {
             Ok(v) => v,
-            Err(e) => json!({ "error": VaultError::from(e).1 }),
+            Err(e) => ItemOut {
+                error: Some(VaultError::from(e).1),
+                ..ItemOut::default()
+            },
         })
         .collect();
     let mut response = answer(json!({ "batch_results": out }));
@@ -337,7 +372,7 @@ fn encrypt_item(
     key: &str,
     item: Item,
     now: u64,
-) -> Result<(Value, AuditDraft), OpError> {
+) -> Result<(ItemOut, AuditDraft), OpError> {
     no_convergence(None, &item.nonce)?;
     let plaintext = item
         .plaintext
@@ -365,13 +400,12 @@ fn encrypt_item(
             resp.key_version
         )));
     }
-    let mut out = json!({
-        "ciphertext": vault_ciphertext(resp.key_version, &resp.ciphertext.0),
-        "key_version": resp.key_version,
-    });
-    if let Some(r) = item.reference {
-        out["reference"] = Value::String(r);
-    }
+    let out = ItemOut {
+        ciphertext: Some(vault_ciphertext(resp.key_version, &resp.ciphertext.0)),
+        key_version: Some(resp.key_version),
+        reference: item.reference,
+        ..ItemOut::default()
+    };
     Ok((out, audit))
 }
 
@@ -381,7 +415,7 @@ fn decrypt_item(
     key: &str,
     item: Item,
     now: u64,
-) -> Result<(Value, AuditDraft), OpError> {
+) -> Result<(ItemOut, AuditDraft), OpError> {
     no_convergence(None, &item.nonce)?;
     let text = item
         .ciphertext
@@ -399,10 +433,11 @@ fn decrypt_item(
     let plaintext = resp
         .plaintext
         .ok_or_else(|| bad("this caller's answers are sealed; use the native API"))?;
-    let mut out = json!({ "plaintext": B64STD.encode(&plaintext.0[..]) });
-    if let Some(r) = item.reference {
-        out["reference"] = Value::String(r);
-    }
+    let out = ItemOut {
+        plaintext: Some(B64STD.encode(&plaintext.0[..])),
+        reference: item.reference,
+        ..ItemOut::default()
+    };
     Ok((out, audit))
 }
 
@@ -412,7 +447,7 @@ fn rewrap_item(
     key: &str,
     item: Item,
     now: u64,
-) -> Result<(Value, AuditDraft), OpError> {
+) -> Result<(ItemOut, AuditDraft), OpError> {
     no_convergence(None, &item.nonce)?;
     let text = item
         .ciphertext
@@ -432,13 +467,12 @@ fn rewrap_item(
         },
         now,
     )?;
-    let mut out = json!({
-        "ciphertext": vault_ciphertext(resp.key_version, &resp.ciphertext.0),
-        "key_version": resp.key_version,
-    });
-    if let Some(r) = item.reference {
-        out["reference"] = Value::String(r);
-    }
+    let out = ItemOut {
+        ciphertext: Some(vault_ciphertext(resp.key_version, &resp.ciphertext.0)),
+        key_version: Some(resp.key_version),
+        reference: item.reference,
+        ..ItemOut::default()
+    };
     Ok((out, audit))
 }
 
