@@ -26,6 +26,34 @@ pub const MAX_AAD: usize = 8 * 1024;
 const SALT_LEN: usize = 16;
 const TAG_LEN: usize = 16;
 
+/// An envelope in Vault Transit's ciphertext form (spec/vault-transit-v1.md):
+/// `vault:v<N>:<standard base64 of the envelope>`, N its key version.
+pub fn to_vault_form(key_version: u64, envelope: &[u8]) -> String {
+    use base64::Engine;
+    format!(
+        "vault:v{key_version}:{}",
+        base64::engine::general_purpose::STANDARD.encode(envelope)
+    )
+}
+
+/// Parses `vault:v<N>:<base64>` strictly (untrusted): N in decimal without sign or
+/// leading zeros, canonical standard base64. `None` for anything else. The bytes are not
+/// yet checked to be an envelope, nor N its version.
+pub fn from_vault_form(text: &str) -> Option<(u64, Vec<u8>)> {
+    use base64::Engine;
+    let rest = text.strip_prefix("vault:v")?;
+    let (version, b64) = rest.split_once(':')?;
+    if version.is_empty()
+        || !version.bytes().all(|b| b.is_ascii_digit())
+        || (version.len() > 1 && version.starts_with('0'))
+    {
+        return None;
+    }
+    let version = version.parse().ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    Some((version, bytes))
+}
+
 /// The parsed header of an envelope ciphertext.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvelopeHeader {
@@ -248,6 +276,27 @@ mod tests {
             let (o, id, dek) = key();
             let ct = seal(&o, &id, 2, &dek, &pt, &aad).unwrap();
             prop_assert_eq!(&Envelope::parse(&ct).unwrap().open(&dek, &aad).unwrap()[..], &pt[..]);
+        }
+    }
+
+    #[test]
+    fn the_vault_form_round_trips_and_is_strict() {
+        let text = super::to_vault_form(3, b"\x00\x01envelope");
+        assert!(text.starts_with("vault:v3:"));
+        assert_eq!(
+            super::from_vault_form(&text),
+            Some((3, b"\x00\x01envelope".to_vec()))
+        );
+        for bad in [
+            "vault:v:AA==",
+            "vault:v01:AA==",
+            "vault:v-1:AA==",
+            "vault:v1",
+            "vault:v1:*",
+            "v1:AA==",
+            "vault:v99999999999999999999:AA==",
+        ] {
+            assert_eq!(super::from_vault_form(bad), None, "{bad}");
         }
     }
 }

@@ -197,17 +197,14 @@ fn context_of(
 }
 
 /// `vault:v<N>:<base64 of the envelope>`.
-pub fn vault_ciphertext(version: u64, envelope: &[u8]) -> String {
-    format!("vault:v{version}:{}", B64STD.encode(envelope))
+fn vault_ciphertext(version: u64, envelope: &[u8]) -> String {
+    teekms_core::envelope::to_vault_form(version, envelope)
 }
 
 /// The envelope inside `vault:v<N>:…`, whose header must name `key` and version N.
 fn envelope_of(text: &str, key: &str) -> Result<Vec<u8>, OpError> {
-    let malformed = || bad("invalid ciphertext: not vault:v<N>:<base64> of a teekms envelope");
-    let rest = text.strip_prefix("vault:v").ok_or_else(malformed)?;
-    let (version, b64) = rest.split_once(':').ok_or_else(malformed)?;
-    let version: u64 = version.parse().map_err(|_| malformed())?;
-    let bytes = B64STD.decode(b64).map_err(|_| malformed())?;
+    let (version, bytes) = teekms_core::envelope::from_vault_form(text)
+        .ok_or_else(|| bad("invalid ciphertext: not vault:v<N>:<base64> of a teekms envelope"))?;
     let env = Envelope::parse(&bytes).map_err(|e| bad(format!("invalid ciphertext: {e}")))?;
     if env.header.key_version != version {
         return Err(bad(format!(

@@ -328,22 +328,14 @@ pub async fn envelope(cmd: EnvelopeCmd) -> CmdResult {
 /// A ciphertext in Vault Transit's form (`vault:v<N>:<base64>`, spec/vault-transit-v1.md)
 /// as the envelope it holds; anything else as it is.
 fn unwrap_vault_form(input: Vec<u8>) -> Result<Vec<u8>, Failure> {
-    use base64::Engine;
-    let Some(rest) = input.strip_prefix(b"vault:v") else {
+    if !input.starts_with(b"vault:v") {
         return Ok(input);
-    };
-    let text = std::str::from_utf8(rest)
+    }
+    std::str::from_utf8(&input)
         .ok()
-        .and_then(|t| t.trim_end().split_once(':'))
-        .filter(|(v, _)| v.parse::<u64>().is_ok());
-    let Some((_, b64)) = text else {
-        return Err(Failure::rejected(
-            "the input starts like vault:v<N>: but is not one",
-        ));
-    };
-    base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|_| Failure::rejected("the base64 after vault:v<N>: does not decode"))
+        .and_then(|t| teekms_core::envelope::from_vault_form(t.trim_end()))
+        .map(|(_, envelope)| envelope)
+        .ok_or_else(|| Failure::rejected("the input starts like vault:v<N>: but is not one"))
 }
 
 /// Opens an envelope with the owner's own copy of the key version that made it: no
