@@ -56,6 +56,10 @@ pub enum Command {
     /// The cluster: who may join it (its admin changes that, e.g. for an upgrade).
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// age: recipients that encrypt to a key with no node, identities that decrypt
+    /// through it (with age-plugin-teekms on the PATH).
+    #[command(subcommand)]
+    Age(AgeCmd),
     /// The cluster's TLS CA, for clients that check certificate chains, not evidence
     /// (AWS SDKs, curl, Python).
     #[command(subcommand)]
@@ -454,6 +458,39 @@ pub enum KeyPolicyCmd {
         file: PathBuf,
         #[command(flatten)]
         node: NodeArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgeCmd {
+    /// Print the age recipient (age1teekms1…) of a key's current version, once the
+    /// node's evidence verified against the policy and its signature on the key's age
+    /// key checked. `age -r` encrypts to it with no node.
+    Recipient {
+        /// The key id.
+        #[arg(long)]
+        key_id: String,
+        /// The key's owner (fingerprint) when it is not your own namespace.
+        #[arg(long)]
+        key_owner: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Write an age identity (AGE-PLUGIN-TEEKMS-1…) that decrypts through the node with
+    /// an access key; it names the token file, the secret stays there.
+    Identity {
+        /// The node, https://HOST:PORT (a name its certificate carries: --tls-san).
+        #[arg(long)]
+        node: String,
+        /// The cluster's CA file (`teekms ca export`).
+        #[arg(long, value_name = "FILE")]
+        ca: PathBuf,
+        /// The access key's token file (`teekms access create -o`).
+        #[arg(long, value_name = "FILE")]
+        access_key: PathBuf,
+        /// The identity file to write (must not exist).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
     },
 }
 

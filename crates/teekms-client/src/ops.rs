@@ -135,6 +135,20 @@ impl VerifiedConnection {
             .await
     }
 
+    /// The age recipient of a key's current version (spec/age-plugin-v1.md): its
+    /// public key and the node's signature on it, for the caller to check.
+    pub async fn age_recipient(
+        &mut self,
+        key_id: &str,
+        owner: Option<&str>,
+    ) -> Result<teekms_core::api::AgeRecipient, ClientError> {
+        let mut path = format!("/v1/keys/{}/age-recipient", path_segment(key_id));
+        if let Some(o) = owner {
+            path.push_str(&format!("?owner={}", path_segment(o)));
+        }
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
     /// A key's metadata.
     pub async fn describe(
         &mut self,

@@ -432,3 +432,44 @@ pub struct JoinResponse {
     /// The cluster key, HPKE-sealed to the joiner's statement key.
     pub sealed: SealedSecret,
 }
+
+/// `GET /v1/keys/{id}/age-recipient`: a key version's age public key, certified by the
+/// node (spec/age-plugin-v1.md).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgeRecipient {
+    /// The key owner's public key.
+    pub owner_public_key: teekms_attest::hexbytes::HexBytes<32>,
+    /// The key.
+    pub key_id: String,
+    /// The version (the current one).
+    pub key_version: u64,
+    /// Its age (X25519) public key.
+    pub public_key: teekms_attest::hexbytes::HexBytes<32>,
+    /// The node's Ed25519 signature over `crate::age::certificate_message`.
+    pub signature: B64,
+}
+
+/// `POST /v1/age/unwrap`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgeUnwrapRequest {
+    /// The key's owner (fingerprint).
+    pub owner: String,
+    /// The key.
+    pub key_id: String,
+    /// The version the file key was sealed to.
+    pub key_version: u64,
+    /// HPKE encapsulated key (from the stanza).
+    pub enc: B64,
+    /// HPKE ciphertext of the file key (the stanza's body).
+    pub ciphertext: B64,
+}
+
+/// The answer to [`AgeUnwrapRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgeUnwrapResponse {
+    /// The 16-byte file key.
+    pub file_key: SecretB64,
+}

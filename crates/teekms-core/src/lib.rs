@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod age;
 pub mod api;
 pub mod arn;
 pub mod audit;

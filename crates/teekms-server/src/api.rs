@@ -75,6 +75,8 @@ pub fn router(state: Arc<Service>) -> Router {
         .route("/v1/keys/{id}/policy", get(get_policy).put(set_policy))
         .route("/v1/keys/{id}/export", post(export))
         .route("/v1/keys/{id}/fetch", post(fetch))
+        .route("/v1/keys/{id}/age-recipient", get(age_recipient))
+        .route("/v1/age/unwrap", post(age_unwrap))
         .route("/v1/envelope/encrypt", post(encrypt))
         .route("/v1/envelope/decrypt", post(decrypt))
         .route("/v1/envelope/generate-data-key", post(generate_data_key))
@@ -364,6 +366,22 @@ async fn fetch(
 ) -> Result<JsonOut<api::FetchResponse>, ApiError> {
     let req: api::FetchRequest = parse_or_default(body)?;
     ctx.data_op(move |a, c, now| a.fetch(c, &id, req, now))
+        .await
+}
+
+async fn age_recipient(
+    ctx: Ctx,
+    Path(id): Id,
+    q: Result<Query<OwnerQuery>, QueryRejection>,
+) -> Result<JsonOut<api::AgeRecipient>, ApiError> {
+    let q = query(q)?;
+    ctx.op(move |a, c, now| a.age_recipient(c, &id, q.owner.as_deref(), now))
+        .await
+}
+
+async fn age_unwrap(ctx: Ctx, body: Body) -> Result<JsonOut<api::AgeUnwrapResponse>, ApiError> {
+    let req = parse(body)?;
+    ctx.data_op(move |a, c, now| a.age_unwrap(c, req, now))
         .await
 }
 

@@ -2,6 +2,7 @@
 //! node's deployed keys through one verified connection (key administration, envelope,
 //! access, cluster and audit).
 
+mod age;
 mod attest;
 mod collateral;
 mod connect;
@@ -35,6 +36,7 @@ pub async fn run(command: Command) -> CmdResult {
         Command::Recovery(c) => recovery::run(c),
         Command::Cluster(c) => use_keys::cluster(c).await,
         Command::Ca(c) => connect::ca(c).await,
+        Command::Age(c) => age::run(c).await,
         Command::Attest(c) => attest::run(c).await,
         Command::Evidence(c) => evidence::run(c),
         Command::Collateral(c) => collateral::run(c).await,

@@ -17,11 +17,11 @@ use teekms_attest::policy::{parse_duration, time_after};
 use teekms_attest::{Freshness, Policy, TeeKind, verify_document};
 use teekms_core::access::{self, AttestedWorkload, Caller, KeyPolicy, Operation};
 use teekms_core::api::{
-    AccessKeyCreateRequest, AccessKeyCreated, AccessKeyInfo, AccessKeyList, AuditTail,
-    AuditVerification, B64, CiphertextResponse, DecryptRequest, EXPORT_INFO, EncryptRequest,
-    ExportRequest, ExportResponse, FetchRequest, FetchResponse, GenerateDataKeyRequest,
-    KeyDescription, KeyInfo, ReEncryptRequest, SEALED_RESPONSE_INFO, SealedSecret, SecretB64,
-    SecretResponse,
+    AccessKeyCreateRequest, AccessKeyCreated, AccessKeyInfo, AccessKeyList, AgeRecipient,
+    AgeUnwrapRequest, AgeUnwrapResponse, AuditTail, AuditVerification, B64, CiphertextResponse,
+    DecryptRequest, EXPORT_INFO, EncryptRequest, ExportRequest, ExportResponse, FetchRequest,
+    FetchResponse, GenerateDataKeyRequest, KeyDescription, KeyInfo, ReEncryptRequest,
+    SEALED_RESPONSE_INFO, SealedSecret, SecretB64, SecretResponse,
 };
 use teekms_core::audit::{AuditDraft, AuditEntry};
 use teekms_core::context::{EncryptionContext, context_aad};
@@ -39,6 +39,7 @@ use crate::readers::Readers;
 use crate::writer::{Job, Writer};
 
 mod access_keys;
+mod age;
 mod anonymous;
 mod audit;
 mod cache;
