@@ -176,6 +176,14 @@ fn age_encrypts_offline_and_decrypts_through_the_node_under_its_rules() {
         out.status.success() && out.stdout == bytes,
         "the native identity alone decrypts"
     );
+    let out = age(
+        &dir,
+        &["-d", "-i", s(&identity), "-i", s(&native_key), s(&sealed)],
+    );
+    assert!(
+        out.status.success() && out.stdout == bytes,
+        "both identities in one call"
+    );
 
     let refused = |why: &str, expect: &str| {
         let out = age(&dir, &["-d", "-i", s(&identity), s(&sealed)]);
