@@ -19,7 +19,7 @@ pub enum Command {
     #[command(subcommand)]
     Owner(OwnerCmd),
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The simulated TEE (development only, INSECURE).
     #[command(subcommand)]
     Sim(SimCmd),
@@ -173,6 +173,10 @@ pub struct ServeArgs {
     /// ARNs carry it.
     #[arg(long, value_name = "REGION", default_value = teekms_server::DEFAULT_AWS_REGION)]
     pub aws_region: String,
+    /// Serve Prometheus metrics on this address (plain HTTP, GET /metrics; off unless
+    /// given). Keep it off networks a Prometheus server does not need.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where the Vault Transit API is mounted: /v1/NAME/ (Vault's `mount_point`).
     #[arg(long, value_name = "NAME", default_value = teekms_server::DEFAULT_TRANSIT_MOUNT)]
     pub transit_mount: String,

@@ -98,11 +98,27 @@ pub fn router(state: Arc<Service>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/ready", get(ready))
         .route_layer(axum::middleware::from_fn(request_deadline))
-        .merge(crate::stream::routes())
-        .merge(crate::transit::routes(state.transit_mount()))
+        .route_layer(axum::middleware::from_fn_with_state(
+            transit_prefix(&state),
+            crate::metrics::track,
+        ))
+        .merge(
+            crate::stream::routes().route_layer(axum::middleware::from_fn_with_state(
+                transit_prefix(&state),
+                crate::metrics::track,
+            )),
+        )
+        .merge(crate::transit::routes(state.transit_mount()).route_layer(
+            axum::middleware::from_fn_with_state(transit_prefix(&state), crate::metrics::track),
+        ))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_REQUEST))
         .with_state(state)
+}
+
+/// Where the Transit API's routes begin (how metrics tell them from the native API's).
+fn transit_prefix(state: &Service) -> Arc<str> {
+    Arc::from(format!("/v1/{}/", state.transit_mount()))
 }
 
 /// How long a request that is not a stream may take, its body included. A connection

@@ -18,6 +18,7 @@ mod datadir;
 mod error;
 mod http;
 mod keyring;
+mod metrics;
 mod migrate;
 mod node;
 mod ops;

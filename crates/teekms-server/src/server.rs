@@ -35,6 +35,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The node's id (hex).
     pub node_id: String,
+    /// Where metrics are served, if they are.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -108,6 +110,15 @@ fn start(r: Resolved, started: std::time::Instant) -> Result<RunningServer, Serv
     ));
     // Made now: a node whose TEE cannot produce evidence does not start.
     state.attestation(None)?;
+    let metrics_addr = match r.metrics {
+        Some(listener) => {
+            crate::metrics::METRICS.node(state.tee(), state.collateral_expires_at());
+            let addr = listener.local_addr().ok();
+            tokio::spawn(crate::metrics::serve(listener));
+            addr
+        }
+        None => None,
+    };
     tracing::debug!(elapsed = ?started.elapsed(), "evidence made");
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
     // Clients that connect and say nothing stay in the kernel, not in the accept loop.
@@ -134,6 +145,7 @@ fn start(r: Resolved, started: std::time::Instant) -> Result<RunningServer, Serv
     Ok(RunningServer {
         addr,
         node_id,
+        metrics_addr,
         shutdown,
         task,
     })
@@ -191,8 +203,10 @@ async fn accept_loop(
                     progress.clone(),
                 ));
                 open.opened(task, progress);
+                crate::metrics::METRICS.connections(1);
             }
             Some(ended) = connections.join_next_with_id(), if !connections.is_empty() => {
+                crate::metrics::METRICS.connections(-1);
                 open.closed(match &ended {
                     Ok((id, ())) => *id,
                     Err(e) => e.id(),

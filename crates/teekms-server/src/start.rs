@@ -63,6 +63,8 @@ pub struct ServeConfig {
     pub aws_region: String,
     /// Where the Vault Transit API is mounted (`/v1/<mount>/`, `--transit-mount`).
     pub transit_mount: String,
+    /// Serve Prometheus metrics on this address (plain HTTP, `/metrics`), if given.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The AWS region a node answers for unless told otherwise.
@@ -126,6 +128,8 @@ pub(crate) struct Resolved {
     pub settings: Settings,
     /// The node's TLS certificate.
     pub tls: TlsSettings,
+    /// The metrics listener, bound.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Listen backlog: room for clients that connect faster than the node accepts (capped by
@@ -152,6 +156,17 @@ pub(crate) async fn resolve(config: ServeConfig) -> Result<Resolved, ServerError
         what: format!("listening on {}", config.listen),
         source,
     })?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Io {
+                    what: format!("listening for metrics on {addr}"),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let joined = match &config.join {
         Some(url) if !crate::node::has_node(&config.data_dir)? => Some(
             join(
@@ -188,6 +203,7 @@ pub(crate) async fn resolve(config: ServeConfig) -> Result<Resolved, ServerError
         writer: opened.writer,
         settings,
         tls,
+        metrics,
     })
 }
 

@@ -335,6 +335,7 @@ async fn run(
                 }
             };
             let _ = ready_tx.send(Ok(()));
+            crate::metrics::METRICS.streams(1);
             // A panic must not end the response as if it were complete: a client would
             // take a cut-short plaintext for the whole of it.
             let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
@@ -354,6 +355,7 @@ async fn run(
                 tracing::warn!(error = ?e, "the end of a stream could not be audited");
                 let _ = ending.send(Err(std::io::Error::other("audit failed")));
             }
+            crate::metrics::METRICS.streams(-1);
             drop(ending);
         })
         .map_err(|e| ApiError::from(OpError::Internal(e.to_string())))?;

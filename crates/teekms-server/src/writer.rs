@@ -191,6 +191,7 @@ fn run(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let mut result = commit(store.as_mut(), &key, &mut batch, &mut last, &mut known);
         if let Err(CommitError::NotStarted(e)) = &result {
             // Starting a transaction changes nothing, so a failed start is tried once
@@ -199,6 +200,7 @@ fn run(
             tracing::warn!(error = %e, "starting a write transaction failed; trying once more");
             result = commit(store.as_mut(), &key, &mut batch, &mut last, &mut known);
         }
+        crate::metrics::METRICS.commit(batch.len(), started.elapsed(), result.is_ok());
         match result {
             Ok(results) => {
                 for ((_, reply), r) in batch.into_iter().zip(results) {

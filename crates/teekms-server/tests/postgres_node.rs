@@ -130,6 +130,7 @@ async fn nodes_share_a_postgres_store() {
         tls: Default::default(),
         aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
         transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
+        metrics_listen: None,
     })
     .await;
     let err = r

@@ -24,7 +24,7 @@ use crate::failure::CmdResult;
 pub async fn run(command: Command) -> CmdResult {
     match command {
         Command::Owner(c) => owner::run(c),
-        Command::Serve(a) => serve::run(a).await,
+        Command::Serve(a) => serve::run(*a).await,
         Command::Sim(SimCmd::Root(a)) => serve::sim_root(a),
         Command::Sim(SimCmd::Measure { file }) => {
             let m = teekms_platform::sim::measure_file(&file)

@@ -59,6 +59,7 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         tls: tls_settings(&args)?,
         aws_region: aws_region(&args.aws_region)?,
         transit_mount: transit_mount(&args.transit_mount)?,
+        metrics_listen: args.metrics_listen,
         recovery,
         store: args.store.clone(),
         join: args.join.clone(),
@@ -109,6 +110,9 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         server.node_id,
         server.url()
     );
+    if let Some(addr) = server.metrics_addr {
+        eprintln!("metrics on http://{addr}/metrics");
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     shutdown_signal().await;

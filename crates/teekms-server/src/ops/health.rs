@@ -115,6 +115,15 @@ impl Service {
         check
     }
 
+    /// When the collateral the node serves stops being valid (Unix seconds), if it has
+    /// any and states it.
+    pub fn collateral_expires_at(&self) -> Option<u64> {
+        match self.collateral_end() {
+            CollateralEnd::At(t) => Some(*t),
+            _ => None,
+        }
+    }
+
     /// The end of validity of the collateral the node serves, read and parsed once.
     fn collateral_end(&self) -> &CollateralEnd {
         self.health.collateral.get_or_init(|| {

@@ -208,6 +208,11 @@ impl Service {
         Ok(result)
     }
 
+    /// The node's TEE.
+    pub fn tee(&self) -> TeeKind {
+        self.platform.tee()
+    }
+
     /// The mount of the Vault Transit API.
     pub fn transit_mount(&self) -> &str {
         &self.settings.transit_mount

@@ -96,8 +96,10 @@ impl Service {
     ) -> Result<AttestedWorkload, String> {
         if document.tee == TeeKind::Sim {
             let expected = report_data.unwrap_or_else(|| document.statement.hash());
-            let verified = teekms_attest::VerifiedSim::check(&document, &expected)
-                .map_err(|e| e.to_string())?;
+            let verified =
+                teekms_attest::VerifiedSim::check(&document, &expected).map_err(|e| e.to_string());
+            crate::metrics::METRICS.attestation(TeeKind::Sim, verified.is_ok());
+            let verified = verified?;
             return Ok(AttestedWorkload::sim(document, report_data, verified));
         }
         let any = Policy::default_for(document.tee).expect("real TEEs have a default policy");
@@ -105,6 +107,7 @@ impl Service {
             Some(rd) => teekms_attest::ratls::verify_document_bound(&document, rd, &any, now),
             None => verify_document(&document, &any, Freshness::Offline, now),
         };
+        crate::metrics::METRICS.attestation(document.tee, verdict.verified);
         if !verdict.verified {
             return Err(verdict.reasons.join("; "));
         }

@@ -98,6 +98,7 @@ impl Node {
             tls: Default::default(),
             aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
             transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
+            metrics_listen: None,
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -150,6 +151,7 @@ impl Node {
                 tls: Default::default(),
                 aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
                 transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
+                metrics_listen: None,
             })
             .await
             .unwrap(),
