@@ -1,287 +1,18 @@
-//! The AWS KMS API (JSON 1.1; spec/aws-kms-v1.md): `POST /` with
-//! `X-Amz-Target: TrentService.<Operation>`, signed with AWS Signature Version 4 by an
-//! access key. A thin translator: requests become the native operations of
-//! [`Service`], their answers AWS's shapes, and [`OpError`] AWS's error types, here and
-//! nowhere else.
+//! The operations of the AWS KMS API, each a translation onto [`Service`]'s.
 
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use teekms_core::access::Caller;
 use teekms_core::api::{
     B64, DecryptRequest, EncryptRequest, GenerateDataKeyRequest, ReEncryptRequest, SealedSecret,
     SecretB64, SecretResponse,
 };
 use teekms_core::arn;
-use teekms_core::context::EncryptionContext;
 use teekms_core::envelope::Envelope;
-use teekms_core::sigv4::Authorization;
 use teekms_core::{OwnerPublicKey, recipient};
 
-use crate::ops::{ConnState, Credentials, OpError, Service, SignedRequest};
-
-/// The one algorithm of symmetric keys.
-const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
-/// AWS's limit on `Encrypt`'s plaintext.
-const MAX_ENCRYPT_PLAINTEXT: usize = 4096;
-/// Operations of the AWS KMS API that change keys: the owner's, on its own channel.
-const OWNER_ONLY: [&str; 8] = [
-    "EnableKey",
-    "DisableKey",
-    "EnableKeyRotation",
-    "RotateKeyOnDemand",
-    "ScheduleKeyDeletion",
-    "CancelKeyDeletion",
-    "GetKeyPolicy",
-    "PutKeyPolicy",
-];
-
-/// An AWS error: its type, status and message (`{"__type", "message"}`).
-pub struct AwsError {
-    status: StatusCode,
-    kind: &'static str,
-    message: String,
-}
-
-impl AwsError {
-    fn new(kind: &'static str, message: impl Into<String>) -> AwsError {
-        AwsError {
-            status: StatusCode::BAD_REQUEST,
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<OpError> for AwsError {
-    fn from(e: OpError) -> AwsError {
-        let (status, kind) = match &e {
-            OpError::BadRequest(_) | OpError::Bundle(_) => (400, "ValidationException"),
-            OpError::Unauthenticated(_) => (400, "UnrecognizedClientException"),
-            OpError::BadRequestSignature(_) => (400, "InvalidSignatureException"),
-            OpError::Forbidden(_) => (400, "AccessDeniedException"),
-            OpError::NotFound(_) | OpError::Deleted(_) => (400, "NotFoundException"),
-            OpError::Disabled(_) => (400, "DisabledException"),
-            OpError::KeyState(_) | OpError::PendingDeletion(_) => (400, "KMSInvalidStateException"),
-            OpError::Exists(_) => (400, "AlreadyExistsException"),
-            OpError::Decrypt(_) => (400, "InvalidCiphertextException"),
-            OpError::IncorrectKey(_) => (400, "IncorrectKeyException"),
-            OpError::Unsupported(_) => (400, "UnsupportedOperationException"),
-            OpError::Retry(_) | OpError::Busy(_) => (400, "ThrottlingException"),
-            OpError::Unavailable | OpError::Store(_) => (503, "DependencyTimeoutException"),
-            OpError::Damaged(_) | OpError::Internal(_) => (500, "KMSInternalException"),
-        };
-        let message = match &e {
-            OpError::Store(_) | OpError::Internal(_) => {
-                tracing::error!(error = %e, "AWS KMS API request failed");
-                "the node could not complete the request; see its log".to_string()
-            }
-            _ => e.to_string(),
-        };
-        AwsError {
-            status: StatusCode::from_u16(status).expect("valid status"),
-            kind,
-            message,
-        }
-    }
-}
-
-impl IntoResponse for AwsError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "__type": self.kind, "message": self.message });
-        (self.status, aws_json(body.to_string())).into_response()
-    }
-}
-
-/// The body of an answer, with AWS's content type and a request id.
-fn aws_json(body: String) -> impl IntoResponse {
-    (
-        [
-            (
-                axum::http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-amz-json-1.1"),
-            ),
-            (
-                axum::http::HeaderName::from_static("x-amzn-requestid"),
-                request_id(),
-            ),
-        ],
-        body,
-    )
-}
-
-/// A request id in UUID form, unique on this node: random bits chosen at start, then a
-/// counter (no random draw per answer).
-pub(crate) fn request_id() -> HeaderValue {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: std::sync::LazyLock<[u8; 8]> = std::sync::LazyLock::new(|| {
-        let mut p = [0u8; 8];
-        teekms_core::random_bytes(&mut p);
-        p
-    });
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes();
-    let (p, c) = (hex::encode(*PREFIX), hex::encode(n));
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &p[..8],
-        &p[8..12],
-        &p[12..16],
-        &c[..4],
-        &c[4..]
-    );
-    HeaderValue::from_str(&id).expect("hex and dashes")
-}
-
-fn ok<T: Serialize>(value: T) -> Response {
-    aws_json(serde_json::to_string(&value).expect("responses serialize")).into_response()
-}
-
-/// Largest request body (AWS's largest request, an `Encrypt` of 4 KiB or a recipient's
-/// document, fits with room).
-const MAX_BODY: usize = 128 * 1024;
-
-/// `POST /`: one AWS KMS API request. Taken whole: its headers and body are checked as
-/// received, not copied.
-pub async fn handle(
-    State(app): State<Arc<Service>>,
-    Extension(conn): Extension<Arc<ConnState>>,
-    request: axum::extract::Request,
-) -> Response {
-    match dispatch(app, conn, request).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn dispatch(
-    app: Arc<Service>,
-    conn: Arc<ConnState>,
-    request: axum::extract::Request,
-) -> Result<Response, AwsError> {
-    let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
-    let target = header_str(headers, "x-amz-target")
-        .and_then(|t| t.strip_prefix("TrentService."))
-        .ok_or_else(|| {
-            AwsError::new(
-                "UnknownOperationException",
-                "this endpoint speaks the AWS KMS API: send X-Amz-Target: TrentService.<Operation>",
-            )
-        })?
-        .to_owned();
-    if header_str(headers, "content-type")
-        .is_none_or(|t| !t.starts_with("application/x-amz-json-1.1"))
-    {
-        return Err(AwsError::new(
-            "SerializationException",
-            "Content-Type must be application/x-amz-json-1.1",
-        ));
-    }
-    let auth = header_str(headers, "authorization").ok_or_else(|| {
-        AwsError::new(
-            "MissingAuthenticationTokenException",
-            "the request is not signed (AWS Signature Version 4 with an access key's credentials)",
-        )
-    })?;
-    let authorization = Authorization::parse(auth)
-        .map_err(|e| AwsError::new("IncompleteSignatureException", e.to_string()))?;
-    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        AwsError::new(
-            "ValidationException",
-            format!("the request body is over {MAX_BODY} bytes, or was not received"),
-        )
-    })?;
-    let signed = SignedRequest {
-        method: parts.method,
-        uri: parts.uri,
-        headers: parts.headers,
-        body: body.clone(),
-        authorization,
-    };
-    let creds = Credentials::Signed(Box::new(signed));
-    let region = app.aws_region().to_owned();
-    let r = region.clone();
-    Ok(match target.as_str() {
-        "Encrypt" => ok(app
-            .call_data(conn, creds, move |s, c, now| encrypt(s, c, &body, &r, now))
-            .await?),
-        "Decrypt" => ok(app
-            .call_data(conn, creds, move |s, c, now| decrypt(s, c, &body, &r, now))
-            .await?),
-        "ReEncrypt" => ok(app
-            .call_data(conn, creds, move |s, c, now| {
-                re_encrypt(s, c, &body, &r, now)
-            })
-            .await?),
-        "GenerateDataKey" => ok(app
-            .call_data(conn, creds, move |s, c, now| {
-                generate_data_key(s, c, &body, &r, true, now)
-            })
-            .await?),
-        "GenerateDataKeyWithoutPlaintext" => ok(app
-            .call_data(conn, creds, move |s, c, now| {
-                generate_data_key(s, c, &body, &r, false, now)
-            })
-            .await?),
-        "GenerateRandom" => ok(app
-            .call_data(conn, creds, move |s, c, now| {
-                generate_random(s, c, &body, now)
-            })
-            .await?),
-        "DescribeKey" => ok(app
-            .call(conn, creds, move |s, c, now| {
-                describe_key(s, c, &body, &r, now)
-            })
-            .await?),
-        "ListKeys" => ok(app
-            .call(conn, creds, move |s, c, now| {
-                list_keys(s, c, &body, &r, now)
-            })
-            .await?),
-        "ListAliases" => ok(app
-            .call(conn, creds, move |s, c, now| {
-                list_aliases(s, c, &body, &r, now)
-            })
-            .await?),
-        other => {
-            let op = other.to_owned();
-            let refused = app
-                .call(conn, creds, move |s, c, now| {
-                    Err::<(), _>(refuse_other(s, c, &op, now))
-                })
-                .await;
-            return Err(refused.expect_err("always refused").into());
-        }
-    })
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Refuses, and records, an operation this API does not carry out: the owner's
-/// administration (`AccessDeniedException`), anything else (marked unsupported).
-fn refuse_other(s: &Service, c: &Caller, op: &str, now: u64) -> OpError {
-    let name = format!("aws:{}", op.chars().take(64).collect::<String>());
-    let err = if OWNER_ONLY.contains(&op) {
-        OpError::Forbidden(format!(
-            "{op} is for the key's owner, on its own channel (teekms key ...); access keys cannot change keys"
-        ))
-    } else {
-        OpError::Unsupported(format!(
-            "{op} is not offered by teekms's AWS KMS API (spec/aws-kms-v1.md)"
-        ))
-    };
-    s.refuse_request(c, &name, err, now)
-}
-
-// ---- requests and answers, in AWS's shapes --------------------------------------------
+use super::shapes::*;
+use super::{MAX_ENCRYPT_PLAINTEXT, SYMMETRIC_DEFAULT};
+use crate::ops::{OpError, Service};
 
 /// Parses a request body; a malformed one is refused and recorded.
 fn parse<T: DeserializeOwned>(
@@ -304,228 +35,6 @@ fn parse<T: DeserializeOwned>(
 fn invalid(s: &Service, c: &Caller, op: &str, why: impl Into<String>, now: u64) -> OpError {
     s.refuse_request(c, op, OpError::BadRequest(why.into()), now)
 }
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct Recipient {
-    key_encryption_algorithm: String,
-    attestation_document: B64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct EncryptIn {
-    key_id: String,
-    plaintext: SecretB64,
-    #[serde(default)]
-    encryption_context: Option<EncryptionContext>,
-    #[serde(default)]
-    encryption_algorithm: Option<String>,
-    #[serde(default)]
-    grant_tokens: Option<Vec<String>>,
-    #[serde(default)]
-    dry_run: Option<bool>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct EncryptOut {
-    ciphertext_blob: B64,
-    key_id: String,
-    encryption_algorithm: &'static str,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct DecryptIn {
-    ciphertext_blob: B64,
-    #[serde(default)]
-    encryption_context: Option<EncryptionContext>,
-    #[serde(default)]
-    key_id: Option<String>,
-    #[serde(default)]
-    encryption_algorithm: Option<String>,
-    #[serde(default)]
-    recipient: Option<Recipient>,
-    #[serde(default)]
-    grant_tokens: Option<Vec<String>>,
-    #[serde(default)]
-    dry_run: Option<bool>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct DecryptOut {
-    key_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    plaintext: Option<SecretB64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ciphertext_for_recipient: Option<B64>,
-    encryption_algorithm: &'static str,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct ReEncryptIn {
-    ciphertext_blob: B64,
-    destination_key_id: String,
-    #[serde(default)]
-    source_encryption_context: Option<EncryptionContext>,
-    #[serde(default)]
-    source_key_id: Option<String>,
-    #[serde(default)]
-    destination_encryption_context: Option<EncryptionContext>,
-    #[serde(default)]
-    source_encryption_algorithm: Option<String>,
-    #[serde(default)]
-    destination_encryption_algorithm: Option<String>,
-    #[serde(default)]
-    grant_tokens: Option<Vec<String>>,
-    #[serde(default)]
-    dry_run: Option<bool>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ReEncryptOut {
-    ciphertext_blob: B64,
-    source_key_id: String,
-    key_id: String,
-    source_encryption_algorithm: &'static str,
-    destination_encryption_algorithm: &'static str,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct GenerateDataKeyIn {
-    key_id: String,
-    #[serde(default)]
-    encryption_context: Option<EncryptionContext>,
-    #[serde(default)]
-    number_of_bytes: Option<u32>,
-    #[serde(default)]
-    key_spec: Option<String>,
-    #[serde(default)]
-    recipient: Option<Recipient>,
-    #[serde(default)]
-    grant_tokens: Option<Vec<String>>,
-    #[serde(default)]
-    dry_run: Option<bool>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct GenerateDataKeyOut {
-    ciphertext_blob: B64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    plaintext: Option<SecretB64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ciphertext_for_recipient: Option<B64>,
-    key_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct GenerateRandomIn {
-    #[serde(default)]
-    number_of_bytes: Option<u32>,
-    #[serde(default)]
-    custom_key_store_id: Option<String>,
-    #[serde(default)]
-    recipient: Option<Recipient>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct GenerateRandomOut {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    plaintext: Option<SecretB64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ciphertext_for_recipient: Option<B64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct DescribeKeyIn {
-    key_id: String,
-    #[serde(default)]
-    grant_tokens: Option<Vec<String>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct DescribeKeyOut {
-    key_metadata: KeyMetadata,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct KeyMetadata {
-    #[serde(rename = "AWSAccountId")]
-    aws_account_id: String,
-    key_id: String,
-    arn: String,
-    creation_date: f64,
-    enabled: bool,
-    description: &'static str,
-    key_usage: &'static str,
-    key_state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deletion_date: Option<f64>,
-    origin: &'static str,
-    key_manager: &'static str,
-    customer_master_key_spec: &'static str,
-    key_spec: &'static str,
-    encryption_algorithms: [&'static str; 1],
-    multi_region: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct ListIn {
-    #[serde(default)]
-    limit: Option<u32>,
-    #[serde(default)]
-    marker: Option<String>,
-    /// ListAliases only.
-    #[serde(default)]
-    key_id: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct KeyListEntry {
-    key_id: String,
-    key_arn: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ListKeysOut {
-    keys: Vec<KeyListEntry>,
-    truncated: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_marker: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct AliasListEntry {
-    alias_name: String,
-    alias_arn: String,
-    target_key_id: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ListAliasesOut {
-    aliases: Vec<AliasListEntry>,
-    truncated: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_marker: Option<String>,
-}
-
-// ---- the operations -------------------------------------------------------------------
 
 /// Options AWS has and teekms does not: dry runs, and algorithms other than the
 /// symmetric default. (Grant tokens only add permissions, which teekms's key policies
@@ -651,7 +160,7 @@ fn ciphertext_key(
         .map_err(|e| s.refuse_request(c, op, OpError::Decrypt(e.to_string()), now))
 }
 
-fn encrypt(
+pub(super) fn encrypt(
     s: &Service,
     c: &Caller,
     body: &[u8],
@@ -694,7 +203,7 @@ fn encrypt(
     ))
 }
 
-fn decrypt(
+pub(super) fn decrypt(
     s: &Service,
     c: &Caller,
     body: &[u8],
@@ -742,7 +251,7 @@ fn decrypt(
     ))
 }
 
-fn re_encrypt(
+pub(super) fn re_encrypt(
     s: &Service,
     c: &Caller,
     body: &[u8],
@@ -805,7 +314,7 @@ fn re_encrypt(
     ))
 }
 
-fn generate_data_key(
+pub(super) fn generate_data_key(
     s: &Service,
     c: &Caller,
     body: &[u8],
@@ -879,7 +388,7 @@ fn generate_data_key(
     ))
 }
 
-fn generate_random(
+pub(super) fn generate_random(
     s: &Service,
     c: &Caller,
     body: &[u8],
@@ -911,7 +420,7 @@ fn generate_random(
     ))
 }
 
-fn describe_key(
+pub(super) fn describe_key(
     s: &Service,
     c: &Caller,
     body: &[u8],
@@ -977,7 +486,7 @@ fn page(
     Ok((taken, next))
 }
 
-fn list_keys(
+pub(super) fn list_keys(
     s: &Service,
     c: &Caller,
     body: &[u8],
@@ -1004,7 +513,7 @@ fn list_keys(
     })
 }
 
-fn list_aliases(
+pub(super) fn list_aliases(
     s: &Service,
     c: &Caller,
     body: &[u8],
