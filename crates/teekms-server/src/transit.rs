@@ -1,6 +1,6 @@
 //! The Vault (and OpenBao) Transit API (spec/vault-transit-v1.md) under
 //! `/v1/<mount>/` (`serve --transit-mount`, default `transit`), with Vault's health and
-//! token lookup: a thin translator over [`Service`], as `aws.rs` is. The caller is an
+//! token lookup: a thin translator over [`Service`], as `aws/` is. The caller is an
 //! access key (its token as `X-Vault-Token` or `Authorization: Bearer`); answers are in
 //! Vault's envelope, errors `{"errors": [...]}` with Vault's statuses.
 
