@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// Which TEE this node runs in (never guessed).
     #[arg(long, value_enum)]
     pub tee: TeeArg,
+    /// How the node writes its lines: text, or one JSON object per line on stdout and
+    /// stderr (the "listening" line and warnings included).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// Directory for the node's sealed state.
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
@@ -463,6 +467,15 @@ pub enum KeyPolicyCmd {
         #[command(flatten)]
         node: NodeArgs,
     },
+}
+
+/// `serve --log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]

@@ -24,16 +24,28 @@ use crate::failure::{EXIT_OK, Failure};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TEEKMS_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: a node's log usually goes to a file or a journal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = cli::Cli::parse();
+    let json =
+        matches!(&cli.command, cli::Command::Serve(a) if a.log_format == cli::LogFormat::Json);
+    // Warnings, and a node's one line per request (target `teekms::request`).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TEEKMS_LOG")
+        .unwrap_or_else(|_| "warn,teekms::request=info".into());
+    if json {
+        paths::JSON_LINES.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            // Colours only on a terminal: a node's log usually goes to a file or a journal.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,9 +57,13 @@ fn main() -> ExitCode {
             message,
             hint,
         }) => {
-            eprintln!("error: {message}");
-            if let Some(hint) = hint {
-                eprintln!("hint: {hint}");
+            if json {
+                paths::say_json("stderr", "ERROR", &message, hint.as_deref());
+            } else {
+                eprintln!("error: {message}");
+                if let Some(hint) = hint {
+                    eprintln!("hint: {hint}");
+                }
             }
             ExitCode::from(code)
         }

@@ -182,3 +182,35 @@ pub fn write_new_secret(path: &Path, contents: &[u8], what: &str) -> Result<(), 
 pub fn holds_node(dir: &Path) -> Result<bool, Failure> {
     teekms_server::has_node(dir).map_err(|e| Failure::usage(format!("{}: {e}", dir.display())))
 }
+
+/// Whether `serve --log-format json` asked for JSON lines.
+pub static JSON_LINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// One JSON line (`timestamp`, `level`, `message`, and a `hint` if any) on `stream`
+/// (`stdout` or `stderr`): what `serve --log-format json` prints instead of text.
+pub fn say_json(stream: &str, level: &str, message: &str, hint: Option<&str>) {
+    let mut line = serde_json::json!({
+        "timestamp": teekms_attest::format_rfc3339(crate::cmd::now()),
+        "level": level,
+        "message": message,
+    });
+    if let Some(h) = hint {
+        line["hint"] = serde_json::Value::String(h.to_owned());
+    }
+    if stream == "stdout" {
+        println!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// A line of `serve` for people: text, or JSON under `--log-format json`.
+pub fn say(stream: &str, level: &str, message: &str) {
+    if JSON_LINES.load(std::sync::atomic::Ordering::Relaxed) {
+        say_json(stream, level, message, None);
+    } else if stream == "stdout" {
+        println!("{message}");
+    } else {
+        eprintln!("{message}");
+    }
+}

@@ -341,10 +341,56 @@ pub async fn track(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let (api, op) = labels(&req, &transit_prefix);
+    let caller = caller_kind(&req);
     let started = std::time::Instant::now();
     let response = next.run(req).await;
-    METRICS.request(api, op, response.status().as_u16(), started.elapsed());
+    let status = response.status().as_u16();
+    let took = started.elapsed();
+    // The access log: one line per request, never a secret (ids only).
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    tracing::info!(
+        target: "teekms::request",
+        request_id = NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        api,
+        operation = %op,
+        caller = %caller,
+        status,
+        latency_ms = took.as_secs_f64() * 1e3,
+        "request"
+    );
+    METRICS.request(api, op, status, took);
     response
+}
+
+/// Who a request says it is, for the access log: `owner:<fingerprint>`,
+/// `workload:<claims digest>`, `access-key:<id>` (the id only, as presented; the secret
+/// never), or `anonymous`.
+fn caller_kind(req: &axum::extract::Request) -> String {
+    if let Some(conn) = req
+        .extensions()
+        .get::<std::sync::Arc<crate::ops::ConnState>>()
+    {
+        if let Some(owner) = &conn.owner {
+            return format!("owner:{}", owner.fingerprint());
+        }
+        if let Some(w) = conn.workload.lock().expect("conn lock").as_ref() {
+            return format!("workload:{}", w.claims_digest);
+        }
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let token = header("x-vault-token")
+        .or_else(|| header("authorization").and_then(|a| a.strip_prefix("Bearer ")));
+    let id = match (token, header("authorization")) {
+        (Some(t), _) => t.trim().split('.').next().map(str::to_owned),
+        (None, Some(a)) => teekms_core::sigv4::Authorization::parse(a)
+            .ok()
+            .map(|a| a.access_key_id),
+        (None, None) => return "anonymous".into(),
+    };
+    match id.filter(|id| teekms_core::access::is_access_key_id(id)) {
+        Some(id) => format!("access-key:{id}"),
+        None => "access-key:malformed".into(),
+    }
 }
 
 /// Serves `/metrics` on `listener` (plain HTTP) until the process ends.

@@ -14,7 +14,7 @@ use crate::paths;
 pub async fn run(args: ServeArgs) -> CmdResult {
     teekms_server::warm_up_rng();
     if matches!(args.tee, TeeArg::Sim) {
-        eprintln!("{}", super::tee::SIM_WARNING);
+        paths::say("stderr", "WARN", super::tee::SIM_WARNING);
     }
     let mut platform_args = args.platform.clone();
     if let Some(url) = &args.platform.collateral_url {
@@ -105,18 +105,26 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         };
         Failure::usage(format!("cannot start the node: {e}")).hint(hint)
     })?;
-    println!(
-        "teekms node {} listening on {}",
-        server.node_id,
-        server.url()
+    paths::say(
+        "stdout",
+        "INFO",
+        &format!(
+            "teekms node {} listening on {}",
+            server.node_id,
+            server.url()
+        ),
     );
     if let Some(addr) = server.metrics_addr {
-        eprintln!("metrics on http://{addr}/metrics");
+        paths::say(
+            "stderr",
+            "INFO",
+            &format!("metrics on http://{addr}/metrics"),
+        );
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     shutdown_signal().await;
-    eprintln!("shutting down");
+    paths::say("stderr", "INFO", "shutting down");
     server.shutdown().await;
     Ok(())
 }
