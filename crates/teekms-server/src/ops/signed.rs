@@ -24,27 +24,32 @@ impl Service {
         access::aws_secret_access_key(&key, id)
     }
 
-    /// The signing key of access key `id` for `date` in this node's region (kept; see
-    /// [`SigningKeys`]).
-    fn signing_key(&self, id: &str, date: &str) -> hmac::Key {
-        let cache_key = (id.to_owned(), date.to_owned());
-        if let Some(k) = self
+    /// The signing key of access key `id` for `date` in this node's region, and whether
+    /// it came from the cache (see [`SigningKeys`]).
+    fn signing_key(&self, id: &str, date: &str) -> (hmac::Key, bool) {
+        let cached = self
             .signing_keys
             .0
             .lock()
             .expect("signing keys")
-            .get(&cache_key)
-        {
-            return k.clone();
+            .get(&(id.to_owned(), date.to_owned()))
+            .cloned();
+        if let Some(k) = cached {
+            return (k, true);
         }
         let secret = self.aws_secret(id);
         let key = sigv4::signing_key(secret.as_bytes(), date, &self.settings.aws_region, "kms");
+        (key, false)
+    }
+
+    /// Keeps a signing key that just verified a request: only a signature that verified
+    /// adds to the cache, so requests with made-up dates cannot fill it.
+    fn keep_signing_key(&self, id: &str, date: &str, key: hmac::Key) {
         let mut keys = self.signing_keys.0.lock().expect("signing keys");
         if keys.len() >= SIGNING_KEYS_MAX {
             keys.clear();
         }
-        keys.insert(cache_key, key.clone());
-        key
+        keys.insert((id.to_owned(), date.to_owned()), key);
     }
 
     /// The caller of a SigV4-signed request: the connection's identities and the access
@@ -87,8 +92,12 @@ impl Service {
         .map_err(|e| OpError::Damaged(e.to_string()))?;
         let region = &self.settings.aws_region;
         let verified = if auth.region == *region && auth.service == "kms" {
-            let key = self.signing_key(&rec.id, &auth.date);
-            sigv4::verify_with_key(req, auth, &key, region, "kms", now)
+            let (key, cached) = self.signing_key(&rec.id, &auth.date);
+            let verified = sigv4::verify_with_key(req, auth, &key, region, "kms", now);
+            if verified.is_ok() && !cached {
+                self.keep_signing_key(&rec.id, &auth.date, key);
+            }
+            verified
         } else {
             // Refused for its scope; no key to keep.
             sigv4::verify(req, auth, b"", region, "kms", now)
