@@ -65,6 +65,8 @@ impl Histogram {
 
 /// The node's metrics.
 pub struct Metrics {
+    /// Whether anything is scraped (`--metrics-listen`): otherwise requests are not counted.
+    enabled: std::sync::atomic::AtomicBool,
     requests: Mutex<BTreeMap<(&'static str, String, &'static str), u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     audit_entries: AtomicU64,
@@ -81,6 +83,7 @@ pub struct Metrics {
 
 /// The process's metrics (one node per process in service).
 pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| Metrics {
+    enabled: std::sync::atomic::AtomicBool::new(false),
     requests: Mutex::default(),
     latency: Mutex::default(),
     audit_entries: AtomicU64::new(0),
@@ -159,6 +162,7 @@ impl Metrics {
 
     /// The node's TEE and its collateral's end of validity, set at start.
     pub fn node(&self, tee: teekms_attest::TeeKind, collateral_expires_at: Option<u64>) {
+        self.enabled.store(true, Ordering::Relaxed);
         *self.tee.lock().expect("metrics") = tee.as_str();
         *self.collateral_expires_at.lock().expect("metrics") = collateral_expires_at;
     }
@@ -340,8 +344,18 @@ pub async fn track(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    // Neither counted nor logged (no --metrics-listen, TEEKMS_LOG=warn): no work at all.
+    let log = tracing::enabled!(target: "teekms::request", tracing::Level::INFO);
+    let count = METRICS.enabled.load(Ordering::Relaxed);
+    if !log && !count {
+        return next.run(req).await;
+    }
     let (api, op) = labels(&req, &transit_prefix);
-    let caller = caller_kind(&req);
+    let caller = if log {
+        caller_kind(&req)
+    } else {
+        String::new()
+    };
     let started = std::time::Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16();
@@ -358,7 +372,9 @@ pub async fn track(
         latency_ms = took.as_secs_f64() * 1e3,
         "request"
     );
-    METRICS.request(api, op, status, took);
+    if count {
+        METRICS.request(api, op, status, took);
+    }
     response
 }
 
