@@ -109,8 +109,9 @@ fn post(
         .and_then(|_| tls.write_all(body))
         .map_err(|e| format!("talking to {}: {e}", identity.node))?;
     let mut answer = Vec::new();
-    // The node may close without close_notify after `Connection: close`: what arrived counts.
-    if let Err(e) = tls.read_to_end(&mut answer)
+    // The node may close without close_notify after `Connection: close`: what arrived
+    // counts. An answer is small: whatever is sent beyond the limit is not read.
+    if let Err(e) = tls.take(MAX_ANSWER).read_to_end(&mut answer)
         && answer.is_empty()
     {
         return Err(format!("talking to {}: {e}", identity.node));
@@ -118,7 +119,11 @@ fn post(
     parse_response(&answer).ok_or_else(|| format!("{} did not answer HTTP", identity.node))
 }
 
-/// Status and body of an HTTP/1.1 response with `Content-Length`.
+/// Largest answer read from the node (an unwrapped file key, or an error, is far less).
+const MAX_ANSWER: u64 = 64 * 1024;
+
+/// Status and body of an HTTP/1.1 response with `Content-Length` (which must fit what
+/// arrived: it is not trusted further).
 fn parse_response(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;
@@ -131,6 +136,23 @@ fn parse_response(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
                 .then(|| v.trim().parse().ok())?
         })
         .unwrap_or(raw.len() - split - 4);
-    let body = raw.get(split + 4..split + 4 + length)?.to_vec();
+    let start = split + 4;
+    let body = raw.get(start..start.checked_add(length)?)?.to_vec();
     Some((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_response;
+
+    #[test]
+    fn a_response_is_taken_as_long_as_it_says_and_no_longer_than_it_is() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi and more";
+        assert_eq!(parse_response(ok), Some((200, b"hi".to_vec())));
+        let long = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nhi";
+        assert_eq!(parse_response(long), None);
+        let huge = b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nhi";
+        assert_eq!(parse_response(huge), None);
+        assert_eq!(parse_response(b"garbage"), None);
+    }
 }
