@@ -164,8 +164,12 @@ pub(crate) fn spawn_node(teekms: &Path, home: &Path, data: &Path) -> Node {
 
 /// [`spawn_node`] with more `serve` arguments.
 pub(crate) fn spawn_node_with(teekms: &Path, home: &Path, data: &Path, extra: &[&str]) -> Node {
+    // Warnings only: at the default level a node logs a line per request, which the
+    // harness's stderr drain would keep in memory for the whole run (tens of MB), and
+    // which an operator at tens of thousands of requests a second turns off too.
     teekms_testkit::Serve::new(teekms, data)
         .home(home)
         .args(extra)
+        .log("warn")
         .spawn()
 }
