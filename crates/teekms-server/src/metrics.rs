@@ -332,6 +332,19 @@ fn labels(req: &axum::extract::Request, transit_prefix: &str) -> (&'static str, 
         || route.starts_with("/v1/sys/")
         || route.starts_with("/v1/auth/")
     {
+        // One route serves encrypt, decrypt and rewrap: the verb, from a fixed set.
+        if route.ends_with("/{verb}/{key}") {
+            let verb = req
+                .uri()
+                .path()
+                .get(transit_prefix.len()..)
+                .unwrap_or("")
+                .split('/')
+                .next()
+                .filter(|v| ["encrypt", "decrypt", "rewrap"].contains(v))
+                .unwrap_or("other");
+            return ("transit", format!("{transit_prefix}{verb}/{{key}}"));
+        }
         return ("transit", route.to_owned());
     }
     ("native", route.to_owned())

@@ -34,9 +34,6 @@ pub fn routes(mount: &str) -> Router<Arc<Service>> {
     Router::new()
         .route("/v1/sys/health", get(health))
         .route("/v1/auth/token/lookup-self", get(lookup_self))
-        .route(&format!("{m}/encrypt/{{key}}"), post(encrypt))
-        .route(&format!("{m}/decrypt/{{key}}"), post(decrypt))
-        .route(&format!("{m}/rewrap/{{key}}"), post(rewrap))
         .route(&format!("{m}/datakey/{{kind}}/{{key}}"), post(datakey))
         .route(&format!("{m}/random"), post(random))
         .route(&format!("{m}/random/{{bytes}}"), post(random_n))
@@ -49,7 +46,7 @@ pub fn routes(mount: &str) -> Router<Arc<Service>> {
                 .delete(unsupported_operation),
         )
         .route(&format!("{m}/keys/{{key}}/rotate"), post(rotate))
-        .route(&format!("{m}/{{op}}/{{key}}"), post(unsupported_path))
+        .route(&format!("{m}/{{verb}}/{{key}}"), post(item_operation))
         .route(
             &format!("{m}/{{op}}/{{key}}/{{more}}"),
             post(unsupported_path),
@@ -473,34 +470,22 @@ fn rewrap_item(
     Ok((out, audit))
 }
 
-async fn encrypt(
+/// `POST …/<verb>/<key>`: encrypt, decrypt or rewrap (one item or a batch); any other
+/// verb (sign, verify, hmac, hash, export, …) is a path this API does not offer.
+async fn item_operation(
     State(app): State<Arc<Service>>,
     Extension(conn): Extension<Arc<ConnState>>,
-    Path(key): Path<String>,
+    Path((verb, key)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, VaultError> {
-    batch(app, conn, &headers, key, &body, encrypt_item).await
-}
-
-async fn decrypt(
-    State(app): State<Arc<Service>>,
-    Extension(conn): Extension<Arc<ConnState>>,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, VaultError> {
-    batch(app, conn, &headers, key, &body, decrypt_item).await
-}
-
-async fn rewrap(
-    State(app): State<Arc<Service>>,
-    Extension(conn): Extension<Arc<ConnState>>,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, VaultError> {
-    batch(app, conn, &headers, key, &body, rewrap_item).await
+    let op: Op = match verb.as_str() {
+        "encrypt" => encrypt_item,
+        "decrypt" => decrypt_item,
+        "rewrap" => rewrap_item,
+        _ => return Err(unsupported_path().await),
+    };
+    batch(app, conn, &headers, key, &body, op).await
 }
 
 // ---- data keys and random bytes -------------------------------------------------------
