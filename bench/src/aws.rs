@@ -106,30 +106,9 @@ pub(crate) async fn aws_bench(teekms: &Path) {
     let policy = Arc::new(sim_policy(teekms, dir.path()));
     let owner = Arc::new(OwnerKey::generate());
     deploy_bench_key(&url, &policy, &owner).await;
-    // An access key with AWS credentials, admitted to encrypt and decrypt "bench".
-    let mut admin = teekms_client::connect_verified(&url, &policy, Some(&owner), now())
-        .await
-        .unwrap();
-    let created = admin
-        .create_access_key_request(&teekms_core::api::AccessKeyCreateRequest {
-            keys: vec!["bench".into()],
-            operations: vec![
-                teekms_core::access::Operation::Encrypt,
-                teekms_core::access::Operation::Decrypt,
-            ],
-            expires_in: None,
-            description: "bench".into(),
-            aws: true,
-        })
-        .await
-        .unwrap();
-    admin
-        .set_policy(
-            "bench",
-            &serde_json::json!({"rules": [{"principals": [{"access_key": created.info.id}], "operations": ["encrypt", "decrypt"]}]}),
-        )
-        .await
-        .unwrap();
+    // An access key with AWS credentials; both phases run as it (the native one with its
+    // token).
+    let (created, mut conns) = bench_access_key(&url, &policy, &owner, true).await;
     let date = teekms_core::sigv4::amz_date(now())[..8].to_owned();
     let secret = created.aws_secret_access_key.clone().unwrap();
     let _ = CREDENTIALS.set(Credentials {
@@ -137,15 +116,6 @@ pub(crate) async fn aws_bench(teekms: &Path) {
         key: teekms_core::sigv4::signing_key(secret.as_bytes(), &date, "us-east-1", "kms"),
         date,
     });
-    // Both phases as the access key: the native one with its token.
-    let mut conns = Vec::new();
-    for _ in 0..ENVELOPE_CLIENTS {
-        let mut c = teekms_client::connect_verified(&url, &policy, None, now())
-            .await
-            .unwrap();
-        c.use_access_key(&created.token);
-        conns.push(c);
-    }
     // Once: what the AWS API answers decrypts, natively, to the plaintext.
     let body = aws_encrypt(&mut conns[0]).await;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

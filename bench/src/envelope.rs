@@ -85,6 +85,49 @@ pub(crate) async fn deploy_bench_key(url: &NodeUrl, policy: &Policy, owner: &Own
         .unwrap();
 }
 
+/// An access key for the key "bench" (with its AWS secret when `aws`), admitted to
+/// encrypt and decrypt by the key's policy, and `ENVELOPE_CLIENTS` verified connections
+/// that present its token.
+pub(crate) async fn bench_access_key(
+    url: &NodeUrl,
+    policy: &Policy,
+    owner: &OwnerKey,
+    aws: bool,
+) -> (teekms_core::api::AccessKeyCreated, Conns) {
+    let mut admin = teekms_client::connect_verified(url, policy, Some(owner), now())
+        .await
+        .unwrap();
+    let created = admin
+        .create_access_key_request(&teekms_core::api::AccessKeyCreateRequest {
+            keys: vec!["bench".into()],
+            operations: vec![
+                teekms_core::access::Operation::Encrypt,
+                teekms_core::access::Operation::Decrypt,
+            ],
+            expires_in: None,
+            description: "bench".into(),
+            aws,
+        })
+        .await
+        .unwrap();
+    admin
+        .set_policy(
+            "bench",
+            &serde_json::json!({"rules": [{"principals": [{"access_key": created.info.id}], "operations": ["encrypt", "decrypt"]}]}),
+        )
+        .await
+        .unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..ENVELOPE_CLIENTS {
+        let mut c = teekms_client::connect_verified(url, policy, None, now())
+            .await
+            .unwrap();
+        c.use_access_key(&created.token);
+        conns.push(c);
+    }
+    (created, conns)
+}
+
 /// The plaintext every benchmarked `encrypt` sends.
 pub(crate) const PLAINTEXT: [u8; 1024] = [0x5a; 1024];
 

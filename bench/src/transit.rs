@@ -52,34 +52,8 @@ pub(crate) async fn transit_bench(teekms: &Path) {
     let policy = Arc::new(sim_policy(teekms, dir.path()));
     let owner = Arc::new(OwnerKey::generate());
     deploy_bench_key(&url, &policy, &owner).await;
-    let mut admin = teekms_client::connect_verified(&url, &policy, Some(&owner), now())
-        .await
-        .unwrap();
-    let created = admin
-        .create_access_key(
-            vec!["bench".into()],
-            vec![teekms_core::access::Operation::Encrypt],
-            None,
-            "bench",
-        )
-        .await
-        .unwrap();
-    admin
-        .set_policy(
-            "bench",
-            &serde_json::json!({"rules": [{"principals": [{"access_key": created.info.id}], "operations": ["encrypt"]}]}),
-        )
-        .await
-        .unwrap();
-    let mut conns = Vec::new();
-    for _ in 0..ENVELOPE_CLIENTS {
-        let mut c = teekms_client::connect_verified(&url, &policy, None, now())
-            .await
-            .unwrap();
-        // The token goes as `Authorization: Bearer`, which Transit takes as Vault does.
-        c.use_access_key(&created.token);
-        conns.push(c);
-    }
+    // The token goes as `Authorization: Bearer`, which Transit takes as Vault does.
+    let (_, mut conns) = bench_access_key(&url, &policy, &owner, false).await;
     let pid = node.child.id();
     let mut rounds = Vec::new();
     for _ in 0..ENVELOPE_ROUNDS {
