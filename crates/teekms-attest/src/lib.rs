@@ -122,12 +122,20 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
         Some(f) => f.trim_start_matches(|c: char| c.is_ascii_digit()),
         None => rest,
     };
-    if rest != "Z"
-        || !(1..=12).contains(&mo)
+    if rest != "Z" {
+        return None;
+    }
+    unix_from_civil([y, mo, d, h, mi, se])
+}
+
+/// Unix seconds of a UTC civil time `[year, month, day, hour, minute, second]`; `None`
+/// for a field out of range or a time before 1970.
+pub fn unix_from_civil([y, mo, d, h, mi, se]: [i64; 6]) -> Option<u64> {
+    if !(1..=12).contains(&mo)
         || !(1..=31).contains(&d)
-        || h > 23
-        || mi > 59
-        || se > 60
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&mi)
+        || !(0..=60).contains(&se)
     {
         return None;
     }

@@ -10,21 +10,32 @@ pub const ACCOUNT_LABEL: &[u8] = b"teekms/v1/aws-account";
 /// The 12-digit AWS account id that stands for `owner`: the first 8 bytes of
 /// SHA-256(label ‖ owner public key), big-endian, modulo 10^12, zero-padded.
 pub fn account_id(owner: &OwnerPublicKey) -> String {
-    let mut input = ACCOUNT_LABEL.to_vec();
-    input.extend_from_slice(&owner.0);
-    let h = teekms_attest::sha256(&input);
-    let n = u64::from_be_bytes(h[..8].try_into().expect("8 bytes"));
+    let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    h.update(ACCOUNT_LABEL);
+    h.update(&owner.0);
+    let n = u64::from_be_bytes(h.finish().as_ref()[..8].try_into().expect("8 bytes"));
     format!("{:012}", n % 1_000_000_000_000)
 }
 
 /// The ARN of `owner`'s key `key_id` in `region`.
 pub fn key_arn(region: &str, owner: &OwnerPublicKey, key_id: &str) -> String {
-    format!("arn:aws:kms:{region}:{}:key/{key_id}", account_id(owner))
+    resource_arn(region, owner, "key/", key_id)
 }
 
 /// The ARN of a key's alias (`alias/<key id>`).
 pub fn alias_arn(region: &str, owner: &OwnerPublicKey, key_id: &str) -> String {
-    format!("arn:aws:kms:{region}:{}:alias/{key_id}", account_id(owner))
+    resource_arn(region, owner, "alias/", key_id)
+}
+
+/// `arn:aws:kms:<region>:<account>:<kind><key id>`, put together without the
+/// formatting machinery (one is in every answer of the AWS KMS API).
+fn resource_arn(region: &str, owner: &OwnerPublicKey, kind: &str, key_id: &str) -> String {
+    let account = account_id(owner);
+    let mut arn = String::with_capacity(32 + region.len() + kind.len() + key_id.len());
+    for part in ["arn:aws:kms:", region, ":", &account, ":", kind, key_id] {
+        arn.push_str(part);
+    }
+    arn
 }
 
 /// A key reference as AWS clients send it (`KeyId`), parsed.

@@ -215,17 +215,45 @@ pub fn verify_with_key(
         return Err(SigV4Error::Skewed);
     }
     let canonical = canonical_request(req, &auth.signed_headers)?;
-    let scope = format!(
-        "{}/{}/{}/aws4_request",
-        auth.date, auth.region, auth.service
+    let expected = sign_canonical(
+        key,
+        amz_date,
+        &auth.date,
+        &auth.region,
+        &auth.service,
+        &canonical,
     );
-    let to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        hex::encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
-    );
-    let expected = hmac::sign(key, to_sign.as_bytes());
     aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_ref(), &auth.signature)
         .map_err(|_| SigV4Error::Mismatch)
+}
+
+/// The signature of a canonical request: HMAC of the string to sign (algorithm, time,
+/// scope, hash of the canonical request), fed to the HMAC piece by piece.
+fn sign_canonical(
+    key: &hmac::Key,
+    amz_date: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+    canonical: &str,
+) -> hmac::Tag {
+    let mut mac = hmac::Context::with_key(key);
+    for part in [
+        ALGORITHM, "\n", amz_date, "\n", date, "/", region, "/", service,
+    ] {
+        mac.update(part.as_bytes());
+    }
+    mac.update(b"/aws4_request\n");
+    mac.update(&hex_sha256(canonical.as_bytes()));
+    mac.sign()
+}
+
+/// SHA-256 of `data` in lowercase hex.
+fn hex_sha256(data: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(digest::digest(&digest::SHA256, data), &mut out)
+        .expect("64 hex digits for 32 bytes");
+    out
 }
 
 /// `x-amz-date` for Unix time `unix`: `YYYYMMDDTHHMMSSZ`.
@@ -265,11 +293,7 @@ pub fn authorization_with_key(
     let date = amz_date.get(..8).ok_or(SigV4Error::BadDate)?;
     let signed_owned: Vec<String> = signed.iter().map(|h| (*h).to_owned()).collect();
     let canonical = canonical_request(req, &signed_owned)?;
-    let to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{date}/{region}/{service}/aws4_request\n{}",
-        hex::encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
-    );
-    let signature = hmac::sign(key, to_sign.as_bytes());
+    let signature = sign_canonical(key, amz_date, date, region, service, &canonical);
     Ok(format!(
         "{ALGORITHM} Credential={access_key_id}/{date}/{region}/{service}/aws4_request, SignedHeaders={}, Signature={}",
         signed.join(";"),
@@ -294,12 +318,12 @@ pub fn signing_key(secret: &[u8], date: &str, region: &str, service: &str) -> hm
 
 /// The canonical request of SigV4 for `req`, over the headers named in `signed`.
 pub fn canonical_request(req: &Request<'_>, signed: &[String]) -> Result<String, SigV4Error> {
-    let mut out = String::with_capacity(256 + req.path.len() + req.query.len());
+    let mut out = String::with_capacity(512 + req.path.len() + req.query.len());
     out.push_str(req.method);
     out.push('\n');
-    out.push_str(&canonical_uri(req.path));
+    push_canonical_uri(&mut out, req.path);
     out.push('\n');
-    out.push_str(&canonical_query(req.query));
+    push_canonical_query(&mut out, req.query);
     out.push('\n');
     for name in signed {
         let value = header(req.headers, name).ok_or(SigV4Error::Malformed(
@@ -311,18 +335,23 @@ pub fn canonical_request(req: &Request<'_>, signed: &[String]) -> Result<String,
         out.push('\n');
     }
     out.push('\n');
-    out.push_str(&signed.join(";"));
+    for (i, name) in signed.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(name);
+    }
     out.push('\n');
     // The body is always hashed here: an `x-amz-content-sha256` header must state that
     // very hash (S3's UNSIGNED-PAYLOAD has no place in a key service), else a signature
     // over the header would not cover the body.
-    let payload = hex::encode(digest::digest(&digest::SHA256, req.body));
+    let payload = hex_sha256(req.body);
     if let Some(stated) = header(req.headers, "x-amz-content-sha256")
-        && *stated != *payload.as_bytes()
+        && *stated != payload
     {
         return Err(SigV4Error::PayloadHash);
     }
-    out.push_str(&payload);
+    out.push_str(std::str::from_utf8(&payload).expect("hex is ASCII"));
     Ok(out)
 }
 
@@ -357,52 +386,59 @@ fn push_canonical_value(out: &mut String, value: &[u8]) {
     }
 }
 
-/// The path with each segment percent-encoded once more (AWS's rule for every service
-/// but S3); `/` for an empty path.
-fn canonical_uri(path: &str) -> String {
+/// Appends the path with each segment percent-encoded once more (AWS's rule for every
+/// service but S3); `/` for an empty path.
+fn push_canonical_uri(out: &mut String, path: &str) {
     if path.is_empty() {
-        return "/".into();
+        out.push('/');
+        return;
     }
-    path.split('/')
-        .map(uri_encode)
-        .collect::<Vec<_>>()
-        .join("/")
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        push_uri_encoded(out, segment);
+    }
 }
 
-/// The query's parameters, each name and value percent-encoded (after decoding what
-/// the client encoded), sorted by name then value.
-fn canonical_query(query: &str) -> String {
+/// Appends the query's parameters, each name and value percent-encoded (after decoding
+/// what the client encoded), sorted by name then value.
+fn push_canonical_query(out: &mut String, query: &str) {
     let mut pairs: Vec<(String, String)> = query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                uri_encode(&percent_decode(k)),
-                uri_encode(&percent_decode(v)),
-            )
+            let (mut name, mut value) = (String::new(), String::new());
+            push_uri_encoded(&mut name, &percent_decode(k));
+            push_uri_encoded(&mut value, &percent_decode(v));
+            (name, value)
         })
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
 }
 
-/// RFC 3986 encoding as SigV4 wants it: unreserved characters as they are, every other
-/// byte `%XX` in uppercase hex.
-fn uri_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// Appends `s` in RFC 3986 encoding as SigV4 wants it: unreserved characters as they
+/// are, every other byte `%XX` in uppercase hex.
+fn push_uri_encoded(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
         }
     }
-    out
 }
 
 /// `%XX` decoded (anything malformed is kept as it is: it is then encoded as sent).
@@ -438,16 +474,19 @@ fn parse_amz_date(s: &str) -> Option<u64> {
     if !b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit) {
         return None;
     }
-    let rfc3339 = format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &s[0..4],
-        &s[4..6],
-        &s[6..8],
-        &s[9..11],
-        &s[11..13],
-        &s[13..15]
-    );
-    teekms_attest::parse_rfc3339(&rfc3339)
+    let num = |at: usize, len: usize| -> i64 {
+        b[at..at + len]
+            .iter()
+            .fold(0, |n, d| n * 10 + i64::from(d - b'0'))
+    };
+    teekms_attest::unix_from_civil([
+        num(0, 4),
+        num(4, 2),
+        num(6, 2),
+        num(9, 2),
+        num(11, 2),
+        num(13, 2),
+    ])
 }
 
 #[cfg(test)]
@@ -541,6 +580,16 @@ mod tests {
 
     #[test]
     fn canonical_parts_follow_aws_rules() {
+        let canonical_uri = |path| {
+            let mut out = String::new();
+            push_canonical_uri(&mut out, path);
+            out
+        };
+        let canonical_query = |query| {
+            let mut out = String::new();
+            push_canonical_query(&mut out, query);
+            out
+        };
         assert_eq!(canonical_uri(""), "/");
         assert_eq!(canonical_uri("/"), "/");
         // Encoded once more: `%20` becomes `%2520` (every service but S3).
@@ -552,6 +601,9 @@ mod tests {
         assert_eq!(value, "a b");
         assert_eq!(parse_amz_date("20130524T000000Z"), Some(1_369_353_600));
         assert_eq!(parse_amz_date("2013-05-24T00:00:00Z"), None);
+        assert_eq!(parse_amz_date("20131324T000000Z"), None);
+        assert_eq!(parse_amz_date("20130524T240000Z"), None);
+        assert_eq!(amz_date(1_369_353_600), "20130524T000000Z");
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub fn token(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError
 pub struct JsonOut<T>(pub T);
 
 /// Room for the usual operation's answer (a 1 KiB envelope is about 1.5 KiB of JSON).
-const RESPONSE_CAPACITY: usize = 2048;
+pub(crate) const RESPONSE_CAPACITY: usize = 2048;
 
 impl<T: Serialize> IntoResponse for JsonOut<T> {
     fn into_response(self) -> Response {

@@ -98,7 +98,7 @@ impl IntoResponse for AwsError {
 }
 
 /// The body of an answer, with AWS's content type and a request id.
-fn aws_json(body: String) -> impl IntoResponse {
+fn aws_json(body: impl IntoResponse) -> impl IntoResponse {
     (
         [
             (
@@ -125,20 +125,22 @@ pub(crate) fn request_id() -> HeaderValue {
     });
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes();
-    let (p, c) = (hex::encode(*PREFIX), hex::encode(n));
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &p[..8],
-        &p[8..12],
-        &p[12..16],
-        &c[..4],
-        &c[4..]
-    );
-    HeaderValue::from_str(&id).expect("hex and dashes")
+    // 32 hex digits (prefix, counter) cut 8-4-4-4-12 by dashes; no formatting machinery
+    // on the hot path.
+    let mut digits = [0u8; 32];
+    hex::encode_to_slice(*PREFIX, &mut digits[..16]).expect("16 digits");
+    hex::encode_to_slice(n, &mut digits[16..]).expect("16 digits");
+    let mut id = [b'-'; 36];
+    for (from, to, len) in [(0, 0, 8), (8, 9, 4), (12, 14, 4), (16, 19, 4), (20, 24, 12)] {
+        id[to..to + len].copy_from_slice(&digits[from..from + len]);
+    }
+    HeaderValue::from_bytes(&id).expect("hex and dashes")
 }
 
 fn ok<T: Serialize>(value: T) -> Response {
-    aws_json(serde_json::to_string(&value).expect("responses serialize")).into_response()
+    let mut body = Vec::with_capacity(crate::http::RESPONSE_CAPACITY);
+    serde_json::to_writer(&mut body, &value).expect("responses serialize");
+    aws_json(body).into_response()
 }
 
 /// Largest request body (AWS's largest request, an `Encrypt` of 4 KiB or a recipient's

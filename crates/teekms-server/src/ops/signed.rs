@@ -6,12 +6,13 @@ use teekms_core::sigv4::{self, Authorization, SigV4Error};
 
 use super::*;
 
-/// SigV4 signing keys by (access key id, day): deriving one takes the secret's derivation
-/// and four HMACs, and a day's requests of one access key all use the same. Only keys
-/// of this node's region and service are kept; at most [`SIGNING_KEYS_MAX`], then the
-/// cache starts over. Whether the access key is still valid is checked at every request.
+/// SigV4 signing keys by access key id, with their day: deriving one takes the secret's
+/// derivation and four HMACs, and a day's requests of one access key all use the same.
+/// One day per access key (around midnight a key may be derived again), only of this
+/// node's region and service; at most [`SIGNING_KEYS_MAX`], then the cache starts over.
+/// Whether the access key is still valid is checked at every request.
 #[derive(Default)]
-pub struct SigningKeys(Mutex<HashMap<(String, String), hmac::Key>>);
+pub struct SigningKeys(Mutex<HashMap<String, (String, hmac::Key)>>);
 
 /// Most signing keys kept.
 const SIGNING_KEYS_MAX: usize = 4096;
@@ -32,8 +33,9 @@ impl Service {
             .0
             .lock()
             .expect("signing keys")
-            .get(&(id.to_owned(), date.to_owned()))
-            .cloned();
+            .get(id)
+            .filter(|(day, _)| day == date)
+            .map(|(_, key)| key.clone());
         if let Some(k) = cached {
             return (k, true);
         }
@@ -49,7 +51,7 @@ impl Service {
         if keys.len() >= SIGNING_KEYS_MAX {
             keys.clear();
         }
-        keys.insert((id.to_owned(), date.to_owned()), key);
+        keys.insert(id.to_owned(), (date.to_owned(), key));
     }
 
     /// The caller of a SigV4-signed request: the connection's identities and the access
