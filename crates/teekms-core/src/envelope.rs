@@ -30,10 +30,12 @@ const TAG_LEN: usize = 16;
 /// `vault:v<N>:<standard base64 of the envelope>`, N its key version.
 pub fn to_vault_form(key_version: u64, envelope: &[u8]) -> String {
     use base64::Engine;
-    format!(
-        "vault:v{key_version}:{}",
-        base64::engine::general_purpose::STANDARD.encode(envelope)
-    )
+    let mut text = String::with_capacity(32 + envelope.len().div_ceil(3) * 4);
+    text.push_str("vault:v");
+    text.push_str(&key_version.to_string());
+    text.push(':');
+    base64::engine::general_purpose::STANDARD.encode_string(envelope, &mut text);
+    text
 }
 
 /// Parses `vault:v<N>:<base64>` strictly (untrusted): N in decimal without sign or

@@ -116,7 +116,7 @@ struct VaultResponse<'a, T> {
 /// Vault's response envelope around `data`.
 fn answer<T: serde::Serialize>(data: T) -> Response {
     let id = crate::aws::request_id();
-    axum::Json(VaultResponse {
+    crate::http::JsonOut(VaultResponse {
         request_id: id.to_str().expect("ASCII"),
         lease_id: "",
         renewable: false,

@@ -206,28 +206,30 @@ async fn dispatch(
         authorization,
     };
     let creds = Credentials::Signed(Box::new(signed));
-    let region = app.aws_region().to_owned();
-    let r = region.clone();
     Ok(match target.as_str() {
         "Encrypt" => ok(app
-            .call_data(conn, creds, move |s, c, now| encrypt(s, c, &body, &r, now))
+            .call_data(conn, creds, move |s, c, now| {
+                encrypt(s, c, &body, s.aws_region(), now)
+            })
             .await?),
         "Decrypt" => ok(app
-            .call_data(conn, creds, move |s, c, now| decrypt(s, c, &body, &r, now))
+            .call_data(conn, creds, move |s, c, now| {
+                decrypt(s, c, &body, s.aws_region(), now)
+            })
             .await?),
         "ReEncrypt" => ok(app
             .call_data(conn, creds, move |s, c, now| {
-                re_encrypt(s, c, &body, &r, now)
+                re_encrypt(s, c, &body, s.aws_region(), now)
             })
             .await?),
         "GenerateDataKey" => ok(app
             .call_data(conn, creds, move |s, c, now| {
-                generate_data_key(s, c, &body, &r, true, now)
+                generate_data_key(s, c, &body, s.aws_region(), true, now)
             })
             .await?),
         "GenerateDataKeyWithoutPlaintext" => ok(app
             .call_data(conn, creds, move |s, c, now| {
-                generate_data_key(s, c, &body, &r, false, now)
+                generate_data_key(s, c, &body, s.aws_region(), false, now)
             })
             .await?),
         "GenerateRandom" => ok(app
@@ -237,17 +239,17 @@ async fn dispatch(
             .await?),
         "DescribeKey" => ok(app
             .call(conn, creds, move |s, c, now| {
-                describe_key(s, c, &body, &r, now)
+                describe_key(s, c, &body, s.aws_region(), now)
             })
             .await?),
         "ListKeys" => ok(app
             .call(conn, creds, move |s, c, now| {
-                list_keys(s, c, &body, &r, now)
+                list_keys(s, c, &body, s.aws_region(), now)
             })
             .await?),
         "ListAliases" => ok(app
             .call(conn, creds, move |s, c, now| {
-                list_aliases(s, c, &body, &r, now)
+                list_aliases(s, c, &body, s.aws_region(), now)
             })
             .await?),
         other => {
