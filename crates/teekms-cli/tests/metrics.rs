@@ -103,7 +103,36 @@ fn a_live_scrape_passes_promtool_and_counters_move() {
         s(&input),
     ]);
     assert_eq!(code, 1);
+    // A stream through the node: its bytes are counted both ways.
+    let big = env.path("big");
+    std::fs::write(&big, vec![7u8; 200_000]).unwrap();
+    env.ok(&[
+        "encrypt",
+        "--node",
+        &node.url,
+        "--policy",
+        p,
+        "--key-id",
+        secret_name,
+        "-i",
+        s(&big),
+        "-o",
+        s(&env.path("big.sealed")),
+    ]);
     let after = scrape(port);
+    assert!(
+        value(&after, r#"teekms_stream_bytes_total{direction="in"}"#) >= 200_000.0,
+        "{after}"
+    );
+    assert!(
+        value(&after, r#"teekms_stream_bytes_total{direction="out"}"#) >= 200_000.0,
+        "{after}"
+    );
+    assert_eq!(
+        value(&after, "teekms_store_reconnects_total"),
+        0.0,
+        "{after}"
+    );
     assert_eq!(value(&after, series), n0 + 3.0, "{after}");
     assert!(value(&after, entries) >= a0 + 3.0, "{after}");
     assert!(
@@ -137,5 +166,37 @@ fn a_live_scrape_passes_promtool_and_counters_move() {
         "promtool check metrics: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    // Keys by state are counted by the deletion sweep, which runs at start: the node
+    // started again on the same data finds the deployed key enabled.
+    drop(node);
+    let _node = env.serve_tee(
+        "sim",
+        &env.path("node"),
+        &["--metrics-listen", &metrics],
+        "warn",
+    );
+    let mut restarted = scrape(port);
+    for _ in 0..50 {
+        if restarted.contains("teekms_keys{") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        restarted = scrape(port);
+    }
+    assert_eq!(
+        value(&restarted, r#"teekms_keys{state="enabled"}"#),
+        1.0,
+        "{restarted}"
+    );
+    assert_eq!(
+        value(&restarted, r#"teekms_keys{state="disabled"}"#),
+        0.0,
+        "{restarted}"
+    );
+    assert_eq!(
+        value(&restarted, r#"teekms_keys{state="pending_deletion"}"#),
+        0.0,
+        "{restarted}"
     );
 }

@@ -76,6 +76,9 @@ pub struct Metrics {
     commit_seconds: Mutex<Histogram>,
     connections: AtomicI64,
     streams: AtomicI64,
+    stream_bytes_in: AtomicU64,
+    stream_bytes_out: AtomicU64,
+    keys: Mutex<Option<BTreeMap<&'static str, u64>>>,
     attestations: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     collateral_expires_at: Mutex<Option<u64>>,
     tee: Mutex<&'static str>,
@@ -93,6 +96,9 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| M
     commit_seconds: Mutex::new(Histogram::new(&LATENCY_BUCKETS)),
     connections: AtomicI64::new(0),
     streams: AtomicI64::new(0),
+    stream_bytes_in: AtomicU64::new(0),
+    stream_bytes_out: AtomicU64::new(0),
+    keys: Mutex::new(None),
     attestations: Mutex::default(),
     collateral_expires_at: Mutex::new(None),
     tee: Mutex::new("unknown"),
@@ -147,6 +153,21 @@ impl Metrics {
     /// A stream began (+1) or ended (−1).
     pub fn streams(&self, delta: i64) {
         self.streams.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Bytes of a stream's body read (`"in"`) or written (`"out"`).
+    pub fn stream_bytes(&self, direction: &'static str, n: usize) {
+        let counter = if direction == "in" {
+            &self.stream_bytes_in
+        } else {
+            &self.stream_bytes_out
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// The keys in the store by state, as the last deletion sweep counted them.
+    pub fn keys(&self, by_state: BTreeMap<&'static str, u64>) {
+        *self.keys.lock().expect("metrics") = Some(by_state);
     }
 
     /// A workload's (or peer's) evidence checked.
@@ -267,6 +288,39 @@ impl Metrics {
             "Streams in progress.",
             self.streams.load(Ordering::Relaxed),
         );
+        help(
+            &mut out,
+            "teekms_stream_bytes_total",
+            "counter",
+            "Bytes of stream bodies read (in) and written (out).",
+        );
+        for (direction, counter) in [
+            ("in", &self.stream_bytes_in),
+            ("out", &self.stream_bytes_out),
+        ] {
+            let _ = writeln!(
+                out,
+                "teekms_stream_bytes_total{{direction=\"{direction}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        counter(
+            &mut out,
+            "teekms_store_reconnects_total",
+            "Connections to the shared store (PostgreSQL) made again after one was lost.",
+            teekms_store::pg::reconnects(),
+        );
+        if let Some(keys) = &*self.keys.lock().expect("metrics") {
+            help(
+                &mut out,
+                "teekms_keys",
+                "gauge",
+                "Keys in the store by state (counted by the deletion sweep, every 30 s).",
+            );
+            for (state, n) in keys {
+                let _ = writeln!(out, "teekms_keys{{state=\"{state}\"}} {n}");
+            }
+        }
         help(
             &mut out,
             "teekms_attestation_verifications_total",

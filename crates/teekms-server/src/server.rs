@@ -386,10 +386,13 @@ impl hyper::body::Body for TrackedBody {
 /// How often due deletions are carried out.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
-/// Deletes keys whose waiting period is over, until the node stops.
+/// Deletes keys whose waiting period is over (and counts keys by state for the
+/// metrics), at start and then every [`SWEEP_EVERY`], until the node stops.
 async fn sweep_deletions(state: std::sync::Weak<Service>) {
+    let mut ticks = tokio::time::interval(SWEEP_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(SWEEP_EVERY).await;
+        ticks.tick().await;
         let Some(app) = state.upgrade() else { return };
         let result =
             tokio::task::spawn_blocking(move || app.sweep_deletions(crate::now_unix())).await;

@@ -82,6 +82,7 @@ impl Read for BodyReader {
         }
         let n = out.len().min(self.buf.len());
         out[..n].copy_from_slice(&self.buf.split_to(n));
+        crate::metrics::METRICS.stream_bytes("in", n);
         Ok(n)
     }
 }
@@ -155,6 +156,7 @@ impl BodyWriter {
 impl Write for BodyWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.send(Ok(Bytes::copy_from_slice(buf)))?;
+        crate::metrics::METRICS.stream_bytes("out", buf.len());
         Ok(buf.len())
     }
 

@@ -283,8 +283,11 @@ fn postgres_reconnects_after_a_lost_connection() {
     insert(&mut s, &[row("o", "a", 1, b"1")]);
     let dbname = url.rsplit("dbname=").next().unwrap().to_owned();
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let reconnects = teekms_store::pg::reconnects();
     terminate_other_sessions(&mut admin, &dbname);
     assert_eq!(s.get_key("o", "a").unwrap().unwrap().record, b"1");
+    // Counted for the metrics (other tests of this process may reconnect too).
+    assert!(teekms_store::pg::reconnects() > reconnects);
     terminate_other_sessions(&mut admin, &dbname);
     let mut b = s.write_batch().unwrap();
     b.apply(&[Write::InsertKey(row("o", "b", 1, b"2"))])

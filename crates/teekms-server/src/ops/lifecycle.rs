@@ -288,6 +288,11 @@ impl Service {
     pub fn sweep_deletions(&self, now: u64) -> Result<usize, OpError> {
         let states = self.reader().all_states()?;
         let mut deleted = 0;
+        let mut by_state = std::collections::BTreeMap::from([
+            ("enabled", 0),
+            ("disabled", 0),
+            ("pending_deletion", 0),
+        ]);
         for row in states {
             let Ok(key_id) = KeyId::new(&row.key_id) else {
                 continue;
@@ -308,8 +313,16 @@ impl Service {
                 && self.delete_due(&owner, &key_id, now)? == Deletion::Deleted
             {
                 deleted += 1;
+                continue;
             }
+            let label = match (state.deletion_at, state.enabled) {
+                (Some(_), _) => "pending_deletion",
+                (None, true) => "enabled",
+                (None, false) => "disabled",
+            };
+            *by_state.entry(label).or_default() += 1;
         }
+        crate::metrics::METRICS.keys(by_state);
         Ok(deleted)
     }
 

@@ -78,6 +78,14 @@ fn connection_lost(e: &postgres::Error) -> bool {
             .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
 }
 
+/// Connections made again after one was lost, by every store of the process (a metric).
+static RECONNECTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many times a lost connection to PostgreSQL was made again in this process.
+pub fn reconnects() -> u64 {
+    RECONNECTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A connection idle this long is checked (one round trip) before its next use: a
 /// server restart while it sat idle would otherwise fail that use. A connection in
 /// steady use learns of a loss from the operation it fails, and the next one reconnects.
@@ -129,6 +137,7 @@ impl PgStore {
             self.statements.clear();
             self.client = Client::connect(&self.url, NoTls)?;
             self.lost = false;
+            RECONNECTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(&mut self.client)
     }
