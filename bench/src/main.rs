@@ -26,6 +26,11 @@
 //!   attestation in the handshake, fetch, the key sealed to the workload's key):
 //!   end-to-end latency, releases/s with 1, 4 and 8 parallel clients, and the node's CPU
 //!   time per release (from /proc).
+//! - `soak [--duration 10m]`: a node under mixed, rate-bounded load for a while (every
+//!   kind of operation, streams, access-key and lifecycle churn, audit reads, connection
+//!   churn, malformed requests); ends with requests by outcome, RSS and descriptors at the
+//!   first report and the end, store bytes per audited operation, the audit chain
+//!   verified and every acknowledged key present. Exit 1 on any unexpected error.
 //! - `start`: `teekms serve` cold start to the first answered request (new data dir and
 //!   restart), and the idle RSS of the serving process.
 
@@ -45,6 +50,7 @@ mod deploy;
 mod envelope;
 mod harness;
 mod release;
+mod soak;
 mod start;
 mod stream;
 mod transit;
@@ -69,6 +75,22 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if what == "soak" {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        let duration = match args.as_slice() {
+            [] => Duration::from_secs(600),
+            [flag, d] if flag == "--duration" => soak::parse_duration(d).unwrap_or_else(|| {
+                eprintln!("teekms-bench soak: --duration takes a number of s or m, e.g. 30s, 10m");
+                std::process::exit(2)
+            }),
+            _ => {
+                eprintln!("usage: teekms-bench soak [--duration 10m]");
+                std::process::exit(2)
+            }
+        };
+        rt.block_on(soak::soak(&teekms, duration));
+        return;
+    }
     if what == "deploy" || what == "all" {
         rt.block_on(deploy_bench(&teekms));
     }
