@@ -193,7 +193,8 @@ pub fn audit_verify_offline(
     })?)
 }
 
-/// The last `n` stored audit entries of a stopped node, as stored (raw JSON lines).
+/// The last `n` stored audit entries of a stopped node, as JSON lines (an entry that
+/// does not decode is shown as it is stored).
 pub fn audit_tail_offline(node: &mut NodeHandle, n: u64) -> Result<Vec<Vec<u8>>, ServerError> {
     let last = node.store.audit_last()?.map_or(0, |row| row.seq);
     let from = last.saturating_sub(n.saturating_sub(1)).max(1);
@@ -201,7 +202,10 @@ pub fn audit_tail_offline(node: &mut NodeHandle, n: u64) -> Result<Vec<Vec<u8>>,
         .store
         .audit_entries(from, n)?
         .into_iter()
-        .map(|row| row.entry)
+        .map(|row| match teekms_core::audit::stored::decode(&row.entry) {
+            Ok(e) => serde_json::to_vec(&e).expect("entries serialize"),
+            Err(_) => row.entry,
+        })
         .collect())
 }
 

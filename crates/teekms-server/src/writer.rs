@@ -17,9 +17,6 @@ use zeroize::Zeroizing;
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
 
-/// Room for a typical serialized entry (about 420 bytes), so it is written without
-/// growing its buffer.
-const ENTRY_CAPACITY: usize = 640;
 
 /// One unit of work: writes applied all-or-nothing, and the entry that records them.
 pub struct Job {
@@ -154,7 +151,8 @@ impl Writer {
 /// The chain continuing after the newest stored entry (`last`), and whether that entry
 /// fails to verify (the chain continues from it anyway; `audit verify` reports it).
 fn chain_after(key: &Zeroizing<[u8; 32]>, last: Option<&AuditRow>) -> (AuditChain, Option<String>) {
-    let entry: Option<AuditEntry> = last.and_then(|row| serde_json::from_slice(&row.entry).ok());
+    let entry: Option<AuditEntry> =
+        last.and_then(|row| teekms_core::audit::stored::decode(&row.entry).ok());
     let (mut chain, broken) = AuditChain::resume(key.clone(), entry.as_ref());
     let mut broken = broken.map(|b| b.to_string());
     if let (Some(row), None) = (last, &entry) {
@@ -277,8 +275,7 @@ fn commit(
             draft.outcome = job.on_conflict.to_owned();
         }
         let entry = chain.append(draft);
-        let mut bytes = Vec::with_capacity(ENTRY_CAPACITY);
-        serde_json::to_writer(&mut bytes, &entry).expect("entries serialize");
+        let bytes = teekms_core::audit::stored::encode(&entry);
         tx.append_audit(entry.seq, &bytes)?;
         appended = Some(AuditRow {
             seq: entry.seq,

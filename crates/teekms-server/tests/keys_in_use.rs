@@ -461,11 +461,27 @@ async fn tampered_audit_logs_are_caught() {
     let copy = node.dir.path().join("pristine.sqlite3");
     std::fs::copy(&db, &copy).unwrap();
 
-    let check = |sql: &str| -> teekms_core::api::AuditVerification {
+    // Alters a field of stored entry `seq` as the host could (decoded, changed, stored
+    // again in the same form; the MAC left as it was).
+    let alter = |seq: i64, change: fn(&mut teekms_core::audit::AuditEntry)| {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let stored: Vec<u8> = conn
+            .query_row("SELECT entry FROM audit WHERE seq = ?1", [seq], |r| r.get(0))
+            .unwrap();
+        let mut entry = teekms_core::audit::stored::decode(&stored).unwrap();
+        change(&mut entry);
+        conn.execute(
+            "UPDATE audit SET entry = ?1 WHERE seq = ?2",
+            rusqlite::params![teekms_core::audit::stored::encode(&entry), seq],
+        )
+        .unwrap();
+    };
+    let check = |sql: &str, tamper: &dyn Fn()| -> teekms_core::api::AuditVerification {
         std::fs::copy(&copy, &db).unwrap();
         for suffix in ["-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
         }
+        tamper();
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch(sql).unwrap();
         drop(conn);
@@ -474,29 +490,29 @@ async fn tampered_audit_logs_are_caught() {
         let mut handle = teekms_server::open_node(platform, &node.data_dir).unwrap();
         teekms_server::audit_verify_offline(&mut handle).unwrap()
     };
-    assert!(check("").ok);
-    let altered = check(
-        "UPDATE audit SET entry = CAST(replace(CAST(entry AS TEXT), '\"encrypt\"', '\"decrypt\"') AS BLOB) WHERE seq = 4;",
-    );
+    let untouched = || {};
+    assert!(check("", &untouched).ok);
+    let altered = check("", &|| {
+        alter(4, |e| e.draft.operation = "decrypt".into());
+    });
     assert_eq!(
         (altered.ok, altered.broken_at),
         (false, Some(4)),
         "{altered:?}"
     );
     assert!(altered.reason.unwrap().contains("MAC"));
-    let deleted = check("DELETE FROM audit WHERE seq = 3;");
+    let deleted = check("DELETE FROM audit WHERE seq = 3;", &untouched);
     assert_eq!(deleted.broken_at, Some(4), "{deleted:?}");
     let reordered = check(
         "UPDATE audit SET seq = -1 WHERE seq = 5; UPDATE audit SET seq = 5 WHERE seq = 6; UPDATE audit SET seq = 6 WHERE seq = -1;",
+        &untouched,
     );
     assert_eq!(reordered.broken_at, Some(5), "{reordered:?}");
-    let truncated_middle = check("DELETE FROM audit WHERE seq = 1;");
+    let truncated_middle = check("DELETE FROM audit WHERE seq = 1;", &untouched);
     assert_eq!(truncated_middle.broken_at, Some(2));
 
     // The node still starts on a tampered log, keeps chaining, and the break stays visible.
-    check(
-        "UPDATE audit SET entry = CAST(replace(CAST(entry AS TEXT), '\"ok\"', '\"no\"') AS BLOB) WHERE seq = 2;",
-    );
+    check("", &|| alter(2, |e| e.draft.outcome = "no".into()));
     node.restart().await;
     let mut c = node.verified(Some(&owner)).await;
     c.encrypt("a", None, b"after", None).await.unwrap();

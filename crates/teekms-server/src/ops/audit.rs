@@ -19,7 +19,7 @@ impl Service {
             };
             before = oldest.seq;
             for row in &page {
-                if let Ok(e) = serde_json::from_slice::<AuditEntry>(&row.entry)
+                if let Ok(e) = teekms_core::audit::stored::decode(&row.entry)
                     && (e.draft.owner.as_deref() == Some(&fp) || e.draft.caller.contains(&fp))
                     && entries.len() < n
                 {

@@ -23,7 +23,7 @@ use teekms_core::api::{
     FetchResponse, GenerateDataKeyRequest, KeyDescription, KeyInfo, ReEncryptRequest,
     SEALED_RESPONSE_INFO, SealedSecret, SecretB64, SecretResponse,
 };
-use teekms_core::audit::{AuditDraft, AuditEntry};
+use teekms_core::audit::AuditDraft;
 use teekms_core::context::{EncryptionContext, context_aad};
 use teekms_core::envelope::{self, Envelope};
 use teekms_core::record::DataKeyRecord;

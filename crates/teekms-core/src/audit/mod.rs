@@ -11,6 +11,8 @@ use teekms_attest::codec::Writer;
 use teekms_attest::hexbytes::HexBytes;
 use zeroize::Zeroizing;
 
+pub mod stored;
+
 const ENTRY_LABEL: &[u8] = b"teekms/v1/audit-entry";
 /// The subkey label of the audit MAC key (see [`crate::SealingKey::derive`]).
 pub const AUDIT_KEY_LABEL: &str = "teekms/v1/audit-mac";
@@ -176,7 +178,7 @@ impl<'k> LogVerifier<'k> {
             seq: position,
             reason,
         };
-        let e: AuditEntry = serde_json::from_slice(bytes)
+        let e = stored::decode(bytes)
             .map_err(|err| broken(format!("the entry does not parse: {err}")))?;
         if e.seq != position || position != self.expected_seq {
             return Err(broken(format!(
