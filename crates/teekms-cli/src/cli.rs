@@ -710,13 +710,40 @@ pub struct AuditSource {
     pub data_dir: Option<PathBuf>,
 }
 
+/// What `audit verify` checks: a running node's log, a stopped node's, or exports.
+#[derive(Args, Clone)]
+pub struct AuditVerifySource {
+    /// A running node, https://HOST:PORT (with --policy).
+    #[arg(
+        long,
+        requires = "policy",
+        conflicts_with_all = ["data_dir", "file"],
+        required_unless_present_any = ["data_dir", "file"]
+    )]
+    pub node: Option<String>,
+    /// Verification policy, for --node or --evidence.
+    #[arg(long, value_name = "POLICY")]
+    pub policy: Option<PathBuf>,
+    /// A stopped node's data dir (run inside its TEE; with --tee).
+    #[arg(long, value_name = "DIR", requires = "tee", conflicts_with = "file")]
+    pub data_dir: Option<PathBuf>,
+    /// An export made by `teekms audit export`, checked offline; repeat it for
+    /// consecutive exports, oldest first, to check that they join into one chain.
+    #[arg(long = "file", value_name = "FILE", requires_all = ["evidence", "policy"])]
+    pub file: Vec<PathBuf>,
+    /// With --file: the attestation document of the node that made the exports
+    /// (`teekms attest -o`).
+    #[arg(long, value_name = "FILE")]
+    pub evidence: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 pub enum AuditCmd {
-    /// Check the whole hash chain and every entry's MAC; report the first broken entry
-    /// (exit 1).
+    /// Check the whole hash chain and every entry's MAC, or exports offline; report the
+    /// first broken entry (exit 1).
     Verify {
         #[command(flatten)]
-        source: AuditSource,
+        source: AuditVerifySource,
         /// With --data-dir: the node's TEE.
         #[arg(long, value_enum)]
         tee: Option<TeeArg>,
@@ -727,6 +754,52 @@ pub enum AuditCmd {
         owner: OwnerArg,
         #[command(flatten)]
         platform: PlatformArgs,
+    },
+    /// Export entries (JSON lines, each with its chain hash) ending with a checkpoint the
+    /// node signs inside its TEE: yours in full, other owners' as links of the chain
+    /// (the cluster admin's export shows all). Checked against the node before it is
+    /// written; `audit verify --file` checks it offline.
+    Export {
+        /// The node, https://HOST:PORT.
+        #[arg(long)]
+        node: String,
+        /// Verification policy.
+        #[arg(long, value_name = "POLICY")]
+        policy: PathBuf,
+        /// The first entry [default: the oldest kept].
+        #[arg(long, value_name = "SEQ")]
+        from: Option<u64>,
+        /// The last entry [default: the newest].
+        #[arg(long, value_name = "SEQ")]
+        to: Option<u64>,
+        /// Where to write the export.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        #[command(flatten)]
+        owner: OwnerArg,
+        #[command(flatten)]
+        collateral: CollateralArg,
+    },
+    /// Remove the entries before SEQ from the node's log, keeping a sealed checkpoint the
+    /// rest of the chain verifies from. Refused for entries no export covers unless
+    /// --force; an owner prunes only its own entries, the cluster admin anyone's.
+    Prune {
+        /// The node, https://HOST:PORT.
+        #[arg(long)]
+        node: String,
+        /// Verification policy.
+        #[arg(long, value_name = "POLICY")]
+        policy: PathBuf,
+        /// The first entry kept.
+        #[arg(long, value_name = "SEQ")]
+        before: u64,
+        /// Also remove entries that no export covers.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        owner: OwnerArg,
+        #[command(flatten)]
+        collateral: CollateralArg,
     },
     /// Show the most recent entries as a table, every field in full (through a node:
     /// those about your keys or made by you); `--json` for one JSON object per line.

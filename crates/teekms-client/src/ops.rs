@@ -340,6 +340,37 @@ impl VerifiedConnection {
             .await
     }
 
+    /// Exports entries `from` to `to` of the node's log (spec/audit-export-v1.md): the
+    /// JSON lines as the node sent them, to be checked with
+    /// [`teekms_core::audit::export::verify_export`] against this node.
+    pub async fn audit_export(
+        &mut self,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<String, ClientError> {
+        let mut path = "/v1/audit/export".to_owned();
+        let params: Vec<String> = [("from", from), ("to", to)]
+            .iter()
+            .filter_map(|(name, v)| v.map(|v| format!("{name}={v}")))
+            .collect();
+        if !params.is_empty() {
+            path = format!("{path}?{}", params.join("&"));
+        }
+        let (_, bytes) = self.conn.request(Method::GET, &path, None).await?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| ClientError::Response("the export is not UTF-8".into()))
+    }
+
+    /// Removes the log's entries before `before` (see `POST /v1/audit/prune`).
+    pub async fn audit_prune(
+        &mut self,
+        before: u64,
+        force: bool,
+    ) -> Result<teekms_core::api::AuditPruned, ClientError> {
+        let req = teekms_core::api::AuditPruneRequest { before, force };
+        self.call(Method::POST, "/v1/audit/prune", Some(&req)).await
+    }
+
     /// Encrypts `input` to `output` in the stream-v1 format through the node, under the
     /// key it holds (the key never leaves the node).
     pub async fn stream_encrypt(

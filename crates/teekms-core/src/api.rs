@@ -380,6 +380,27 @@ pub struct AuditVerification {
     pub reason: Option<String>,
 }
 
+/// Request body of `POST /v1/audit/prune`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPruneRequest {
+    /// The first position kept: entries before it are removed.
+    pub before: u64,
+    /// Prune entries that no export covers.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Answer of `POST /v1/audit/prune`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPruned {
+    /// The log now starts after this position (its checkpoint is kept).
+    pub pruned_through: u64,
+    /// Entries removed by this request.
+    pub removed: u64,
+}
+
 /// `POST /v1/keys/{id}/fetch` (attested workloads).
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

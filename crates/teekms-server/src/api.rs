@@ -94,6 +94,8 @@ pub fn router(state: Arc<Service>) -> Router {
         )
         .route("/v1/audit", get(audit_tail))
         .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/audit/export", get(audit_export))
+        .route("/v1/audit/prune", post(audit_prune))
         .route("/v1/ping", get(ping))
         .route("/v1/health", get(health))
         .route("/v1/ready", get(ready))
@@ -488,6 +490,67 @@ async fn audit_tail(
 
 async fn audit_verify(ctx: Ctx) -> Result<JsonOut<api::AuditVerification>, ApiError> {
     ctx.op(move |a, c, _| a.audit_verify(c)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+/// `GET /v1/audit/export`: JSON lines (spec/audit-export-v1.md), made by a thread as the
+/// log is read and sent as they come; a failure after the first bytes ends the response
+/// early (no checkpoint: the client knows it is incomplete).
+async fn audit_export(
+    ctx: Ctx,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let token = ctx.token?;
+    let (app, conn) = (ctx.app, ctx.conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<crate::stream::Chunk>(4);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Result<(), OpError>>();
+    std::thread::Builder::new()
+        .name("teekms-export".into())
+        .spawn(move || {
+            let now = crate::now_unix();
+            let mut started = Some(started_tx);
+            let result = app.caller(&conn, token.as_deref(), now).and_then(|caller| {
+                app.audit_export(&caller, q.from, q.to, now, |chunk| {
+                    if let Some(s) = started.take() {
+                        let _ = s.send(Ok(()));
+                    }
+                    tx.blocking_send(Ok(Bytes::from(chunk))).is_ok()
+                })
+            });
+            if let Err(e) = result {
+                match started.take() {
+                    Some(s) => {
+                        let _ = s.send(Err(e));
+                    }
+                    None => {
+                        let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    }
+                }
+            }
+        })
+        .map_err(|e| ApiError::internal("export thread", &e))?;
+    match started_rx.await {
+        Ok(Ok(())) => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+            axum::body::Body::new(crate::stream::ChannelBody(rx)),
+        )
+            .into_response()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(OpError::Internal("the export ended early".into()).into()),
+    }
+}
+
+async fn audit_prune(ctx: Ctx, body: Body) -> Result<JsonOut<api::AuditPruned>, ApiError> {
+    let req: api::AuditPruneRequest = parse(body)?;
+    ctx.op(move |a, c, now| a.audit_prune(c, req.before, req.force, now))
+        .await
 }
 
 /// Alive: answered by any node that runs (no credentials, no audit).

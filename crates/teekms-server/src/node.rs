@@ -188,7 +188,9 @@ pub fn audit_verify_offline(
         .keyring
         .cluster()
         .derive(teekms_core::audit::AUDIT_KEY_LABEL);
-    Ok(crate::ops::verification(&key, |from| {
+    let base = crate::ops::audit_base(&node.keyring, &mut node.store)
+        .map_err(|e| ServerError::Inconsistent(e.to_string()))?;
+    Ok(crate::ops::verification(&key, base, |from| {
         node.store.audit_entries(from, 4096)
     })?)
 }

@@ -41,7 +41,7 @@ fn stream_bytes(chunk_log2: u8) -> u64 {
         + DEPTH as u64 * FRAME_BYTES
 }
 
-type Chunk = Result<Bytes, std::io::Error>;
+pub(crate) type Chunk = Result<Bytes, std::io::Error>;
 
 /// The routes, without a body limit (they stream).
 pub fn routes() -> Router<Arc<Service>> {
@@ -165,7 +165,9 @@ impl Write for BodyWriter {
     }
 }
 
-struct ChannelBody(mpsc::Receiver<Chunk>);
+/// A response body fed through a channel (by a thread that makes it as it goes); an
+/// error ends the response early, so the client never takes it for complete.
+pub(crate) struct ChannelBody(pub(crate) mpsc::Receiver<Chunk>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;

@@ -17,7 +17,6 @@ use zeroize::Zeroizing;
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
 
-
 /// One unit of work: writes applied all-or-nothing, and the entry that records them.
 pub struct Job {
     /// The writes (may be empty: an audit entry alone, e.g. a denial).

@@ -466,7 +466,9 @@ async fn tampered_audit_logs_are_caught() {
     let alter = |seq: i64, change: fn(&mut teekms_core::audit::AuditEntry)| {
         let conn = rusqlite::Connection::open(&db).unwrap();
         let stored: Vec<u8> = conn
-            .query_row("SELECT entry FROM audit WHERE seq = ?1", [seq], |r| r.get(0))
+            .query_row("SELECT entry FROM audit WHERE seq = ?1", [seq], |r| {
+                r.get(0)
+            })
             .unwrap();
         let mut entry = teekms_core::audit::stored::decode(&stored).unwrap();
         change(&mut entry);

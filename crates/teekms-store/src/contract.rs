@@ -119,6 +119,12 @@ pub enum Write {
         /// The record (sealed by the caller).
         record: Vec<u8>,
     },
+    /// Remove the audit entries before position `before` (pruning: the caller stores
+    /// the checkpoint the rest of the chain verifies from in the same job).
+    PruneAudit {
+        /// The first position kept.
+        before: u64,
+    },
 }
 
 /// One row of `key_state`.

@@ -132,7 +132,8 @@ async fn deploy(a: DeployArgs) -> CmdResult {
     Ok(())
 }
 
-fn verify_offline(
+/// The node whose attestation document `evidence` is, verified offline against `policy`.
+pub(super) fn verify_offline(
     evidence: &Path,
     policy: &Path,
     collateral: &CollateralArg,
@@ -148,7 +149,7 @@ fn verify_offline(
         .into_verified_node()
         .map_err(|v| {
             Failure::rejected(format!("the node's evidence was rejected: {}", v.reasons.join("; ")))
-                .hint("nothing was wrapped; check the policy and the attestation document (`teekms attest verify --json`)")
+                .hint("nothing was done; check the policy and the attestation document (`teekms attest verify --json`)")
         })
 }
 

@@ -507,6 +507,17 @@ pub async fn audit(cmd: AuditCmd) -> CmdResult {
             owner,
             platform,
         } => {
+            if !source.file.is_empty() {
+                let collateral = crate::cli::CollateralArg {
+                    collateral: platform.collateral.clone(),
+                };
+                return verify_exports(&source, &collateral, json);
+            }
+            let source = AuditSource {
+                node: source.node,
+                policy: source.policy,
+                data_dir: source.data_dir,
+            };
             let report = match open_source(&source, tee, &owner, &platform).await? {
                 Source::Node(mut conn) => conn.audit_verify().await?,
                 Source::Dir(mut handle) => teekms_server::audit_verify_offline(&mut handle)
@@ -539,6 +550,69 @@ pub async fn audit(cmd: AuditCmd) -> CmdResult {
                 })
             }
         }
+        AuditCmd::Export {
+            node,
+            policy,
+            from,
+            to,
+            output,
+            owner,
+            collateral,
+        } => {
+            let owner = paths::load_owner(&owner.owner)?;
+            let mut conn =
+                super::connect::connect_verified(&node, &policy, Some(&owner), &collateral).await?;
+            let text = conn.audit_export(from, to).await?;
+            // Checked against the node it came from before it is kept.
+            let statement = conn.node().statement();
+            let summary = teekms_core::audit::export::verify_export(
+                &text,
+                &hex::encode(statement.node_id.0),
+                conn.node().signing_public_key(),
+            )
+            .map_err(|e| {
+                Failure::rejected(format!("the node's export does not verify: {e}"))
+                    .hint("nothing was written; run `teekms audit verify` against the node")
+            })?;
+            paths::write_atomic(&output, text.as_bytes(), 0o644)?;
+            let c = &summary.checkpoint;
+            println!(
+                "exported entries {} to {} to {} ({} yours in full, {} of others as links); checkpoint signed by node {} at {}",
+                c.from,
+                c.to,
+                output.display(),
+                summary.shown,
+                summary.linked,
+                c.node_id,
+                format_time(c.time)
+            );
+            Ok(())
+        }
+        AuditCmd::Prune {
+            node,
+            policy,
+            before,
+            force,
+            owner,
+            collateral,
+        } => {
+            let owner = paths::load_owner(&owner.owner)?;
+            let mut conn =
+                super::connect::connect_verified(&node, &policy, Some(&owner), &collateral).await?;
+            let pruned = conn.audit_prune(before, force).await?;
+            if pruned.removed == 0 {
+                println!(
+                    "nothing to prune: the log already starts after entry {}",
+                    pruned.pruned_through
+                );
+            } else {
+                println!(
+                    "removed {} entries; the log now starts after entry {} (its checkpoint is kept, and `teekms audit verify` checks the rest from it)",
+                    pruned.removed, pruned.pruned_through
+                );
+            }
+            Ok(())
+        }
         AuditCmd::Tail {
             source,
             tee,
@@ -569,6 +643,70 @@ pub async fn audit(cmd: AuditCmd) -> CmdResult {
             Ok(())
         }
     }
+}
+
+/// The largest export `audit verify --file` reads (about 9 million entries of one owner).
+const MAX_EXPORT_FILE: u64 = 4 << 30;
+
+/// `audit verify --file ...`: each export checked offline against the node's evidence,
+/// then that they join, in the order given.
+fn verify_exports(
+    source: &crate::cli::AuditVerifySource,
+    collateral: &crate::cli::CollateralArg,
+    json: bool,
+) -> CmdResult {
+    let (Some(evidence), Some(policy)) = (&source.evidence, &source.policy) else {
+        return Err(Failure::usage("--file needs --evidence and --policy"));
+    };
+    let node = super::key::verify_offline(evidence, policy, collateral)?;
+    let node_id = hex::encode(node.statement().node_id.0);
+    let mut summaries = Vec::new();
+    for file in &source.file {
+        let text = paths::read(file, "audit export", MAX_EXPORT_FILE)?;
+        let text = String::from_utf8(text)
+            .map_err(|_| Failure::usage(format!("{} is not UTF-8", file.display())))?;
+        let summary =
+            teekms_core::audit::export::verify_export(&text, &node_id, node.signing_public_key())
+                .map_err(|e| Failure {
+                code: EXIT_REJECTED,
+                message: format!("{}: {e}", file.display()),
+                hint: Some("the export was altered, cut short, or made by another node".into()),
+            })?;
+        summaries.push(summary);
+    }
+    teekms_core::audit::export::check_joined(&summaries).map_err(|e| Failure {
+        code: EXIT_REJECTED,
+        message: e,
+        hint: Some("give consecutive exports, oldest first".into()),
+    })?;
+    let (first, last) = (
+        &summaries[0].checkpoint,
+        &summaries[summaries.len() - 1].checkpoint,
+    );
+    let shown: u64 = summaries.iter().map(|s| s.shown).sum();
+    let linked: u64 = summaries.iter().map(|s| s.linked).sum();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": true,
+                "from": first.from,
+                "to": last.to,
+                "shown": shown,
+                "linked": linked,
+                "head": hex::encode(last.head.0),
+                "node_id": node_id,
+            })
+        );
+    } else {
+        println!(
+            "audit export verified: entries {} to {} in {} file(s), one chain ({shown} in full, {linked} as links), signed by node {node_id}",
+            first.from,
+            last.to,
+            summaries.len()
+        );
+    }
+    Ok(())
 }
 
 enum Source {

@@ -11,6 +11,7 @@ use teekms_attest::codec::Writer;
 use teekms_attest::hexbytes::HexBytes;
 use zeroize::Zeroizing;
 
+pub mod export;
 pub mod stored;
 
 const ENTRY_LABEL: &[u8] = b"teekms/v1/audit-entry";
@@ -172,14 +173,31 @@ impl<'k> LogVerifier<'k> {
         }
     }
 
+    /// A verifier for a log whose entries up to `seq` were pruned, from the checkpoint
+    /// kept for them: the chain hash `head` after entry `seq`.
+    pub fn after(key: &'k [u8; 32], seq: u64, head: [u8; 32]) -> LogVerifier<'k> {
+        LogVerifier {
+            key,
+            expected_seq: seq + 1,
+            head,
+        }
+    }
+
     /// Checks the entry stored at `position`.
     pub fn push(&mut self, position: u64, bytes: &[u8]) -> Result<(), AuditBreak> {
+        let e = stored::decode(bytes).map_err(|err| AuditBreak {
+            seq: position,
+            reason: format!("the entry does not parse: {err}"),
+        })?;
+        self.push_entry(position, &e)
+    }
+
+    /// Checks a decoded entry stored at `position`.
+    pub fn push_entry(&mut self, position: u64, e: &AuditEntry) -> Result<(), AuditBreak> {
         let broken = |reason: String| AuditBreak {
             seq: position,
             reason,
         };
-        let e = stored::decode(bytes)
-            .map_err(|err| broken(format!("the entry does not parse: {err}")))?;
         if e.seq != position || position != self.expected_seq {
             return Err(broken(format!(
                 "expected entry {} here, found entry {} stored at {position} (entries deleted or reordered)",

@@ -99,7 +99,9 @@ fn optional<T>(
     match r.u8()? {
         0 => Ok(None),
         1 => read(r).map(Some),
-        _ => Err(DecodeError::Invalid("an optional field's marker is not 0 or 1")),
+        _ => Err(DecodeError::Invalid(
+            "an optional field's marker is not 0 or 1",
+        )),
     }
 }
 
@@ -191,7 +193,12 @@ mod tests {
         let e = entry(Some(fp.clone()), format!("owner:{fp}"), "ok".into());
         let json = serde_json::to_vec(&e).unwrap();
         let compact = encode(&e);
-        assert!(compact.len() * 2 <= json.len(), "{} vs {}", compact.len(), json.len());
+        assert!(
+            compact.len() * 2 <= json.len(),
+            "{} vs {}",
+            compact.len(),
+            json.len()
+        );
         assert_eq!(decode(&compact).unwrap(), e);
         assert_eq!(decode(&json).unwrap(), e);
     }

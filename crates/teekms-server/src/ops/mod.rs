@@ -18,9 +18,9 @@ use teekms_attest::{Freshness, Policy, TeeKind, verify_document};
 use teekms_core::access::{self, AttestedWorkload, Caller, KeyPolicy, Operation};
 use teekms_core::api::{
     AccessKeyCreateRequest, AccessKeyCreated, AccessKeyInfo, AccessKeyList, AgeRecipient,
-    AgeUnwrapRequest, AgeUnwrapResponse, AuditTail, AuditVerification, B64, CiphertextResponse,
-    DecryptRequest, EXPORT_INFO, EncryptRequest, ExportRequest, ExportResponse, FetchRequest,
-    FetchResponse, GenerateDataKeyRequest, KeyDescription, KeyInfo, ReEncryptRequest,
+    AgeUnwrapRequest, AgeUnwrapResponse, AuditPruned, AuditTail, AuditVerification, B64,
+    CiphertextResponse, DecryptRequest, EXPORT_INFO, EncryptRequest, ExportRequest, ExportResponse,
+    FetchRequest, FetchResponse, GenerateDataKeyRequest, KeyDescription, KeyInfo, ReEncryptRequest,
     SEALED_RESPONSE_INFO, SealedSecret, SecretB64, SecretResponse,
 };
 use teekms_core::audit::AuditDraft;
@@ -54,7 +54,7 @@ mod signed;
 mod workload;
 
 pub use anonymous::AnonymousRefusals;
-pub use audit::verification;
+pub use audit::{audit_base, verification};
 use cache::KeyCache;
 use cache::{Loaded, LoadedKey};
 use deploy::OwnerRecord;
@@ -78,6 +78,8 @@ pub struct Service {
     streams: Arc<StreamBudget>,
     health: health::HealthState,
     signing_keys: signed::SigningKeys,
+    /// Held while the audit log is pruned (one prune at a time on a node).
+    pruning: Mutex<()>,
     settings: Settings,
     /// The node's attestation without a verifier's nonce, made once.
     attestation: std::sync::OnceLock<teekms_attest::AttestationDocument>,
@@ -138,6 +140,7 @@ impl Service {
             streams: StreamBudget::new(settings.stream_memory),
             health: health::HealthState::default(),
             signing_keys: signed::SigningKeys::default(),
+            pruning: Mutex::new(()),
             settings,
             attestation: std::sync::OnceLock::new(),
         }

@@ -150,6 +150,10 @@ impl PgBatch<'_> {
                     )?;
                     1
                 }
+                Write::PruneAudit { before } => {
+                    sp.execute("DELETE FROM audit WHERE seq < $1", &[&i(*before)])?;
+                    1
+                }
                 Write::InsertOwnerState { owner, record } => {
                     sp.execute(
                         "INSERT INTO owner_state (owner, revision, record) VALUES ($1, 1, $2)
