@@ -88,6 +88,9 @@ teekms key cancel-deletion backup --node "$node" --policy policy.toml
 # 12. The audit log: every operation and denial, hash-chained and MAC'd inside the TEE (spec/audit-v1.md).
 teekms audit tail -n 20 --node "$node" --policy policy.toml     # a table; --json for the entries as stored
 teekms audit verify --node "$node" --policy policy.toml         # or --data-dir node --tee sim on a stopped node
+teekms audit export --node "$node" --policy policy.toml -o audit.jsonl     # signed in the TEE; others' entries as links
+teekms audit verify --file audit.jsonl --evidence node.json --policy policy.toml   # offline, anywhere
+teekms audit prune --before 5 --node "$node" --policy policy.toml  # exported entries only (or --force)
 # --- end ---
 
 echo "== tour: every step ran"
