@@ -217,6 +217,7 @@ fn audit_vector(out: &str) {
     let cluster = SealingKey::from_bytes([0x41; 32]);
     let key = cluster.derive(teekms_core::audit::AUDIT_KEY_LABEL);
     let (mut chain, _) = AuditChain::resume(key.clone(), None);
+    let mut stored = Vec::new();
     let entries: Vec<serde_json::Value> = ["deploy", "encrypt", "decrypt"]
         .iter()
         .enumerate()
@@ -230,6 +231,7 @@ fn audit_vector(out: &str) {
                 outcome: "ok".into(),
                 caller: format!("owner:{}", "ab".repeat(32)),
             });
+            stored.push(hex::encode(teekms_core::audit::stored::encode(&e)));
             serde_json::to_value(&e).unwrap()
         })
         .collect();
@@ -237,11 +239,12 @@ fn audit_vector(out: &str) {
         out,
         "audit-v1.json",
         json!({
-            "description": "Three chained audit entries (spec/audit-v1.md). The audit MAC key is HKDF-derived from `cluster_key_hex` with the label `teekms/v1/audit-mac`; `audit_key_hex` is the result. Verifying the entries in order must succeed and end at `head_hex`.",
+            "description": "Three chained audit entries (spec/audit-v1.md). The audit MAC key is HKDF-derived from `cluster_key_hex` with the label `teekms/v1/audit-mac`; `audit_key_hex` is the result. Verifying the entries in order must succeed and end at `head_hex`. `stored_hex` is each entry in the compact stored form (spec/audit-v1.md, \"Stored form\"); it decodes to the entry and verifies the same.",
             "cluster_key_hex": hex::encode(cluster.expose()),
             "audit_key_hex": hex::encode(key.as_ref()),
             "entries": entries,
             "head_hex": hex::encode(chain.head().1),
+            "stored_hex": stored,
         }),
     );
 }

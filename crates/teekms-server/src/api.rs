@@ -56,6 +56,7 @@ pub fn router(state: Arc<Service>) -> Router {
         .route("/", post(crate::aws::handle))
         .route("/v1/attestation", get(attestation))
         .route("/v1/ca", get(ca_certificate))
+        .route("/v1/openapi.json", get(openapi))
         .route(
             "/v1/keys",
             get(list_keys)
@@ -172,6 +173,17 @@ async fn attestation(
         .attestation(nonce.as_deref())
         .map_err(|e| ApiError::internal("evidence", &e))?;
     Ok(JsonOut(doc))
+}
+
+/// This API as OpenAPI 3.1 (spec/openapi.json, built in).
+pub const OPENAPI: &str = include_str!("../../../spec/openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 /// The cluster's TLS CA certificate (PEM). Anyone may fetch it: it is public, and a
