@@ -561,23 +561,37 @@ pub(crate) async fn soak(teekms: &Path, duration: Duration) {
     workers.spawn(connection_worker(s.clone()));
     workers.spawn(malformed_worker(s.clone()));
 
-    // Reports every minute (every tenth of a shorter run); the first report's RSS and
-    // descriptors are the baseline ("minute 1").
+    // Reports every minute (every tenth of a shorter run). RSS is sampled every second
+    // and a report gives the median of its period's samples: a single reading catches
+    // whatever a stream or a chain check holds at that instant (a few MiB either way).
+    // The first period's figures are the baseline ("minute 1").
     let every = Duration::from_secs(60)
         .min(duration / 10)
         .max(Duration::from_secs(1));
     let mut baseline = None;
+    let mut latest = (0, 0);
+    let (mut low, mut high) = (u64::MAX, 0);
     let mut last = (Instant::now(), 0);
     while s.running() {
-        s.pause(every).await;
-        let (rss, open) = (rss_kib(pid), fds(pid));
+        let period_end = Instant::now() + every;
+        let mut samples = Vec::new();
+        while s.running() && Instant::now() < period_end {
+            s.pause(Duration::from_secs(1).min(every)).await;
+            samples.push(rss_kib(pid));
+        }
+        samples.sort_unstable();
+        let rss = samples[samples.len() / 2];
+        low = low.min(samples[0]);
+        high = high.max(samples[samples.len() - 1]);
+        let open = fds(pid);
+        latest = (rss, open);
         baseline.get_or_insert((rss, open));
         let requests = s.stats.requests();
         let rate = (requests - last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), requests);
         let t = started.elapsed().as_secs();
         println!(
-            "[{:>2}:{:02}] {requests} requests ({:.0}/s): ok {}, refused as expected {}, unexpected {}; RSS {:.1} MiB, fds {open}, store {:.1} MiB",
+            "[{:>2}:{:02}] {requests} requests ({:.0}/s): ok {}, refused as expected {}, unexpected {}; RSS {:.1} MiB (median of {} samples), fds {open}, store {:.1} MiB",
             t / 60,
             t % 60,
             rate,
@@ -585,6 +599,7 @@ pub(crate) async fn soak(teekms: &Path, duration: Duration) {
             s.stats.refused.load(Ordering::Relaxed),
             s.stats.unexpected.load(Ordering::Relaxed),
             mib(rss),
+            samples.len(),
             dir_bytes(&data) as f64 / (1 << 20) as f64,
         );
     }
@@ -593,8 +608,8 @@ pub(crate) async fn soak(teekms: &Path, duration: Duration) {
             s.stats.unexpected("worker", e);
         }
     }
-    let (rss_end, fds_end) = (rss_kib(pid), fds(pid));
-    let (rss_start, fds_start) = baseline.unwrap_or((rss_end, fds_end));
+    let (rss_end, fds_end) = latest;
+    let (rss_start, fds_start) = baseline.unwrap_or(latest);
 
     // What a day of service must leave: the chain whole, every key there.
     let mut c = s.owner_connection().await;
@@ -632,9 +647,11 @@ pub(crate) async fn soak(teekms: &Path, duration: Duration) {
         println!("  unexpected: {line}");
     }
     println!(
-        "RSS {:.1} -> {:.1} MiB ({growth:+.1} %, goal < 10 %), open fds {fds_start} -> {fds_end}",
+        "RSS {:.1} -> {:.1} MiB, first and last period's medians ({growth:+.1} %, goal < 10 %; every sample {:.1} to {:.1} MiB), open fds {fds_start} -> {fds_end}",
         mib(rss_start),
-        mib(rss_end)
+        mib(rss_end),
+        mib(low),
+        mib(high)
     );
     println!(
         "store {:.1} MiB for {entries} audit entries: {:.0} bytes per audited operation",
