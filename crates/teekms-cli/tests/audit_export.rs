@@ -109,6 +109,30 @@ fn exports_verify_offline_join_and_let_the_log_be_pruned() {
     let (code, out, err) = verify(&[&a, &b]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("one chain"), "{out}");
+    // An empty range right after b still joins: its start is the chain hash b reached.
+    let b_to = serde_json::from_str::<serde_json::Value>(
+        std::fs::read_to_string(&b).unwrap().lines().last().unwrap(),
+    )
+    .unwrap()["to"]
+        .as_u64()
+        .unwrap();
+    let empty = env.path("empty.jsonl");
+    env.ok(&[
+        "audit",
+        "export",
+        "--node",
+        &node.url,
+        "--policy",
+        p,
+        "--from",
+        &(b_to + 1).to_string(),
+        "--to",
+        &b_to.to_string(),
+        "-o",
+        s(&empty),
+    ]);
+    let (code, out, err) = verify(&[&a, &b, &empty]);
+    assert_eq!(code, 0, "{out}{err}");
     // Out of order, they do not join.
     let (code, _, err) = verify(&[&b, &a]);
     assert_eq!(code, 1, "{err}");

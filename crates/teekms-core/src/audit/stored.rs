@@ -269,7 +269,12 @@ mod tests {
             varint(&mut out, v);
             assert_eq!(read_varint(&mut Reader::new(&out)).unwrap(), v);
         }
-        for bad in [&[0x80, 0x00][..], &[0xff; 10][..], &[0x80; 11][..], &[0x80][..]] {
+        for bad in [
+            &[0x80, 0x00][..],
+            &[0xff; 10][..],
+            &[0x80; 11][..],
+            &[0x80][..],
+        ] {
             assert!(read_varint(&mut Reader::new(bad)).is_err(), "{bad:?}");
         }
     }

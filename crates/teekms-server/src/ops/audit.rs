@@ -243,19 +243,31 @@ impl Service {
             .keyring
             .cluster()
             .derive(teekms_core::audit::AUDIT_KEY_LABEL);
-        // The chain hash before `from`: the checkpoint, or the MAC'd `prev` of entry
-        // `from` itself (checked with it below).
-        let prev = if from == base + 1 {
-            base_head
-        } else {
-            let mut first = None;
-            entries_between(self, from, from, |e| {
-                first = Some(e.prev.0);
+        // The chain hash before `from`: the pruning checkpoint's, or the one after entry
+        // `from - 1`, whose MAC is checked first (so the start line is as verified as
+        // the entries after it, an empty range included).
+        let mut verifier = teekms_core::audit::LogVerifier::after(&key, base, base_head);
+        let mut prev = base_head;
+        if from - 1 > base {
+            let mut before = None;
+            entries_between(self, from - 1, from - 1, |e| {
+                before = Some(e);
                 Ok(())
             })?;
-            first.unwrap_or(base_head)
-        };
-        let mut verifier = teekms_core::audit::LogVerifier::after(&key, from - 1, prev);
+            let e = before.ok_or_else(|| {
+                OpError::Damaged(format!(
+                    "audit entry {} is not in the store; run `teekms audit verify`",
+                    from - 1
+                ))
+            })?;
+            verifier = teekms_core::audit::LogVerifier::after(&key, from - 2, e.prev.0);
+            verifier.push_entry(e.seq, &e).map_err(|b| {
+                OpError::Damaged(format!(
+                    "{b}; nothing is exported (run `teekms audit verify`)"
+                ))
+            })?;
+            prev = teekms_core::audit::export::entry_hash(&e);
+        }
         let (mut builder, start) = teekms_core::audit::export::ExportBuilder::start(from, prev);
         let mut out = line_bytes(&[start]);
         let mut gone = false;
