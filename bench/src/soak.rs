@@ -1,7 +1,7 @@
 //! `soak --duration 10m`: a node (SQLite) under mixed, rate-bounded load from in-process
-//! clients for a while — deployments, every envelope operation, streams, access-key
-//! creation and revocation, lifecycle changes, audit reads, connection churn, malformed
-//! requests — then the checks a day of service must pass: no unexpected error, memory and
+//! clients for a while — deployments, every envelope operation, streams, the AWS KMS
+//! (SigV4) and Vault Transit APIs, access-key creation and revocation, lifecycle changes,
+//! audit reads, connection churn, malformed requests — then the checks a day of service must pass: no unexpected error, memory and
 //! file descriptors flat, the audit chain verified, every acknowledged key present.
 //!
 //! Each action knows what it must get: an answer (checked: a decryption gives back what
@@ -498,6 +498,202 @@ async fn malformed_worker(s: Arc<Soak>) {
     }
 }
 
+/// The key the AWS KMS API and Transit workers use, and the access key (with its AWS
+/// secret) its policy admits.
+const API_KEY: &str = "soak-api";
+
+/// An access key with AWS credentials, admitted by `API_KEY`'s policy to encrypt and
+/// decrypt: `(id, token, AWS secret)`.
+async fn api_access_key(s: &Soak) -> Option<(String, String, String)> {
+    let mut admin = s.owner_connection().await;
+    let created = admin
+        .create_access_key_request(&teekms_core::api::AccessKeyCreateRequest {
+            keys: vec![API_KEY.into()],
+            operations: vec![
+                teekms_core::access::Operation::Encrypt,
+                teekms_core::access::Operation::Decrypt,
+            ],
+            expires_in: None,
+            description: "soak: AWS KMS and Transit APIs".into(),
+            aws: true,
+        })
+        .await;
+    let created = s.stats.answer("create an AWS access key", created)?;
+    let rules = serde_json::json!({"rules": [{"principals": [{"access_key": created.info.id}], "operations": ["encrypt", "decrypt"]}]});
+    let set = admin.set_policy(API_KEY, &rules).await;
+    s.stats.answer("set policy", set)?;
+    let secret = created.aws_secret_access_key?;
+    Some((created.info.id, created.token, secret))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(text: &serde_json::Value) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.as_str()?)
+        .ok()
+}
+
+/// One AWS KMS API request (JSON 1.1), SigV4-signed as an AWS SDK signs it; the answer's
+/// JSON if it is a 200.
+async fn aws_call(
+    c: &mut VerifiedConnection,
+    (id, secret): (&str, &str),
+    operation: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let body = serde_json::to_vec(&body).expect("JSON");
+    let date = teekms_core::sigv4::amz_date(now());
+    let target = format!("TrentService.{operation}");
+    let host = c.connection().host();
+    let headers: [(&str, &[u8]); 4] = [
+        ("content-type", b"application/x-amz-json-1.1"),
+        ("host", host.as_bytes()),
+        ("x-amz-date", date.as_bytes()),
+        ("x-amz-target", target.as_bytes()),
+    ];
+    let req = teekms_core::sigv4::Request {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &headers,
+        body: &body,
+    };
+    let auth = teekms_core::sigv4::authorization(
+        &req,
+        id,
+        secret.as_bytes(),
+        &date,
+        "us-east-1",
+        "kms",
+        &["content-type", "host", "x-amz-date", "x-amz-target"],
+    )
+    .map_err(|e| e.to_string())?;
+    let (status, answer) = c
+        .connection()
+        .raw_request_with_headers(
+            teekms_client::Method::POST,
+            "/",
+            &[
+                ("content-type", "application/x-amz-json-1.1"),
+                ("x-amz-date", &date),
+                ("x-amz-target", &target),
+                ("authorization", &auth),
+            ],
+            body,
+        )
+        .await;
+    if status != 200 {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&answer)));
+    }
+    serde_json::from_slice(&answer).map_err(|e| e.to_string())
+}
+
+/// A Transit request with the access key's token; the answer's `data` if it is a 200.
+async fn transit_call(
+    c: &mut VerifiedConnection,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let (status, answer) = c
+        .connection()
+        .raw_request_with_headers(
+            teekms_client::Method::POST,
+            path,
+            &[("content-type", "application/json")],
+            serde_json::to_vec(&body).expect("JSON"),
+        )
+        .await;
+    if status != 200 {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&answer)));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| e.to_string())?;
+    Ok(v["data"].clone())
+}
+
+/// The AWS KMS API (SigV4) and the Vault Transit API, each round trip checked; single
+/// items and batches.
+async fn api_worker(s: Arc<Soak>) {
+    let Some((id, token, secret)) = api_access_key(&s).await else {
+        return;
+    };
+    let mut c = teekms_client::connect_verified(&s.url, &s.policy, None, now())
+        .await
+        .expect("a client connects");
+    c.use_access_key(&token);
+    let mut rng = Rng(0xA076_1D64_78BD_642F);
+    while s.running() {
+        let plaintext = random_vec(1 + rng.below(4096) as usize);
+        let context = serde_json::json!({"purpose": "soak", "n": rng.below(1000).to_string()});
+        let sealed = aws_call(
+            &mut c,
+            (&id, &secret),
+            "Encrypt",
+            serde_json::json!({"KeyId": API_KEY, "Plaintext": b64(&plaintext), "EncryptionContext": context}),
+        )
+        .await;
+        match sealed {
+            Ok(v) => {
+                s.stats.ok();
+                let opened = aws_call(
+                    &mut c,
+                    (&id, &secret),
+                    "Decrypt",
+                    serde_json::json!({"CiphertextBlob": v["CiphertextBlob"], "EncryptionContext": context}),
+                )
+                .await;
+                match opened.map(|o| unb64(&o["Plaintext"])) {
+                    Ok(Some(p)) if p == plaintext => s.stats.ok(),
+                    Ok(_) => s
+                        .stats
+                        .unexpected("AWS Decrypt", "a different plaintext came back"),
+                    Err(e) => s.stats.unexpected("AWS Decrypt", e),
+                }
+            }
+            Err(e) => s.stats.unexpected("AWS Encrypt", e),
+        }
+        let transit = format!("/v1/transit/encrypt/{API_KEY}");
+        match transit_call(
+            &mut c,
+            &transit,
+            serde_json::json!({"plaintext": b64(&plaintext)}),
+        )
+        .await
+        {
+            Ok(data) => {
+                s.stats.ok();
+                let opened = transit_call(
+                    &mut c,
+                    &format!("/v1/transit/decrypt/{API_KEY}"),
+                    serde_json::json!({"ciphertext": data["ciphertext"]}),
+                )
+                .await;
+                match opened.map(|d| unb64(&d["plaintext"])) {
+                    Ok(Some(p)) if p == plaintext => s.stats.ok(),
+                    Ok(_) => s
+                        .stats
+                        .unexpected("Transit decrypt", "a different plaintext came back"),
+                    Err(e) => s.stats.unexpected("Transit decrypt", e),
+                }
+            }
+            Err(e) => s.stats.unexpected("Transit encrypt", e),
+        }
+        let items: Vec<serde_json::Value> = (0..10)
+            .map(|i| serde_json::json!({"plaintext": b64(&[i; 32])}))
+            .collect();
+        match transit_call(&mut c, &transit, serde_json::json!({"batch_input": items})).await {
+            Ok(data) if data["batch_results"].as_array().map(Vec::len) == Some(10) => s.stats.ok(),
+            Ok(data) => s.stats.unexpected("Transit batch", data),
+            Err(e) => s.stats.unexpected("Transit batch", e),
+        }
+        s.pause(Duration::from_millis(20)).await;
+    }
+}
+
 /// Open file descriptors of `pid`.
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
@@ -546,7 +742,7 @@ pub(crate) async fn soak(teekms: &Path, duration: Duration) {
         duration.as_secs()
     );
     let mut setup = s.owner_connection().await;
-    for key in STABLE_KEYS.iter().chain(&[LIFE_KEY, CHURN_KEY]) {
+    for key in STABLE_KEYS.iter().chain(&[LIFE_KEY, CHURN_KEY, API_KEY]) {
         s.deploy(&mut setup, key).await;
     }
     let mut workers = tokio::task::JoinSet::new();
@@ -560,6 +756,7 @@ pub(crate) async fn soak(teekms: &Path, duration: Duration) {
     workers.spawn(audit_worker(s.clone()));
     workers.spawn(connection_worker(s.clone()));
     workers.spawn(malformed_worker(s.clone()));
+    workers.spawn(api_worker(s.clone()));
 
     // Reports every minute (every tenth of a shorter run). RSS is sampled every second
     // and a report gives the median of its period's samples: a single reading catches
