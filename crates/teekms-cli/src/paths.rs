@@ -119,9 +119,18 @@ pub fn load_document(path: &Path) -> Result<AttestationDocument, Failure> {
     })
 }
 
-/// Writes a file atomically (temporary file beside it, fsync, rename), mode `mode`.
+/// Writes a file atomically (temporary file beside it, fsync, rename), mode `mode`. A
+/// path that is not a regular file (`/dev/null`, `/dev/stdout`, a FIFO) is written into
+/// as it is: a rename would put a file in place of the device.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Failure> {
     let fail = |e: std::io::Error| Failure::usage(format!("cannot write {}: {e}", path.display()));
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(contents))
+            .map_err(fail);
+    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -212,5 +221,33 @@ pub fn say(stream: &str, level: &str, message: &str) {
         println!("{message}");
     } else {
         eprintln!("{message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A FIFO (as /dev/null or /dev/stdout would be) is written into, never replaced.
+    #[test]
+    fn special_files_are_written_into_not_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        write_atomic(&fifo, b"through the pipe", 0o644).unwrap();
+        assert_eq!(reader.join().unwrap(), b"through the pipe");
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        let plain = dir.path().join("plain");
+        write_atomic(&plain, b"a file", 0o644).unwrap();
+        assert_eq!(std::fs::read(&plain).unwrap(), b"a file");
     }
 }

@@ -44,6 +44,8 @@ fn exports_verify_offline_join_and_let_the_log_be_pruned() {
         }
         env.ok(&args);
     }
+    let sealed = env.path("sealed");
+    let sealed = env.path("sealed");
     let encrypt = |owner: Option<&std::path::Path>, key: &str| {
         let mut args = vec![
             "envelope",
@@ -57,7 +59,7 @@ fn exports_verify_offline_join_and_let_the_log_be_pruned() {
             "-i",
             s(&input),
             "-o",
-            "/dev/null",
+            s(&sealed),
         ];
         if let Some(o) = owner {
             args.extend(["--owner", s(o)]);
