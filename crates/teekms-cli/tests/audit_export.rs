@@ -45,7 +45,6 @@ fn exports_verify_offline_join_and_let_the_log_be_pruned() {
         env.ok(&args);
     }
     let sealed = env.path("sealed");
-    let sealed = env.path("sealed");
     let encrypt = |owner: Option<&std::path::Path>, key: &str| {
         let mut args = vec![
             "envelope",
