@@ -434,7 +434,10 @@ fn a_data_dir_made_before_bound_states_is_migrated_once_then_a_missing_state_is_
         .unwrap()
         .query_map([], |r| r.get::<_, Vec<u8>>(0))
         .unwrap()
-        .map(|e| String::from_utf8(e.unwrap()).unwrap())
+        .map(|e| {
+            let entry = teekms_core::audit::stored::decode(&e.unwrap()).unwrap();
+            serde_json::to_string(&entry).unwrap()
+        })
         .collect();
     let migrations: Vec<&String> = entries
         .iter()
