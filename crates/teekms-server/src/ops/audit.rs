@@ -217,6 +217,11 @@ impl Service {
         let last = self.reader().audit_last()?.map_or(0, |row| row.seq);
         let from = from.unwrap_or(base + 1);
         let to = to.unwrap_or(last);
+        if from == 0 {
+            return Err(OpError::BadRequest(
+                "positions start at 1: give --from 1 or more".into(),
+            ));
+        }
         if from <= base {
             return Err(self.refuse(
                 draft(
@@ -233,7 +238,7 @@ impl Service {
                 )),
             ));
         }
-        if from == 0 || to > last || from > to.saturating_add(1) {
+        if to > last || from > to.saturating_add(1) {
             return Err(OpError::BadRequest(format!(
                 "the range {from} to {to} is not in the log (entries {} to {last})",
                 base + 1
