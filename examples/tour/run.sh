@@ -19,7 +19,13 @@ teekms() { "$bin/teekms" "$@"; }
 work=$(mktemp -d)
 node_pid=""
 cleanup() {
-    if [ -n "$node_pid" ]; then kill "$node_pid" 2>/dev/null || true; wait "$node_pid" 2>/dev/null || true; fi
+    if [ -n "$node_pid" ]; then
+        # `teekms serve ... &` runs in a subshell (teekms is a function here): stop the
+        # node under it first, or it outlives the tour.
+        pkill -P "$node_pid" 2>/dev/null || true
+        kill "$node_pid" 2>/dev/null || true
+        wait "$node_pid" 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
