@@ -351,7 +351,10 @@ pub fn verify_export(
                 head = computed;
                 digest.update(&next.to_be_bytes());
                 shown += 1;
-                next += 1;
+                next = match next.checked_add(1) {
+                    Some(following) => following,
+                    None => return fail(n, "positions past the last one there can be".into()),
+                };
                 previous_was_link = false;
             }
             ExportLine::Link { from, to, head: h } => {
@@ -364,9 +367,13 @@ pub fn verify_export(
                 if previous_was_link {
                     return fail(n, "two links in a row (an export writes one)".into());
                 }
-                linked += to - from + 1;
+                // Positions come from the file: none may run past u64.
+                let Some(after) = to.checked_add(1) else {
+                    return fail(n, "a link past the last position there can be".into());
+                };
+                linked = linked.saturating_add(after - from);
                 head = h.0;
-                next = to + 1;
+                next = after;
                 previous_was_link = true;
             }
             ExportLine::Checkpoint(c) => {
@@ -416,7 +423,7 @@ pub fn verify_export(
 pub fn check_joined(exports: &[ExportSummary]) -> Result<(), String> {
     for (i, pair) in exports.windows(2).enumerate() {
         let (a, b) = (&pair[0].checkpoint, &pair[1].checkpoint);
-        if b.from != a.to + 1 || b.prev != a.head {
+        if a.to.checked_add(1) != Some(b.from) || b.prev != a.head {
             return Err(format!(
                 "export {} (entries {} to {}) does not continue export {} (entries {} to {})",
                 i + 2,
@@ -556,5 +563,20 @@ mod tests {
             "unknown fields"
         );
         assert!(check(String::new()).is_err());
+    }
+
+    #[test]
+    fn positions_that_would_wrap_are_refused_not_wrapped() {
+        let (_, public) = signer();
+        let start = format!(
+            "{{\"type\":\"start\",\"version\":1,\"from\":1,\"prev\":\"{}\"}}",
+            "00".repeat(32)
+        );
+        let link = format!(
+            "{{\"type\":\"link\",\"from\":1,\"to\":18446744073709551615,\"head\":\"{}\"}}",
+            "00".repeat(32)
+        );
+        let err = verify_export(&format!("{start}\n{link}\n"), "node-1", &public).unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
     }
 }
