@@ -511,6 +511,11 @@ struct ExportQuery {
     to: Option<u64>,
 }
 
+/// Audit exports that may run at once on a node.
+const MAX_EXPORTS: usize = 4;
+static EXPORTS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(MAX_EXPORTS)));
+
 /// `GET /v1/audit/export`: JSON lines (spec/audit-export-v1.md), made by a thread as the
 /// log is read and sent as they come; a failure after the first bytes ends the response
 /// early (no checkpoint: the client knows it is incomplete).
@@ -520,12 +525,19 @@ async fn audit_export(
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let token = ctx.token?;
+    // Each export has a thread and a reader of its own while it runs: a few at once.
+    let permit = EXPORTS.clone().try_acquire_owned().map_err(|_| {
+        ApiError::from(OpError::Busy(format!(
+            "{MAX_EXPORTS} exports are running on this node; retry when one ends"
+        )))
+    })?;
     let (app, conn) = (ctx.app, ctx.conn);
     let (tx, rx) = tokio::sync::mpsc::channel::<crate::stream::Chunk>(4);
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Result<(), OpError>>();
     std::thread::Builder::new()
         .name("teekms-export".into())
         .spawn(move || {
+            let _permit = permit;
             let now = crate::now_unix();
             let mut started = Some(started_tx);
             let result = app.caller(&conn, token.as_deref(), now).and_then(|caller| {

@@ -119,12 +119,13 @@ pub fn audit_base(
     ))
 }
 
-/// How far the log was exported without a gap (at least the pruned base).
+/// How far the log was exported without a gap (at least `base`, the last pruned
+/// position, already read by the caller).
 fn exported_through(
     keyring: &Keyring,
     store: &mut dyn teekms_store::Store,
+    base: u64,
 ) -> Result<u64, OpError> {
-    let base = audit_base(keyring, store)?.0;
     let Some(record) = store.get_meta(AUDIT_EXPORTED)? else {
         return Ok(base);
     };
@@ -303,7 +304,7 @@ impl Service {
         // Recorded (and the export mark moved) before the checkpoint is sent: a client
         // holding a checkpoint can always find its export in the log.
         let mut writes = Vec::new();
-        let through = exported_through(&self.keyring, self.reader().as_mut())?;
+        let through = exported_through(&self.keyring, self.reader().as_mut(), base)?;
         if from <= through + 1 && to > through {
             writes.push(Write::PutMeta {
                 name: AUDIT_EXPORTED.into(),
@@ -355,7 +356,7 @@ impl Service {
                 "the newest entry ({last}) always stays: prune before at most {last}"
             )));
         }
-        let through = exported_through(&self.keyring, self.reader().as_mut())?;
+        let through = exported_through(&self.keyring, self.reader().as_mut(), base)?;
         if !force && through < before - 1 {
             return Err(self.refuse(
                 draft("audit-prune", caller, None, None, "denied: not exported", now),
