@@ -360,6 +360,30 @@ async fn batch(
     Ok(response)
 }
 
+/// The envelope an item's `ciphertext` carries for `key` (`verb`: the operation, for
+/// the message when it is missing).
+fn item_envelope(item: &Item, key: &str, verb: &str) -> Result<Vec<u8>, OpError> {
+    no_convergence(None, &item.nonce)?;
+    let text = item
+        .ciphertext
+        .as_deref()
+        .ok_or_else(|| bad(format!("missing ciphertext to {verb}")))?;
+    envelope_of(text, key)
+}
+
+/// The answer to an item that made an envelope (encrypt, rewrap).
+fn ciphertext_out(
+    resp: &teekms_core::api::CiphertextResponse,
+    reference: Option<String>,
+) -> ItemOut {
+    ItemOut {
+        ciphertext: Some(vault_ciphertext(resp.key_version, &resp.ciphertext.0)),
+        key_version: Some(resp.key_version),
+        reference,
+        ..ItemOut::default()
+    }
+}
+
 fn encrypt_item(
     s: &Service,
     c: &Caller,
@@ -394,13 +418,7 @@ fn encrypt_item(
             resp.key_version
         )));
     }
-    let out = ItemOut {
-        ciphertext: Some(vault_ciphertext(resp.key_version, &resp.ciphertext.0)),
-        key_version: Some(resp.key_version),
-        reference: item.reference,
-        ..ItemOut::default()
-    };
-    Ok((out, audit))
+    Ok((ciphertext_out(&resp, item.reference), audit))
 }
 
 fn decrypt_item(
@@ -410,11 +428,7 @@ fn decrypt_item(
     item: Item,
     now: u64,
 ) -> Result<(ItemOut, AuditDraft), OpError> {
-    no_convergence(None, &item.nonce)?;
-    let text = item
-        .ciphertext
-        .ok_or_else(|| bad("missing ciphertext to decrypt"))?;
-    let envelope = envelope_of(&text, key)?;
+    let envelope = item_envelope(&item, key, "decrypt")?;
     let (resp, audit) = s.decrypt(
         c,
         DecryptRequest {
@@ -442,11 +456,7 @@ fn rewrap_item(
     item: Item,
     now: u64,
 ) -> Result<(ItemOut, AuditDraft), OpError> {
-    no_convergence(None, &item.nonce)?;
-    let text = item
-        .ciphertext
-        .ok_or_else(|| bad("missing ciphertext to rewrap"))?;
-    let envelope = envelope_of(&text, key)?;
+    let envelope = item_envelope(&item, key, "rewrap")?;
     let context = context_of(&item.context, &item.associated_data);
     let (resp, audit) = s.re_encrypt(
         c,
@@ -461,13 +471,7 @@ fn rewrap_item(
         },
         now,
     )?;
-    let out = ItemOut {
-        ciphertext: Some(vault_ciphertext(resp.key_version, &resp.ciphertext.0)),
-        key_version: Some(resp.key_version),
-        reference: item.reference,
-        ..ItemOut::default()
-    };
-    Ok((out, audit))
+    Ok((ciphertext_out(&resp, item.reference), audit))
 }
 
 /// `POST …/<verb>/<key>`: encrypt, decrypt or rewrap (one item or a batch); any other
