@@ -67,6 +67,9 @@ pub enum Command {
     /// Restore a cluster from its officers' shares when every node is gone.
     #[command(subcommand)]
     Recovery(RecoveryCmd),
+    /// What nodes showed you of their store's epoch (spec/freshness-v1.md).
+    #[command(subcommand)]
+    Freshness(FreshnessCmd),
     /// Run the whole flow in a temporary directory and narrate it.
     Demo,
     /// Print the shell completion script (bash: `source <(teekms completions bash)`).
@@ -1160,5 +1163,17 @@ pub enum RecoveryCmd {
         shares: Vec<PathBuf>,
         #[command(flatten)]
         platform: PlatformArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FreshnessCmd {
+    /// The highest epoch (E, H) each cluster acknowledged to you, as kept in
+    /// $XDG_DATA_HOME/teekms/freshness (or TEEKMS_FRESHNESS_DIR): a node that later
+    /// shows less had its store rolled back, and every command says so (exit 1).
+    Show {
+        /// One JSON object per cluster.
+        #[arg(long)]
+        json: bool,
     },
 }

@@ -6,6 +6,7 @@
 mod cli;
 mod cmd;
 mod failure;
+mod freshness;
 mod paths;
 
 use std::process::ExitCode;

@@ -28,6 +28,11 @@ pub fn owner_path(explicit: &Option<PathBuf>) -> Result<PathBuf, Failure> {
     }
 }
 
+/// This user's teekms data dir: $XDG_DATA_HOME/teekms.
+pub fn data_dir() -> Result<PathBuf, Failure> {
+    Ok(xdg_dir("XDG_DATA_HOME", ".local/share")?.join("teekms"))
+}
+
 /// The sim root file: --sim-root, TEEKMS_SIM_ROOT, or $XDG_DATA_HOME/teekms/sim-root.key.
 pub fn sim_root_path(explicit: &Option<PathBuf>) -> Result<PathBuf, Failure> {
     match explicit {

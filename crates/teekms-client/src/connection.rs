@@ -32,6 +32,55 @@ pub struct Connection {
     server_spki_sha256: [u8; 32],
     /// An access key sent with every request (set only on a verified connection).
     pub(crate) access_token: Option<zeroize::Zeroizing<String>>,
+    /// The newest epoch stamp the node sent (spec/freshness-v1.md), unverified.
+    stamps: StampSlot,
+}
+
+/// Where a connection leaves the last `teekms-epoch` header it received (shared, so the
+/// CLI can check it after a command whichever call made the requests).
+#[derive(Clone, Default)]
+pub struct StampSlot(Arc<Mutex<Option<hyper::header::HeaderValue>>>);
+
+impl StampSlot {
+    fn keep(&self, headers: &hyper::HeaderMap) {
+        if let Some(v) = headers.get(teekms_core::freshness::STAMP_HEADER) {
+            *self.0.lock().expect("stamp lock") = Some(v.clone());
+        }
+    }
+
+    fn latest(&self) -> Option<hyper::header::HeaderValue> {
+        self.0.lock().expect("stamp lock").clone()
+    }
+}
+
+/// The epoch stamps a verified node sends, checked against its attested key.
+#[derive(Clone)]
+pub struct StampWatch {
+    node: VerifiedNode,
+    slot: StampSlot,
+}
+
+impl StampWatch {
+    /// The node these stamps come from.
+    pub fn node(&self) -> &VerifiedNode {
+        &self.node
+    }
+
+    /// The newest stamp received, verified (None: no answer carried one).
+    pub fn latest(
+        &self,
+    ) -> Result<Option<teekms_core::freshness::Stamp>, teekms_core::freshness::StampError> {
+        use teekms_core::freshness::{Stamp, StampError};
+        let Some(value) = self.slot.latest() else {
+            return Ok(None);
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| StampError::Malformed("not ASCII"))?;
+        let stamp = Stamp::from_header(text)?;
+        stamp.verify(&self.node)?;
+        Ok(Some(stamp))
+    }
 }
 
 /// Request bodies: whole (JSON) or streamed.
@@ -178,6 +227,7 @@ async fn connect_checking(
         sender,
         server_spki_sha256,
         access_token: None,
+        stamps: StampSlot::default(),
     })
 }
 
@@ -367,6 +417,7 @@ impl Connection {
                 .await
                 .map_err(|e| transport(&e))?;
             let status = resp.status();
+            self.stamps.keep(resp.headers());
             let body = Limited::new(resp.into_body(), MAX_RESPONSE)
                 .collect()
                 .await
@@ -392,6 +443,14 @@ impl VerifiedConnection {
     /// The proof of verification.
     pub fn node(&self) -> &VerifiedNode {
         &self.node
+    }
+
+    /// The epoch stamps this node sends, from now on and from its earlier answers.
+    pub fn stamps(&self) -> StampWatch {
+        StampWatch {
+            node: self.node.clone(),
+            slot: self.conn.stamps.clone(),
+        }
     }
 
     /// The cluster's TLS CA certificate (PEM), for clients that verify a certificate
@@ -691,6 +750,7 @@ impl Connection {
             .map_err(|_| ClientError::Transport("the node did not answer in time".into()))?
             .map_err(|e| transport(&e))?;
         let status = resp.status();
+        self.stamps.keep(resp.headers());
         let mut body = resp.into_body();
         if !status.is_success() {
             let bytes = Limited::new(body, MAX_RESPONSE)

@@ -16,7 +16,7 @@ mod ops;
 mod url;
 
 pub use connection::{
-    Connection, Identity, VerifiedConnection, connect, connect_as, connect_attested_as,
+    Connection, Identity, StampWatch, VerifiedConnection, connect, connect_as, connect_attested_as,
     connect_verified, connect_verified_as, connect_verified_with_collateral, owner_tls_certificate,
 };
 pub use error::ClientError;

@@ -18,6 +18,7 @@ pub mod bundle;
 pub mod context;
 pub mod envelope;
 mod error;
+pub mod freshness;
 pub mod hpke;
 pub mod keyid;
 pub mod node_keys;

@@ -116,7 +116,23 @@ pub fn router(state: Arc<Service>) -> Router {
         ))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_REQUEST))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), stamp))
         .with_state(state)
+}
+
+/// Puts the node's signed (E, H) on every answer (spec/freshness-v1.md, "Stamps"), as
+/// it stands once the request is done: owners keep the highest they were shown.
+async fn stamp(
+    State(state): State<Arc<Service>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(req).await;
+    response.headers_mut().insert(
+        teekms_core::freshness::STAMP_HEADER,
+        state.freshness().stamp(),
+    );
+    response
 }
 
 /// Where the Transit API's routes begin (how metrics tell them from the native API's).

@@ -16,6 +16,7 @@ mod ca;
 mod connections;
 mod datadir;
 mod error;
+mod freshness;
 mod http;
 mod keyring;
 mod metrics;

@@ -79,6 +79,8 @@ pub struct Metrics {
     stream_bytes_in: AtomicU64,
     stream_bytes_out: AtomicU64,
     keys: Mutex<Option<BTreeMap<&'static str, u64>>>,
+    epoch: AtomicU64,
+    rolled_back: std::sync::atomic::AtomicBool,
     attestations: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     collateral_expires_at: Mutex<Option<u64>>,
     tee: Mutex<&'static str>,
@@ -99,6 +101,8 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| M
     stream_bytes_in: AtomicU64::new(0),
     stream_bytes_out: AtomicU64::new(0),
     keys: Mutex::new(None),
+    epoch: AtomicU64::new(0),
+    rolled_back: std::sync::atomic::AtomicBool::new(false),
     attestations: Mutex::default(),
     collateral_expires_at: Mutex::new(None),
     tee: Mutex::new("unknown"),
@@ -168,6 +172,16 @@ impl Metrics {
     /// The keys in the store by state, as the last deletion sweep counted them.
     pub fn keys(&self, by_state: BTreeMap<&'static str, u64>) {
         *self.keys.lock().expect("metrics") = Some(by_state);
+    }
+
+    /// The epoch the node serves (spec/freshness-v1.md).
+    pub fn epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    /// The `store_rolled_back` alarm went up or down.
+    pub fn rolled_back(&self, up: bool) {
+        self.rolled_back.store(up, Ordering::Relaxed);
     }
 
     /// A workload's (or peer's) evidence checked.
@@ -321,6 +335,24 @@ impl Metrics {
                 let _ = writeln!(out, "teekms_keys{{state=\"{state}\"}} {n}");
             }
         }
+        help(
+            &mut out,
+            "teekms_epoch",
+            "gauge",
+            "The store's epoch this node serves (spec/freshness-v1.md).",
+        );
+        let _ = writeln!(out, "teekms_epoch {}", self.epoch.load(Ordering::Relaxed));
+        help(
+            &mut out,
+            "teekms_store_rolled_back",
+            "gauge",
+            "1 while the node refuses its store as older than what it acknowledged.",
+        );
+        let _ = writeln!(
+            out,
+            "teekms_store_rolled_back {}",
+            u8::from(self.rolled_back.load(Ordering::Relaxed))
+        );
         help(
             &mut out,
             "teekms_attestation_verifications_total",

@@ -145,7 +145,7 @@ pub fn open_node_with(
 /// Imports a bundle into a stopped node (run inside its TEE): the same checks, the same
 /// durable job (row, owner, audit entry) as an online deployment.
 pub fn import_offline(
-    node: NodeHandle,
+    mut node: NodeHandle,
     data_dir: &Path,
     bundle: &teekms_core::Bundle,
     now: u64,
@@ -156,7 +156,10 @@ pub fn import_offline(
         .cluster()
         .derive(teekms_core::audit::AUDIT_KEY_LABEL);
     let format = node.store_format;
-    let writer = crate::writer::Writer::start(Box::new(node.store), audit_key)?;
+    let fresh = crate::freshness::Freshness::start(node.keyring.clone(), &mut node.store, true)
+        .map_err(damaged)?;
+    let writer =
+        crate::writer::Writer::start(Box::new(node.store), audit_key, std::sync::Arc::new(fresh))?;
     // A store written before format 2 is migrated first (its owners have no record yet,
     // which a deployment would take for damage).
     let mut reader = SqliteStore::open(data_dir)?;

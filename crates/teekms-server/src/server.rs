@@ -121,6 +121,7 @@ fn start(r: Resolved, started: std::time::Instant) -> Result<RunningServer, Serv
     };
     tracing::debug!(elapsed = ?started.elapsed(), "evidence made");
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
+    tokio::spawn(watch_store(Arc::downgrade(&state)));
     // Clients that connect and say nothing stay in the kernel, not in the accept loop.
     {
         use std::os::fd::AsFd;
@@ -385,6 +386,29 @@ impl hyper::body::Body for TrackedBody {
 
 /// How often due deletions are carried out.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How often the store's epoch record is compared with the node's memory.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Compares the store's epoch and audit head with the node's memory every second
+/// (spec/freshness-v1.md): a store replaced under a node whose answers come from its
+/// caches, with no write to read the store, is caught here; and once the alarm is up,
+/// this is what sees the store brought forward.
+async fn watch_store(state: std::sync::Weak<Service>) {
+    let mut ticks = tokio::time::interval(WATCH_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(app) = state.upgrade() else { return };
+        // Alarms are logged where they are raised; a store that cannot be read is
+        // readiness's and the next request's concern.
+        if tokio::task::spawn_blocking(move || app.watch_store())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
 
 /// Deletes keys whose waiting period is over (and counts keys by state for the
 /// metrics), at start and then every [`SWEEP_EVERY`], until the node stops.

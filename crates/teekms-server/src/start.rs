@@ -13,6 +13,7 @@ use teekms_platform::Platform;
 use teekms_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 
+use crate::freshness::Freshness;
 use crate::keyring::Keyring;
 use crate::ops::Settings;
 use crate::readers::Readers;
@@ -246,23 +247,27 @@ fn open_state(
     joined: Option<(NodeKeys, SealingKey)>,
 ) -> Result<Opened, ServerError> {
     let data_dir = &config.data_dir;
-    let node = crate::node::open_node_with(config.platform.clone(), data_dir, joined)?;
+    let mut node = crate::node::open_node_with(config.platform.clone(), data_dir, joined)?;
     let audit_key = node
         .keyring
         .cluster()
         .derive(teekms_core::audit::AUDIT_KEY_LABEL);
     // The reader's store, and the writer's own connection to it.
     let (mut reader, writer, more_readers): (Box<dyn Store>, _, _) = match &config.store {
-        None => (
-            Box::new(SqliteStore::open(data_dir)?),
-            Writer::start(Box::new(node.store), audit_key)?,
-            Vec::new(),
-        ),
+        None => {
+            let fresh = Freshness::start(node.keyring.clone(), &mut node.store, true)?;
+            (
+                Box::new(SqliteStore::open(data_dir)?),
+                Writer::start(Box::new(node.store), audit_key, Arc::new(fresh))?,
+                Vec::new(),
+            )
+        }
         Some(url) => {
             // Checked once (schema, cluster); the writer and the other readers (each
             // read is a network round trip) connect to the same database.
-            let checked = crate::node::cluster_store(&node.keyring, url)?;
-            let writer = Writer::start(Box::new(checked.another()?), audit_key)?;
+            let mut checked = crate::node::cluster_store(&node.keyring, url)?;
+            let fresh = Freshness::start(node.keyring.clone(), &mut checked, false)?;
+            let writer = Writer::start(Box::new(checked.another()?), audit_key, Arc::new(fresh))?;
             let mut more: Vec<Box<dyn Store>> = Vec::new();
             for _ in 1..PG_READERS {
                 more.push(Box::new(checked.another()?));

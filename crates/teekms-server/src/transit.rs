@@ -80,9 +80,10 @@ impl From<OpError> for VaultError {
             OpError::Unauthenticated(_) | OpError::BadRequestSignature(_) => return denied(),
             OpError::Forbidden(_) => StatusCode::FORBIDDEN,
             OpError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
-            OpError::Unavailable | OpError::Store(_) | OpError::Busy(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            OpError::Unavailable
+            | OpError::Store(_)
+            | OpError::Busy(_)
+            | OpError::StoreRolledBack(_) => StatusCode::SERVICE_UNAVAILABLE,
             OpError::Damaged(_) | OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             // Vault answers 400 for a missing key on these paths, and for a disabled
             // one, a bad ciphertext, a wrong context.

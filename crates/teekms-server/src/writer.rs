@@ -6,12 +6,16 @@
 //! caller. Many concurrent operations share one fsync, and none is acknowledged before
 //! both its writes and its audit entry are durable.
 
-use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
+use std::sync::{Arc, Mutex};
+
 use teekms_core::audit::{AuditChain, AuditDraft, AuditEntry};
+use teekms_core::freshness::{Change, EpochRecord};
 use teekms_store::{Applied, AuditRow, Store, StoreError, Write};
+
+use crate::freshness::{self, Freshness};
 use zeroize::Zeroizing;
 
 /// Most jobs committed in one transaction.
@@ -29,12 +33,12 @@ pub struct Job {
 
 /// Where the outcome goes (none: not committed): a blocked thread, or an awaiting task.
 enum Reply {
-    Blocking(SyncSender<Option<Applied>>),
-    Async(tokio::sync::oneshot::Sender<Option<Applied>>),
+    Blocking(SyncSender<Outcome>),
+    Async(tokio::sync::oneshot::Sender<Outcome>),
 }
 
 impl Reply {
-    fn send(self, r: Option<Applied>) {
+    fn send(self, r: Outcome) {
         match self {
             Reply::Blocking(tx) => {
                 let _ = tx.send(r);
@@ -48,40 +52,58 @@ impl Reply {
 
 /// The outcome received (none: the writer is gone), or none sent (the batch failed; the
 /// writer logged why, once for the batch).
-fn outcome(r: Option<Option<Applied>>) -> Result<Applied, Unavailable> {
-    r.flatten().ok_or(Unavailable)
+fn outcome(r: Option<Outcome>) -> Result<Applied, Unavailable> {
+    r.unwrap_or(Err(Unavailable(None)))
 }
+
+/// What a job's caller is told: done (or in conflict), or not committed.
+type Outcome = Result<Applied, Unavailable>;
 
 /// The writer is gone or the commit failed: the operation was not done.
 #[derive(Debug)]
-pub struct Unavailable;
+pub struct Unavailable(
+    /// Why, when the store is behind the node's memory (spec/freshness-v1.md): the
+    /// `store_rolled_back` message.
+    pub Option<String>,
+);
 
 /// Handle to the writer thread.
 pub struct Writer {
+    fresh: Arc<Freshness>,
     tx: Mutex<Option<Sender<(Job, Reply)>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Writer {
-    /// Starts the writer thread on `store`, continuing the audit chain under `audit_key`.
+    /// Starts the writer thread on `store`, continuing the audit chain under `audit_key`
+    /// and the epoch chain that `fresh` remembers.
     pub fn start(
         mut store: Box<dyn Store>,
         audit_key: Zeroizing<[u8; 32]>,
+        fresh: Arc<Freshness>,
     ) -> Result<Writer, StoreError> {
         let last = store.audit_last()?;
         if let (_, Some(broken)) = chain_after(&audit_key, last.as_ref()) {
             tracing::error!(%broken, "the audit log does not verify; run `teekms audit verify`");
         }
-        let known = last.map_or(0, |row| row.seq);
         let (tx, rx) = channel();
         let thread = std::thread::Builder::new()
             .name("teekms-writer".into())
-            .spawn(move || run(store, audit_key, known, rx))
+            .spawn({
+                let fresh = fresh.clone();
+                move || run(store, audit_key, fresh, rx)
+            })
             .expect("spawning the writer thread");
         Ok(Writer {
+            fresh,
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// The node's memory of its store, which this writer keeps moving forward.
+    pub fn freshness(&self) -> &Arc<Freshness> {
+        &self.fresh
     }
 
     fn enqueue(&self, job: Job, reply: Reply) -> bool {
@@ -95,7 +117,7 @@ impl Writer {
     pub fn submit(&self, job: Job) -> Result<Applied, Unavailable> {
         let (reply_tx, reply_rx) = sync_channel(1);
         if !self.enqueue(job, Reply::Blocking(reply_tx)) {
-            return Err(Unavailable);
+            return Err(Unavailable(None));
         }
         outcome(reply_rx.recv().ok())
     }
@@ -104,7 +126,7 @@ impl Writer {
     pub async fn submit_async(&self, job: Job) -> Result<Applied, Unavailable> {
         let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
         if !self.enqueue(job, Reply::Async(reply_tx)) {
-            return Err(Unavailable);
+            return Err(Unavailable(None));
         }
         outcome(reply_rx.await.ok())
     }
@@ -116,7 +138,7 @@ impl Writer {
         for job in jobs {
             let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
             if !self.enqueue(job, Reply::Async(reply_tx)) {
-                return Err(Unavailable);
+                return Err(Unavailable(None));
             }
             replies.push(reply_rx);
         }
@@ -134,7 +156,7 @@ impl Writer {
         if self.enqueue(job, Reply::Async(reply_tx)) {
             Ok(())
         } else {
-            Err(Unavailable)
+            Err(Unavailable(None))
         }
     }
 
@@ -171,12 +193,12 @@ struct LastAppend {
     entry: AuditRow,
 }
 
-/// Runs the writer. `known` is the newest audit entry known to be committed: the store's
-/// log must never end before it again (see [`CommitError::LogCut`]).
+/// Runs the writer. The store's log must never end before an entry committed earlier,
+/// nor its epoch go back: `fresh` remembers both.
 fn run(
     mut store: Box<dyn Store>,
     key: Zeroizing<[u8; 32]>,
-    mut known: u64,
+    fresh: Arc<Freshness>,
     rx: Receiver<(Job, Reply)>,
 ) {
     let mut last = None;
@@ -189,25 +211,33 @@ fn run(
             }
         }
         let started = std::time::Instant::now();
-        let mut result = commit(store.as_mut(), &key, &mut batch, &mut last, &mut known);
+        let mut result = commit(store.as_mut(), &key, &fresh, &mut batch, &mut last);
         if let Err(CommitError::NotStarted(e)) = &result {
             // Starting a transaction changes nothing, so a failed start is tried once
             // more: a PostgreSQL connection that the server ended meanwhile (a restart)
             // is found lost there, and the second start makes a new one.
             tracing::warn!(error = %e, "starting a write transaction failed; trying once more");
-            result = commit(store.as_mut(), &key, &mut batch, &mut last, &mut known);
+            result = commit(store.as_mut(), &key, &fresh, &mut batch, &mut last);
         }
         crate::metrics::METRICS.commit(batch.len(), started.elapsed(), result.is_ok());
         match result {
             Ok(results) => {
                 for ((_, reply), r) in batch.into_iter().zip(results) {
-                    reply.send(Some(r));
+                    reply.send(Ok(r));
+                }
+            }
+            Err(CommitError::Refused(e)) => {
+                // The alarm was logged when raised; each refused request is logged by
+                // its protocol layer. Nothing goes to a store that is behind.
+                let why = e.to_string();
+                for (_, reply) in batch {
+                    reply.send(Err(Unavailable(Some(why.clone()))));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, jobs = batch.len(), "commit failed");
                 for (_, reply) in batch {
-                    reply.send(None);
+                    reply.send(Err(Unavailable(None)));
                 }
             }
         }
@@ -223,15 +253,10 @@ enum CommitError {
     /// The transaction failed after it started (the batch's drafts are spent).
     #[error(transparent)]
     Failed(StoreError),
-    /// The store's audit log ends before an entry that was committed earlier: the
-    /// database was rolled back, or its newest entries deleted. Nothing is written on
-    /// it, so the cut stays visible, until the log is whole again or the node restarts.
-    #[error(
-        "the audit log in the store ends at entry {found}, but entry {known} was committed \
-         earlier: the database was rolled back or its newest entries deleted; writes are \
-         refused until it is restored (restart the node to accept it as it is)"
-    )]
-    LogCut { found: u64, known: u64 },
+    /// The store is behind what the node acknowledged (spec/freshness-v1.md): the
+    /// alarm is up, and nothing is written until the store is brought forward.
+    #[error("{0}")]
+    Refused(crate::ops::OpError),
 }
 
 impl From<StoreError> for CommitError {
@@ -243,23 +268,27 @@ impl From<StoreError> for CommitError {
 fn commit(
     store: &mut dyn Store,
     key: &Zeroizing<[u8; 32]>,
+    fresh: &Freshness,
     batch: &mut [(Job, Reply)],
     last: &mut Option<LastAppend>,
-    known: &mut u64,
 ) -> Result<Vec<Applied>, CommitError> {
+    // Refused before a transaction is started: a store that is behind gets no writes.
+    fresh.serving().map_err(CommitError::Refused)?;
+    let before = fresh.before();
     let mut tx = store.write_batch().map_err(CommitError::NotStarted)?;
     // The chain continues from the newest stored entry, read inside this transaction:
     // with a store shared by several nodes, another node may have appended meanwhile.
     let head = tx.audit_head()?;
-    // The chain cannot see the loss of its own tail; this writer can, while it runs.
+    // The chain cannot see the loss of its own tail; the node's memory can (below).
     let found = head.as_ref().map_or(0, |row| row.seq);
-    if found < *known {
-        return Err(CommitError::LogCut {
-            found,
-            known: *known,
-        });
-    }
-    *known = found;
+    // The epoch record, read under the same lock: every batch, data-plane ones
+    // included, is checked against the node's memory before anything is appended.
+    let stored = tx.meta(freshness::EPOCH_RECORD)?;
+    let record = freshness::open(fresh.cluster_key(), stored.as_deref())
+        .map_err(|e| CommitError::Refused(crate::ops::OpError::Damaged(e)))?;
+    let epoch = fresh
+        .check_store(before, record.as_ref(), found)
+        .map_err(CommitError::Refused)?;
     let mut chain = match last.take() {
         Some(l) if head.as_ref() == Some(&l.entry) => l.chain,
         _ => chain_after(key, head.as_ref()).0,
@@ -282,9 +311,51 @@ fn commit(
         });
         results.push(applied);
     }
+    // What changed state: the writes of the jobs that were applied.
+    let changed: Vec<&[Write]> = batch
+        .iter()
+        .zip(&results)
+        .filter(|((job, _), applied)| **applied == Applied::Done && !job.writes.is_empty())
+        .map(|((job, _), _)| job.writes.as_slice())
+        .collect();
+    let mut next_epoch = None;
+    if !changed.is_empty() {
+        let owned: Vec<_> = changed
+            .iter()
+            .flat_map(|writes| writes.iter().filter_map(freshness::change_of))
+            .collect();
+        let changes: Vec<Change<'_>> = owned
+            .iter()
+            .map(|(kind, id, version, record)| Change {
+                kind: *kind,
+                id,
+                version: *version,
+                record,
+            })
+            .collect();
+        let head = chain.head();
+        let next = teekms_core::freshness::next(&epoch, fresh.incarnation(), head, &changes)
+            .ok_or_else(|| {
+                CommitError::Refused(crate::ops::OpError::Internal(
+                    "the epoch chain is at its end (2^64 - 1 changes)".into(),
+                ))
+            })?;
+        let record = EpochRecord {
+            epoch: next,
+            incarnation: *fresh.incarnation(),
+            audit_seq: head.0,
+            audit_head: head.1,
+        };
+        tx.apply(&[Write::PutMeta {
+            name: freshness::EPOCH_RECORD.into(),
+            record: freshness::seal(fresh.cluster_key(), &record),
+        }])?;
+        next_epoch = Some(next);
+    }
     tx.commit()?;
+    let audit_seq = appended.as_ref().map_or(found, |e| e.seq);
+    fresh.committed(next_epoch, audit_seq, &changed);
     if let Some(entry) = appended {
-        *known = entry.seq;
         *last = Some(LastAppend { chain, entry });
     }
     Ok(results)

@@ -523,8 +523,9 @@ async fn tampered_audit_logs_are_caught() {
 }
 
 /// The newest audit entries cut from the store under a running node (a rollback of the
-/// database, which the chain alone cannot see): the node refuses to write on the cut log,
-/// so nothing is done unrecorded, and carries on once the entries are back.
+/// database, which the chain alone cannot see): the node refuses everything as
+/// `store_rolled_back` and writes nothing on the cut log, so nothing is done unrecorded;
+/// `/v1/ready` says why; it carries on once the entries are back.
 #[tokio::test]
 async fn a_cut_audit_log_is_refused_while_the_node_runs() {
     let node = Node::start().await;
@@ -556,11 +557,25 @@ async fn a_cut_audit_log_is_refused_while_the_node_runs() {
     .await;
     assert_eq!(cut, whole - 2);
     let e = c.encrypt("a", None, b"m", None).await.unwrap_err();
-    assert_eq!(api_status(&e), (503, "unavailable".into()));
+    assert_eq!(api_status(&e), (503, "store_rolled_back".into()));
     assert_eq!(store("").await, cut, "nothing appended to the cut log");
+    let e = c.describe("a", None).await.unwrap_err();
+    assert_eq!(api_status(&e), (503, "store_rolled_back".into()));
+    let (status, body) = node.ready().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("store_rolled_back") && body.contains("ends at entry"),
+        "{body}"
+    );
+    assert_eq!(
+        store("").await,
+        cut,
+        "refusals are not audited in the store"
+    );
 
     let restored = store("INSERT INTO audit SELECT * FROM cut; DROP TABLE cut;").await;
     assert_eq!(restored, whole);
+    node.until_ready().await;
     c.encrypt("a", None, b"m", None).await.unwrap();
     let v = c.audit_verify().await.unwrap();
     assert!(v.ok, "{v:?}");

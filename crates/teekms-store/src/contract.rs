@@ -238,6 +238,9 @@ pub trait BatchOps {
     /// The newest audit entry, read inside this transaction after taking the append lock
     /// (so appends from several writers serialize and the chain never forks).
     fn audit_head(&mut self) -> Result<Option<AuditRow>, StoreError>;
+    /// A meta record, read inside this transaction (after [`BatchOps::audit_head`], so
+    /// under the append lock: the epoch record of spec/freshness-v1.md).
+    fn meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Appends an audit entry at `seq`.
     fn append_audit(&mut self, seq: u64, entry: &[u8]) -> Result<(), StoreError>;
     /// Commits everything durably.

@@ -242,6 +242,14 @@ impl BatchOps for Batch<'_> {
             .optional()?)
     }
 
+    fn meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT record FROM meta WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?)
+    }
+
     fn append_audit(&mut self, seq: u64, entry: &[u8]) -> Result<(), StoreError> {
         self.tx
             .prepare_cached("INSERT INTO audit (seq, entry) VALUES (?1, ?2)")?

@@ -32,6 +32,7 @@ pub async fn connect_verified(
     )
     .await?;
     warn_if_sim(conn.node().statement().tee);
+    crate::freshness::watch(&conn);
     Ok(conn)
 }
 

@@ -18,10 +18,21 @@ mod tee;
 mod use_keys;
 mod workload;
 
-use crate::cli::{Command, SimCmd};
+use crate::cli::{Command, FreshnessCmd, SimCmd};
 use crate::failure::CmdResult;
 
+/// Runs a command, then checks what every node it reached showed of its store's epoch
+/// (spec/freshness-v1.md): a rollback ends any command with exit 1.
 pub async fn run(command: Command) -> CmdResult {
+    let result = dispatch(command).await;
+    match (result, crate::freshness::check_after_command(now())) {
+        (_, Err(crate::freshness::Stale::RolledBack(f))) => Err(f),
+        (Ok(()), Err(crate::freshness::Stale::Unproven(f))) => Err(f),
+        (result, _) => result,
+    }
+}
+
+async fn dispatch(command: Command) -> CmdResult {
     match command {
         Command::Owner(c) => owner::run(c),
         Command::Serve(a) => serve::run(*a).await,
@@ -46,6 +57,7 @@ pub async fn run(command: Command) -> CmdResult {
         Command::Envelope(c) => use_keys::envelope(c).await,
         Command::Access(c) => use_keys::access(c).await,
         Command::Audit(c) => use_keys::audit(c).await,
+        Command::Freshness(FreshnessCmd::Show { json }) => crate::freshness::show(json),
         Command::Demo => demo::run().await,
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { dir } => docs::man(&dir),

@@ -52,7 +52,8 @@ impl Env {
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("XDG_DATA_HOME")
             .env_remove("TEEKMS_OWNER")
-            .env_remove("TEEKMS_SIM_ROOT");
+            .env_remove("TEEKMS_SIM_ROOT")
+            .env_remove("TEEKMS_FRESHNESS_DIR");
     }
 
     /// Runs a command and returns (exit code, stdout, stderr).

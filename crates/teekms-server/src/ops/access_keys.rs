@@ -106,10 +106,15 @@ impl Service {
             OpError::Unauthenticated("needs an owner's TLS client certificate".into())
         })?;
         let not_found = || OpError::NotFound(format!("no access key {id} of yours"));
-        let stored = self.reader().get_access_key(id)?.ok_or_else(not_found)?;
+        let Some(stored) = self.reader().get_access_key(id)? else {
+            self.freshness().check_floor(Floor::AccessKey, id, None)?;
+            return Err(not_found());
+        };
         let revision = stored.revision;
         let mut rec = AccessKeyRecord::open(self.keyring.cluster(), id, revision, &stored.record)
             .map_err(|e| OpError::Damaged(e.to_string()))?;
+        self.freshness()
+            .check_floor(Floor::AccessKey, id, Some(revision))?;
         if rec.owner.0 != owner.0 {
             return Err(not_found());
         }

@@ -138,7 +138,11 @@ impl Service {
         // missing row (a state row removed by the host must not bring back the key as
         // deployed: enabled, version 1, its bundle's policy).
         let (revision, record, latest) = match (stored, latest) {
-            (None, None) => return Err(OpError::NotFound(format!("no key {key_id:?}"))),
+            (None, None) => {
+                self.freshness()
+                    .check_floor(Floor::KeyState, &format!("{fp}/{key_id}"), None)?;
+                return Err(OpError::NotFound(format!("no key {key_id:?}")));
+            }
             (Some(stored), Some(latest)) => (stored.revision, stored.record, latest),
             (None, Some(_)) => {
                 return Err(OpError::Damaged(format!(
@@ -153,6 +157,8 @@ impl Service {
         };
         let state = KeyState::open(self.keyring.cluster(), owner, key_id, revision, &record)
             .map_err(|e| OpError::Damaged(e.to_string()))?;
+        self.freshness()
+            .check_floor(Floor::KeyState, &format!("{fp}/{key_id}"), Some(revision))?;
         if latest.key_version != state.current_version {
             return Err(OpError::Damaged(format!(
                 "key {key_id:?}: its state names version {} as current, but the newest stored version is {}; restore the store from a backup",

@@ -291,20 +291,27 @@ impl Service {
         let fp = owner.fingerprint();
         let mut store = self.reader();
         match store.get_owner_state(&fp)? {
-            Some(stored) => OwnerState::open(
-                self.keyring.cluster(),
-                owner,
-                stored.revision,
-                &stored.record,
-            )
-            .map(OwnerRecord::Stored)
-            .map_err(|e| OpError::Damaged(e.to_string())),
-            None if store.owner_key(&fp)?.is_some() || !store.list_states(&fp)?.is_empty() => {
-                Err(OpError::Damaged(format!(
-                    "the record of owner {fp} (the key ids it deleted) is missing from the store; restore the store from a backup"
-                )))
+            Some(stored) => {
+                let record = OwnerState::open(
+                    self.keyring.cluster(),
+                    owner,
+                    stored.revision,
+                    &stored.record,
+                )
+                .map_err(|e| OpError::Damaged(e.to_string()))?;
+                self.freshness()
+                    .check_floor(Floor::OwnerState, &fp, Some(stored.revision))?;
+                Ok(OwnerRecord::Stored(record))
             }
-            None => Ok(OwnerRecord::New),
+            None => {
+                self.freshness().check_floor(Floor::OwnerState, &fp, None)?;
+                if store.owner_key(&fp)?.is_some() || !store.list_states(&fp)?.is_empty() {
+                    return Err(OpError::Damaged(format!(
+                        "the record of owner {fp} (the key ids it deleted) is missing from the store; restore the store from a backup"
+                    )));
+                }
+                Ok(OwnerRecord::New)
+            }
         }
     }
 }

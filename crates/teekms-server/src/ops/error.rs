@@ -45,13 +45,16 @@ pub enum ErrorCode {
     Busy,
     /// 503: not carried out (shutting down, store unreachable); may be sent again.
     Unavailable,
+    /// 503: the store is older than what this node acknowledged (spec/freshness-v1.md):
+    /// nothing is served from it until it is brought forward.
+    StoreRolledBack,
     /// 500: a failure that must not happen; details in the node's log.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of spec/api-v1.md's table.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::BadBundle,
         ErrorCode::DecryptFailed,
@@ -70,6 +73,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Busy,
         ErrorCode::Unavailable,
+        ErrorCode::StoreRolledBack,
     ];
 
     /// The code as it goes on the wire.
@@ -92,6 +96,7 @@ impl ErrorCode {
             ErrorCode::DecryptFailed => "decrypt_failed",
             ErrorCode::Busy => "busy",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::StoreRolledBack => "store_rolled_back",
             ErrorCode::Internal => "internal",
         }
     }
@@ -158,6 +163,10 @@ pub enum OpError {
     /// The node is shutting down; a retry (here later, or on another node) may succeed.
     #[error("the node is shutting down or cannot reach its store; retry")]
     Unavailable,
+    /// The store was rolled back, forked or written by a second process
+    /// (spec/freshness-v1.md); the message says which, and what brings it forward.
+    #[error("{0}")]
+    StoreRolledBack(String),
     /// The store could not be read or written (mostly: it cannot be reached, as during
     /// a PostgreSQL restart, and the next attempt reconnects).
     #[error("the store failed: {0}")]
@@ -191,6 +200,7 @@ impl OpError {
             OpError::Decrypt(_) => ErrorCode::DecryptFailed,
             OpError::Busy(_) => ErrorCode::Busy,
             OpError::Unavailable | OpError::Store(_) => ErrorCode::Unavailable,
+            OpError::StoreRolledBack(_) => ErrorCode::StoreRolledBack,
             OpError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -213,8 +223,11 @@ impl OpError {
 }
 
 impl From<crate::writer::Unavailable> for OpError {
-    fn from(_: crate::writer::Unavailable) -> Self {
-        OpError::Unavailable
+    fn from(e: crate::writer::Unavailable) -> Self {
+        match e.0 {
+            Some(why) => OpError::StoreRolledBack(why),
+            None => OpError::Unavailable,
+        }
     }
 }
 
@@ -251,6 +264,7 @@ mod tests {
             ErrorCode::Internal => 15,
             ErrorCode::Busy => 16,
             ErrorCode::Unavailable => 17,
+            ErrorCode::StoreRolledBack => 18,
         };
         for (i, &c) in ErrorCode::ALL.iter().enumerate() {
             assert_eq!(place(c), i, "{}", c.as_str());

@@ -144,10 +144,13 @@ impl Service {
         };
         let stored = self.reader().get_access_key(&id)?;
         let Some(teekms_store::Revisioned { revision, record }) = stored else {
+            self.freshness().check_floor(Floor::AccessKey, &id, None)?;
             return Err(refused(&caller, format!("unknown access key {id}")));
         };
         let rec = AccessKeyRecord::open(self.keyring.cluster(), &id, revision, &record)
             .map_err(|e| OpError::Damaged(e.to_string()))?;
+        self.freshness()
+            .check_floor(Floor::AccessKey, &id, Some(revision))?;
         match rec.grant(&hash, now) {
             Ok(grant) => {
                 caller.access_key = Some(grant);

@@ -82,6 +82,7 @@ impl Service {
         let store = self.store_check();
         checks.insert("store", store);
         checks.insert("collateral", self.collateral_check(now));
+        checks.insert("freshness", self.freshness_check());
         let status = if checks.values().all(|c| c.ok) {
             "ready"
         } else {
@@ -113,6 +114,23 @@ impl Service {
         };
         *last = Some((Instant::now(), check.clone()));
         check
+    }
+
+    /// Whether the store is at or after what the node acknowledged (spec/freshness-v1.md),
+    /// with the node's (E, H).
+    fn freshness_check(&self) -> Check {
+        let (epoch, alarm) = self.freshness().status();
+        let at = format!("epoch {}, hash {}", epoch.number, hex::encode(epoch.hash));
+        match alarm {
+            None => Check {
+                ok: true,
+                detail: at,
+            },
+            Some(alarm) => Check {
+                ok: false,
+                detail: format!("{alarm} (this node: {at})"),
+            },
+        }
     }
 
     /// When the collateral the node serves stops being valid (Unix seconds), if it has

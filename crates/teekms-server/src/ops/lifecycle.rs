@@ -342,7 +342,10 @@ impl Service {
         let fp = owner.fingerprint();
         let id = key_id.as_str();
         for _ in 0..5 {
+            let floor_id = format!("{fp}/{id}");
             let Some(stored) = self.reader().get_state(&fp, id)? else {
+                self.freshness()
+                    .check_floor(Floor::KeyState, &floor_id, None)?;
                 return Ok(Deletion::AlreadyGone);
             };
             let state = KeyState::open(
@@ -353,6 +356,8 @@ impl Service {
                 &stored.record,
             )
             .map_err(|e| OpError::Damaged(e.to_string()))?;
+            self.freshness()
+                .check_floor(Floor::KeyState, &floor_id, Some(stored.revision))?;
             if state.deletion_at.is_none_or(|t| t > now) {
                 return Ok(Deletion::NoLongerDue);
             }

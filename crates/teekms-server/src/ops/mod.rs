@@ -34,6 +34,7 @@ use teekms_store::{Applied, KeyRow, Write};
 use zeroize::Zeroizing;
 
 use crate::budget::StreamBudget;
+use crate::freshness::Floor;
 use crate::keyring::Keyring;
 use crate::readers::Readers;
 use crate::writer::{Job, Writer};
@@ -323,6 +324,18 @@ pub struct SignedRequest {
 }
 
 impl Service {
+    /// The node's memory of its store (spec/freshness-v1.md).
+    pub fn freshness(&self) -> &crate::freshness::Freshness {
+        self.writer.freshness()
+    }
+
+    /// Checks the store's epoch record and audit head against the node's memory (or,
+    /// with the alarm up, whether the store was brought forward). Blocks.
+    pub fn watch_store(&self) -> Result<(), OpError> {
+        let mut reader = self.reader();
+        self.freshness().watch(reader.as_mut())
+    }
+
     /// The caller of a request with `credentials` on `conn`.
     pub fn caller_with(
         &self,
@@ -330,6 +343,8 @@ impl Service {
         credentials: &Credentials,
         now: u64,
     ) -> Result<Caller, OpError> {
+        // Nothing is served from a store older than what the node acknowledged.
+        self.freshness().serving()?;
         match credentials {
             Credentials::None => self.caller(conn, None, now),
             Credentials::Token(t) => self.caller(conn, Some(t), now),

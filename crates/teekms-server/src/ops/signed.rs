@@ -83,6 +83,8 @@ impl Service {
         }
         let stored = self.reader().get_access_key(&auth.access_key_id)?;
         let Some(teekms_store::Revisioned { revision, record }) = stored else {
+            self.freshness()
+                .check_floor(Floor::AccessKey, &auth.access_key_id, None)?;
             return Err(self.refuse_credential(&caller, unknown(), now));
         };
         let rec = AccessKeyRecord::open(
@@ -92,6 +94,8 @@ impl Service {
             &record,
         )
         .map_err(|e| OpError::Damaged(e.to_string()))?;
+        self.freshness()
+            .check_floor(Floor::AccessKey, &auth.access_key_id, Some(revision))?;
         let region = &self.settings.aws_region;
         let verified = if auth.region == *region && auth.service == "kms" {
             let (key, cached) = self.signing_key(&rec.id, &auth.date);

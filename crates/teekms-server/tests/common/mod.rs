@@ -173,4 +173,26 @@ impl Node {
             .await
             .unwrap()
     }
+
+    /// `GET /v1/ready`: status and body.
+    pub async fn ready(&self) -> (u16, String) {
+        let mut c = self.verified(None).await;
+        let (status, body) = c
+            .connection()
+            .raw_request_with_headers(teekms_client::Method::GET, "/v1/ready", &[], Vec::new())
+            .await;
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Waits (at most 5 s) until the node is ready again: after a store brought
+    /// forward, its watch clears the `store_rolled_back` alarm within a second.
+    pub async fn until_ready(&self) {
+        for _ in 0..50 {
+            if self.ready().await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("not ready after 5 s: {:?}", self.ready().await);
+    }
 }

@@ -13,6 +13,7 @@ impl PgStore {
         let statements = BatchStatements {
             lock: self.prepared("SELECT pg_advisory_xact_lock($1)")?,
             head: self.prepared("SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1")?,
+            meta: self.prepared("SELECT record FROM meta WHERE name = $1")?,
             append: self.prepared(
                 "INSERT INTO audit (seq, entry) SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[])",
             )?,
@@ -57,6 +58,7 @@ impl PgBatch<'_> {
 struct BatchStatements {
     lock: Statement,
     head: Statement,
+    meta: Statement,
     append: Statement,
 }
 
@@ -204,6 +206,16 @@ impl crate::BatchOps for PgBatch<'_> {
                 .tx
                 .query_opt(&self.statements.head, &[])?
                 .map(|r| audit_row(&r)))
+        })();
+        self.noting(r)
+    }
+
+    fn meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = (|| {
+            Ok(self
+                .tx
+                .query_opt(&self.statements.meta, &[&name])?
+                .map(|r| r.get(0)))
         })();
         self.noting(r)
     }

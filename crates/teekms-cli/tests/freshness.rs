@@ -1,0 +1,253 @@
+//! A single node on SQLite whose store the host rolls back (spec/freshness-v1.md),
+//! through the binary: written back in place from an earlier copy with SQLite's backup
+//! API while the node runs; one row put back to an older revision; a second process
+//! writing the same store; the node restarted on an old copy, which only the owner's
+//! stamps can catch.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Env, s};
+
+/// `GET /v1/ready`: status and body (curl; the node's certificate is not checked here,
+/// nothing is sent).
+fn ready(url: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}", &format!("{url}/v1/ready")])
+        .output()
+        .expect("curl runs (./test installs it if absent)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Waits (at most 5 s) for `/v1/ready` to answer `status`.
+fn until_ready_is(url: &str, status: u16) -> String {
+    let start = Instant::now();
+    loop {
+        let (got, body) = ready(url);
+        if got == status {
+            return body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "ready stayed {got}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn db(data_dir: &Path) -> PathBuf {
+    data_dir.join("teekms.sqlite3")
+}
+
+/// An online copy of the live store (SQLite's backup API), as a host takes one.
+fn backup(data_dir: &Path, to: &Path) {
+    let live = rusqlite::Connection::open(db(data_dir)).unwrap();
+    live.backup(
+        rusqlite::MAIN_DB,
+        to,
+        None::<fn(rusqlite::backup::Progress)>,
+    )
+    .unwrap();
+}
+
+/// Writes `from` back over the live store in place (SQLite's backup API) while the node
+/// runs: the host's rollback.
+fn write_back(from: &Path, data_dir: &Path) {
+    let mut live = rusqlite::Connection::open(db(data_dir)).unwrap();
+    live.busy_timeout(Duration::from_secs(10)).unwrap();
+    live.restore(
+        rusqlite::MAIN_DB,
+        from,
+        None::<fn(rusqlite::backup::Progress)>,
+    )
+    .unwrap();
+}
+
+fn encrypt_with_token(env: &Env, url: &str, policy: &Path, token: &Path) -> (i32, String) {
+    let (code, out, err) = env.run(&[
+        "envelope",
+        "encrypt",
+        "--node",
+        url,
+        "--policy",
+        s(policy),
+        "--access-key",
+        s(token),
+        "--key-id",
+        "k",
+        "-i",
+        s(policy),
+        "-o",
+        s(&env.path("out.env")),
+    ]);
+    (code, format!("{out}{err}"))
+}
+
+fn access_key_id(token: &Path) -> String {
+    let t = std::fs::read_to_string(token).unwrap();
+    t.trim().split('.').next().unwrap().to_owned()
+}
+
+#[test]
+fn a_store_written_back_under_a_running_node_is_refused_until_brought_forward() {
+    let env = Env::new();
+    let data_dir = env.path("node");
+    let node = env.serve(&data_dir);
+    let url = node.url.clone();
+    let (policy, token, _) = env.key_with_access(&url);
+    let p = s(&policy).to_owned();
+    assert_eq!(encrypt_with_token(&env, &url, &policy, &token).0, 0);
+    let before = env.path("before.sqlite3");
+    backup(&data_dir, &before);
+
+    // Acknowledged: the access key revoked, the key disabled.
+    let id = access_key_id(&token);
+    env.ok(&["access", "revoke", &id, "--node", &url, "--policy", &p]);
+    env.ok(&["key", "disable", "k", "--node", &url, "--policy", &p]);
+    let body = until_ready_is(&url, 200);
+    assert!(body.contains("\"freshness\""), "{body}");
+    let after = env.path("after.sqlite3");
+    backup(&data_dir, &after);
+
+    write_back(&before, &data_dir);
+    // The revoked token and the disabled key are never served again from the old copy.
+    for i in 0..100 {
+        let (code, out) = encrypt_with_token(&env, &url, &policy, &token);
+        assert_eq!(code, 1, "try {i}: {out}");
+        assert!(out.contains("store_rolled_back"), "try {i}: {out}");
+    }
+    let (code, out, err) = env.run(&["key", "describe", "k", "--node", &url, "--policy", &p]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("(503 store_rolled_back)"), "{err}");
+    let body = until_ready_is(&url, 503);
+    assert!(
+        body.contains("store_rolled_back") && body.contains("this node: epoch"),
+        "{body}"
+    );
+
+    // Brought forward (the copy taken after the changes): served again, as it was left.
+    write_back(&after, &data_dir);
+    until_ready_is(&url, 200);
+    let (code, out) = encrypt_with_token(&env, &url, &policy, &token);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("store_rolled_back"), "{out}");
+    let described = env.ok(&[
+        "key", "describe", "k", "--node", &url, "--policy", &p, "--json",
+    ]);
+    assert!(described.contains("\"enabled\":false"), "{described}");
+    let v = env.ok(&["audit", "verify", "--node", &url, "--policy", &p]);
+    assert!(v.contains("verified"), "{v}");
+}
+
+#[test]
+fn one_row_put_back_to_an_older_revision_trips_its_floor() {
+    let env = Env::new();
+    let data_dir = env.path("node");
+    let node = env.serve(&data_dir);
+    let url = node.url.clone();
+    let (policy, token, _) = env.key_with_access(&url);
+    let p = s(&policy).to_owned();
+    let id = access_key_id(&token);
+    let old: (i64, Vec<u8>) = {
+        let conn = rusqlite::Connection::open(db(&data_dir)).unwrap();
+        conn.query_row(
+            "SELECT revision, record FROM access_keys WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    env.ok(&["access", "revoke", &id, "--node", &url, "--policy", &p]);
+    {
+        let conn = rusqlite::Connection::open(db(&data_dir)).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.execute(
+            "UPDATE access_keys SET revision = ?1, record = ?2 WHERE id = ?3",
+            rusqlite::params![old.0, old.1, id],
+        )
+        .unwrap();
+    }
+    for _ in 0..10 {
+        let (code, out) = encrypt_with_token(&env, &url, &policy, &token);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("store_rolled_back") && out.contains("revision 1, but revision 2"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn a_second_process_writing_the_store_stops_the_first() {
+    let env = Env::new();
+    let data_dir = env.path("node");
+    let first = env.serve(&data_dir);
+    let (policy, _, _) = env.key_with_access(&first.url);
+    let p = s(&policy).to_owned();
+    // A copy of the node (its sealed keys) started on the very same database file.
+    let twin = env.path("twin");
+    std::fs::create_dir_all(&twin).unwrap();
+    for e in std::fs::read_dir(&data_dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_file()
+            && !name.starts_with("teekms.sqlite3")
+            && name != "teekms.lock"
+        {
+            std::fs::copy(e.path(), twin.join(&name)).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink(db(&data_dir), db(&twin)).unwrap();
+    let second = env.serve(&twin);
+    env.ok(&["key", "disable", "k", "--node", &second.url, "--policy", &p]);
+
+    let body = until_ready_is(&first.url, 503);
+    assert!(
+        body.contains("store_rolled_back") && body.contains("another process wrote"),
+        "{body}"
+    );
+    // The owner, shown the twin's newer epoch, is told of it too.
+    let (code, _, err) = env.run(&["key", "enable", "k", "--node", &first.url, "--policy", &p]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+}
+
+#[test]
+fn a_node_restarted_on_an_old_copy_is_caught_by_its_owner() {
+    let env = Env::new();
+    let data_dir = env.path("node");
+    let mut node = env.serve(&data_dir);
+    let (policy, _, _) = env.key_with_access(&node.url);
+    let p = s(&policy).to_owned();
+    let old = env.path("old.sqlite3");
+    backup(&data_dir, &old);
+    env.ok(&["key", "disable", "k", "--node", &node.url, "--policy", &p]);
+    let shown = env.ok(&["freshness", "show", "--json"]);
+    assert!(shown.contains("\"epoch\""), "{shown}");
+    node.stop();
+
+    // The host puts yesterday's file in place and starts the node on it.
+    for extra in ["teekms.sqlite3-wal", "teekms.sqlite3-shm"] {
+        let _ = std::fs::remove_file(data_dir.join(extra));
+    }
+    std::fs::copy(&old, db(&data_dir)).unwrap();
+    let node = env.serve(&data_dir);
+    let (code, out, err) = env.run(&["key", "describe", "k", "--node", &node.url, "--policy", &p]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("is at epoch")
+            && err.contains("acknowledged epoch")
+            && err.contains("its store was rolled back"),
+        "{err}"
+    );
+    // Another owner, who was never shown the newer epoch, is not warned: one node alone
+    // cannot tell (SECURITY.md).
+    let stranger = Env::new();
+    stranger.ok(&["owner", "init"]);
+    let (code, _, err) = stranger.run(&["key", "list", "--node", &node.url, "--policy", &p]);
+    assert_eq!(code, 0, "{err}");
+}
