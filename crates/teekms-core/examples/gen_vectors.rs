@@ -122,6 +122,7 @@ fn main() {
     stream_vector(&out);
     envelope_vector(&out);
     audit_vector(&out);
+    freshness_vector(&out);
 
     let sealing = SealingKey::from_bytes([0x53; 32]);
     let record = DataKeyRecord {
@@ -245,6 +246,68 @@ fn audit_vector(out: &str) {
             "entries": entries,
             "head_hex": hex::encode(chain.head().1),
             "stored_hex": stored,
+        }),
+    );
+}
+
+fn freshness_vector(out: &str) {
+    use teekms_core::freshness::{Change, ChangeKind, Epoch, EpochRecord, Stamp, next};
+    let incarnation = [0x1c; 16];
+    let audit = (42u64, [0xad; 32]);
+    let changes = [
+        Change {
+            kind: ChangeKind::AccessKey,
+            id: "ak-0123456789abcdef",
+            version: 2,
+            record: b"sealed access key record",
+        },
+        Change {
+            kind: ChangeKind::KeyState,
+            id: &format!("{}/vector-key", "ab".repeat(32)),
+            version: 3,
+            record: b"sealed key state record",
+        },
+    ];
+    let prev = Epoch {
+        number: 6,
+        hash: [0x66; 32],
+    };
+    let epoch = next(&prev, &incarnation, audit, &changes).unwrap();
+    let record = EpochRecord {
+        epoch,
+        incarnation,
+        audit_seq: audit.0,
+        audit_head: audit.1,
+    };
+    let keys = NodeKeys::generate();
+    let stamp = Stamp::sign(&keys, [0xca; 32], epoch);
+    let change_json: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|c| {
+            json!({
+                "kind": c.kind as u8,
+                "id": c.id,
+                "version": c.version,
+                "record_hex": hex::encode(c.record),
+            })
+        })
+        .collect();
+    write(
+        out,
+        "freshness-v1.json",
+        json!({
+            "description": "One step of the epoch chain (spec/freshness-v1.md): from `prev` with `incarnation`, the audit head and two changes, epoch `epoch`/`hash_hex`; `record_hex` is its epoch record before sealing. `stamp` is a node's header for that epoch, signed by `signing_public_key_hex` over `stamp_message_hex`.",
+            "prev": {"epoch": prev.number, "hash_hex": hex::encode(prev.hash)},
+            "incarnation_hex": hex::encode(incarnation),
+            "audit_seq": audit.0,
+            "audit_head_hex": hex::encode(audit.1),
+            "changes": change_json,
+            "epoch": epoch.number,
+            "hash_hex": hex::encode(epoch.hash),
+            "record_hex": hex::encode(record.to_bytes()),
+            "signing_public_key_hex": hex::encode(keys.signing_public_key()),
+            "stamp": stamp.to_header(),
+            "stamp_message_hex": hex::encode(stamp.signed_message()),
         }),
     );
 }

@@ -187,6 +187,11 @@ pub enum StampError {
 }
 
 impl Stamp {
+    /// The canonical bytes the signature covers.
+    pub fn signed_message(&self) -> Vec<u8> {
+        Stamp::message(&self.cluster, &self.node_id, &self.epoch)
+    }
+
     fn message(cluster: &[u8; 32], node_id: &[u8; 16], epoch: &Epoch) -> Vec<u8> {
         let mut w = Writer::with_label(STAMP_LABEL);
         w.bytes(cluster)

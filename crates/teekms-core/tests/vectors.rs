@@ -228,3 +228,68 @@ fn audit_vector() {
     .unwrap();
     assert_eq!((n, again), (3, head));
 }
+
+#[test]
+fn freshness_vector() {
+    use teekms_core::freshness::{Change, ChangeKind, Epoch, EpochRecord, Stamp, next};
+    let v = load("freshness-v1.json");
+    let arr = |x: &Value| -> [u8; 32] { unhex(x).try_into().unwrap() };
+    let prev = Epoch {
+        number: v["prev"]["epoch"].as_u64().unwrap(),
+        hash: arr(&v["prev"]["hash_hex"]),
+    };
+    let incarnation: [u8; 16] = unhex(&v["incarnation_hex"]).try_into().unwrap();
+    let audit = (v["audit_seq"].as_u64().unwrap(), arr(&v["audit_head_hex"]));
+    let records: Vec<Vec<u8>> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| unhex(&c["record_hex"]))
+        .collect();
+    let kinds = [ChangeKind::AccessKey, ChangeKind::KeyState];
+    let changes: Vec<Change<'_>> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&records)
+        .zip(kinds)
+        .map(|((c, record), kind)| {
+            assert_eq!(c["kind"].as_u64().unwrap(), kind as u64);
+            Change {
+                kind,
+                id: c["id"].as_str().unwrap(),
+                version: c["version"].as_u64().unwrap(),
+                record,
+            }
+        })
+        .collect();
+    let epoch = next(&prev, &incarnation, audit, &changes).unwrap();
+    assert_eq!(epoch.number, v["epoch"].as_u64().unwrap());
+    assert_eq!(epoch.hash.to_vec(), unhex(&v["hash_hex"]));
+    let record = EpochRecord::from_bytes(&unhex(&v["record_hex"])).unwrap();
+    assert_eq!(
+        record,
+        EpochRecord {
+            epoch,
+            incarnation,
+            audit_seq: audit.0,
+            audit_head: audit.1,
+        }
+    );
+    let stamp = Stamp::from_header(v["stamp"].as_str().unwrap()).unwrap();
+    assert_eq!(stamp.epoch, epoch);
+    assert_eq!(stamp.signed_message(), unhex(&v["stamp_message_hex"]));
+    let key: [u8; 32] = unhex(&v["signing_public_key_hex"]).try_into().unwrap();
+    assert!(teekms_attest::ed25519_verify(
+        &key,
+        &stamp.signed_message(),
+        &stamp.signature
+    ));
+    let mut other = stamp.clone();
+    other.epoch.number += 1;
+    assert!(!teekms_attest::ed25519_verify(
+        &key,
+        &other.signed_message(),
+        &other.signature
+    ));
+}
