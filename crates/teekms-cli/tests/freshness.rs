@@ -251,3 +251,96 @@ fn a_node_restarted_on_an_old_copy_is_caught_by_its_owner() {
     let (code, _, err) = stranger.run(&["key", "list", "--node", &node.url, "--policy", &p]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// The epoch `/v1/ready` reports ("epoch N, hash H").
+fn epoch_of(url: &str) -> Option<u64> {
+    let (_, body) = ready(url);
+    let at = body.find("epoch ")? + "epoch ".len();
+    body[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Waits (at most 5 s) until every node reports the same epoch; returns it.
+fn same_epoch(urls: &[&str]) -> u64 {
+    let start = Instant::now();
+    loop {
+        let seen: Vec<Option<u64>> = urls.iter().map(|u| epoch_of(u)).collect();
+        if seen[0].is_some() && seen.iter().all(|e| *e == seen[0]) {
+            return seen[0].unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Three nodes on one PostgreSQL database; the host dumps it, the owner revokes an
+/// access key and disables a key (acknowledged), and the host restores the dump with
+/// `pg_restore --clean` under the running nodes: every node refuses the revoked token
+/// and the disabled key, 100 of 100 tries, and says why; a dump taken after the changes,
+/// restored, brings the database forward and the nodes serve it as it was left.
+#[test]
+fn a_database_restored_under_a_running_cluster_is_refused_on_every_node() {
+    let env = Env::new();
+    let pg = teekms_testkit::PgServer::start();
+    let store = pg.url("postgres");
+    let dirs: Vec<_> = (1..=3).map(|i| env.path(&format!("node-{i}"))).collect();
+    let n1 = env.serve_tee("sim", &dirs[0], &["--store", &store], "warn");
+    let n2 = env.serve_tee(
+        "sim",
+        &dirs[1],
+        &["--store", &store, "--join", &n1.url],
+        "warn",
+    );
+    let n3 = env.serve_tee(
+        "sim",
+        &dirs[2],
+        &["--store", &store, "--join", &n1.url],
+        "warn",
+    );
+    let urls = [n1.url.as_str(), n2.url.as_str(), n3.url.as_str()];
+    let (policy, token, _) = env.key_with_access(urls[0]);
+    let p = s(&policy).to_owned();
+    for url in urls {
+        assert_eq!(encrypt_with_token(&env, url, &policy, &token).0, 0);
+    }
+    let before_changes = same_epoch(&urls);
+    let before = pg.dump("postgres", "before.dump");
+
+    let id = access_key_id(&token);
+    env.ok(&["access", "revoke", &id, "--node", urls[0], "--policy", &p]);
+    env.ok(&["key", "disable", "k", "--node", urls[1], "--policy", &p]);
+    assert!(same_epoch(&urls) > before_changes);
+    let after = pg.dump("postgres", "after.dump");
+
+    pg.restore_clean("postgres", &before);
+    for url in urls {
+        let body = until_ready_is(url, 503);
+        assert!(body.contains("store_rolled_back"), "{body}");
+    }
+    for i in 0..100 {
+        let url = urls[i % 3];
+        let (code, out) = encrypt_with_token(&env, url, &policy, &token);
+        assert_eq!(code, 1, "try {i} on {url}: {out}");
+        assert!(out.contains("store_rolled_back"), "try {i} on {url}: {out}");
+    }
+    for url in urls {
+        let (code, _, err) = env.run(&["key", "describe", "k", "--node", url, "--policy", &p]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("store_rolled_back"), "{err}");
+    }
+
+    pg.restore_clean("postgres", &after);
+    for url in urls {
+        until_ready_is(url, 200);
+        let (code, out) = encrypt_with_token(&env, url, &policy, &token);
+        assert_eq!(code, 1, "{out}");
+        assert!(!out.contains("store_rolled_back"), "{out}");
+        let described = env.ok(&[
+            "key", "describe", "k", "--node", url, "--policy", &p, "--json",
+        ]);
+        assert!(described.contains("\"enabled\":false"), "{described}");
+    }
+}

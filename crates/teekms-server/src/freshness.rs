@@ -188,9 +188,11 @@ impl Freshness {
     }
 
     /// Checks what the store shows (its epoch record, opened, and its newest audit
-    /// position), read *after* `before` was taken of this memory ([`Freshness::before`]):
-    /// the store only moves forward, so showing less than `before` is a rollback.
-    /// Returns the epoch to chain from. A newer epoch by a peer (shared store) is
+    /// position) against `before`, a snapshot of this memory ([`Freshness::before`])
+    /// taken before the store was read, or, by the writer, after it read the store
+    /// under the write lock (nothing commits meanwhile, and the memory only ever holds
+    /// what was committed): the store only moves forward, so showing less than `before`
+    /// is a rollback. Returns the epoch to chain from (the store's). A newer epoch by a peer (shared store) is
     /// taken; by another process on a single node's store it is an alarm.
     pub fn check_store(
         &self,
@@ -225,7 +227,7 @@ impl Freshness {
             return Err(self.raise(&mut m, Alarm::Forked { found: shown }));
         }
         m.audit_seq = m.audit_seq.max(audit_seq);
-        Ok(m.epoch)
+        Ok(shown)
     }
 
     fn advance(&self, m: &mut Memory, epoch: Epoch) {

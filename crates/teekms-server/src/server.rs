@@ -396,15 +396,20 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 async fn watch_store(state: std::sync::Weak<Service>) {
     let mut ticks = tokio::time::interval(WATCH_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for tick in 0u64.. {
         ticks.tick().await;
         let Some(app) = state.upgrade() else { return };
         // Alarms are logged where they are raised; a store that cannot be read is
         // readiness's and the next request's concern.
-        if tokio::task::spawn_blocking(move || app.watch_store())
-            .await
-            .is_err()
-        {
+        let watched = tokio::task::spawn_blocking(move || {
+            let _ = app.watch_store();
+            // Every 10 s, the heap's free memory goes back to the system, so that the
+            // node's RSS shows what it holds rather than its last burst.
+            if tick % 10 == 9 {
+                teekms_platform::sys::release_free_memory();
+            }
+        });
+        if watched.await.is_err() {
             return;
         }
     }

@@ -274,7 +274,6 @@ fn commit(
 ) -> Result<Vec<Applied>, CommitError> {
     // Refused before a transaction is started: a store that is behind gets no writes.
     fresh.serving().map_err(CommitError::Refused)?;
-    let before = fresh.before();
     let mut tx = store.write_batch().map_err(CommitError::NotStarted)?;
     // The chain continues from the newest stored entry, read inside this transaction:
     // with a store shared by several nodes, another node may have appended meanwhile.
@@ -287,7 +286,7 @@ fn commit(
     let record = freshness::open(fresh.cluster_key(), stored.as_deref())
         .map_err(|e| CommitError::Refused(crate::ops::OpError::Damaged(e)))?;
     let epoch = fresh
-        .check_store(before, record.as_ref(), found)
+        .check_store(fresh.before(), record.as_ref(), found)
         .map_err(CommitError::Refused)?;
     let mut chain = match last.take() {
         Some(l) if head.as_ref() == Some(&l.entry) => l.chain,

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A private PostgreSQL server for one test or benchmark (one that restarts it, say):
@@ -109,6 +109,51 @@ impl PgServer {
     /// Stops and starts the server: every client connection is cut.
     pub fn restart(&self) {
         self.ctl("restart");
+    }
+
+    /// `pg_dump -Fc` of database `db` into a file named `name` in the server's dir: a
+    /// host's backup.
+    pub fn dump(&self, db: &str, name: &str) -> PathBuf {
+        let file = self.dir.path().join(name);
+        let port = self.port.to_string();
+        self.run(
+            "pg_dump",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "teekms",
+                "-Fc",
+                "-f",
+                file.to_str().unwrap(),
+                db,
+            ],
+        );
+        file
+    }
+
+    /// `pg_restore --clean` of a dump into database `db`, under whoever is connected: a
+    /// host's rollback (or, with a newer dump, bringing the database forward).
+    pub fn restore_clean(&self, db: &str, dump: &Path) {
+        let port = self.port.to_string();
+        self.run(
+            "pg_restore",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "teekms",
+                "--clean",
+                "--if-exists",
+                "-d",
+                db,
+                dump.to_str().unwrap(),
+            ],
+        );
     }
 
     /// The URL of database `db`.

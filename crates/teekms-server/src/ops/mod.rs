@@ -177,6 +177,12 @@ impl Service {
         tokio::task::spawn_blocking(move || {
             let now = crate::now_unix();
             let caller = service.caller_with(&conn, &credentials, now)?;
+            if service.settings.shared_store && caller.owner.is_some() {
+                // Other nodes move the shared store's epoch: an owner's answer carries
+                // the epoch the store is at now, not at this node's last look (an
+                // owner's CLI would take a lagging stamp for a rollback).
+                service.watch_store()?;
+            }
             op(&service, &caller, now)
         })
         .await
