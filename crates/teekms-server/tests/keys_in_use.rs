@@ -799,18 +799,22 @@ async fn a_stream_whose_client_stalls_is_ended_and_audited() {
         .await;
     assert!(r.is_err(), "a stalled stream must not end as if complete");
     // The node ended it on its own, after 1 s without bytes (the client would have
-    // ended its body after 5 s), and audited why.
-    let tail = node
-        .verified(Some(&owner))
-        .await
-        .audit_tail(10)
-        .await
-        .unwrap();
-    let ended = tail
-        .entries
-        .iter()
-        .find(|e| e.draft.operation == "stream-encrypt")
-        .expect("the stream is audited");
+    // ended its body after 5 s), and audited why. A failed stream is cut first and
+    // audited right after, so the entry may land a moment after the client saw the end.
+    let mut c = node.verified(Some(&owner)).await;
+    let mut ended = None;
+    for _ in 0..50 {
+        let tail = c.audit_tail(10).await.unwrap();
+        ended = tail
+            .entries
+            .into_iter()
+            .find(|e| e.draft.operation == "stream-encrypt");
+        if ended.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let ended = ended.expect("the stream is audited");
     assert!(
         ended
             .draft
