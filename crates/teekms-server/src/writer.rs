@@ -7,16 +7,15 @@
 //! both its writes and its audit entry are durable.
 
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
-use std::thread::JoinHandle;
-
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use teekms_core::audit::{AuditChain, AuditDraft, AuditEntry};
 use teekms_core::freshness::{Change, EpochRecord};
 use teekms_store::{Applied, AuditRow, Store, StoreError, Write};
+use zeroize::Zeroizing;
 
 use crate::freshness::{self, Freshness};
-use zeroize::Zeroizing;
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -31,7 +30,7 @@ pub struct Job {
     pub on_conflict: &'static str,
 }
 
-/// Where the outcome goes (none: not committed): a blocked thread, or an awaiting task.
+/// Where the outcome goes: a blocked thread, or an awaiting task.
 enum Reply {
     Blocking(SyncSender<Outcome>),
     Async(tokio::sync::oneshot::Sender<Outcome>),
@@ -50,8 +49,9 @@ impl Reply {
     }
 }
 
-/// The outcome received (none: the writer is gone), or none sent (the batch failed; the
-/// writer logged why, once for the batch).
+/// The outcome received, or none (the writer is gone). A failed batch is answered with
+/// `Unavailable` (the writer logged why, once for the batch), a store behind the node's
+/// memory with its `store_rolled_back` message.
 fn outcome(r: Option<Outcome>) -> Result<Applied, Unavailable> {
     r.unwrap_or(Err(Unavailable(None)))
 }
