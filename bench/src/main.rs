@@ -20,6 +20,9 @@
 //!   node CPU per request of each.
 //! - `transit`: 1 KiB Vault Transit `encrypt` beside the native envelope `encrypt` with the
 //!   same access key, interleaved; and batches of 100 items against single items.
+//! - `freshness`: the latency of state changes (each writes an epoch record,
+//!   spec/freshness-v1.md) beside envelope `encrypt` at 1 and 16 clients, and restart to
+//!   serving with 10,000 keys beside an empty node.
 //! - `cluster`: the same envelope `encrypt` against 1, 2 and 3 nodes sharing one
 //!   PostgreSQL server (a private one started for the run), clients spread evenly.
 //! - `release`: attested key releases to sim workloads (a new connection, mutual
@@ -48,6 +51,7 @@ mod aws;
 mod cluster;
 mod deploy;
 mod envelope;
+mod freshness;
 mod harness;
 mod release;
 mod soak;
@@ -60,6 +64,7 @@ use aws::*;
 use cluster::*;
 use deploy::*;
 use envelope::*;
+use freshness::*;
 use harness::*;
 use release::*;
 use start::*;
@@ -102,6 +107,9 @@ fn main() {
     }
     if what == "transit" || what == "all" {
         rt.block_on(transit_bench(&teekms));
+    }
+    if what == "freshness" || what == "all" {
+        rt.block_on(freshness_bench(&teekms));
     }
     if what == "cluster" || what == "all" {
         rt.block_on(cluster_bench(&teekms));
