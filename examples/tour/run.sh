@@ -97,6 +97,10 @@ teekms audit verify --node "$node" --policy policy.toml         # or --data-dir 
 teekms audit export --node "$node" --policy policy.toml -o audit.jsonl     # signed in the TEE; others' entries as links
 teekms audit verify --file audit.jsonl --evidence node.json --policy policy.toml   # offline, anywhere
 teekms audit prune --before 5 --node "$node" --policy policy.toml  # exported entries only (or --force)
+
+# 13. Freshness: every answer carries the node's store epoch, signed in the TEE; a node that
+#     later shows less (its store rolled back by the host) fails your next command (spec/freshness-v1.md).
+teekms freshness show
 # --- end ---
 
 echo "== tour: every step ran"
