@@ -1,8 +1,10 @@
 #![no_main]
 //! What freshness reads from outside: a node's `teekms-epoch` header (the CLI parses it
 //! before checking its signature), an epoch record (opened from the untrusted store),
-//! and an owner's record file. Never panics; what parses survives a round trip.
+//! an owner's record file, and members' epoch questions and answers. Never panics; what
+//! parses survives a round trip.
 use libfuzzer_sys::fuzz_target;
+use teekms_core::api::{PeerEpoch, PeerEpochRequest};
 use teekms_core::freshness::{Acknowledged, EpochRecord, Stamp};
 
 fuzz_target!(|data: &[u8]| {
@@ -18,4 +20,9 @@ fuzz_target!(|data: &[u8]| {
         let again = serde_json::to_vec(&k).unwrap();
         assert_eq!(serde_json::from_slice::<Acknowledged>(&again).unwrap(), k);
     }
+    if let Ok(e) = serde_json::from_slice::<PeerEpoch>(data) {
+        let again = serde_json::to_vec(&e).unwrap();
+        assert_eq!(serde_json::from_slice::<PeerEpoch>(&again).unwrap(), e);
+    }
+    let _ = serde_json::from_slice::<PeerEpochRequest>(data);
 });

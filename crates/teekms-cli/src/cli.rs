@@ -147,6 +147,10 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
+    /// Where the other members of a cluster (--store) reach this node, https://HOST:PORT
+    /// (default: https:// and the address it listens on).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
     /// Shortest waiting period owners may give a scheduled key deletion (e.g. 7d, 1h).
     #[arg(long, value_name = "DURATION", default_value = "7d")]
     pub min_deletion_wait: String,
@@ -1104,6 +1108,15 @@ pub enum ClusterCmd {
     /// The cluster policy, read or replaced by the cluster admin (`serve --cluster-admin`).
     #[command(subcommand)]
     Policy(ClusterPolicyCmd),
+    /// Each member's store epoch (E, H), audit position and alarm, as it answers now
+    /// (asked by the node, each answer MAC'd under the cluster key).
+    Status {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// One JSON object per member.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -276,6 +276,19 @@ fn same_epoch(urls: &[&str]) -> u64 {
     }
 }
 
+/// `teekms cluster status` once `n` members answer (they record themselves at start).
+fn until_members(env: &Env, url: &str, policy: &str, n: usize) -> String {
+    let start = Instant::now();
+    loop {
+        let out = env.ok(&["cluster", "status", "--node", url, "--policy", policy]);
+        if out.lines().filter(|l| l.contains(" epoch ")).count() == n {
+            return out;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Three nodes on one PostgreSQL database; the host dumps it, the owner revokes an
 /// access key and disables a key (acknowledged), and the host restores the dump with
 /// `pg_restore --clean` under the running nodes: every node refuses the revoked token
@@ -307,6 +320,13 @@ fn a_database_restored_under_a_running_cluster_is_refused_on_every_node() {
         assert_eq!(encrypt_with_token(&env, url, &policy, &token).0, 0);
     }
     let before_changes = same_epoch(&urls);
+    // Each node recorded itself as a member; each answers for its own epoch.
+    let status = until_members(&env, urls[1], &p, 3);
+    assert_eq!(
+        status.matches(&format!("epoch {before_changes} ")).count(),
+        3,
+        "{status}"
+    );
     let before = pg.dump("postgres", "before.dump");
 
     let id = access_key_id(&token);
@@ -331,6 +351,13 @@ fn a_database_restored_under_a_running_cluster_is_refused_on_every_node() {
         assert_eq!(code, 1, "{err}");
         assert!(err.contains("store_rolled_back"), "{err}");
     }
+    // The operator's view while every node refuses: each member names its alarm.
+    let status = env.ok(&["cluster", "status", "--node", urls[2], "--policy", &p]);
+    assert_eq!(
+        status.matches("ALARM store_rolled_back").count(),
+        3,
+        "{status}"
+    );
 
     pg.restore_clean("postgres", &after);
     for url in urls {

@@ -247,6 +247,12 @@ impl VerifiedConnection {
             .await
     }
 
+    /// Every member's store epoch, as each answers now (spec/freshness-v1.md, "Members").
+    pub async fn cluster_status(&mut self) -> Result<teekms_core::api::ClusterStatus, ClientError> {
+        self.call(Method::GET, "/v1/cluster/status", None::<&()>)
+            .await
+    }
+
     /// Replaces the cluster policy (the cluster admin only; checked by the node).
     pub async fn set_cluster_policy(&mut self, toml: &str) -> Result<ClusterPolicy, ClientError> {
         let req = ClusterPolicy {

@@ -443,6 +443,67 @@ pub struct ClusterPolicy {
     pub admin: Option<String>,
 }
 
+/// `POST /v1/cluster/epoch` (unauthenticated; members ask each other): a fresh nonce.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEpochRequest {
+    /// 32 random bytes, hex: the answer's MAC covers them.
+    pub nonce: teekms_attest::hexbytes::HexBytes<32>,
+}
+
+/// A member's answer: its store epoch as it holds it, MAC'd under a subkey of the
+/// cluster key (spec/freshness-v1.md, "Members"), so only a member can make one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEpoch {
+    /// The answering node.
+    pub node_id: teekms_attest::hexbytes::HexBytes<16>,
+    /// E.
+    pub epoch: u64,
+    /// H.
+    pub hash: teekms_attest::hexbytes::HexBytes<32>,
+    /// The newest audit position it holds.
+    pub audit_seq: u64,
+    /// Its `store_rolled_back` alarm, if up.
+    #[serde(default)]
+    pub alarm: Option<String>,
+    /// HMAC-SHA256 over the nonce and the fields above.
+    pub mac: teekms_attest::hexbytes::HexBytes<32>,
+}
+
+/// `GET /v1/cluster/status` (an owner): every member of the cluster, as it answered.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterStatus {
+    /// The members, this node first.
+    pub members: Vec<MemberStatus>,
+}
+
+/// One member in [`ClusterStatus`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberStatus {
+    /// Its node id.
+    pub node_id: String,
+    /// Where it answers.
+    pub url: String,
+    /// Its epoch, if it answered.
+    #[serde(default)]
+    pub epoch: Option<u64>,
+    /// Its hash, hex, if it answered.
+    #[serde(default)]
+    pub hash: Option<String>,
+    /// Its audit position, if it answered.
+    #[serde(default)]
+    pub audit_seq: Option<u64>,
+    /// Its alarm, if up.
+    #[serde(default)]
+    pub alarm: Option<String>,
+    /// Why it gave no (valid) answer.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
 /// `POST /v1/cluster/join`: the cluster key, sealed to the joiner's attested key
 /// (associated data: the cluster check value).
 #[derive(Debug, Serialize, Deserialize)]

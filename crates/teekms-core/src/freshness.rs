@@ -288,6 +288,47 @@ fn lower_hex<const N: usize>(s: &str) -> Result<[u8; N], StampError> {
     Ok(out)
 }
 
+/// Label of the cluster subkey that MACs members' epoch answers.
+pub const PEER_EPOCH_LABEL: &str = "teekms/v1/peer-epoch";
+
+fn peer_epoch_mac(key: &[u8; 32], nonce: &[u8; 32], e: &crate::api::PeerEpoch) -> [u8; 32] {
+    let mut w = Writer::with_label(PEER_EPOCH_LABEL.as_bytes());
+    w.bytes(nonce)
+        .bytes(&e.node_id.0)
+        .u64(e.epoch)
+        .bytes(&e.hash.0)
+        .u64(e.audit_seq)
+        .opt_bytes(e.alarm.as_deref().map(str::as_bytes));
+    crate::hmac256(key, &[&w.finish()])
+}
+
+/// A member's answer to `nonce`, MAC'd under the peer-epoch subkey `key`.
+pub fn peer_epoch(
+    key: &[u8; 32],
+    nonce: &[u8; 32],
+    node_id: [u8; 16],
+    epoch: Epoch,
+    audit_seq: u64,
+    alarm: Option<String>,
+) -> crate::api::PeerEpoch {
+    let mut e = crate::api::PeerEpoch {
+        node_id: HexBytes(node_id),
+        epoch: epoch.number,
+        hash: HexBytes(epoch.hash),
+        audit_seq,
+        alarm,
+        mac: HexBytes([0; 32]),
+    };
+    e.mac = HexBytes(peer_epoch_mac(key, nonce, &e));
+    e
+}
+
+/// Whether a member's answer was made for `nonce` under `key` (constant time).
+pub fn peer_epoch_verifies(key: &[u8; 32], nonce: &[u8; 32], e: &crate::api::PeerEpoch) -> bool {
+    let want = peer_epoch_mac(key, nonce, e);
+    aws_lc_rs::constant_time::verify_slices_are_equal(&want, &e.mac.0).is_ok()
+}
+
 /// The highest epoch a node showed an owner, as the owner's CLI keeps it per cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -482,6 +523,31 @@ mod tests {
         ] {
             assert!(Stamp::from_header(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn peer_answers_verify_only_for_their_nonce_and_key() {
+        let key = [1u8; 32];
+        let e = peer_epoch(
+            &key,
+            &[2; 32],
+            [3; 16],
+            Epoch {
+                number: 4,
+                hash: [5; 32],
+            },
+            6,
+            None,
+        );
+        assert!(peer_epoch_verifies(&key, &[2; 32], &e));
+        assert!(!peer_epoch_verifies(&key, &[9; 32], &e));
+        assert!(!peer_epoch_verifies(&[7; 32], &[2; 32], &e));
+        let mut later = e.clone();
+        later.epoch = 5;
+        assert!(!peer_epoch_verifies(&key, &[2; 32], &later));
+        let mut alarmed = e;
+        alarmed.alarm = Some(String::new());
+        assert!(!peer_epoch_verifies(&key, &[2; 32], &alarmed));
     }
 
     #[test]

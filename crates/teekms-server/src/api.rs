@@ -89,6 +89,8 @@ pub fn router(state: Arc<Service>) -> Router {
         .route("/v1/access-keys/{id}", delete(revoke_access_key))
         .route("/v1/workload/attest", post(attest_workload))
         .route("/v1/cluster/join", post(cluster_join))
+        .route("/v1/cluster/epoch", post(cluster_epoch))
+        .route("/v1/cluster/status", get(cluster_status))
         .route(
             "/v1/cluster/policy",
             get(cluster_policy_get).put(cluster_policy_set),
@@ -490,6 +492,25 @@ async fn attest_workload(ctx: Ctx, body: Body) -> Result<JsonOut<serde_json::Val
 
 async fn cluster_join(ctx: Ctx) -> Result<JsonOut<api::JoinResponse>, ApiError> {
     ctx.op(move |a, c, now| a.cluster_join(c, now)).await
+}
+
+/// A member's question (spec/freshness-v1.md, "Members"): answered from memory, with
+/// the alarm up too, and never audited (members ask often; the answer is MAC'd).
+async fn cluster_epoch(
+    State(app): State<Arc<Service>>,
+    body: Body,
+) -> Result<JsonOut<api::PeerEpoch>, ApiError> {
+    let req: api::PeerEpochRequest = parse(body)?;
+    Ok(JsonOut(app.peer_epoch(&req)))
+}
+
+/// Every member's epoch, for an owner (also while this node refuses its store: that is
+/// when an operator needs it).
+async fn cluster_status(
+    State(app): State<Arc<Service>>,
+    Owner(_): Owner,
+) -> Result<JsonOut<api::ClusterStatus>, ApiError> {
+    Ok(JsonOut(app.cluster_status().await?))
 }
 
 async fn cluster_policy_get(ctx: Ctx) -> Result<JsonOut<api::ClusterPolicy>, ApiError> {

@@ -171,6 +171,11 @@ impl Freshness {
         )
     }
 
+    /// The newest audit position the node holds.
+    pub fn audit_seq(&self) -> u64 {
+        self.memory.lock().expect("freshness lock").audit_seq
+    }
+
     /// The stamp every answer carries.
     pub fn stamp(&self) -> HeaderValue {
         self.memory.lock().expect("freshness lock").stamp.clone()

@@ -122,6 +122,29 @@ fn start(r: Resolved, started: std::time::Instant) -> Result<RunningServer, Serv
     tracing::debug!(elapsed = ?started.elapsed(), "evidence made");
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
     tokio::spawn(watch_store(Arc::downgrade(&state)));
+    if state.shared_store() {
+        // Members find each other through the shared store (spec/freshness-v1.md).
+        let url = match &r.advertise {
+            Some(url) => url.clone(),
+            None => match r.listener.local_addr() {
+                Ok(addr) => format!("https://{addr}"),
+                Err(source) => {
+                    return Err(ServerError::Io {
+                        what: "reading the bound address".into(),
+                        source,
+                    });
+                }
+            },
+        };
+        // In the background: the node serves meanwhile, and members that cannot reach
+        // it yet see it a moment later.
+        let app = state.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = app.register_member(&url, crate::now_unix()) {
+                tracing::error!(error = %e, "recording this node as a cluster member failed");
+            }
+        });
+    }
     // Clients that connect and say nothing stay in the kernel, not in the accept loop.
     {
         use std::os::fd::AsFd;

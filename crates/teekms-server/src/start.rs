@@ -66,6 +66,9 @@ pub struct ServeConfig {
     pub transit_mount: String,
     /// Serve Prometheus metrics on this address (plain HTTP, `/metrics`), if given.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the other members of a cluster reach this node (`https://HOST:PORT`);
+    /// by default the address it listens on.
+    pub advertise: Option<String>,
 }
 
 /// The AWS region a node answers for unless told otherwise.
@@ -131,6 +134,8 @@ pub(crate) struct Resolved {
     pub tls: TlsSettings,
     /// The metrics listener, bound.
     pub metrics: Option<TcpListener>,
+    /// Where members reach this node (`--advertise`; none: its listening address).
+    pub advertise: Option<String>,
 }
 
 /// Listen backlog: room for clients that connect faster than the node accepts (capped by
@@ -189,6 +194,7 @@ pub(crate) async fn resolve(config: ServeConfig) -> Result<Resolved, ServerError
         transit_mount: config.transit_mount.clone(),
     };
     let tls = config.tls.clone();
+    let advertise = config.advertise.clone();
     // Everything that touches the store happens off the runtime: a database client that
     // blocks must not run on an async thread.
     let opened = tokio::task::spawn_blocking(move || open_state(&config, joined))
@@ -205,6 +211,7 @@ pub(crate) async fn resolve(config: ServeConfig) -> Result<Resolved, ServerError
         settings,
         tls,
         metrics,
+        advertise,
     })
 }
 

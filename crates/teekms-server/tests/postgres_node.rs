@@ -131,6 +131,7 @@ async fn nodes_share_a_postgres_store() {
         aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
         transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
         metrics_listen: None,
+        advertise: None,
     })
     .await;
     let err = r

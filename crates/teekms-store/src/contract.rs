@@ -184,6 +184,8 @@ pub enum Applied {
 pub trait Store: Send {
     /// A meta record.
     fn get_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The meta records whose names start with `prefix`, ordered by name (at most 1,000).
+    fn meta_prefixed(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Writes meta records only if none exists yet (false, writing nothing, otherwise).
     fn init_meta(&mut self, records: &[(&str, &[u8])]) -> Result<bool, StoreError>;
     /// Replaces meta records.

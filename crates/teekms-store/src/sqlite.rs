@@ -272,6 +272,17 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
+    fn meta_prefixed(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        // A range on the primary key, not LIKE: a prefix holding `%` or `_` means itself.
+        let mut end = prefix.to_owned();
+        end.push(char::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, record FROM meta WHERE name >= ?1 AND name < ?2 ORDER BY name LIMIT 1000",
+        )?;
+        let rows = stmt.query_map(params![prefix, end], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn init_meta(&mut self, records: &[(&str, &[u8])]) -> Result<bool, StoreError> {
         let tx = self
             .conn

@@ -43,6 +43,7 @@ async fn start(root: &Path, data_dir: &Path) -> Result<RunningServer, Failure> {
         aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
         transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
         metrics_listen: None,
+        advertise: None,
     })
     .await
     .map_err(fail)

@@ -60,6 +60,14 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         aws_region: aws_region(&args.aws_region)?,
         transit_mount: transit_mount(&args.transit_mount)?,
         metrics_listen: args.metrics_listen,
+        advertise: match &args.advertise {
+            Some(url) => Some(
+                teekms_client::NodeUrl::parse(url)
+                    .map_err(|e| Failure::usage(format!("--advertise: {e}")))?
+                    .to_string(),
+            ),
+            None => None,
+        },
         recovery,
         store: args.store.clone(),
         join: args.join.clone(),

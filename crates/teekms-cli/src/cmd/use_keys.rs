@@ -479,7 +479,10 @@ pub async fn access(cmd: AccessCmd) -> CmdResult {
 
 /// `teekms cluster ...`.
 pub async fn cluster(cmd: ClusterCmd) -> CmdResult {
-    let ClusterCmd::Policy(cmd) = cmd;
+    let cmd = match cmd {
+        ClusterCmd::Policy(cmd) => cmd,
+        ClusterCmd::Status { node, json } => return cluster_status(&node, json).await,
+    };
     match cmd {
         ClusterPolicyCmd::Get { node } => {
             let p = connect(&node).await?.cluster_policy().await?;
@@ -493,6 +496,25 @@ pub async fn cluster(cmd: ClusterCmd) -> CmdResult {
             connect(&node).await?.set_cluster_policy(&text).await?;
             eprintln!("cluster policy replaced; nodes that join from now on must satisfy it");
         }
+    }
+    Ok(())
+}
+
+/// `teekms cluster status`: one line per member (or JSON), this node first.
+async fn cluster_status(node: &crate::cli::NodeArgs, json: bool) -> CmdResult {
+    let status = connect(node).await?.cluster_status().await?;
+    for m in &status.members {
+        if json {
+            println!("{}", serde_json::to_string(m).expect("status serializes"));
+            continue;
+        }
+        let state = match (&m.epoch, &m.hash, &m.error, &m.alarm) {
+            (_, _, Some(e), _) => format!("no answer: {e}"),
+            (Some(e), Some(h), None, None) => format!("epoch {e}  hash {h}"),
+            (Some(e), Some(h), None, Some(a)) => format!("epoch {e}  hash {h}  ALARM {a}"),
+            _ => "no answer".into(),
+        };
+        println!("{}  {}  {state}", m.node_id, m.url);
     }
     Ok(())
 }

@@ -51,6 +51,7 @@ mod error;
 mod gate;
 mod health;
 mod lifecycle;
+mod members;
 mod signed;
 mod workload;
 
@@ -221,6 +222,11 @@ impl Service {
     /// The node's TEE.
     pub fn tee(&self) -> TeeKind {
         self.platform.tee()
+    }
+
+    /// Whether this node shares its store with a cluster.
+    pub fn shared_store(&self) -> bool {
+        self.settings.shared_store
     }
 
     /// The mount of the Vault Transit API.

@@ -99,6 +99,7 @@ impl Node {
             aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
             transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
             metrics_listen: None,
+            advertise: None,
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -152,6 +153,7 @@ impl Node {
                 aws_region: teekms_server::DEFAULT_AWS_REGION.into(),
                 transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
                 metrics_listen: None,
+                advertise: None,
             })
             .await
             .unwrap(),

@@ -269,6 +269,19 @@ impl crate::Store for PgStore {
             .map(|r| r.get(0)))
     }
 
+    fn meta_prefixed(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut end = prefix.to_owned();
+        end.push(char::MAX);
+        Ok(self
+            .query_cached(
+                "SELECT name, record FROM meta WHERE name >= $1 AND name < $2 ORDER BY name LIMIT 1000",
+                &[&prefix, &end],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
     fn init_meta(&mut self, records: &[(&str, &[u8])]) -> Result<bool, StoreError> {
         let mut tx = self.live()?.transaction()?;
         for (name, _) in records {
