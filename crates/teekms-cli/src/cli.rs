@@ -1117,6 +1117,14 @@ pub enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a member that is gone for good (the cluster admin only), so that it no
+    /// longer counts towards the majority that confirms changes.
+    Remove {
+        /// The member's node id (`teekms cluster status` lists them).
+        node_id: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 #[derive(Subcommand)]

@@ -533,6 +533,18 @@ fn a_new_build_admitted_by_the_cluster_admin_joins_takes_over_and_the_old_one_le
     envelope_decrypt(&env, &new.url, p, &ct, &back);
     assert_eq!(std::fs::read(&back).unwrap(), b"sealed by build 1");
     drop(old);
+    // Build 1 is gone for good: the admin removes it from the members, so that changes
+    // are confirmed by the members that remain (spec/freshness-v1.md, "Members").
+    let status = env.ok(&["cluster", "status", "--node", &new.url, "--policy", p]);
+    let gone = status
+        .lines()
+        .find(|l| l.contains("no answer"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{status}"))
+        .to_owned();
+    env.ok(&[
+        "cluster", "remove", &gone, "--node", &new.url, "--policy", p,
+    ]);
     let only_v2 = env.path("v2-only.toml");
     std::fs::write(&only_v2, sim_entries(&root, &[&m2])).unwrap();
     let (code, _, err) = set_policy(&only_v2, &new.url, &[]);

@@ -371,3 +371,81 @@ fn a_database_restored_under_a_running_cluster_is_refused_on_every_node() {
         assert!(described.contains("\"enabled\":false"), "{described}");
     }
 }
+
+/// Acknowledgement by a majority (spec/freshness-v1.md, "Cluster rules", 1): with one
+/// of three nodes SIGKILLed a revocation is still acknowledged; with two, it answers 503
+/// `freshness_unconfirmed` within about 2 s (the CLI exits 1 naming it), a retry says the
+/// same, and the surviving node refuses the revoked token all the same.
+#[test]
+fn revocations_need_a_majority_of_the_members() {
+    let env = Env::new();
+    let pg = teekms_testkit::PgServer::start();
+    let store = pg.url("postgres");
+    let dirs: Vec<_> = (1..=3).map(|i| env.path(&format!("node-{i}"))).collect();
+    let n1 = env.serve_tee("sim", &dirs[0], &["--store", &store], "warn");
+    let mut n2 = env.serve_tee(
+        "sim",
+        &dirs[1],
+        &["--store", &store, "--join", &n1.url],
+        "warn",
+    );
+    let mut n3 = env.serve_tee(
+        "sim",
+        &dirs[2],
+        &["--store", &store, "--join", &n1.url],
+        "warn",
+    );
+    let (policy, token, _) = env.key_with_access(&n1.url);
+    let p = s(&policy).to_owned();
+    until_members(&env, &n1.url, &p, 3);
+    let token_of = |name: &str| {
+        let path = env.path(name);
+        env.ok(&[
+            "access",
+            "create",
+            "--keys",
+            "k",
+            "--operations",
+            "encrypt",
+            "-o",
+            s(&path),
+            "--node",
+            &n1.url,
+            "--policy",
+            &p,
+        ]);
+        path
+    };
+    let second = token_of("second.token");
+
+    n3.kill();
+    env.ok(&[
+        "access",
+        "revoke",
+        &access_key_id(&token),
+        "--node",
+        &n1.url,
+        "--policy",
+        &p,
+    ]);
+
+    n2.kill();
+    let id = access_key_id(&second);
+    for attempt in 0..2 {
+        let started = Instant::now();
+        let (code, out, err) =
+            env.run(&["access", "revoke", &id, "--node", &n1.url, "--policy", &p]);
+        let took = started.elapsed();
+        assert_eq!(code, 1, "attempt {attempt}: {out}{err}");
+        assert!(
+            err.contains("freshness_unconfirmed")
+                && err.contains("only 1 of the cluster's 3 members"),
+            "attempt {attempt}: {err}"
+        );
+        assert!(took < Duration::from_secs(4), "attempt {attempt}: {took:?}");
+    }
+    // Committed and enforced on the node that is left.
+    let (code, out) = encrypt_with_token(&env, &n1.url, &policy, &second);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("revoked"), "{out}");
+}

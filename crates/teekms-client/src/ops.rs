@@ -253,6 +253,18 @@ impl VerifiedConnection {
             .await
     }
 
+    /// Removes a member for good (the cluster admin only).
+    pub async fn remove_member(&mut self, node_id: &str) -> Result<(), ClientError> {
+        let _: serde_json::Value = self
+            .call(
+                Method::DELETE,
+                &format!("/v1/cluster/members/{node_id}"),
+                None::<&()>,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Replaces the cluster policy (the cluster admin only; checked by the node).
     pub async fn set_cluster_policy(&mut self, toml: &str) -> Result<ClusterPolicy, ClientError> {
         let req = ClusterPolicy {

@@ -92,6 +92,10 @@ pub fn router(state: Arc<Service>) -> Router {
         .route("/v1/cluster/epoch", post(cluster_epoch))
         .route("/v1/cluster/status", get(cluster_status))
         .route(
+            "/v1/cluster/members/{node_id}",
+            delete(cluster_member_remove),
+        )
+        .route(
             "/v1/cluster/policy",
             get(cluster_policy_get).put(cluster_policy_set),
         )
@@ -501,7 +505,18 @@ async fn cluster_epoch(
     body: Body,
 ) -> Result<JsonOut<api::PeerEpoch>, ApiError> {
     let req: api::PeerEpochRequest = parse(body)?;
-    Ok(JsonOut(app.peer_epoch(&req)))
+    // The store's epoch is read first: a member that asks after a commit makes this
+    // node take it (on a shared store it is there to read), so the answer says whether
+    // this node holds it.
+    let answer = tokio::task::spawn_blocking(move || {
+        if app.shared_store() {
+            let _ = app.watch_store();
+        }
+        app.peer_epoch(&req)
+    })
+    .await
+    .map_err(|e| ApiError::from(OpError::Internal(format!("epoch task: {e}"))))?;
+    Ok(JsonOut(answer))
 }
 
 /// Every member's epoch, for an owner (also while this node refuses its store: that is
@@ -511,6 +526,17 @@ async fn cluster_status(
     Owner(_): Owner,
 ) -> Result<JsonOut<api::ClusterStatus>, ApiError> {
     Ok(JsonOut(app.cluster_status().await?))
+}
+
+async fn cluster_member_remove(
+    ctx: Ctx,
+    Path(node_id): Path<String>,
+) -> Result<JsonOut<serde_json::Value>, ApiError> {
+    ctx.op(move |a, c, now| {
+        a.cluster_member_remove(c, &node_id, now)
+            .map(|()| serde_json::json!({}))
+    })
+    .await
 }
 
 async fn cluster_policy_get(ctx: Ctx) -> Result<JsonOut<api::ClusterPolicy>, ApiError> {

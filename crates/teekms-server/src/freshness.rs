@@ -446,6 +446,7 @@ pub fn change_of(w: &Write) -> Option<(ChangeKind, String, u64, &[u8])> {
             ..
         } => (ChangeKind::OwnerState, owner.clone(), *revision, record),
         Write::PutMeta { name, record } => (ChangeKind::Meta, name.clone(), 0, record),
+        Write::DeleteMeta { name } => (ChangeKind::Meta, name.clone(), 0, &[]),
         Write::PruneAudit { before } => (ChangeKind::AuditPrune, String::new(), *before, &[]),
         _ => return None,
     })

@@ -32,7 +32,9 @@ fn status(code: ErrorCode) -> StatusCode {
         C::NotFound => S::NOT_FOUND,
         C::KeyState | C::Conflict | C::Retry | C::RecordDamaged => S::CONFLICT,
         C::Deleted => S::GONE,
-        C::Busy | C::Unavailable | C::StoreRolledBack => S::SERVICE_UNAVAILABLE,
+        C::Busy | C::Unavailable | C::StoreRolledBack | C::FreshnessUnconfirmed => {
+            S::SERVICE_UNAVAILABLE
+        }
         C::Internal => S::INTERNAL_SERVER_ERROR,
     }
 }

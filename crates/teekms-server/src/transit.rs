@@ -83,7 +83,8 @@ impl From<OpError> for VaultError {
             OpError::Unavailable
             | OpError::Store(_)
             | OpError::Busy(_)
-            | OpError::StoreRolledBack(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | OpError::StoreRolledBack(_)
+            | OpError::FreshnessUnconfirmed(_) => StatusCode::SERVICE_UNAVAILABLE,
             OpError::Damaged(_) | OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             // Vault answers 400 for a missing key on these paths, and for a disabled
             // one, a bad ciphertext, a wrong context.

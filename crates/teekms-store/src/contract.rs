@@ -119,6 +119,11 @@ pub enum Write {
         /// The record (sealed by the caller).
         record: Vec<u8>,
     },
+    /// Remove a meta record (a cluster member the admin removed).
+    DeleteMeta {
+        /// Record name.
+        name: String,
+    },
     /// Remove the audit entries before position `before` (pruning: the caller stores
     /// the checkpoint the rest of the chain verifies from in the same job).
     PruneAudit {

@@ -196,6 +196,10 @@ impl BatchOps for Batch<'_> {
                     )?;
                     1
                 }
+                Write::DeleteMeta { name } => {
+                    sp.execute("DELETE FROM meta WHERE name = ?1", params![name])?;
+                    1
+                }
                 Write::PruneAudit { before } => {
                     sp.execute("DELETE FROM audit WHERE seq < ?1", params![i64::try_from(*before).unwrap_or(i64::MAX)])?;
                     1

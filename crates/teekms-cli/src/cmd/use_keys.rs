@@ -482,6 +482,11 @@ pub async fn cluster(cmd: ClusterCmd) -> CmdResult {
     let cmd = match cmd {
         ClusterCmd::Policy(cmd) => cmd,
         ClusterCmd::Status { node, json } => return cluster_status(&node, json).await,
+        ClusterCmd::Remove { node_id, node } => {
+            connect(&node).await?.remove_member(&node_id).await?;
+            eprintln!("member {node_id} removed; majorities count the members that remain");
+            return Ok(());
+        }
     };
     match cmd {
         ClusterPolicyCmd::Get { node } => {

@@ -72,9 +72,10 @@ impl From<OpError> for AwsError {
             OpError::IncorrectKey(_) => (400, "IncorrectKeyException"),
             OpError::Unsupported(_) => (400, "UnsupportedOperationException"),
             OpError::Retry(_) | OpError::Busy(_) => (400, "ThrottlingException"),
-            OpError::Unavailable | OpError::Store(_) | OpError::StoreRolledBack(_) => {
-                (503, "DependencyTimeoutException")
-            }
+            OpError::Unavailable
+            | OpError::Store(_)
+            | OpError::StoreRolledBack(_)
+            | OpError::FreshnessUnconfirmed(_) => (503, "DependencyTimeoutException"),
             OpError::Damaged(_) | OpError::Internal(_) => (500, "KMSInternalException"),
         };
         let message = match &e {

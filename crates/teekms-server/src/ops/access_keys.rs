@@ -45,7 +45,7 @@ impl Service {
             expires_at,
             revoked_at: None,
         };
-        let applied = self.writer.submit(Job {
+        let applied = self.commit_change(Job {
             writes: vec![
                 register_owner(&owner),
                 // Registered owners have a record (see `owner_record`).
@@ -120,7 +120,7 @@ impl Service {
         }
         if rec.revoked_at.is_none() {
             rec.revoked_at = Some(now);
-            let applied = self.writer.submit(Job {
+            let applied = self.commit_change(Job {
                 writes: vec![Write::PutAccessKey {
                     id: id.into(),
                     owner: owner.fingerprint(),
@@ -139,6 +139,10 @@ impl Service {
                     "the access key changed concurrently; retry".into(),
                 ));
             }
+        } else {
+            // Revoked already: answered as the revocation was, so a retry after a
+            // `freshness_unconfirmed` says the same until a majority holds it.
+            self.confirm_by_majority()?;
         }
         Ok(info(&rec))
     }

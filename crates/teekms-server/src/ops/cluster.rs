@@ -63,7 +63,7 @@ impl Service {
                 "the cluster policy does not parse: {e}"
             )));
         }
-        self.writer.submit(Job {
+        self.commit_change(Job {
             writes: vec![crate::node::seal_cluster_policy(&self.keyring, &policy)],
             audit: draft("cluster-policy-set", caller, None, None, "ok", now),
             on_conflict: "error",
@@ -72,5 +72,40 @@ impl Service {
             policy,
             admin: Some(admin),
         })
+    }
+
+    /// Removes a member for good (the cluster admin only): a node that is gone and will
+    /// not come back no longer counts towards majorities. The removal is confirmed by
+    /// the members that remain: it is the admin's decision, as `cluster resume` is.
+    pub fn cluster_member_remove(
+        &self,
+        caller: &Caller,
+        node_id: &str,
+        now: u64,
+    ) -> Result<(), OpError> {
+        self.gate_cluster_admin(caller, "cluster-member-remove", now)?;
+        if !self.members()?.iter().any(|m| m.node_id == node_id) {
+            return Err(OpError::NotFound(format!("no member {node_id:?}")));
+        }
+        if node_id == self.keyring.keys().node_id().to_hex() {
+            return Err(OpError::BadRequest(
+                "a node does not remove itself: ask another member".into(),
+            ));
+        }
+        self.commit_change(Job {
+            writes: vec![teekms_store::Write::DeleteMeta {
+                name: format!("{}{node_id}", super::members::MEMBER_PREFIX),
+            }],
+            audit: draft(
+                "cluster-member-remove",
+                caller,
+                None,
+                None,
+                &format!("ok: {node_id}"),
+                now,
+            ),
+            on_conflict: "error",
+        })?;
+        Ok(())
     }
 }

@@ -144,7 +144,7 @@ impl Service {
             key_version: record.key_version,
             record: record.seal(self.keyring.cluster()),
         }));
-        Ok(self.writer.submit(Job {
+        Ok(self.commit_change(Job {
             writes,
             audit: audit("ok".into()),
             on_conflict: "ok (already present; compared)",

@@ -48,13 +48,16 @@ pub enum ErrorCode {
     /// 503: the store is older than what this node acknowledged (spec/freshness-v1.md):
     /// nothing is served from it until it is brought forward.
     StoreRolledBack,
+    /// 503: a change is committed and enforced on this node, but a majority of the
+    /// cluster's members did not confirm holding it in time; retrying is safe.
+    FreshnessUnconfirmed,
     /// 500: a failure that must not happen; details in the node's log.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of spec/api-v1.md's table.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadRequest,
         ErrorCode::BadBundle,
         ErrorCode::DecryptFailed,
@@ -74,6 +77,7 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::Unavailable,
         ErrorCode::StoreRolledBack,
+        ErrorCode::FreshnessUnconfirmed,
     ];
 
     /// The code as it goes on the wire.
@@ -97,6 +101,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::StoreRolledBack => "store_rolled_back",
+            ErrorCode::FreshnessUnconfirmed => "freshness_unconfirmed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -167,6 +172,9 @@ pub enum OpError {
     /// (spec/freshness-v1.md); the message says which, and what brings it forward.
     #[error("{0}")]
     StoreRolledBack(String),
+    /// Committed and enforced here, not confirmed by a majority of the members in time.
+    #[error("{0}")]
+    FreshnessUnconfirmed(String),
     /// The store could not be read or written (mostly: it cannot be reached, as during
     /// a PostgreSQL restart, and the next attempt reconnects).
     #[error("the store failed: {0}")]
@@ -201,6 +209,7 @@ impl OpError {
             OpError::Busy(_) => ErrorCode::Busy,
             OpError::Unavailable | OpError::Store(_) => ErrorCode::Unavailable,
             OpError::StoreRolledBack(_) => ErrorCode::StoreRolledBack,
+            OpError::FreshnessUnconfirmed(_) => ErrorCode::FreshnessUnconfirmed,
             OpError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -265,6 +274,7 @@ mod tests {
             ErrorCode::Busy => 16,
             ErrorCode::Unavailable => 17,
             ErrorCode::StoreRolledBack => 18,
+            ErrorCode::FreshnessUnconfirmed => 19,
         };
         for (i, &c) in ErrorCode::ALL.iter().enumerate() {
             assert_eq!(place(c), i, "{}", c.as_str());

@@ -89,7 +89,7 @@ impl Service {
         // once the change is durable, so no request that starts after the answer sees
         // the old state (a load that read before the commit is not cached, see
         // `KeyCache`).
-        let applied = self.writer.submit(Job {
+        let applied = self.commit_change(Job {
             writes,
             audit: key_draft(
                 op,
@@ -399,7 +399,7 @@ impl Service {
                 },
                 on_conflict: "error: the key or its owner's record changed concurrently; decided again",
             };
-            let applied = self.writer.submit(job);
+            let applied = self.commit_change(job);
             self.cache.forget(&fp, id);
             if applied? == Applied::Done {
                 return Ok(Deletion::Deleted);

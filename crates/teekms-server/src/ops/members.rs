@@ -86,6 +86,74 @@ impl Service {
         Ok(())
     }
 
+    /// Commits a state change. On a shared store, answers only once a majority of the
+    /// members (this node included) hold its epoch (spec/freshness-v1.md, "Cluster
+    /// rules", 1); otherwise the change stays committed and enforced here, and the
+    /// answer is 503 `freshness_unconfirmed`. Blocks (at most about 2 s more).
+    pub(super) fn commit_change(&self, job: Job) -> Result<teekms_store::Applied, OpError> {
+        let applied = self.writer.submit(job)?;
+        if applied == teekms_store::Applied::Done {
+            self.confirm_by_majority()?;
+        }
+        Ok(applied)
+    }
+
+    /// On a shared store: a majority of the members hold this node's epoch (or a later
+    /// one); a no-op elsewhere. Asking makes each member read the store's epoch first.
+    pub(super) fn confirm_by_majority(&self) -> Result<(), OpError> {
+        if !self.settings.shared_store {
+            return Ok(());
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Ok(());
+        };
+        let (epoch, _) = self.freshness().status();
+        let me = self.this_node();
+        let others: Vec<Member> = self
+            .members()?
+            .into_iter()
+            .filter(|m| m.node_id != me)
+            .collect();
+        let members = others.len() + 1;
+        let majority = members / 2 + 1;
+        if majority <= 1 {
+            return Ok(());
+        }
+        let key = self.keyring.cluster().derive(PEER_EPOCH_LABEL);
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let mut asks = tokio::task::JoinSet::new();
+            for m in others {
+                let key = key.clone();
+                asks.spawn(async move { ask(&m, &key).await });
+            }
+            let mut held = 1;
+            while held < majority
+                && let Some(answer) = asks.join_next().await
+            {
+                if let Ok(Ok(a)) = answer
+                    && a.alarm.is_none()
+                    && (a.epoch > epoch.number
+                        || (a.epoch == epoch.number && a.hash.0 == epoch.hash))
+                {
+                    held += 1;
+                }
+            }
+            let _ = tx.send(held);
+        });
+        let held = rx
+            .recv()
+            .map_err(|_| OpError::Internal("the confirmation task ended".into()))?;
+        if held >= majority {
+            return Ok(());
+        }
+        Err(OpError::FreshnessUnconfirmed(format!(
+            "freshness_unconfirmed: the change is committed and enforced on this node, but only {held} of the cluster's {members} members hold its epoch {} within {} s (a majority is {majority}); retrying is safe, and answers the same until a majority is up",
+            epoch.number,
+            ASK_TIMEOUT.as_secs()
+        )))
+    }
+
     /// This node's answer to a member's `POST /v1/cluster/epoch`: its memory, MAC'd. It
     /// answers with its alarm up too (what it holds is what members need to know).
     pub fn peer_epoch(&self, req: &PeerEpochRequest) -> PeerEpoch {

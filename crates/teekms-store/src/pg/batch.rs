@@ -152,6 +152,10 @@ impl PgBatch<'_> {
                     )?;
                     1
                 }
+                Write::DeleteMeta { name } => {
+                    sp.execute("DELETE FROM meta WHERE name = $1", &[name])?;
+                    1
+                }
                 Write::PruneAudit { before } => {
                     sp.execute("DELETE FROM audit WHERE seq < $1", &[&i(*before)])?;
                     1
