@@ -101,7 +101,7 @@ impl Service {
                 caller,
                 None,
                 None,
-                &format!("ok: {node_id}"),
+                format!("ok: {node_id}"),
                 now,
             ),
             on_conflict: "error",

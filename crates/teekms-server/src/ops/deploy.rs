@@ -144,11 +144,11 @@ impl Service {
             key_version: record.key_version,
             record: record.seal(self.keyring.cluster()),
         }));
-        Ok(self.commit_change(Job {
+        self.commit_change(Job {
             writes,
             audit: audit("ok".into()),
             on_conflict: "ok (already present; compared)",
-        })?)
+        })
     }
 
     /// The key stored under the bundle's id, opened.
