@@ -86,8 +86,18 @@ impl StreamBudget {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        *self.budget.used.lock().expect("budget lock") -= self.bytes;
+        let left = {
+            let mut used = self.budget.used.lock().expect("budget lock");
+            *used -= self.bytes;
+            *used
+        };
         self.budget.freed.notify_all();
+        if left == 0 {
+            // The last stream is over and its buffers are freed: the allocator gives
+            // them back to the system now, rather than at its next periodic trim, so
+            // the node's memory returns to idle after a burst of streams.
+            teekms_platform::sys::release_free_memory();
+        }
     }
 }
 

@@ -121,7 +121,7 @@ fn start(r: Resolved, started: std::time::Instant) -> Result<RunningServer, Serv
     };
     tracing::debug!(elapsed = ?started.elapsed(), "evidence made");
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
-    tokio::spawn(watch_store(Arc::downgrade(&state)));
+    watch_store(Arc::downgrade(&state));
     if state.shared_store() {
         // Members find each other through the shared store (spec/freshness-v1.md).
         let url = match &r.advertise {
@@ -415,26 +415,29 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// Compares the store's epoch and audit head with the node's memory every second
 /// (spec/freshness-v1.md): a store replaced under a node whose answers come from its
 /// caches, with no write to read the store, is caught here; and once the alarm is up,
-/// this is what sees the store brought forward.
-async fn watch_store(state: std::sync::Weak<Service>) {
-    let mut ticks = tokio::time::interval(WATCH_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for tick in 0u64.. {
-        ticks.tick().await;
-        let Some(app) = state.upgrade() else { return };
-        // Alarms are logged where they are raised; a store that cannot be read is
-        // readiness's and the next request's concern.
-        let watched = tokio::task::spawn_blocking(move || {
-            let _ = app.watch_store();
-            // Every 10 s, the heap's free memory goes back to the system, so that the
-            // node's RSS shows what it holds rather than its last burst.
-            if tick % 10 == 9 {
-                teekms_platform::sys::release_free_memory();
+/// this is what sees the store brought forward. Its own thread: a task on the blocking
+/// pool every second would keep that pool's threads from ever going idle and exiting,
+/// and with them what they hold (a stream's buffers, say).
+fn watch_store(state: std::sync::Weak<Service>) {
+    let spawned = std::thread::Builder::new()
+        .name("teekms-watch".into())
+        .spawn(move || {
+            for tick in 0u64.. {
+                std::thread::sleep(WATCH_EVERY);
+                let Some(app) = state.upgrade() else { return };
+                // Alarms are logged where they are raised; a store that cannot be read
+                // is readiness's and the next request's concern.
+                let _ = app.watch_store();
+                drop(app);
+                // Every 10 s, the heap's free memory goes back to the system, so that
+                // the node's RSS shows what it holds rather than its last burst.
+                if tick % 10 == 9 {
+                    teekms_platform::sys::release_free_memory();
+                }
             }
         });
-        if watched.await.is_err() {
-            return;
-        }
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "the store watch could not start");
     }
 }
 
