@@ -184,19 +184,20 @@ impl Service {
             .map_err(|e| OpError::Internal(format!("members task: {e}")))??;
         let me = self.this_node();
         let key = self.keyring.cluster().derive(PEER_EPOCH_LABEL);
-        let mine = self.peer_epoch(&PeerEpochRequest {
-            nonce: teekms_attest::hexbytes::HexBytes([0; 32]),
-        });
-        let mut out = vec![status_of(
-            Member {
-                node_id: me.clone(),
-                url: members
-                    .iter()
-                    .find(|m| m.node_id == me)
-                    .map_or_else(String::new, |m| m.url.clone()),
-            },
-            Ok(mine),
-        )];
+        // This node's own line comes from its memory: nothing to ask, nothing to MAC.
+        let (epoch, alarm) = self.freshness().status();
+        let mut out = vec![MemberStatus {
+            url: members
+                .iter()
+                .find(|m| m.node_id == me)
+                .map_or_else(String::new, |m| m.url.clone()),
+            node_id: me.clone(),
+            epoch: Some(epoch.number),
+            hash: Some(hex::encode(epoch.hash)),
+            audit_seq: Some(self.freshness().audit_seq()),
+            alarm,
+            error: None,
+        }];
         // Asked at once, each with its own deadline: the slowest bounds the whole.
         let mut asks = tokio::task::JoinSet::new();
         for (i, m) in members.into_iter().filter(|m| m.node_id != me).enumerate() {
