@@ -25,6 +25,7 @@ use crate::failure::{EXIT_OK, Failure};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    teekms_platform::sys::release_freed_pages_at_once();
     let cli = cli::Cli::parse();
     let json =
         matches!(&cli.command, cli::Command::Serve(a) if a.log_format == cli::LogFormat::Json);
