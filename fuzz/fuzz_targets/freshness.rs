@@ -1,10 +1,11 @@
 #![no_main]
 //! What freshness reads from outside: a node's `teekms-epoch` header (the CLI parses it
 //! before checking its signature), an epoch record (opened from the untrusted store),
-//! an owner's record file, and members' epoch questions and answers. Never panics; what
+//! an owner's record file, members' epoch questions and answers, the cluster status and
+//! the admin's resumption. Never panics; what
 //! parses survives a round trip.
 use libfuzzer_sys::fuzz_target;
-use teekms_core::api::{PeerEpoch, PeerEpochRequest};
+use teekms_core::api::{ClusterResume, ClusterStatus, PeerEpoch, PeerEpochRequest};
 use teekms_core::freshness::{Acknowledged, EpochRecord, Stamp};
 
 fuzz_target!(|data: &[u8]| {
@@ -25,4 +26,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(serde_json::from_slice::<PeerEpoch>(&again).unwrap(), e);
     }
     let _ = serde_json::from_slice::<PeerEpochRequest>(data);
+    // The admin's resumption (the node parses it), and a node's status (the CLI does).
+    let _ = serde_json::from_slice::<ClusterResume>(data);
+    let _ = serde_json::from_slice::<ClusterStatus>(data);
 });

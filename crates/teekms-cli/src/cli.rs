@@ -151,6 +151,13 @@ pub struct ServeArgs {
     /// (default: https:// and the address it listens on).
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
+    /// On a shared store (--store), whether data-plane answers (encrypt, decrypt, …)
+    /// wait until a majority of the members confirm that none holds a newer epoch
+    /// (spec/freshness-v1.md, "Cluster rules", 3). Off: a node cut off from its peers
+    /// with a stale database in front of it is caught only by its own memory and by
+    /// owners' stamps.
+    #[arg(long, value_enum, default_value = "on")]
+    pub data_plane_confirmation: Switch,
     /// Shortest waiting period owners may give a scheduled key deletion (e.g. 7d, 1h).
     #[arg(long, value_name = "DURATION", default_value = "7d")]
     pub min_deletion_wait: String,
@@ -423,6 +430,13 @@ pub enum KeyCmd {
         #[command(flatten)]
         collateral: CollateralArg,
     },
+}
+
+/// A setting that is on or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// A verified node, and who to be on it.
@@ -1116,6 +1130,20 @@ pub enum ClusterCmd {
         /// One JSON object per member.
         #[arg(long)]
         json: bool,
+    },
+    /// Accept epoch (E, H) for the members that wait to recover because a majority of
+    /// the cluster restarted at once (the cluster admin only): each then refuses a store
+    /// behind it, and serves. Take E and H from `teekms freshness show` or the newest
+    /// receipt an owner holds; `cluster status` shows what each member's store says.
+    Resume {
+        /// The epoch number E a person accepted.
+        #[arg(long)]
+        epoch: u64,
+        /// Its hash H (64 hex digits).
+        #[arg(long, value_name = "HEX")]
+        hash: String,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Remove a member that is gone for good (the cluster admin only), so that it no
     /// longer counts towards the majority that confirms changes.

@@ -417,6 +417,8 @@ fn three_nodes_on_postgres_survive_a_killed_node_a_database_restart_and_total_lo
     let (code, _, err) = restore(&[&opened[0], &opened[1]]);
     assert_eq!(code, 0, "{err}");
     let restored = env.serve_tee("sim", &fresh, &["--store", &store], "warn");
+    // The officers accepted the database as it is: the restored node is a cluster of
+    // one (the lost members' records are gone), and serves at once.
     envelope_decrypt(&env, &restored.url, p, &ct, &back);
     assert_eq!(
         std::fs::read(&back).unwrap(),

@@ -375,7 +375,8 @@ fn a_database_restored_under_a_running_cluster_is_refused_on_every_node() {
 /// Acknowledgement by a majority (spec/freshness-v1.md, "Cluster rules", 1): with one
 /// of three nodes SIGKILLed a revocation is still acknowledged; with two, it answers 503
 /// `freshness_unconfirmed` within about 2 s (the CLI exits 1 naming it), a retry says the
-/// same, and the surviving node refuses the revoked token all the same.
+/// same, and the surviving node refuses the revoked token all the same; data-plane
+/// answers (rule 3) go on with one member down and stop with two.
 #[test]
 fn revocations_need_a_majority_of_the_members() {
     let env = Env::new();
@@ -417,8 +418,28 @@ fn revocations_need_a_majority_of_the_members() {
         path
     };
     let second = token_of("second.token");
+    let owner_encrypts = || {
+        let (code, out, err) = env.run(&[
+            "envelope",
+            "encrypt",
+            "--node",
+            &n1.url,
+            "--policy",
+            &p,
+            "--key-id",
+            "k",
+            "-i",
+            &p,
+            "-o",
+            s(&env.path("owner.env")),
+        ]);
+        (code, format!("{out}{err}"))
+    };
 
     n3.kill();
+    // Data-plane answers need one other member's confirmation (rule 3): one is left.
+    let (code, out) = owner_encrypts();
+    assert_eq!(code, 0, "{out}");
     env.ok(&[
         "access",
         "revoke",
@@ -448,4 +469,134 @@ fn revocations_need_a_majority_of_the_members() {
     let (code, out) = encrypt_with_token(&env, &n1.url, &policy, &second);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("revoked"), "{out}");
+    // Alone, it answers no data-plane request: nobody confirms that it is not behind.
+    let started = Instant::now();
+    let (code, out) = owner_encrypts();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("freshness_unconfirmed") && out.contains("could not confirm with a majority"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// The owner's record of the highest epoch shown (`teekms freshness show --json`): E, H.
+fn owners_epoch(env: &Env) -> (u64, String) {
+    let line = env.ok(&["freshness", "show", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    (
+        v["epoch"].as_u64().unwrap(),
+        v["hash"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Restarts (spec/freshness-v1.md, "Cluster rules", 2 and 5), on one PostgreSQL
+/// database that the host restores from a dump taken before a revocation and a disable:
+/// - one node restarted learns the epoch from its two peers and refuses the store it
+///   would otherwise have served from scratch; brought forward, the store is served;
+/// - all three restarted at once: nothing is served (`freshness_unconfirmed`) until the
+///   cluster admin runs `teekms cluster resume` with the epoch the owner holds; resumed
+///   on the old store, every node refuses it; brought forward, they serve.
+#[test]
+fn restarted_members_recover_the_epoch_from_their_peers_or_wait_for_resume() {
+    let env = Env::new();
+    let pg = teekms_testkit::PgServer::start();
+    let store = pg.url("postgres");
+    let admin = env
+        .ok(&["owner", "init"])
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let dirs: Vec<_> = (1..=3).map(|i| env.path(&format!("node-{i}"))).collect();
+    let first = ["--store", store.as_str(), "--cluster-admin", admin.as_str()];
+    let mut nodes = vec![env.serve_tee("sim", &dirs[0], &first, "warn")];
+    let first_url = nodes[0].url.clone();
+    let join = ["--store", store.as_str(), "--join", first_url.as_str()];
+    nodes.push(env.serve_tee("sim", &dirs[1], &join, "warn"));
+    nodes.push(env.serve_tee("sim", &dirs[2], &join, "warn"));
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let (policy, token, _) = env.key_with_access(&urls[0]);
+    let p = s(&policy).to_owned();
+    until_members(&env, &urls[0], &p, 3);
+    let before = pg.dump("postgres", "before.dump");
+    let id = access_key_id(&token);
+    env.ok(&["access", "revoke", &id, "--node", &urls[0], "--policy", &p]);
+    env.ok(&["key", "disable", "k", "--node", &urls[1], "--policy", &p]);
+    let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let acknowledged = same_epoch(&refs);
+    let after = pg.dump("postgres", "after.dump");
+    let serves_the_newest = |url: &str| {
+        until_ready_is(url, 200);
+        let (code, out) = encrypt_with_token(&env, url, &policy, &token);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("revoked"), "{out}");
+    };
+
+    // One node restarts on the restored store: its peers hold the epoch it lost.
+    pg.restore_clean("postgres", &before);
+    nodes[2].kill();
+    nodes[2] = env.serve_again(&urls[2], &dirs[2], &join);
+    let body = until_ready_is(&urls[2], 503);
+    assert!(body.contains("store_rolled_back"), "{body}");
+    assert!(
+        body.contains(&format!("acknowledged epoch {acknowledged}/")),
+        "{body}"
+    );
+    for _ in 0..10 {
+        let (code, out) = encrypt_with_token(&env, &urls[2], &policy, &token);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("store_rolled_back"), "{out}");
+    }
+    pg.restore_clean("postgres", &after);
+    serves_the_newest(&urls[2]);
+
+    // All three restart on the restored store: nobody is left who holds the epoch.
+    pg.restore_clean("postgres", &before);
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+    let extras = [&first[..], &join[..], &join[..]];
+    for (i, n) in nodes.iter_mut().enumerate() {
+        *n = env.serve_again(&urls[i], &dirs[i], extras[i]);
+    }
+    for url in &urls {
+        let body = until_ready_is(url, 503);
+        assert!(body.contains("has not yet learned"), "{body}");
+        // Refused; and the stamp, the store's epoch, tells the owner it is behind.
+        let (code, out) = encrypt_with_token(&env, url, &policy, &token);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("its store was rolled back"), "{out}");
+    }
+    let (code, status, err) = env.run(&["cluster", "status", "--node", &urls[1], "--policy", &p]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(status.matches("RECOVERING").count(), 3, "{status}");
+
+    // The admin accepts the epoch the owner was shown: the old store is refused.
+    let (epoch, hash) = owners_epoch(&env);
+    assert_eq!(epoch, acknowledged);
+    let e = epoch.to_string();
+    let resume = [
+        "cluster", "resume", "--epoch", &e, "--hash", &hash, "--node", &urls[0], "--policy", &p,
+    ];
+    let (code, out, err) = env.run(&resume);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out.matches("ALARM store_rolled_back").count(), 3, "{out}");
+    for url in &urls {
+        let body = until_ready_is(url, 503);
+        assert!(body.contains("store_rolled_back"), "{body}");
+    }
+    pg.restore_clean("postgres", &after);
+    for url in &urls {
+        serves_the_newest(url);
+    }
+    // Nobody waits any more; a second resume says so.
+    let (code, _, err) = env.run(&resume);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("no member waits"), "{err}");
 }

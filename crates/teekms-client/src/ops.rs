@@ -253,6 +253,21 @@ impl VerifiedConnection {
             .await
     }
 
+    /// Accepts epoch (E, H) for a node that waits to recover (the cluster admin only);
+    /// answers what the node then holds, and its alarm if its store is behind that.
+    pub async fn cluster_resume(
+        &mut self,
+        epoch: u64,
+        hash: [u8; 32],
+    ) -> Result<teekms_core::api::MemberStatus, ClientError> {
+        let req = teekms_core::api::ClusterResume {
+            epoch,
+            hash: teekms_attest::hexbytes::HexBytes(hash),
+        };
+        self.call(Method::POST, "/v1/cluster/resume", Some(&req))
+            .await
+    }
+
     /// Removes a member for good (the cluster admin only).
     pub async fn remove_member(&mut self, node_id: &str) -> Result<(), ClientError> {
         let _: serde_json::Value = self

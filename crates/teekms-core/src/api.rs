@@ -449,6 +449,10 @@ pub struct ClusterPolicy {
 pub struct PeerEpochRequest {
     /// 32 random bytes, hex: the answer's MAC covers them.
     pub nonce: teekms_attest::hexbytes::HexBytes<32>,
+    /// Answer from memory, without reading the store first (a data-plane confirmation
+    /// asks what the member holds, not what the store says).
+    #[serde(default)]
+    pub from_memory: bool,
 }
 
 /// A member's answer: its store epoch as it holds it, MAC'd under a subkey of the
@@ -467,8 +471,23 @@ pub struct PeerEpoch {
     /// Its `store_rolled_back` alarm, if up.
     #[serde(default)]
     pub alarm: Option<String>,
+    /// Whether it restarted and has not yet recovered the cluster's epoch (it then
+    /// counts for no majority).
+    #[serde(default)]
+    pub recovering: bool,
     /// HMAC-SHA256 over the nonce and the fields above.
     pub mac: teekms_attest::hexbytes::HexBytes<32>,
+}
+
+/// `POST /v1/cluster/resume` (the cluster admin): the epoch a person accepted for a node
+/// that waits to recover (spec/freshness-v1.md, "Cluster rules", 5).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterResume {
+    /// E.
+    pub epoch: u64,
+    /// H, hex.
+    pub hash: teekms_attest::hexbytes::HexBytes<32>,
 }
 
 /// `GET /v1/cluster/status` (an owner): every member of the cluster, as it answered.
@@ -499,6 +518,9 @@ pub struct MemberStatus {
     /// Its alarm, if up.
     #[serde(default)]
     pub alarm: Option<String>,
+    /// Whether it restarted and waits to recover the cluster's epoch.
+    #[serde(default)]
+    pub recovering: bool,
     /// Why it gave no (valid) answer.
     #[serde(default)]
     pub error: Option<String>,

@@ -298,8 +298,23 @@ fn peer_epoch_mac(key: &[u8; 32], nonce: &[u8; 32], e: &crate::api::PeerEpoch) -
         .u64(e.epoch)
         .bytes(&e.hash.0)
         .u64(e.audit_seq)
-        .opt_bytes(e.alarm.as_deref().map(str::as_bytes));
+        .opt_bytes(e.alarm.as_deref().map(str::as_bytes))
+        .u8(u8::from(e.recovering));
     crate::hmac256(key, &[&w.finish()])
+}
+
+/// What a member holds, as it answers a peer's question.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The epoch in its memory.
+    pub epoch: Epoch,
+    /// The newest audit position it holds.
+    pub audit_seq: u64,
+    /// Its `store_rolled_back` alarm, if up.
+    pub alarm: Option<String>,
+    /// Whether it restarted and has not yet recovered the cluster's epoch: what it
+    /// holds is only what its store showed, and it counts for no majority.
+    pub recovering: bool,
 }
 
 /// A member's answer to `nonce`, MAC'd under the peer-epoch subkey `key`.
@@ -307,16 +322,15 @@ pub fn peer_epoch(
     key: &[u8; 32],
     nonce: &[u8; 32],
     node_id: [u8; 16],
-    epoch: Epoch,
-    audit_seq: u64,
-    alarm: Option<String>,
+    held: Held,
 ) -> crate::api::PeerEpoch {
     let mut e = crate::api::PeerEpoch {
         node_id: HexBytes(node_id),
-        epoch: epoch.number,
-        hash: HexBytes(epoch.hash),
-        audit_seq,
-        alarm,
+        epoch: held.epoch.number,
+        hash: HexBytes(held.epoch.hash),
+        audit_seq: held.audit_seq,
+        alarm: held.alarm,
+        recovering: held.recovering,
         mac: HexBytes([0; 32]),
     };
     e.mac = HexBytes(peer_epoch_mac(key, nonce, &e));
@@ -532,12 +546,15 @@ mod tests {
             &key,
             &[2; 32],
             [3; 16],
-            Epoch {
-                number: 4,
-                hash: [5; 32],
+            Held {
+                epoch: Epoch {
+                    number: 4,
+                    hash: [5; 32],
+                },
+                audit_seq: 6,
+                alarm: None,
+                recovering: false,
             },
-            6,
-            None,
         );
         assert!(peer_epoch_verifies(&key, &[2; 32], &e));
         assert!(!peer_epoch_verifies(&key, &[9; 32], &e));
@@ -545,9 +562,12 @@ mod tests {
         let mut later = e.clone();
         later.epoch = 5;
         assert!(!peer_epoch_verifies(&key, &[2; 32], &later));
-        let mut alarmed = e;
+        let mut alarmed = e.clone();
         alarmed.alarm = Some(String::new());
         assert!(!peer_epoch_verifies(&key, &[2; 32], &alarmed));
+        let mut recovering = e;
+        recovering.recovering = true;
+        assert!(!peer_epoch_verifies(&key, &[2; 32], &recovering));
     }
 
     #[test]

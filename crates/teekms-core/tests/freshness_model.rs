@@ -68,7 +68,11 @@ enum Action {
 /// How a restarted node may recover.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Recovery {
-    /// From peers that are a majority of the membership without it (as built).
+    /// From peers that meet every acknowledgement without it: at least
+    /// `n - majority + 1` of a membership of `n` (both others of three, the other of
+    /// two, two others of four; as built).
+    MeetsEveryAcknowledgement,
+    /// From peers that are a majority of the membership without it (stricter).
     MajorityOfPeers,
     /// From peers that form a majority only together with itself (unsafe: its own
     /// memory is gone, so it cannot stand for an acknowledgement it gave).
@@ -98,6 +102,13 @@ impl Fresh {
     /// Whether `holders` is a majority of the membership (of both, during a change).
     fn quorum(&self, s: &State, holders: u8) -> bool {
         let of = |m: u8| count(holders & m) >= majority_of(m);
+        of(s.members) && s.joining.is_none_or(of)
+    }
+
+    /// Whether `peers` (not counting the restarted node) meet every majority of the
+    /// membership (of both, during a change) in a node other than the restarted one.
+    fn meets_every_acknowledgement(&self, s: &State, peers: u8) -> bool {
+        let of = |m: u8| count(peers & m) > count(m) - majority_of(m);
         of(s.members) && s.joining.is_none_or(of)
     }
 
@@ -209,6 +220,9 @@ impl Model for Fresh {
                 None if member => {
                     for q in Fresh::peers_with_memory(s, i, voters) {
                         let enough = match self.recovery {
+                            Recovery::MeetsEveryAcknowledgement => {
+                                self.meets_every_acknowledgement(s, q)
+                            }
                             Recovery::MajorityOfPeers => self.quorum(s, q),
                             Recovery::MajorityWithItself => self.quorum(s, q | Fresh::bit(i)),
                         };
@@ -345,7 +359,7 @@ fn an_acknowledged_change_is_never_undone() {
         nodes: 4,
         max_writes: 3,
         max_restarts: 2,
-        recovery: Recovery::MajorityOfPeers,
+        recovery: Recovery::MeetsEveryAcknowledgement,
     }
     .checker()
     .spawn_bfs()
@@ -353,6 +367,20 @@ fn an_acknowledged_change_is_never_undone() {
     checker.assert_properties();
     println!("states checked: {}", checker.unique_state_count());
     assert!(checker.unique_state_count() > 10_000);
+}
+
+#[test]
+fn recovering_from_a_majority_of_the_peers_is_safe_too() {
+    let checker = Fresh {
+        nodes: 4,
+        max_writes: 2,
+        max_restarts: 2,
+        recovery: Recovery::MajorityOfPeers,
+    }
+    .checker()
+    .spawn_bfs()
+    .join();
+    checker.assert_properties();
 }
 
 #[test]

@@ -91,6 +91,7 @@ pub fn router(state: Arc<Service>) -> Router {
         .route("/v1/cluster/join", post(cluster_join))
         .route("/v1/cluster/epoch", post(cluster_epoch))
         .route("/v1/cluster/status", get(cluster_status))
+        .route("/v1/cluster/resume", post(cluster_resume))
         .route(
             "/v1/cluster/members/{node_id}",
             delete(cluster_member_remove),
@@ -505,6 +506,9 @@ async fn cluster_epoch(
     body: Body,
 ) -> Result<JsonOut<api::PeerEpoch>, ApiError> {
     let req: api::PeerEpochRequest = parse(body)?;
+    if req.from_memory {
+        return Ok(JsonOut(app.peer_epoch(&req)));
+    }
     // The store's epoch is read first: a member that asks after a commit makes this
     // node take it (on a shared store it is there to read), so the answer says whether
     // this node holds it.
@@ -526,6 +530,24 @@ async fn cluster_status(
     Owner(_): Owner,
 ) -> Result<JsonOut<api::ClusterStatus>, ApiError> {
     Ok(JsonOut(app.cluster_status().await?))
+}
+
+/// The cluster admin accepts an epoch for a node that waits to recover (it serves
+/// nothing else meanwhile, so this bypasses the usual gate).
+async fn cluster_resume(
+    State(app): State<Arc<Service>>,
+    Owner(owner): Owner,
+    body: Body,
+) -> Result<JsonOut<api::MemberStatus>, ApiError> {
+    let req: api::ClusterResume = parse(body)?;
+    let accepted = teekms_core::freshness::Epoch {
+        number: req.epoch,
+        hash: req.hash.0,
+    };
+    Ok(JsonOut(
+        app.cluster_resume(&owner, accepted, crate::now_unix())
+            .await?,
+    ))
 }
 
 async fn cluster_member_remove(

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use teekms_core::SealingKey;
-use teekms_core::freshness::{ChangeKind, Epoch, EpochRecord, Stamp};
+use teekms_core::freshness::{ChangeKind, Epoch, EpochRecord, Held, Stamp};
 use teekms_store::{Store, Write};
 
 use crate::keyring::Keyring;
@@ -94,6 +94,9 @@ struct Memory {
     audit_seq: u64,
     floors: [HashMap<String, u64>; 3],
     alarm: Option<Alarm>,
+    /// While the node has not yet learned the cluster's epoch from its peers (rule 2):
+    /// how the last attempt went.
+    recovering: Option<String>,
     /// The stamp for `epoch`, as the header carries it (signed once per epoch).
     stamp: HeaderValue,
 }
@@ -107,12 +110,16 @@ pub struct Freshness {
     /// incarnation is a second process, not a peer.
     single_writer: bool,
     alarmed: AtomicBool,
+    /// Whether `memory.recovering` is set (read on every request without the lock).
+    recovering: AtomicBool,
     memory: Mutex<Memory>,
 }
 
 impl Freshness {
     /// The memory of a node starting on `store`: what the store shows now (a restart
-    /// on an old copy cannot be seen here; owners' stamps catch it).
+    /// on an old copy cannot be seen here; owners' stamps catch it). On a shared store
+    /// the node then recovers the cluster's epoch from its peers
+    /// ([`Freshness::begin_recovery`]) before it serves anything.
     pub fn start(
         keyring: std::sync::Arc<Keyring>,
         store: &mut dyn Store,
@@ -129,11 +136,13 @@ impl Freshness {
             incarnation,
             single_writer,
             alarmed: AtomicBool::new(false),
+            recovering: AtomicBool::new(false),
             memory: Mutex::new(Memory {
                 epoch,
                 audit_seq,
                 floors: Default::default(),
                 alarm: None,
+                recovering: None,
                 stamp,
             }),
             keyring,
@@ -150,14 +159,18 @@ impl Freshness {
         self.keyring.cluster()
     }
 
-    /// Refuses every request while the alarm is up.
+    /// Refuses every request while the alarm is up, or while the node has not yet
+    /// recovered the cluster's epoch.
     pub fn serving(&self) -> Result<(), OpError> {
-        if !self.alarmed.load(Ordering::Acquire) {
+        if !self.alarmed.load(Ordering::Acquire) && !self.recovering.load(Ordering::Acquire) {
             return Ok(());
         }
         let m = self.memory.lock().expect("freshness lock");
-        match &m.alarm {
-            Some(a) => Err(OpError::StoreRolledBack(describe(a, &m.epoch, m.audit_seq))),
+        if let Some(a) = &m.alarm {
+            return Err(OpError::StoreRolledBack(describe(a, &m.epoch, m.audit_seq)));
+        }
+        match &m.recovering {
+            Some(progress) => Err(OpError::FreshnessUnconfirmed(recovering_text(progress))),
             None => Ok(()),
         }
     }
@@ -169,6 +182,67 @@ impl Freshness {
             m.epoch,
             m.alarm.as_ref().map(|a| describe(a, &m.epoch, m.audit_seq)),
         )
+    }
+
+    /// What this node holds, as it answers its peers.
+    pub fn held(&self) -> Held {
+        let m = self.memory.lock().expect("freshness lock");
+        Held {
+            epoch: m.epoch,
+            audit_seq: m.audit_seq,
+            alarm: m.alarm.as_ref().map(|a| describe(a, &m.epoch, m.audit_seq)),
+            recovering: m.recovering.is_some(),
+        }
+    }
+
+    /// While the node waits to recover the cluster's epoch: why, as `/v1/ready` says it.
+    pub fn recovering(&self) -> Option<String> {
+        if !self.recovering.load(Ordering::Acquire) {
+            return None;
+        }
+        let m = self.memory.lock().expect("freshness lock");
+        m.recovering.as_deref().map(recovering_text)
+    }
+
+    /// A member of a shared store, once its own start-up writes are done (a migration,
+    /// a new cluster's records), serves nothing until it has recovered the cluster's
+    /// epoch ([`Freshness::recover`]).
+    pub fn begin_recovery(&self) {
+        let mut m = self.memory.lock().expect("freshness lock");
+        m.recovering = Some("its peers have not been asked yet".to_string());
+        self.recovering.store(true, Ordering::Release);
+    }
+
+    /// Notes how the last attempt to recover went (while recovering).
+    pub fn recovery_progress(&self, progress: String) {
+        let mut m = self.memory.lock().expect("freshness lock");
+        if m.recovering.is_some() {
+            m.recovering = Some(progress);
+        }
+    }
+
+    /// Ends recovery with what was learned (rule 2: the newest epoch and audit position
+    /// a majority of the other members hold; rule 5: the epoch the cluster admin
+    /// accepted; None: a cluster of one, with nobody to ask). The memory takes it if it
+    /// is newer than what the store showed, or another hash for the same epoch; the
+    /// caller then checks the store against it, so that a store behind what the
+    /// cluster acknowledged raises the alarm before anything is served. Returns false
+    /// if the node was not recovering.
+    pub fn recover(&self, learned: Option<(Epoch, u64)>) -> bool {
+        let mut m = self.memory.lock().expect("freshness lock");
+        if m.recovering.is_none() {
+            return false;
+        }
+        if let Some((epoch, audit_seq)) = learned {
+            if epoch.number >= m.epoch.number && epoch != m.epoch {
+                self.advance(&mut m, epoch);
+            }
+            m.audit_seq = m.audit_seq.max(audit_seq);
+        }
+        m.recovering = None;
+        self.recovering.store(false, Ordering::Release);
+        tracing::info!(epoch = %m.epoch.short(), "freshness recovered: the node serves");
+        true
     }
 
     /// The newest audit position the node holds.
@@ -456,6 +530,14 @@ fn sign(keyring: &Keyring, epoch: Epoch) -> HeaderValue {
     let cluster = keyring.ca().spki_sha256();
     HeaderValue::try_from(Stamp::sign(keyring.keys(), cluster, epoch).to_header())
         .expect("a stamp is ASCII")
+}
+
+fn recovering_text(progress: &str) -> String {
+    format!(
+        "freshness_unconfirmed: this node restarted and has not yet learned the cluster's epoch \
+         ({progress}); it serves nothing until a majority of the other members answer, or the \
+         cluster admin runs `teekms cluster resume` — see spec/freshness-v1.md, \"Cluster rules\""
+    )
 }
 
 /// The alarm as people read it: what the store shows, what the node acknowledged, and

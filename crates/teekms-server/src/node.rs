@@ -310,6 +310,22 @@ pub fn restore_node(
     let sealed_keys = hw.seal(NODE_KEYS, RECORD_ID, 1, &keys.to_bytes());
     let sealed_cluster = hw.seal(CLUSTER_KEY, RECORD_ID, 1, cluster.expose());
     local.replace_meta(&[(NODE_KEYS, &sealed_keys), (CLUSTER_KEY, &sealed_cluster)])?;
+    if let Some(pg) = shared.as_mut() {
+        // Every member is lost (that is what a restore is for), and the officers who
+        // opened their shares accept the database as it is: the restored node starts
+        // as a cluster of one, rather than wait for members that will never answer
+        // (spec/freshness-v1.md, "Cluster rules", 5).
+        let gone: Vec<teekms_store::Write> = pg
+            .meta_prefixed(crate::ops::MEMBER_PREFIX)?
+            .into_iter()
+            .map(|(name, _)| teekms_store::Write::DeleteMeta { name })
+            .collect();
+        if !gone.is_empty() {
+            let mut batch = pg.write_batch()?;
+            batch.apply(&gone)?;
+            batch.commit()?;
+        }
+    }
     Ok(keys.node_id().to_hex())
 }
 

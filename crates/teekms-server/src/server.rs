@@ -110,6 +110,7 @@ fn start(r: Resolved, started: std::time::Instant) -> Result<RunningServer, Serv
     ));
     // Made now: a node whose TEE cannot produce evidence does not start.
     state.attestation(None)?;
+    state.start_confirmation();
     let metrics_addr = match r.metrics {
         Some(listener) => {
             crate::metrics::METRICS.node(state.tee(), state.collateral_expires_at());
@@ -122,6 +123,7 @@ fn start(r: Resolved, started: std::time::Instant) -> Result<RunningServer, Serv
     tracing::debug!(elapsed = ?started.elapsed(), "evidence made");
     tokio::spawn(sweep_deletions(Arc::downgrade(&state)));
     watch_store(Arc::downgrade(&state));
+    let mut first_attempt = None;
     if state.shared_store() {
         // Members find each other through the shared store (spec/freshness-v1.md).
         let url = match &r.advertise {
@@ -136,14 +138,13 @@ fn start(r: Resolved, started: std::time::Instant) -> Result<RunningServer, Serv
                 }
             },
         };
-        // In the background: the node serves meanwhile, and members that cannot reach
-        // it yet see it a moment later.
-        let app = state.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = app.register_member(&url, crate::now_unix()) {
-                tracing::error!(error = %e, "recording this node as a cluster member failed");
-            }
-        });
+        // Its first attempt to recover the epoch comes before the first connection is
+        // taken (a cluster of one, or peers that answer at once: no refused request);
+        // the next ones, and the member record, in the background.
+        state.freshness().begin_recovery();
+        let (tx, rx) = oneshot::channel();
+        first_attempt = Some(rx);
+        tokio::spawn(recover_then_register(Arc::downgrade(&state), url, tx));
     }
     // Clients that connect and say nothing stay in the kernel, not in the accept loop.
     {
@@ -158,14 +159,20 @@ fn start(r: Resolved, started: std::time::Instant) -> Result<RunningServer, Serv
         source,
     })?;
     let (shutdown, shutdown_rx) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(
+    let accepting = accept_loop(
         r.listener,
         TlsAcceptor::from(Arc::new(tls)),
         state,
         shutdown_rx,
         r.lock,
         r.max_connections,
-    ));
+    );
+    let task = tokio::spawn(async move {
+        if let Some(first) = first_attempt {
+            let _ = first.await;
+        }
+        accepting.await
+    });
     Ok(RunningServer {
         addr,
         node_id,
@@ -438,6 +445,55 @@ fn watch_store(state: std::sync::Weak<Service>) {
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "the store watch could not start");
+    }
+}
+
+/// How often a restarted member asks its peers again while it waits to recover.
+const RECOVER_EVERY: Duration = Duration::from_secs(1);
+/// How long a member of a cluster made without a cluster admin — nobody can run
+/// `cluster resume` — waits for its peers before it serves its store as it is.
+const NO_ADMIN_GRACE: Duration = Duration::from_secs(5);
+
+/// On a shared store: learns the cluster's epoch from the other members before the node
+/// serves anything (spec/freshness-v1.md, "Cluster rules", 2), asking again every
+/// second until enough answer or the cluster admin resumes the node; then records the
+/// node as a member (a state change, which only a recovered node may make).
+async fn recover_then_register(
+    state: std::sync::Weak<Service>,
+    url: String,
+    first_done: oneshot::Sender<()>,
+) {
+    let mut first_done = Some(first_done);
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let Some(app) = state.upgrade() else { return };
+        let attempt = app.try_recover().await;
+        if let Some(tx) = first_done.take() {
+            let _ = tx.send(());
+        }
+        match attempt {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "freshness recovery: the members could not be read")
+            }
+        }
+        if !said && let Some(why) = app.freshness().recovering() {
+            tracing::warn!(reason = %why, "waiting to recover the cluster's epoch");
+            said = true;
+        }
+        if started.elapsed() >= NO_ADMIN_GRACE && app.resume_without_admin().await {
+            break;
+        }
+        drop(app);
+        tokio::time::sleep(RECOVER_EVERY).await;
+    }
+    let Some(app) = state.upgrade() else { return };
+    let registered =
+        tokio::task::spawn_blocking(move || app.register_member(&url, crate::now_unix())).await;
+    if let Ok(Err(e)) = registered {
+        tracing::error!(error = %e, "recording this node as a cluster member failed");
     }
 }
 

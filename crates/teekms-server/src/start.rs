@@ -69,6 +69,10 @@ pub struct ServeConfig {
     /// Where the other members of a cluster reach this node (`https://HOST:PORT`);
     /// by default the address it listens on.
     pub advertise: Option<String>,
+    /// On a shared store, whether data-plane answers wait for a majority of the members
+    /// to confirm that nobody holds a newer epoch (spec/freshness-v1.md, "Cluster
+    /// rules", 3; `--data-plane-confirmation`).
+    pub confirm_data_plane: bool,
 }
 
 /// The AWS region a node answers for unless told otherwise.
@@ -192,6 +196,7 @@ pub(crate) async fn resolve(config: ServeConfig) -> Result<Resolved, ServerError
         collateral_warn_days: config.collateral_warn_days,
         aws_region: config.aws_region.clone(),
         transit_mount: config.transit_mount.clone(),
+        confirm_data_plane: config.confirm_data_plane,
     };
     let tls = config.tls.clone();
     let advertise = config.advertise.clone();

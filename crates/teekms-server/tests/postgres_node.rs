@@ -132,6 +132,7 @@ async fn nodes_share_a_postgres_store() {
         transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
         metrics_listen: None,
         advertise: None,
+        confirm_data_plane: true,
     })
     .await;
     let err = r

@@ -15,6 +15,7 @@ pub struct Serve {
     args: Vec<String>,
     envs: Vec<(String, String)>,
     log: Option<String>,
+    listen: String,
 }
 
 impl Serve {
@@ -28,6 +29,7 @@ impl Serve {
             args: Vec::new(),
             envs: Vec::new(),
             log: None,
+            listen: "127.0.0.1:0".into(),
         }
     }
 
@@ -40,6 +42,12 @@ impl Serve {
     /// `--tee TEE`.
     pub fn tee(mut self, tee: &str) -> Serve {
         self.tee = tee.into();
+        self
+    }
+
+    /// `--listen ADDR` (a node restarted where its peers and owners know it).
+    pub fn listen(mut self, addr: &str) -> Serve {
+        self.listen = addr.into();
         self
     }
 
@@ -81,7 +89,7 @@ impl Serve {
             "--tee",
             &self.tee,
             "--listen",
-            "127.0.0.1:0",
+            &self.listen,
             "--data-dir",
         ])
         .arg(&self.data_dir)

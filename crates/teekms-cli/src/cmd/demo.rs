@@ -44,6 +44,7 @@ async fn start(root: &Path, data_dir: &Path) -> Result<RunningServer, Failure> {
         transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
         metrics_listen: None,
         advertise: None,
+        confirm_data_plane: true,
     })
     .await
     .map_err(fail)

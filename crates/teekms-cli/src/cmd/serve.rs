@@ -60,6 +60,7 @@ pub async fn run(args: ServeArgs) -> CmdResult {
         aws_region: aws_region(&args.aws_region)?,
         transit_mount: transit_mount(&args.transit_mount)?,
         metrics_listen: args.metrics_listen,
+        confirm_data_plane: args.data_plane_confirmation == crate::cli::Switch::On,
         advertise: match &args.advertise {
             Some(url) => Some(
                 teekms_client::NodeUrl::parse(url)

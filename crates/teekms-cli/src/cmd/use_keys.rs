@@ -482,6 +482,9 @@ pub async fn cluster(cmd: ClusterCmd) -> CmdResult {
     let cmd = match cmd {
         ClusterCmd::Policy(cmd) => cmd,
         ClusterCmd::Status { node, json } => return cluster_status(&node, json).await,
+        ClusterCmd::Resume { epoch, hash, node } => {
+            return cluster_resume(&node, epoch, &hash).await;
+        }
         ClusterCmd::Remove { node_id, node } => {
             connect(&node).await?.remove_member(&node_id).await?;
             eprintln!("member {node_id} removed; majorities count the members that remain");
@@ -505,6 +508,64 @@ pub async fn cluster(cmd: ClusterCmd) -> CmdResult {
     Ok(())
 }
 
+/// `teekms cluster resume`: every member that waits to recover (the node named, and the
+/// others it lists) is resumed at the epoch given; one line per member.
+async fn cluster_resume(node: &crate::cli::NodeArgs, epoch: u64, hash: &str) -> CmdResult {
+    let hash: [u8; 32] = hex::decode(hash)
+        .ok()
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| Failure::usage("--hash must be 64 hex digits (the H of epoch E)"))?;
+    let status = connect(node).await?.cluster_status().await?;
+    let mut resumed = 0;
+    let mut behind = Vec::new();
+    for (i, m) in status.members.iter().enumerate() {
+        if !m.recovering {
+            continue;
+        }
+        // The first line is the node asked; the others are reached where they answer.
+        let mut at = node.clone();
+        if i > 0 {
+            at.node = m.url.clone();
+        }
+        let answer = match connect(&at).await {
+            Ok(mut conn) => conn
+                .cluster_resume(epoch, hash)
+                .await
+                .map_err(Failure::from),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(a) => {
+                resumed += 1;
+                match &a.alarm {
+                    None => println!("{}  resumed at epoch {epoch}; it serves", a.node_id),
+                    Some(alarm) => {
+                        println!("{}  resumed at epoch {epoch}; ALARM {alarm}", a.node_id);
+                        behind.push(a.node_id.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                println!("{}  {}  not resumed: {}", m.node_id, m.url, e.message);
+                behind.push(m.node_id.clone());
+            }
+        }
+    }
+    if resumed == 0 && behind.is_empty() {
+        eprintln!("no member waits to recover: nothing to resume");
+        return Ok(());
+    }
+    if behind.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::rejected(format!(
+        "{} member(s) do not serve: {}",
+        behind.len(),
+        behind.join(", ")
+    ))
+    .hint("a store behind the accepted epoch is refused: restore the newest copy of the store"))
+}
+
 /// `teekms cluster status`: one line per member (or JSON), this node first.
 async fn cluster_status(node: &crate::cli::NodeArgs, json: bool) -> CmdResult {
     let status = connect(node).await?.cluster_status().await?;
@@ -515,6 +576,11 @@ async fn cluster_status(node: &crate::cli::NodeArgs, json: bool) -> CmdResult {
         }
         let state = match (&m.epoch, &m.hash, &m.error, &m.alarm) {
             (_, _, Some(e), _) => format!("no answer: {e}"),
+            (Some(e), Some(h), None, None) if m.recovering => {
+                format!(
+                    "epoch {e}  hash {h}  RECOVERING (its store's epoch; it waits for its peers or `cluster resume`)"
+                )
+            }
             (Some(e), Some(h), None, None) => format!("epoch {e}  hash {h}"),
             (Some(e), Some(h), None, Some(a)) => format!("epoch {e}  hash {h}  ALARM {a}"),
             _ => "no answer".into(),

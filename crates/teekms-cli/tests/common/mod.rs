@@ -112,6 +112,17 @@ impl Env {
         self.spawn_serve(program, &[], tee, data_dir, extra, log)
     }
 
+    /// A sim node started where `url` (another run's) answered: restarted in place.
+    pub fn serve_again(&self, url: &str, data_dir: &Path, extra: &[&str]) -> NodeProcess {
+        let addr = url.strip_prefix("https://").expect("an https URL");
+        Serve::new(&bin(), data_dir)
+            .home(self.dir.path())
+            .listen(addr)
+            .args(extra)
+            .log("warn")
+            .spawn()
+    }
+
     /// [`Env::serve_tee`] with more environment variables.
     pub fn serve_with_env(
         &self,

@@ -121,7 +121,7 @@ impl Service {
     fn freshness_check(&self) -> Check {
         let (epoch, alarm) = self.freshness().status();
         let at = format!("epoch {}, hash {}", epoch.number, hex::encode(epoch.hash));
-        match alarm {
+        match alarm.or_else(|| self.freshness().recovering()) {
             None => Check {
                 ok: true,
                 detail: at,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use teekms_core::api::{ClusterStatus, MemberStatus, PeerEpoch, PeerEpochRequest};
 use teekms_core::audit::AuditDraft;
-use teekms_core::freshness::{PEER_EPOCH_LABEL, peer_epoch, peer_epoch_verifies};
+use teekms_core::freshness::{Epoch, PEER_EPOCH_LABEL, peer_epoch, peer_epoch_verifies};
 use teekms_store::Write;
 
 use super::{OpError, Service};
@@ -64,14 +64,26 @@ impl Service {
             node_id: node_id.clone(),
             url: url.to_owned(),
         };
-        if self.members()?.contains(&me) {
+        let members = self.members()?;
+        if members.contains(&me) {
             return Ok(());
         }
+        // A node restarted where another answered before it replaces that record: a
+        // node without a sealing key (TDX) comes back with a new node id at every start,
+        // and its old records would count forever towards majorities.
+        let mut writes: Vec<Write> = members
+            .iter()
+            .filter(|m| m.url == url && m.node_id != node_id)
+            .map(|m| Write::DeleteMeta {
+                name: format!("{MEMBER_PREFIX}{}", m.node_id),
+            })
+            .collect();
         let name = format!("{MEMBER_PREFIX}{node_id}");
         let plain = serde_json::to_vec(&me).expect("member records serialize");
         let record = self.keyring.cluster().seal("member", &name, 1, &plain);
+        writes.push(Write::PutMeta { name, record });
         self.writer.submit(Job {
-            writes: vec![Write::PutMeta { name, record }],
+            writes,
             audit: AuditDraft {
                 time: now,
                 operation: "cluster-member".into(),
@@ -133,6 +145,7 @@ impl Service {
             {
                 if let Ok(Ok(a)) = answer
                     && a.alarm.is_none()
+                    && !a.recovering
                     && (a.epoch > epoch.number
                         || (a.epoch == epoch.number && a.hash.0 == epoch.hash))
                 {
@@ -157,17 +170,201 @@ impl Service {
     /// This node's answer to a member's `POST /v1/cluster/epoch`: its memory, MAC'd. It
     /// answers with its alarm up too (what it holds is what members need to know).
     pub fn peer_epoch(&self, req: &PeerEpochRequest) -> PeerEpoch {
-        let (epoch, alarm) = self.freshness().status();
-        let audit_seq = self.freshness().audit_seq();
         let key = self.keyring.cluster().derive(PEER_EPOCH_LABEL);
         peer_epoch(
             &key,
             &req.nonce.0,
             self.keyring.keys().node_id().0,
-            epoch,
-            audit_seq,
-            alarm,
+            self.freshness().held(),
         )
+    }
+
+    /// One attempt to recover the cluster's epoch after a start (spec/freshness-v1.md,
+    /// "Cluster rules", 2): every other member is asked at once, and the newest epoch
+    /// is taken once members that have not restarted themselves answer, enough of them
+    /// that every acknowledged change is held by one (a node not yet a member — a
+    /// joiner — needs a majority of the members it joins). Answers that disagree on an epoch's hash (a fork) recover
+    /// nothing. Then the store is checked against what was learned. Returns whether
+    /// the node is done recovering.
+    pub async fn try_recover(self: &std::sync::Arc<Self>) -> Result<bool, OpError> {
+        if self.freshness().recovering().is_none() {
+            return Ok(true);
+        }
+        let service = self.clone();
+        let members = tokio::task::spawn_blocking(move || service.members())
+            .await
+            .map_err(|e| OpError::Internal(format!("members task: {e}")))??;
+        let me = self.this_node();
+        let member = members.iter().any(|m| m.node_id == me);
+        let others: Vec<Member> = members.into_iter().filter(|m| m.node_id != me).collect();
+        let learned = if others.is_empty() {
+            // A cluster of one: nobody holds more than its store (as a single node).
+            None
+        } else {
+            let needed = if member {
+                // Every acknowledgement was held by a majority, which may have counted
+                // this node: the peers asked must meet every majority in another node
+                // (n - majority + 1 of a membership of n: the other of two, both
+                // others of three, two others of four, three others of five).
+                let n = others.len() + 1;
+                n - (n / 2 + 1) + 1
+            } else {
+                others.len() / 2 + 1
+            };
+            let key = self.keyring.cluster().derive(PEER_EPOCH_LABEL);
+            let mut asks = tokio::task::JoinSet::new();
+            for m in &others {
+                let (m, key) = (m.clone(), key.clone());
+                asks.spawn(async move { ask(&m, &key).await });
+            }
+            let answers: Vec<PeerEpoch> = asks
+                .join_all()
+                .await
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|a| !a.recovering)
+                .collect();
+            let progress = |what: &str| {
+                format!(
+                    "{} of the {} other members answered without restarting themselves, {needed} needed{what}",
+                    answers.len(),
+                    others.len()
+                )
+            };
+            if answers.len() < needed {
+                self.freshness().recovery_progress(progress(""));
+                return Ok(false);
+            }
+            let forked = answers.iter().any(|a| {
+                answers
+                    .iter()
+                    .any(|b| a.epoch == b.epoch && a.hash.0 != b.hash.0)
+            });
+            if forked {
+                let text = progress(", but they hold different hashes for one epoch (a fork)");
+                tracing::error!(progress = %text, "freshness: the members forked");
+                self.freshness().recovery_progress(text);
+                return Ok(false);
+            }
+            let newest = answers
+                .iter()
+                .max_by_key(|a| a.epoch)
+                .expect("a majority is not empty");
+            let audit_seq = answers.iter().map(|a| a.audit_seq).max().unwrap_or(0);
+            Some((
+                teekms_core::freshness::Epoch {
+                    number: newest.epoch,
+                    hash: newest.hash.0,
+                },
+                audit_seq,
+            ))
+        };
+        self.resume_from(learned).await;
+        Ok(true)
+    }
+
+    /// Rule 5: the cluster admin accepts epoch `accepted` for this node, which waits to
+    /// recover (a majority of the members restarted at once). The node then holds it,
+    /// and refuses a store behind it. Audited once the node may write (a store behind
+    /// the accepted epoch gets nothing written: the alarm is logged instead).
+    pub async fn cluster_resume(
+        self: &std::sync::Arc<Self>,
+        owner: &teekms_core::OwnerPublicKey,
+        accepted: Epoch,
+        now: u64,
+    ) -> Result<MemberStatus, OpError> {
+        if !self.settings.shared_store {
+            return Err(OpError::NotFound(
+                "this node keeps no shared store: a cluster of one never waits to recover".into(),
+            ));
+        }
+        let fingerprint = owner.fingerprint();
+        let service = self.clone();
+        let admin = tokio::task::spawn_blocking(move || {
+            crate::node::read_cluster_admin(&service.keyring, service.reader().as_mut())
+        })
+        .await
+        .map_err(|e| OpError::Internal(format!("cluster admin task: {e}")))?
+        .map_err(|e| OpError::Internal(format!("the cluster admin record: {e}")))?;
+        if admin.as_deref() != Some(fingerprint.as_str()) {
+            // Not audited: a node that waits to recover writes nothing to its store.
+            tracing::warn!(caller = %fingerprint, "cluster-resume denied: not the cluster admin");
+            return Err(OpError::Forbidden(
+                "only the cluster admin may resume a node".into(),
+            ));
+        }
+        if !self.resume_from(Some((accepted, 0))).await {
+            let (epoch, _) = self.freshness().status();
+            return Err(OpError::Exists(format!(
+                "this node is not waiting for `cluster resume`: it holds epoch {}",
+                epoch.short()
+            )));
+        }
+        tracing::warn!(caller = %fingerprint, epoch = %accepted.short(), "cluster-resume: the cluster admin accepted an epoch");
+        let (epoch, alarm) = self.freshness().status();
+        if alarm.is_none() {
+            let service = self.clone();
+            let outcome = format!(
+                "ok: epoch {} {}",
+                accepted.number,
+                hex::encode(accepted.hash)
+            );
+            let caller = format!("owner:{fingerprint}");
+            tokio::task::spawn_blocking(move || {
+                service.audit(AuditDraft {
+                    time: now,
+                    operation: "cluster-resume".into(),
+                    owner: None,
+                    key_id: None,
+                    key_version: None,
+                    outcome,
+                    caller,
+                })
+            })
+            .await
+            .map_err(|e| OpError::Internal(format!("audit task: {e}")))??;
+        }
+        Ok(MemberStatus {
+            node_id: self.this_node(),
+            url: String::new(),
+            epoch: Some(epoch.number),
+            hash: Some(hex::encode(epoch.hash)),
+            audit_seq: Some(self.freshness().audit_seq()),
+            alarm,
+            recovering: false,
+            error: None,
+        })
+    }
+
+    /// A cluster made without a cluster admin has nobody to run `cluster resume`: a node
+    /// that could not recover from its peers (rule 2) serves its store as it is, with a
+    /// warning, the guarantee of a single node (spec/freshness-v1.md, "Cluster rules",
+    /// 5). Returns whether it did so.
+    pub async fn resume_without_admin(self: &std::sync::Arc<Self>) -> bool {
+        let service = self.clone();
+        let admin = tokio::task::spawn_blocking(move || {
+            crate::node::read_cluster_admin(&service.keyring, service.reader().as_mut())
+        })
+        .await;
+        if !matches!(admin, Ok(Ok(None))) {
+            return false;
+        }
+        tracing::warn!(
+            "freshness: too few members answered, and this cluster has no cluster admin to resume it: serving the store as it is (a restart on a rolled-back store is caught by owners' stamps only)"
+        );
+        self.resume_from(None).await
+    }
+
+    /// Ends recovery with `learned` and checks the store against it at once (a store
+    /// behind it raises the alarm before anything is served).
+    async fn resume_from(self: &std::sync::Arc<Self>, learned: Option<(Epoch, u64)>) -> bool {
+        if !self.freshness().recover(learned) {
+            return false;
+        }
+        let service = self.clone();
+        // An alarm is logged where it is raised, and answered to every request.
+        let _ = tokio::task::spawn_blocking(move || service.watch_store()).await;
+        true
     }
 
     /// Every member's epoch, as it answers now (others are asked at once, for at most
@@ -196,6 +393,7 @@ impl Service {
             hash: Some(hex::encode(epoch.hash)),
             audit_seq: Some(self.freshness().audit_seq()),
             alarm,
+            recovering: self.freshness().recovering().is_some(),
             error: None,
         }];
         // Asked at once, each with its own deadline: the slowest bounds the whole.
@@ -221,6 +419,7 @@ async fn ask(m: &Member, key: &[u8; 32]) -> Result<PeerEpoch, String> {
     let url = teekms_client::NodeUrl::parse(&m.url).map_err(|e| format!("its URL: {e}"))?;
     let body = serde_json::to_vec(&PeerEpochRequest {
         nonce: teekms_attest::hexbytes::HexBytes(nonce),
+        from_memory: false,
     })
     .expect("requests serialize");
     let exchange = async {
@@ -257,6 +456,7 @@ fn status_of(m: Member, answer: Result<PeerEpoch, String>) -> MemberStatus {
             hash: Some(a.hash.to_hex()),
             audit_seq: Some(a.audit_seq),
             alarm: a.alarm,
+            recovering: a.recovering,
             error: None,
         },
         Err(e) => MemberStatus {
@@ -266,6 +466,7 @@ fn status_of(m: Member, answer: Result<PeerEpoch, String>) -> MemberStatus {
             hash: None,
             audit_seq: None,
             alarm: None,
+            recovering: false,
             error: Some(e),
         },
     }

@@ -45,6 +45,7 @@ mod anonymous;
 mod audit;
 mod cache;
 mod cluster;
+mod confirm;
 mod deploy;
 mod envelopes;
 mod error;
@@ -65,6 +66,7 @@ pub use deploy::{Deployed, Deployer, register_owner};
 pub use error::{ErrorCode, OpError};
 use gate::{bad, bound_aad, draft, key_draft, key_id, seal_for, with_context};
 pub use health::Health;
+pub use members::MEMBER_PREFIX;
 
 /// Label of the subkey that hashes access-key secrets.
 pub const ACCESS_KEY_HASH_LABEL: &str = "teekms/v1/access-key-hash";
@@ -85,6 +87,8 @@ pub struct Service {
     settings: Settings,
     /// The node's attestation without a verifier's nonce, made once.
     attestation: std::sync::OnceLock<teekms_attest::AttestationDocument>,
+    /// Data-plane confirmation by the members (a shared store), once started.
+    confirmer: std::sync::OnceLock<confirm::Confirmer>,
 }
 
 /// How a node's operations are set up (`teekms serve`'s options).
@@ -106,6 +110,9 @@ pub struct Settings {
     pub aws_region: String,
     /// The mount of the Vault Transit API.
     pub transit_mount: String,
+    /// On a shared store, whether data-plane answers wait for the members' confirmation
+    /// (spec/freshness-v1.md, "Cluster rules", 3).
+    pub confirm_data_plane: bool,
 }
 
 impl Settings {
@@ -119,6 +126,7 @@ impl Settings {
             collateral_warn_days: 0,
             aws_region: crate::start::DEFAULT_AWS_REGION.into(),
             transit_mount: crate::transit::DEFAULT_MOUNT.into(),
+            confirm_data_plane: false,
         }
     }
 }
@@ -145,6 +153,16 @@ impl Service {
             pruning: Mutex::new(()),
             settings,
             attestation: std::sync::OnceLock::new(),
+            confirmer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Starts the data-plane confirmation rounds (a shared store, unless turned off).
+    pub fn start_confirmation(self: &Arc<Self>) {
+        if self.settings.shared_store && self.settings.confirm_data_plane {
+            let _ = self
+                .confirmer
+                .set(confirm::Confirmer::start(Arc::downgrade(self)));
         }
     }
 
@@ -209,13 +227,22 @@ impl Service {
             // A shared (PostgreSQL) store: every operation reads it, with a blocking client.
             self.call(conn, credentials, op).await?
         };
-        self.writer
-            .submit_async(Job {
-                writes: Vec::new(),
-                audit,
-                on_conflict: "error",
-            })
-            .await?;
+        let commit = self.writer.submit_async(Job {
+            writes: Vec::new(),
+            audit,
+            on_conflict: "error",
+        });
+        match self.confirmer.get() {
+            // The members' confirmation runs while the audit entry commits.
+            Some(c) => {
+                let (committed, confirmed) = tokio::join!(commit, c.confirm());
+                committed?;
+                confirmed?;
+            }
+            None => {
+                commit.await?;
+            }
+        }
         Ok(result)
     }
 

@@ -100,6 +100,7 @@ impl Node {
             transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
             metrics_listen: None,
             advertise: None,
+            confirm_data_plane: true,
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -154,6 +155,7 @@ impl Node {
                 transit_mount: teekms_server::DEFAULT_TRANSIT_MOUNT.into(),
                 metrics_listen: None,
                 advertise: None,
+                confirm_data_plane: true,
             })
             .await
             .unwrap(),
