@@ -156,6 +156,15 @@ impl PgServer {
         );
     }
 
+    /// Creates database `db` (empty): another cluster on the same server.
+    pub fn create_database(&self, db: &str) {
+        let port = self.port.to_string();
+        self.run(
+            "createdb",
+            &["-h", "127.0.0.1", "-p", &port, "-U", "teekms", db],
+        );
+    }
+
     /// The URL of database `db`.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://teekms@127.0.0.1:{}/{db}", self.port)
