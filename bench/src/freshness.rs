@@ -252,7 +252,10 @@ async fn three_nodes(
         if status.members.iter().filter(|m| m.epoch.is_some()).count() == 3 {
             return nodes;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "members: {status:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "members: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -275,7 +278,10 @@ async fn quorum_bench(teekms: &Path, home: &Path, policy: &Arc<Policy>) {
     let unconfirmed = three_nodes(teekms, home, &pg, "unconfirmed", &off, policy, &owner).await;
     let single_url = NodeUrl::parse(&single.url).unwrap();
     let urls = |nodes: &[Node]| -> Vec<NodeUrl> {
-        nodes.iter().map(|n| NodeUrl::parse(&n.url).unwrap()).collect()
+        nodes
+            .iter()
+            .map(|n| NodeUrl::parse(&n.url).unwrap())
+            .collect()
     };
     let (quorum_urls, unconfirmed_urls) = (urls(&quorum), urls(&unconfirmed));
     deploy_keys(&single_url, policy, &owner).await;
@@ -293,11 +299,17 @@ async fn quorum_bench(teekms: &Path, home: &Path, policy: &Arc<Policy>) {
                 three[i].extend(timed(&quorum_urls[0], policy, &owner, clients, op).await);
             }
         }
-        for (i, what) in ["key disable/enable", "access key revoke"].iter().enumerate() {
+        for (i, what) in ["key disable/enable", "access key revoke"]
+            .iter()
+            .enumerate()
+        {
             one[i].sort();
             three[i].sort();
             println!("{}", line(&format!("{what}, 1 node"), clients, &one[i]));
-            println!("{}", line(&format!("{what}, 3 nodes (quorum)"), clients, &three[i]));
+            println!(
+                "{}",
+                line(&format!("{what}, 3 nodes (quorum)"), clients, &three[i])
+            );
             println!(
                 "p50 ratio, 3 nodes over 1: {:.2}",
                 pct(&three[i], 0.5) / pct(&one[i], 0.5)
