@@ -600,3 +600,63 @@ fn restarted_members_recover_the_epoch_from_their_peers_or_wait_for_resume() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("no member waits"), "{err}");
 }
+
+/// A fork (spec/freshness-v1.md): the writer of a revocation is killed between the
+/// PostgreSQL commit and the acknowledgements (a fault hook of debug builds); a member
+/// learns the lost epoch when it is asked; the host restores the database from before
+/// it, and another change is made through a member that never saw it. That change
+/// writes another hash at the same epoch: the member that holds the first one refuses
+/// to confirm it and raises the alarm, and the change answers 503
+/// `freshness_unconfirmed`. (The members' watch is off, so that who saw what is exact.)
+#[test]
+fn a_lost_change_replaced_by_another_is_a_fork_that_the_members_detect() {
+    let env = Env::new();
+    let pg = teekms_testkit::PgServer::start();
+    let store = pg.url("postgres");
+    let trigger = env.path("exit-after-commit");
+    let dirs: Vec<_> = (1..=3).map(|i| env.path(&format!("node-{i}"))).collect();
+    let hook = [("TEEKMS_TEST_EXIT_AFTER_COMMIT", s(&trigger))];
+    let n1 = env.serve_with_env(&hook, "sim", &dirs[0], &["--store", &store], "warn");
+    let quiet = [("TEEKMS_TEST_NO_WATCH", "1")];
+    let join = ["--store", store.as_str(), "--join", n1.url.as_str()];
+    let n2 = env.serve_with_env(&quiet, "sim", &dirs[1], &join, "warn");
+    let n3 = env.serve_with_env(&quiet, "sim", &dirs[2], &join, "warn");
+    let (policy, token, _) = env.key_with_access(&n1.url);
+    let p = s(&policy).to_owned();
+    until_members(&env, &n1.url, &p, 3);
+    let acknowledged = same_epoch(&[&n1.url, &n2.url, &n3.url]);
+    let before = pg.dump("postgres", "before.dump");
+
+    // The revocation commits at the next epoch; its writer dies before telling anyone.
+    std::fs::write(&trigger, b"").unwrap();
+    let id = access_key_id(&token);
+    let (code, _, err) = env.run(&["access", "revoke", &id, "--node", &n1.url, "--policy", &p]);
+    assert_ne!(code, 0, "the writer died before it answered: {err}");
+    // Node 2 learns the lost epoch when node 3 asks it (it reads the store first); node 3
+    // answers its own line from memory.
+    let lost = acknowledged + 1;
+    let status = env.ok(&["cluster", "status", "--node", &n3.url, "--policy", &p]);
+    assert!(
+        status.contains(&format!("epoch {lost} "))
+            && status.contains(&format!("epoch {acknowledged} ")),
+        "{status}"
+    );
+
+    pg.restore_clean("postgres", &before);
+    let (code, _, err) = env.run(&["key", "disable", "k", "--node", &n3.url, "--policy", &p]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("freshness_unconfirmed"), "{err}");
+    let body = until_ready_is(&n2.url, 503);
+    assert!(
+        body.contains(&format!("epoch {lost}/")) && body.contains("(a fork)"),
+        "{body}"
+    );
+    // Node 2 refuses; and the owner, shown the other hash by node 3's refusal, is told
+    // of the fork by the CLI too.
+    let (code, out) = encrypt_with_token(&env, &n2.url, &policy, &token);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("(a fork)"), "{out}");
+    let (code, _, err) = env.run(&["key", "describe", "k", "--node", &n2.url, "--policy", &p]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("(a fork)"), "{err}");
+}

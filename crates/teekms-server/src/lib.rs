@@ -16,6 +16,8 @@ mod ca;
 mod connections;
 mod datadir;
 mod error;
+#[cfg(debug_assertions)]
+mod fault;
 mod freshness;
 mod http;
 mod keyring;

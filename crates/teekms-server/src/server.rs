@@ -426,6 +426,10 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// pool every second would keep that pool's threads from ever going idle and exiting,
 /// and with them what they hold (a stream's buffers, say).
 fn watch_store(state: std::sync::Weak<Service>) {
+    #[cfg(debug_assertions)]
+    if crate::fault::no_watch() {
+        return;
+    }
     let spawned = std::thread::Builder::new()
         .name("teekms-watch".into())
         .spawn(move || {

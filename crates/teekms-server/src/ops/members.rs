@@ -105,6 +105,8 @@ impl Service {
     pub(super) fn commit_change(&self, job: Job) -> Result<teekms_store::Applied, OpError> {
         let applied = self.writer.submit(job)?;
         if applied == teekms_store::Applied::Done {
+            #[cfg(debug_assertions)]
+            crate::fault::exit_after_commit();
             self.confirm_by_majority()?;
         }
         Ok(applied)
