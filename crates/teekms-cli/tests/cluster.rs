@@ -534,19 +534,61 @@ fn a_new_build_admitted_by_the_cluster_admin_joins_takes_over_and_the_old_one_le
     );
     envelope_decrypt(&env, &new.url, p, &ct, &back);
     assert_eq!(std::fs::read(&back).unwrap(), b"sealed by build 1");
-    drop(old);
-    // Build 1 is gone for good: the admin removes it from the members, so that changes
-    // are confirmed by the members that remain (spec/freshness-v1.md, "Members").
+    // Build 1 leaves for good: the admin removes it from the members while it still
+    // answers (a membership change is held by majorities of the membership before and
+    // after it, spec/freshness-v1.md, "Cluster rules", 4), then it stops; changes are
+    // confirmed by the member that remains.
     let status = env.ok(&["cluster", "status", "--node", &new.url, "--policy", p]);
-    let gone = status
+    let leaving = status
         .lines()
-        .find(|l| l.contains("no answer"))
+        .find(|l| l.contains(&format!(" {} ", old.url)))
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_else(|| panic!("{status}"))
         .to_owned();
     env.ok(&[
-        "cluster", "remove", &gone, "--node", &new.url, "--policy", p,
+        "cluster", "remove", &leaving, "--node", &new.url, "--policy", p,
     ]);
+    drop(old);
+    // A member that died is removed all the same, but the removal cannot be
+    // acknowledged: the membership before it has no majority left to hold it.
+    let mut third = env.serve_program(
+        &v2,
+        "sim",
+        &env.path("third"),
+        &[
+            "--store",
+            &store,
+            "--join",
+            &new.url,
+            "--cluster-policy",
+            s(&v2_expects),
+        ],
+        "warn",
+    );
+    // It records itself once it has learned the epoch.
+    let started = std::time::Instant::now();
+    let dead = loop {
+        let status = env.ok(&["cluster", "status", "--node", &new.url, "--policy", p]);
+        if let Some(id) = status
+            .lines()
+            .find(|l| l.contains(&format!(" {} ", third.url)))
+            .and_then(|l| l.split_whitespace().next())
+        {
+            break id.to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    third.kill();
+    let (code, _, err) = env.run(&[
+        "cluster", "remove", &dead, "--node", &new.url, "--policy", p,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("freshness_unconfirmed")
+            && err.contains("(the membership before this change)"),
+        "{err}"
+    );
     let only_v2 = env.path("v2-only.toml");
     std::fs::write(&only_v2, sim_entries(&root, &[&m2])).unwrap();
     let (code, _, err) = set_policy(&only_v2, &new.url, &[]);

@@ -497,7 +497,7 @@ async fn recover_then_register(
     let registered =
         tokio::task::spawn_blocking(move || app.register_member(&url, crate::now_unix())).await;
     if let Ok(Err(e)) = registered {
-        tracing::error!(error = %e, "recording this node as a cluster member failed");
+        tracing::error!(error = %e, "recording this node as a cluster member");
     }
 }
 

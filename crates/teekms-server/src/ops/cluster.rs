@@ -84,7 +84,8 @@ impl Service {
         now: u64,
     ) -> Result<(), OpError> {
         self.gate_cluster_admin(caller, "cluster-member-remove", now)?;
-        if !self.members()?.iter().any(|m| m.node_id == node_id) {
+        let before = self.members()?;
+        if !before.iter().any(|m| m.node_id == node_id) {
             return Err(OpError::NotFound(format!("no member {node_id:?}")));
         }
         if node_id == self.keyring.keys().node_id().to_hex() {
@@ -92,7 +93,12 @@ impl Service {
                 "a node does not remove itself: ask another member".into(),
             ));
         }
-        self.commit_change(Job {
+        let after: Vec<_> = before
+            .iter()
+            .filter(|m| m.node_id != node_id)
+            .cloned()
+            .collect();
+        let applied = self.writer.submit(Job {
             writes: vec![teekms_store::Write::DeleteMeta {
                 name: format!("{}{node_id}", super::members::MEMBER_PREFIX),
             }],
@@ -106,6 +112,13 @@ impl Service {
             ),
             on_conflict: "error",
         })?;
+        if applied == teekms_store::Applied::Done {
+            // A membership change: majorities of the membership before and after hold
+            // it (spec/freshness-v1.md, "Cluster rules", 4). A member that is gone
+            // counts against the first: remove members while they still answer, or
+            // while a majority of the others do.
+            self.confirm_by_majorities(&[before, after])?;
+        }
         Ok(())
     }
 }

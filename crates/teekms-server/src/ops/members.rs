@@ -82,6 +82,12 @@ impl Service {
         let plain = serde_json::to_vec(&me).expect("member records serialize");
         let record = self.keyring.cluster().seal("member", &name, 1, &plain);
         writes.push(Write::PutMeta { name, record });
+        let after: Vec<Member> = members
+            .iter()
+            .filter(|m| m.url != url && m.node_id != node_id)
+            .cloned()
+            .chain(std::iter::once(me.clone()))
+            .collect();
         self.writer.submit(Job {
             writes,
             audit: AuditDraft {
@@ -95,7 +101,9 @@ impl Service {
             },
             on_conflict: "conflict",
         })?;
-        Ok(())
+        // A membership change: majorities of the membership before and after hold it
+        // (spec/freshness-v1.md, "Cluster rules", 4).
+        self.confirm_by_majorities(&[members, after])
     }
 
     /// Commits a state change. On a shared store, answers only once a majority of the
@@ -118,31 +126,70 @@ impl Service {
         if !self.settings.shared_store {
             return Ok(());
         }
+        let mut members = self.members()?;
+        let me = self.this_node();
+        if !members.iter().any(|m| m.node_id == me) {
+            // Not recorded yet (it records itself once it has recovered): it is one.
+            members.push(Member {
+                node_id: me,
+                url: String::new(),
+            });
+        }
+        self.confirm_by_majorities(&[members])
+    }
+
+    /// On a shared store: a majority of *each* of `memberships` holds this node's epoch
+    /// (or a later one). A membership change (rule 4) passes the membership before and
+    /// after it, so that neither can lose the change. Every member of any of them is
+    /// asked at once, 2 s each. Blocks.
+    pub(super) fn confirm_by_majorities(&self, memberships: &[Vec<Member>]) -> Result<(), OpError> {
+        if !self.settings.shared_store {
+            return Ok(());
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Ok(());
         };
         let (epoch, _) = self.freshness().status();
         let me = self.this_node();
-        let others: Vec<Member> = self
-            .members()?
-            .into_iter()
-            .filter(|m| m.node_id != me)
+        let mut others: Vec<Member> = Vec::new();
+        for m in memberships.iter().flatten() {
+            if m.node_id != me && !others.iter().any(|o| o.node_id == m.node_id) {
+                others.push(m.clone());
+            }
+        }
+        let ids: Vec<Vec<String>> = memberships
+            .iter()
+            .map(|ms| ms.iter().map(|m| m.node_id.clone()).collect())
             .collect();
-        let members = others.len() + 1;
-        let majority = members / 2 + 1;
-        if majority <= 1 {
+        let tally = |held: &[String]| -> Vec<(usize, usize)> {
+            ids.iter()
+                .map(|ms| (ms.iter().filter(|id| held.contains(id)).count(), ms.len()))
+                .collect()
+        };
+        // An empty membership (before a cluster's first member) holds nothing to lose.
+        let enough = |t: &[(usize, usize)]| t.iter().all(|(h, n)| *n == 0 || *h > n / 2);
+        if enough(&tally(std::slice::from_ref(&me))) {
             return Ok(());
         }
         let key = self.keyring.cluster().derive(PEER_EPOCH_LABEL);
         let (tx, rx) = std::sync::mpsc::channel();
+        let held_start = vec![me];
+        let check = {
+            let ids = ids.clone();
+            move |held: &[String]| {
+                ids.iter().all(|ms| {
+                    ms.is_empty() || ms.iter().filter(|id| held.contains(id)).count() > ms.len() / 2
+                })
+            }
+        };
         runtime.spawn(async move {
             let mut asks = tokio::task::JoinSet::new();
             for m in others {
                 let key = key.clone();
                 asks.spawn(async move { ask(&m, &key).await });
             }
-            let mut held = 1;
-            while held < majority
+            let mut held = held_start;
+            while !check(&held)
                 && let Some(answer) = asks.join_next().await
             {
                 if let Ok(Ok(a)) = answer
@@ -151,7 +198,7 @@ impl Service {
                     && (a.epoch > epoch.number
                         || (a.epoch == epoch.number && a.hash.0 == epoch.hash))
                 {
-                    held += 1;
+                    held.push(a.node_id.to_hex());
                 }
             }
             let _ = tx.send(held);
@@ -159,13 +206,25 @@ impl Service {
         let held = rx
             .recv()
             .map_err(|_| OpError::Internal("the confirmation task ended".into()))?;
-        if held >= majority {
+        let t = tally(&held);
+        if enough(&t) {
             return Ok(());
         }
+        let (i, (h, n)) = t
+            .iter()
+            .enumerate()
+            .find(|(_, (h, n))| *n > 0 && *h <= n / 2)
+            .expect("one membership lacks a majority");
+        let which = match (memberships.len(), i) {
+            (1, _) => String::new(),
+            (_, 0) => " (the membership before this change)".into(),
+            _ => " (the membership after this change)".into(),
+        };
         Err(OpError::FreshnessUnconfirmed(format!(
-            "freshness_unconfirmed: the change is committed and enforced on this node, but only {held} of the cluster's {members} members hold its epoch {} within {} s (a majority is {majority}); retrying is safe, and answers the same until a majority is up",
+            "freshness_unconfirmed: the change is committed and enforced on this node, but only {h} of the cluster's {n} members{which} hold its epoch {} within {} s (a majority is {}); retrying is safe, and answers the same until a majority is up",
             epoch.number,
-            ASK_TIMEOUT.as_secs()
+            ASK_TIMEOUT.as_secs(),
+            n / 2 + 1
         )))
     }
 
