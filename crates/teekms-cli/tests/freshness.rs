@@ -440,6 +440,25 @@ fn revocations_need_a_majority_of_the_members() {
     // Data-plane answers need one other member's confirmation (rule 3): one is left.
     let (code, out) = owner_encrypts();
     assert_eq!(code, 0, "{out}");
+    // A stream (`teekms encrypt` through the node) is confirmed once, before its first byte.
+    let owner_streams = || {
+        let (code, out, err) = env.run(&[
+            "encrypt",
+            "--node",
+            &n1.url,
+            "--policy",
+            &p,
+            "--key-id",
+            "k",
+            "-i",
+            &p,
+            "-o",
+            s(&env.path("owner.stream")),
+        ]);
+        (code, format!("{out}{err}"))
+    };
+    let (code, out) = owner_streams();
+    assert_eq!(code, 0, "{out}");
     env.ok(&[
         "access",
         "revoke",
@@ -482,6 +501,9 @@ fn revocations_need_a_majority_of_the_members() {
         "{:?}",
         started.elapsed()
     );
+    let (code, out) = owner_streams();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("freshness_unconfirmed"), "{out}");
 }
 
 /// The owner's record of the highest epoch shown (`teekms freshness show --json`): E, H.

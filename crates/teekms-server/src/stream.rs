@@ -314,13 +314,17 @@ async fn run(
     // What ends the response early, sent after the work has given up its writer.
     let ending = output.clone();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("teekms-stream".into())
         .spawn(move || {
             let now = now_unix();
+            // On a shared store a majority of the members confirm, once the key's state
+            // is read, that nobody holds a newer epoch, before any byte is answered.
             let prepared = app
                 .caller(&conn, token.as_deref(), now)
-                .and_then(|caller| prepare(&app, &caller, now, input, output).map(|p| (caller, p)));
+                .and_then(|caller| prepare(&app, &caller, now, input, output).map(|p| (caller, p)))
+                .and_then(|p| runtime.block_on(app.confirm_data_plane()).map(|()| p));
             let (caller, (started, work)) = match prepared {
                 Ok(p) => p,
                 Err(e) => {

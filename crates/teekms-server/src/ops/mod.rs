@@ -157,6 +157,15 @@ impl Service {
         }
     }
 
+    /// Waits for a data-plane confirmation round that began now (spec/freshness-v1.md,
+    /// "Cluster rules", 3); at once where there is none (a single node, or turned off).
+    pub async fn confirm_data_plane(&self) -> Result<(), OpError> {
+        match self.confirmer.get() {
+            Some(c) => c.confirm().await,
+            None => Ok(()),
+        }
+    }
+
     /// Starts the data-plane confirmation rounds (a shared store, unless turned off).
     pub fn start_confirmation(self: &Arc<Self>) {
         if self.settings.shared_store && self.settings.confirm_data_plane {
@@ -232,17 +241,10 @@ impl Service {
             audit,
             on_conflict: "error",
         });
-        match self.confirmer.get() {
-            // The members' confirmation runs while the audit entry commits.
-            Some(c) => {
-                let (committed, confirmed) = tokio::join!(commit, c.confirm());
-                committed?;
-                confirmed?;
-            }
-            None => {
-                commit.await?;
-            }
-        }
+        // The members' confirmation runs while the audit entry commits.
+        let (committed, confirmed) = tokio::join!(commit, self.confirm_data_plane());
+        committed?;
+        confirmed?;
         Ok(result)
     }
 
