@@ -9,22 +9,21 @@
 //! audit's group commit serves every entry: requests register, a round starts when
 //! the previous one ends, and its answer goes to all who registered before it started
 //! (so a round always begins after the state it confirms was read). Rounds run on one
-//! task that keeps a connection to each member; members answer from memory, without
-//! reading the store. The round runs while the request's audit entry commits.
+//! task, over the connections the node keeps to each member; members answer from
+//! memory, without reading the store. The round runs while the request's audit entry commits.
 
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use teekms_core::api::{PeerEpoch, PeerEpochRequest};
-use teekms_core::freshness::{Epoch, PEER_EPOCH_LABEL, peer_epoch_verifies};
+use teekms_core::api::PeerEpoch;
+use teekms_core::freshness::{Epoch, PEER_EPOCH_LABEL};
 use tokio::sync::{mpsc, oneshot};
 
 use super::members::Member;
+use super::peers::{ASK_TIMEOUT as ROUND_TIMEOUT, Peers};
 use super::{OpError, Service};
 
-/// How long a round waits for enough members.
-const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the member list read from the store is used before it is read again.
 const MEMBERS_FOR: Duration = Duration::from_secs(5);
 /// A failed round is tried again with the members read anew if its list is older.
@@ -39,9 +38,9 @@ pub struct Confirmer {
 
 impl Confirmer {
     /// Starts the rounds' task for `service` (ends when the service is dropped).
-    pub fn start(service: Weak<Service>) -> Confirmer {
+    pub fn start(service: Weak<Service>, peers: Arc<Peers>) -> Confirmer {
         let (requests, rx) = mpsc::unbounded_channel();
-        tokio::spawn(rounds(service, rx));
+        tokio::spawn(rounds(service, peers, rx));
         Confirmer { requests }
     }
 
@@ -55,20 +54,23 @@ impl Confirmer {
     }
 }
 
-/// A member's asker: a task that keeps a connection to it and asks the questions of
-/// the rounds in turn (a slow member is asked only the newest round's question).
+/// A member's asker: a task that asks it the questions of the rounds in turn, over the
+/// node's kept connections (a slow member is asked only the newest round's question).
 struct Asker {
     url: String,
     questions: mpsc::UnboundedSender<Question>,
 }
 
-/// A round's question to one member, and where its answer goes.
+/// A round's question to one member: where its answer goes.
 struct Question {
-    nonce: [u8; 32],
     answers: mpsc::UnboundedSender<(Member, Result<PeerEpoch, String>)>,
 }
 
-async fn rounds(service: Weak<Service>, mut requests: mpsc::UnboundedReceiver<Waiter>) {
+async fn rounds(
+    service: Weak<Service>,
+    peers: Arc<Peers>,
+    mut requests: mpsc::UnboundedReceiver<Waiter>,
+) {
     let mut askers: HashMap<String, Asker> = HashMap::new();
     let mut members: Option<(Instant, Vec<Member>)> = None;
     while let Some(first) = requests.recv().await {
@@ -77,7 +79,7 @@ async fn rounds(service: Weak<Service>, mut requests: mpsc::UnboundedReceiver<Wa
             waiting.push(more);
         }
         let Some(app) = service.upgrade() else { return };
-        let mut outcome = round(&app, &mut askers, &mut members).await;
+        let mut outcome = round(&app, &peers, &mut askers, &mut members).await;
         if outcome.is_err()
             && members
                 .as_ref()
@@ -86,7 +88,7 @@ async fn rounds(service: Weak<Service>, mut requests: mpsc::UnboundedReceiver<Wa
             // The membership may have changed since it was read (a member removed or
             // moved): once more with the store's.
             members = None;
-            outcome = round(&app, &mut askers, &mut members).await;
+            outcome = round(&app, &peers, &mut askers, &mut members).await;
         }
         drop(app);
         for w in waiting {
@@ -98,7 +100,8 @@ async fn rounds(service: Weak<Service>, mut requests: mpsc::UnboundedReceiver<Wa
 /// One round: every other member is asked at once; the round ends as soon as enough
 /// confirm, when every member answered, or after 2 s.
 async fn round(
-    app: &std::sync::Arc<Service>,
+    app: &Arc<Service>,
+    peers: &Arc<Peers>,
     askers: &mut HashMap<String, Asker>,
     members: &mut Option<(Instant, Vec<Member>)>,
 ) -> Result<(), String> {
@@ -131,16 +134,13 @@ async fn round(
         let asker = askers.entry(m.node_id.clone()).or_insert_with(|| {
             let (questions, rx) = mpsc::unbounded_channel();
             let key = app.keyring.cluster().derive(PEER_EPOCH_LABEL);
-            tokio::spawn(asker(m.clone(), key, rx));
+            tokio::spawn(asker(m.clone(), key, peers.clone(), rx));
             Asker {
                 url: m.url.clone(),
                 questions,
             }
         });
-        let mut nonce = [0u8; 32];
-        teekms_core::random_bytes(&mut nonce);
         let _ = asker.questions.send(Question {
-            nonce,
             answers: answers.clone(),
         });
     }
@@ -182,28 +182,18 @@ async fn round(
     Err(unconfirmed(epoch, confirmed, needed, n, &why))
 }
 
-/// Asks member `m` the rounds' questions over one kept connection, each within the
-/// round's time; a failed or late exchange drops the connection (a new one next time).
+/// Asks member `m` the rounds' questions, one at a time, each within the round's time.
 async fn asker(
     m: Member,
     key: zeroize::Zeroizing<[u8; 32]>,
+    peers: Arc<Peers>,
     mut questions: mpsc::UnboundedReceiver<Question>,
 ) {
-    let mut conn = None;
     while let Some(mut q) = questions.recv().await {
         while let Ok(newer) = questions.try_recv() {
             q = newer;
         }
-        let answer =
-            match tokio::time::timeout(ROUND_TIMEOUT, ask_kept(&m, &key, &q.nonce, conn.take()))
-                .await
-            {
-                Ok((answer, kept)) => {
-                    conn = kept;
-                    answer
-                }
-                Err(_) => Err(format!("no answer within {} s", ROUND_TIMEOUT.as_secs())),
-            };
+        let answer = peers.ask(&m, &key, true).await;
         let _ = q.answers.send((m.clone(), answer));
     }
 }
@@ -223,74 +213,4 @@ fn unconfirmed(epoch: Epoch, confirmed: usize, needed: usize, n: usize, why: &[S
 
 fn short(m: &Member) -> String {
     format!("member {}", &m.node_id[..m.node_id.len().min(8)])
-}
-
-/// Asks member `m` for the epoch it holds in memory, over `conn` if it is still open
-/// (a new connection otherwise); returns the connection to keep.
-async fn ask_kept(
-    m: &Member,
-    key: &[u8; 32],
-    nonce: &[u8; 32],
-    conn: Option<teekms_client::Connection>,
-) -> (Result<PeerEpoch, String>, Option<teekms_client::Connection>) {
-    let body = serde_json::to_vec(&PeerEpochRequest {
-        nonce: teekms_attest::hexbytes::HexBytes(*nonce),
-        from_memory: true,
-    })
-    .expect("requests serialize");
-    let kept = conn.is_some();
-    let mut conn = match conn {
-        Some(c) => c,
-        None => match open(m).await {
-            Ok(c) => c,
-            Err(e) => return (Err(e), None),
-        },
-    };
-    let (mut status, mut bytes) = conn
-        .raw_request_with_headers(
-            teekms_client::Method::POST,
-            "/v1/cluster/epoch",
-            &[],
-            body.clone(),
-        )
-        .await;
-    if status == 0 && kept {
-        // A kept connection the member has closed meanwhile (idle): once more, anew.
-        conn = match open(m).await {
-            Ok(c) => c,
-            Err(e) => return (Err(e), None),
-        };
-        (status, bytes) = conn
-            .raw_request_with_headers(teekms_client::Method::POST, "/v1/cluster/epoch", &[], body)
-            .await;
-    }
-    if status != 200 {
-        // The connection is not reused after a failure.
-        return (Err(format!("answered {status}")), None);
-    }
-    let answer = match serde_json::from_slice::<PeerEpoch>(&bytes) {
-        Ok(a) => a,
-        Err(e) => return (Err(format!("its answer: {e}")), None),
-    };
-    if !peer_epoch_verifies(key, nonce, &answer) {
-        return (
-            Err("its answer's MAC does not verify: not a member of this cluster".into()),
-            None,
-        );
-    }
-    if answer.node_id.to_hex() != m.node_id {
-        return (
-            Err(format!("node {} answered in its place", answer.node_id)),
-            None,
-        );
-    }
-    (Ok(answer), Some(conn))
-}
-
-/// A new connection to member `m` (its answers are authenticated by their MAC).
-async fn open(m: &Member) -> Result<teekms_client::Connection, String> {
-    let url = teekms_client::NodeUrl::parse(&m.url).map_err(|e| format!("its URL: {e}"))?;
-    teekms_client::connect(&url, None)
-        .await
-        .map_err(|e| e.to_string())
 }

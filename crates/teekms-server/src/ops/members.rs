@@ -2,12 +2,11 @@
 //! records, sealed, where it answers; members ask each other for the epoch they hold,
 //! and answer with a MAC under a subkey of the cluster key, which only members have.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use teekms_core::api::{ClusterStatus, MemberStatus, PeerEpoch, PeerEpochRequest};
+use super::peers::ASK_TIMEOUT;
 use teekms_core::audit::AuditDraft;
-use teekms_core::freshness::{Epoch, PEER_EPOCH_LABEL, peer_epoch, peer_epoch_verifies};
+use teekms_core::freshness::{Epoch, PEER_EPOCH_LABEL, peer_epoch};
 use teekms_store::Write;
 
 use super::{OpError, Service};
@@ -15,8 +14,6 @@ use crate::writer::Job;
 
 /// Names of member records in the store's meta table: `member/<node id>`.
 pub const MEMBER_PREFIX: &str = "member/";
-/// How long a member's answer is waited for.
-const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A member record (sealed as `("member", name, 1)`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +169,7 @@ impl Service {
             return Ok(());
         }
         let key = self.keyring.cluster().derive(PEER_EPOCH_LABEL);
+        let peers = self.peers.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let held_start = vec![me];
         let check = {
@@ -185,8 +183,8 @@ impl Service {
         runtime.spawn(async move {
             let mut asks = tokio::task::JoinSet::new();
             for m in others {
-                let key = key.clone();
-                asks.spawn(async move { ask(&m, &key).await });
+                let (key, peers) = (key.clone(), peers.clone());
+                asks.spawn(async move { peers.ask(&m, &key, false).await });
             }
             let mut held = held_start;
             while !check(&held)
@@ -275,8 +273,8 @@ impl Service {
             let key = self.keyring.cluster().derive(PEER_EPOCH_LABEL);
             let mut asks = tokio::task::JoinSet::new();
             for m in &others {
-                let (m, key) = (m.clone(), key.clone());
-                asks.spawn(async move { ask(&m, &key).await });
+                let (m, key, peers) = (m.clone(), key.clone(), self.peers.clone());
+                asks.spawn(async move { peers.ask(&m, &key, false).await });
             }
             let answers: Vec<PeerEpoch> = asks
                 .join_all()
@@ -460,9 +458,9 @@ impl Service {
         // Asked at once, each with its own deadline: the slowest bounds the whole.
         let mut asks = tokio::task::JoinSet::new();
         for (i, m) in members.into_iter().filter(|m| m.node_id != me).enumerate() {
-            let key = key.clone();
+            let (key, peers) = (key.clone(), self.peers.clone());
             asks.spawn(async move {
-                let answer = ask(&m, &key).await;
+                let answer = peers.ask(&m, &key, false).await;
                 (i, status_of(m, answer))
             });
         }
@@ -471,41 +469,6 @@ impl Service {
         out.extend(others.into_iter().map(|(_, s)| s));
         Ok(ClusterStatus { members: out })
     }
-}
-
-/// Asks member `m` for its epoch with a fresh nonce and checks the answer's MAC and node.
-async fn ask(m: &Member, key: &[u8; 32]) -> Result<PeerEpoch, String> {
-    let mut nonce = [0u8; 32];
-    teekms_core::random_bytes(&mut nonce);
-    let url = teekms_client::NodeUrl::parse(&m.url).map_err(|e| format!("its URL: {e}"))?;
-    let body = serde_json::to_vec(&PeerEpochRequest {
-        nonce: teekms_attest::hexbytes::HexBytes(nonce),
-        from_memory: false,
-    })
-    .expect("requests serialize");
-    let exchange = async {
-        // The answer is authenticated by its MAC, not by the connection.
-        let mut conn = teekms_client::connect(&url, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (status, bytes) = conn
-            .raw_request_with_headers(teekms_client::Method::POST, "/v1/cluster/epoch", &[], body)
-            .await;
-        if status != 200 {
-            return Err(format!("answered {status}"));
-        }
-        serde_json::from_slice::<PeerEpoch>(&bytes).map_err(|e| format!("its answer: {e}"))
-    };
-    let answer = tokio::time::timeout(ASK_TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("no answer within {} s", ASK_TIMEOUT.as_secs()))??;
-    if !peer_epoch_verifies(key, &nonce, &answer) {
-        return Err("its answer's MAC does not verify: not a member of this cluster".into());
-    }
-    if answer.node_id.to_hex() != m.node_id {
-        return Err(format!("node {} answered in its place", answer.node_id));
-    }
-    Ok(answer)
 }
 
 fn status_of(m: Member, answer: Result<PeerEpoch, String>) -> MemberStatus {

@@ -53,6 +53,7 @@ mod gate;
 mod health;
 mod lifecycle;
 mod members;
+mod peers;
 mod signed;
 mod workload;
 
@@ -89,6 +90,8 @@ pub struct Service {
     attestation: std::sync::OnceLock<teekms_attest::AttestationDocument>,
     /// Data-plane confirmation by the members (a shared store), once started.
     confirmer: std::sync::OnceLock<confirm::Confirmer>,
+    /// Connections kept to the members, for their epoch questions.
+    peers: Arc<peers::Peers>,
 }
 
 /// How a node's operations are set up (`teekms serve`'s options).
@@ -154,6 +157,7 @@ impl Service {
             settings,
             attestation: std::sync::OnceLock::new(),
             confirmer: std::sync::OnceLock::new(),
+            peers: Arc::default(),
         }
     }
 
@@ -171,7 +175,7 @@ impl Service {
         if self.settings.shared_store && self.settings.confirm_data_plane {
             let _ = self
                 .confirmer
-                .set(confirm::Confirmer::start(Arc::downgrade(self)));
+                .set(confirm::Confirmer::start(Arc::downgrade(self), self.peers.clone()));
         }
     }
 
