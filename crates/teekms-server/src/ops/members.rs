@@ -2,9 +2,9 @@
 //! records, sealed, where it answers; members ask each other for the epoch they hold,
 //! and answer with a MAC under a subkey of the cluster key, which only members have.
 
+use super::peers::ASK_TIMEOUT;
 use serde::{Deserialize, Serialize};
 use teekms_core::api::{ClusterStatus, MemberStatus, PeerEpoch, PeerEpochRequest};
-use super::peers::ASK_TIMEOUT;
 use teekms_core::audit::AuditDraft;
 use teekms_core::freshness::{Epoch, PEER_EPOCH_LABEL, peer_epoch};
 use teekms_store::Write;

@@ -173,9 +173,10 @@ impl Service {
     /// Starts the data-plane confirmation rounds (a shared store, unless turned off).
     pub fn start_confirmation(self: &Arc<Self>) {
         if self.settings.shared_store && self.settings.confirm_data_plane {
-            let _ = self
-                .confirmer
-                .set(confirm::Confirmer::start(Arc::downgrade(self), self.peers.clone()));
+            let _ = self.confirmer.set(confirm::Confirmer::start(
+                Arc::downgrade(self),
+                self.peers.clone(),
+            ));
         }
     }
 
