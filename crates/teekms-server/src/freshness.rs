@@ -534,9 +534,10 @@ fn sign(keyring: &Keyring, epoch: Epoch) -> HeaderValue {
 
 fn recovering_text(progress: &str) -> String {
     format!(
-        "freshness_unconfirmed: this node restarted and has not yet learned the cluster's epoch \
-         ({progress}); it serves nothing until a majority of the other members answer, or the \
-         cluster admin runs `teekms cluster resume` — see spec/freshness-v1.md, \"Cluster rules\""
+        "freshness_unconfirmed: this node (re)started and has not yet learned the cluster's \
+         epoch ({progress}); it serves nothing until enough of the other members answer, or \
+         the cluster admin runs `teekms cluster resume` — see spec/freshness-v1.md, \"Cluster \
+         rules\""
     )
 }
 

@@ -2,13 +2,13 @@
 //! records, sealed, where it answers; members ask each other for the epoch they hold,
 //! and answer with a MAC under a subkey of the cluster key, which only members have.
 
-use super::peers::ASK_TIMEOUT;
 use serde::{Deserialize, Serialize};
 use teekms_core::api::{ClusterStatus, MemberStatus, PeerEpoch, PeerEpochRequest};
 use teekms_core::audit::AuditDraft;
 use teekms_core::freshness::{Epoch, PEER_EPOCH_LABEL, peer_epoch};
 use teekms_store::Write;
 
+use super::peers::ASK_TIMEOUT;
 use super::{OpError, Service};
 use crate::writer::Job;
 
@@ -242,9 +242,9 @@ impl Service {
     /// "Cluster rules", 2): every other member is asked at once, and the newest epoch
     /// is taken once members that have not restarted themselves answer, enough of them
     /// that every acknowledged change is held by one (a node not yet a member — a
-    /// joiner — needs a majority of the members it joins). Answers that disagree on an epoch's hash (a fork) recover
-    /// nothing. Then the store is checked against what was learned. Returns whether
-    /// the node is done recovering.
+    /// joiner — needs a majority of the members it joins). Answers that disagree on an
+    /// epoch's hash (a fork) recover nothing. Then the store is checked against what
+    /// was learned. Returns whether the node is done recovering.
     pub async fn try_recover(self: &std::sync::Arc<Self>) -> Result<bool, OpError> {
         if self.freshness().recovering().is_none() {
             return Ok(true);
@@ -311,7 +311,7 @@ impl Service {
                 .expect("a majority is not empty");
             let audit_seq = answers.iter().map(|a| a.audit_seq).max().unwrap_or(0);
             Some((
-                teekms_core::freshness::Epoch {
+                Epoch {
                     number: newest.epoch,
                     hash: newest.hash.0,
                 },
