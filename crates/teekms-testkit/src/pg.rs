@@ -115,54 +115,36 @@ impl PgServer {
     /// host's backup.
     pub fn dump(&self, db: &str, name: &str) -> PathBuf {
         let file = self.dir.path().join(name);
-        let port = self.port.to_string();
-        self.run(
-            "pg_dump",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "teekms",
-                "-Fc",
-                "-f",
-                file.to_str().unwrap(),
-                db,
-            ],
-        );
+        self.client("pg_dump", &["-Fc", "-f", file.to_str().unwrap(), db]);
         file
     }
 
     /// `pg_restore --clean` of a dump into database `db`, under whoever is connected: a
     /// host's rollback (or, with a newer dump, bringing the database forward).
     pub fn restore_clean(&self, db: &str, dump: &Path) {
-        let port = self.port.to_string();
-        self.run(
-            "pg_restore",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "teekms",
-                "--clean",
-                "--if-exists",
-                "-d",
-                db,
-                dump.to_str().unwrap(),
-            ],
-        );
+        let dump = dump.to_str().unwrap();
+        self.client("pg_restore", &["--clean", "--if-exists", "-d", db, dump]);
     }
 
     /// Creates database `db` (empty): another cluster on the same server.
     pub fn create_database(&self, db: &str) {
-        let port = self.port.to_string();
-        self.run(
-            "createdb",
-            &["-h", "127.0.0.1", "-p", &port, "-U", "teekms", db],
+        self.client("createdb", &[db]);
+    }
+
+    /// Runs SQL `statement` in database `db` as the host would, behind the nodes' backs.
+    pub fn sql(&self, db: &str, statement: &str) {
+        self.client(
+            "psql",
+            &["-v", "ON_ERROR_STOP=1", "-d", db, "-c", statement],
         );
+    }
+
+    /// A client tool of the server's, connected to it as the `teekms` role.
+    fn client(&self, tool: &str, args: &[&str]) {
+        let port = self.port.to_string();
+        let mut all = vec!["-h", "127.0.0.1", "-p", &port, "-U", "teekms"];
+        all.extend_from_slice(args);
+        self.run(tool, &all);
     }
 
     /// The URL of database `db`.
