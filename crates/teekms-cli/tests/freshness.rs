@@ -682,3 +682,69 @@ fn a_lost_change_replaced_by_another_is_a_fork_that_the_members_detect() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("(a fork)"), "{err}");
 }
+
+/// Waits (at most `limit`) for `/v1/ready` to answer `status`; returns the body.
+fn ready_within(url: &str, status: u16, limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let (code, body) = ready(url);
+        if code == status {
+            return body;
+        }
+        assert!(start.elapsed() < limit, "{code}: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A cluster made without a cluster admin has nobody to resume it (spec/freshness-v1.md,
+/// "Cluster rules", 5): its two members restarted together wait 5 s for each other, then
+/// serve the database as it is. The sealed record that says the cluster has no admin is
+/// what allows it: once the host deletes that row, restarted members wait.
+#[test]
+fn without_an_admin_members_serve_after_a_wait_unless_the_record_saying_so_is_gone() {
+    let env = Env::new();
+    let pg = teekms_testkit::PgServer::start();
+    let store = pg.url("postgres");
+    let dirs: Vec<_> = (1..=2).map(|i| env.path(&format!("node-{i}"))).collect();
+    let n1 = env.serve_tee("sim", &dirs[0], &["--store", &store], "warn");
+    let first_url = n1.url.clone();
+    let join = ["--store", store.as_str(), "--join", first_url.as_str()];
+    let mut nodes = vec![n1, env.serve_tee("sim", &dirs[1], &join, "warn")];
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let (policy, token, _) = env.key_with_access(&urls[0]);
+    until_members(&env, &urls[0], s(&policy), 2);
+    let restart_both = |nodes: &mut Vec<teekms_testkit::NodeProcess>| {
+        for n in nodes.iter_mut() {
+            n.kill();
+        }
+        for (i, n) in nodes.iter_mut().enumerate() {
+            *n = env.serve_again(&urls[i], &dirs[i], &join);
+        }
+    };
+
+    restart_both(&mut nodes);
+    let started = Instant::now();
+    let body = ready_within(&urls[0], 503, Duration::from_secs(5));
+    assert!(body.contains("has not yet learned"), "{body}");
+    for url in &urls {
+        ready_within(url, 200, Duration::from_secs(15));
+    }
+    // Both serve, each confirmed by the other.
+    for url in &urls {
+        let (code, out) = encrypt_with_token(&env, url, &policy, &token);
+        assert_eq!(code, 0, "{out}");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    pg.sql("postgres", "DELETE FROM meta WHERE name = 'cluster-admin'");
+    restart_both(&mut nodes);
+    std::thread::sleep(Duration::from_secs(8));
+    for url in &urls {
+        let body = ready_within(url, 503, Duration::from_secs(1));
+        assert!(body.contains("has not yet learned"), "{body}");
+    }
+}

@@ -400,7 +400,9 @@ pub fn default_cluster_policy(
 }
 
 /// Meta record of a cluster's shared store: the fingerprint of the owner who may change
-/// the cluster policy, sealed under the cluster key. Set only when the cluster is made.
+/// the cluster policy, sealed under the cluster key; empty for a cluster made without
+/// one (a fact sealed rather than a missing row, which the host could make). Set only
+/// when the cluster is made.
 const CLUSTER_ADMIN: &str = "cluster-admin";
 
 /// Seals a cluster policy (TOML) for the store: only a cluster member can make or read it.
@@ -435,11 +437,9 @@ pub fn init_cluster(
     let given = given()?;
     let cluster = keyring.cluster();
     let policy = cluster.seal(CLUSTER_POLICY, "cluster", 1, given.as_bytes());
-    let admin_record = admin.map(|fp| cluster.seal(CLUSTER_ADMIN, "cluster", 1, fp.as_bytes()));
-    let mut records: Vec<(&str, &[u8])> = vec![(CLUSTER_POLICY, &policy)];
-    if let Some(a) = &admin_record {
-        records.push((CLUSTER_ADMIN, a));
-    }
+    let admin_record = cluster.seal(CLUSTER_ADMIN, "cluster", 1, admin.unwrap_or("").as_bytes());
+    let records: Vec<(&str, &[u8])> =
+        vec![(CLUSTER_POLICY, &policy), (CLUSTER_ADMIN, &admin_record)];
     if store.init_meta(&records)? {
         tracing::info!(policy = %given, admin = ?admin, "cluster created; its policy says who may join");
     }
@@ -469,8 +469,27 @@ pub fn read_cluster_policy(
     Ok((text, policy))
 }
 
-/// The cluster admin's owner fingerprint, if the cluster was made with one.
+/// The cluster admin's owner fingerprint, if the cluster was made with one (and its
+/// record is there: without it nobody is the admin).
 pub fn read_cluster_admin(
+    keyring: &Keyring,
+    store: &mut dyn teekms_store::Store,
+) -> Result<Option<String>, ServerError> {
+    Ok(cluster_admin_record(keyring, store)?.filter(|fp| !fp.is_empty()))
+}
+
+/// Whether the cluster was made without a cluster admin, as its sealed record says. A
+/// missing record is not taken for that: the host can delete a row, not seal one (and a
+/// cluster made before the record said so is not taken for one either).
+pub fn made_without_admin(
+    keyring: &Keyring,
+    store: &mut dyn teekms_store::Store,
+) -> Result<bool, ServerError> {
+    Ok(cluster_admin_record(keyring, store)?.is_some_and(|fp| fp.is_empty()))
+}
+
+/// The sealed cluster-admin record, opened: a fingerprint, or empty for none.
+fn cluster_admin_record(
     keyring: &Keyring,
     store: &mut dyn teekms_store::Store,
 ) -> Result<Option<String>, ServerError> {

@@ -158,36 +158,21 @@ impl Service {
             .iter()
             .map(|ms| ms.iter().map(|m| m.node_id.clone()).collect())
             .collect();
-        let tally = |held: &[String]| -> Vec<(usize, usize)> {
-            ids.iter()
-                .map(|ms| (ms.iter().filter(|id| held.contains(id)).count(), ms.len()))
-                .collect()
-        };
-        // An empty membership (before a cluster's first member) holds nothing to lose.
-        let enough = |t: &[(usize, usize)]| t.iter().all(|(h, n)| *n == 0 || *h > n / 2);
-        if enough(&tally(std::slice::from_ref(&me))) {
+        if lacking(&ids, std::slice::from_ref(&me)).is_none() {
             return Ok(());
         }
         let key = self.keyring.cluster().derive(PEER_EPOCH_LABEL);
         let peers = self.peers.clone();
         let (tx, rx) = std::sync::mpsc::channel();
-        let held_start = vec![me];
-        let check = {
-            let ids = ids.clone();
-            move |held: &[String]| {
-                ids.iter().all(|ms| {
-                    ms.is_empty() || ms.iter().filter(|id| held.contains(id)).count() > ms.len() / 2
-                })
-            }
-        };
+        let ask_ids = ids.clone();
         runtime.spawn(async move {
             let mut asks = tokio::task::JoinSet::new();
             for m in others {
                 let (key, peers) = (key.clone(), peers.clone());
                 asks.spawn(async move { peers.ask(&m, &key, false).await });
             }
-            let mut held = held_start;
-            while !check(&held)
+            let mut held = vec![me];
+            while lacking(&ask_ids, &held).is_some()
                 && let Some(answer) = asks.join_next().await
             {
                 if let Ok(Ok(a)) = answer
@@ -204,15 +189,9 @@ impl Service {
         let held = rx
             .recv()
             .map_err(|_| OpError::Internal("the confirmation task ended".into()))?;
-        let t = tally(&held);
-        if enough(&t) {
+        let Some((i, h, n)) = lacking(&ids, &held) else {
             return Ok(());
-        }
-        let (i, (h, n)) = t
-            .iter()
-            .enumerate()
-            .find(|(_, (h, n))| *n > 0 && *h <= n / 2)
-            .expect("one membership lacks a majority");
+        };
         let which = match (memberships.len(), i) {
             (1, _) => String::new(),
             (_, 0) => " (the membership before this change)".into(),
@@ -398,14 +377,15 @@ impl Service {
     /// A cluster made without a cluster admin has nobody to run `cluster resume`: a node
     /// that could not recover from its peers (rule 2) serves its store as it is, with a
     /// warning, the guarantee of a single node (spec/freshness-v1.md, "Cluster rules",
-    /// 5). Returns whether it did so.
+    /// 5). Only if the cluster's sealed record says it has no admin: a deleted record
+    /// does not make a cluster admin-less. Returns whether it did so.
     pub async fn resume_without_admin(self: &std::sync::Arc<Self>) -> bool {
         let service = self.clone();
-        let admin = tokio::task::spawn_blocking(move || {
-            crate::node::read_cluster_admin(&service.keyring, service.reader().as_mut())
+        let without = tokio::task::spawn_blocking(move || {
+            crate::node::made_without_admin(&service.keyring, service.reader().as_mut())
         })
         .await;
-        if !matches!(admin, Ok(Ok(None))) {
+        if !matches!(without, Ok(Ok(true))) {
             return false;
         }
         tracing::warn!(
@@ -469,6 +449,16 @@ impl Service {
         out.extend(others.into_iter().map(|(_, s)| s));
         Ok(ClusterStatus { members: out })
     }
+}
+
+/// The first of `memberships` (node ids) of which `held` is no majority: its index, how
+/// many of it hold, and its size. An empty membership (before a cluster's first member)
+/// has nothing to lose.
+fn lacking(memberships: &[Vec<String>], held: &[String]) -> Option<(usize, usize, usize)> {
+    memberships.iter().enumerate().find_map(|(i, ms)| {
+        let h = ms.iter().filter(|id| held.contains(id)).count();
+        (!ms.is_empty() && h <= ms.len() / 2).then_some((i, h, ms.len()))
+    })
 }
 
 fn status_of(m: Member, answer: Result<PeerEpoch, String>) -> MemberStatus {
