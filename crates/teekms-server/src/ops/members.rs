@@ -185,6 +185,10 @@ impl Service {
                 }
             }
             let _ = tx.send(held);
+            // The members not heard from yet are still asked, not cut off: asking makes
+            // each read the store's epoch, so none lags behind an acknowledged change
+            // (a lagging member fails its next data-plane confirmation).
+            asks.detach_all();
         });
         let held = rx
             .recv()
