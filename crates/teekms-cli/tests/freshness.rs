@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Env, s};
+use teekms_testkit::NodeProcess;
 
 /// `GET /v1/ready`: status and body (curl; the node's certificate is not checked here,
 /// nothing is sent).
@@ -276,6 +277,33 @@ fn same_epoch(urls: &[&str]) -> u64 {
     }
 }
 
+/// Sim nodes on `store`, one per entry of `envs` (its environment): the first makes the
+/// cluster, with `first` options more, and the others join it. Returns them and their
+/// data dirs.
+fn start_members(
+    env: &Env,
+    store: &str,
+    first: &[&str],
+    envs: &[&[(&str, &str)]],
+) -> (Vec<NodeProcess>, Vec<PathBuf>) {
+    let dirs: Vec<PathBuf> = (1..=envs.len())
+        .map(|i| env.path(&format!("node-{i}")))
+        .collect();
+    let mut args = vec!["--store", store];
+    args.extend_from_slice(first);
+    let mut nodes = vec![env.serve_with_env(envs[0], "sim", &dirs[0], &args, "warn")];
+    let first_url = nodes[0].url.clone();
+    let join = ["--store", store, "--join", first_url.as_str()];
+    for (i, vars) in envs.iter().enumerate().skip(1) {
+        nodes.push(env.serve_with_env(vars, "sim", &dirs[i], &join, "warn"));
+    }
+    (nodes, dirs)
+}
+
+fn three(nodes: Vec<NodeProcess>) -> [NodeProcess; 3] {
+    nodes.try_into().ok().expect("three nodes")
+}
+
 /// `teekms cluster status` once `n` members answer (they record themselves at start).
 fn until_members(env: &Env, url: &str, policy: &str, n: usize) -> String {
     let start = Instant::now();
@@ -299,25 +327,14 @@ fn a_database_restored_under_a_running_cluster_is_refused_on_every_node() {
     let env = Env::new();
     let pg = teekms_testkit::PgServer::start();
     let store = pg.url("postgres");
-    let dirs: Vec<_> = (1..=3).map(|i| env.path(&format!("node-{i}"))).collect();
-    let n1 = env.serve_tee("sim", &dirs[0], &["--store", &store], "warn");
-    let n2 = env.serve_tee(
-        "sim",
-        &dirs[1],
-        &["--store", &store, "--join", &n1.url],
-        "warn",
-    );
-    let n3 = env.serve_tee(
-        "sim",
-        &dirs[2],
-        &["--store", &store, "--join", &n1.url],
-        "warn",
-    );
+    let (nodes, _) = start_members(&env, &store, &[], &[&[], &[], &[]]);
+    let [n1, n2, n3] = three(nodes);
     let urls = [n1.url.as_str(), n2.url.as_str(), n3.url.as_str()];
     let (policy, token, _) = env.key_with_access(urls[0]);
     let p = s(&policy).to_owned();
     for url in urls {
-        assert_eq!(encrypt_with_token(&env, url, &policy, &token).0, 0);
+        let (code, out) = encrypt_with_token(&env, url, &policy, &token);
+        assert_eq!(code, 0, "{out}");
     }
     let before_changes = same_epoch(&urls);
     // Each node recorded itself as a member; each answers for its own epoch.
@@ -382,20 +399,8 @@ fn revocations_need_a_majority_of_the_members() {
     let env = Env::new();
     let pg = teekms_testkit::PgServer::start();
     let store = pg.url("postgres");
-    let dirs: Vec<_> = (1..=3).map(|i| env.path(&format!("node-{i}"))).collect();
-    let n1 = env.serve_tee("sim", &dirs[0], &["--store", &store], "warn");
-    let mut n2 = env.serve_tee(
-        "sim",
-        &dirs[1],
-        &["--store", &store, "--join", &n1.url],
-        "warn",
-    );
-    let mut n3 = env.serve_tee(
-        "sim",
-        &dirs[2],
-        &["--store", &store, "--join", &n1.url],
-        "warn",
-    );
+    let (nodes, _) = start_members(&env, &store, &[], &[&[], &[], &[]]);
+    let [n1, mut n2, mut n3] = three(nodes);
     let (policy, token, _) = env.key_with_access(&n1.url);
     let p = s(&policy).to_owned();
     until_members(&env, &n1.url, &p, 3);
@@ -535,14 +540,11 @@ fn restarted_members_recover_the_epoch_from_their_peers_or_wait_for_resume() {
         .unwrap()
         .trim()
         .to_owned();
-    let dirs: Vec<_> = (1..=3).map(|i| env.path(&format!("node-{i}"))).collect();
-    let first = ["--store", store.as_str(), "--cluster-admin", admin.as_str()];
-    let mut nodes = vec![env.serve_tee("sim", &dirs[0], &first, "warn")];
-    let first_url = nodes[0].url.clone();
-    let join = ["--store", store.as_str(), "--join", first_url.as_str()];
-    nodes.push(env.serve_tee("sim", &dirs[1], &join, "warn"));
-    nodes.push(env.serve_tee("sim", &dirs[2], &join, "warn"));
+    let (mut nodes, dirs) =
+        start_members(&env, &store, &["--cluster-admin", &admin], &[&[], &[], &[]]);
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let first = ["--store", store.as_str(), "--cluster-admin", admin.as_str()];
+    let join = ["--store", store.as_str(), "--join", urls[0].as_str()];
     let (policy, token, _) = env.key_with_access(&urls[0]);
     let p = s(&policy).to_owned();
     until_members(&env, &urls[0], &p, 3);
@@ -636,13 +638,10 @@ fn a_lost_change_replaced_by_another_is_a_fork_that_the_members_detect() {
     let pg = teekms_testkit::PgServer::start();
     let store = pg.url("postgres");
     let trigger = env.path("exit-after-commit");
-    let dirs: Vec<_> = (1..=3).map(|i| env.path(&format!("node-{i}"))).collect();
     let hook = [("TEEKMS_TEST_EXIT_AFTER_COMMIT", s(&trigger))];
-    let n1 = env.serve_with_env(&hook, "sim", &dirs[0], &["--store", &store], "warn");
     let quiet = [("TEEKMS_TEST_NO_WATCH", "1")];
-    let join = ["--store", store.as_str(), "--join", n1.url.as_str()];
-    let n2 = env.serve_with_env(&quiet, "sim", &dirs[1], &join, "warn");
-    let n3 = env.serve_with_env(&quiet, "sim", &dirs[2], &join, "warn");
+    let (nodes, _) = start_members(&env, &store, &[], &[&hook, &quiet, &quiet]);
+    let [n1, n2, n3] = three(nodes);
     let (policy, token, _) = env.key_with_access(&n1.url);
     let p = s(&policy).to_owned();
     until_members(&env, &n1.url, &p, 3);
@@ -705,15 +704,12 @@ fn without_an_admin_members_serve_after_a_wait_unless_the_record_saying_so_is_go
     let env = Env::new();
     let pg = teekms_testkit::PgServer::start();
     let store = pg.url("postgres");
-    let dirs: Vec<_> = (1..=2).map(|i| env.path(&format!("node-{i}"))).collect();
-    let n1 = env.serve_tee("sim", &dirs[0], &["--store", &store], "warn");
-    let first_url = n1.url.clone();
-    let join = ["--store", store.as_str(), "--join", first_url.as_str()];
-    let mut nodes = vec![n1, env.serve_tee("sim", &dirs[1], &join, "warn")];
+    let (mut nodes, dirs) = start_members(&env, &store, &[], &[&[], &[]]);
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let join = ["--store", store.as_str(), "--join", urls[0].as_str()];
     let (policy, token, _) = env.key_with_access(&urls[0]);
     until_members(&env, &urls[0], s(&policy), 2);
-    let restart_both = |nodes: &mut Vec<teekms_testkit::NodeProcess>| {
+    let restart_both = |nodes: &mut Vec<NodeProcess>| {
         for n in nodes.iter_mut() {
             n.kill();
         }
